@@ -1,0 +1,117 @@
+"""Typed configuration: one pydantic model per stage, YAML on disk, named presets.
+
+Each stage module defines its own settings model (``PrepareConfig`` in ``prepare.py``, ...)
+deriving from :class:`Settings`; the experiment config composes them. Unknown keys are errors
+that suggest the closest valid name, so a typo in a YAML file never passes silently.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+from .fileio import write_text
+
+S = TypeVar("S", bound="Settings")
+
+
+class Settings(BaseModel):
+    """Base of every settings model: strict keys, validated on assignment, YAML round trip."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+    @classmethod
+    def from_dict(cls: type[S], data: dict[str, Any] | None, source: str = "config") -> S:
+        try:
+            return cls.model_validate(data or {})
+        except ValidationError as err:
+            raise ConfigError(format_validation_error(err, cls, source)) from None
+
+    @classmethod
+    def from_yaml(cls: type[S], path: str | os.PathLike) -> S:
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+    def to_yaml(self, path: str | os.PathLike) -> Path:
+        return write_text(path, yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False))
+
+    def merged(self: S, **changes: Any) -> S:
+        """A validated copy with some fields replaced (``None`` values are ignored)."""
+        data = self.model_dump()
+        data.update({k: v for k, v in changes.items() if v is not None})
+        return type(self).from_dict(data, source=type(self).__name__)
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return data
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
+    """One line per problem, naming the key path, the bad value and, for typos, a suggestion."""
+    lines = []
+    for problem in err.errors():
+        loc = ".".join(str(p) for p in problem["loc"]) or "(root)"
+        if problem["type"] == "extra_forbidden":
+            name = str(problem["loc"][-1])
+            fields = _fields_at(model, problem["loc"][:-1])
+            hint = difflib.get_close_matches(name, fields, n=1)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; valid keys: {', '.join(fields)}"
+            lines.append(f"unknown setting '{loc}'{suggestion}")
+        else:
+            value = problem.get("input")
+            shown = "" if isinstance(value, dict) else f" (got {value!r})"
+            lines.append(f"'{loc}': {problem['msg']}{shown}")
+    return f"{source}: " + "; ".join(lines)
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        annotation = field.annotation
+        current = _first_model(annotation)
+        if current is None:
+            return []
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def look_up_option(name: str, options: dict[str, Any] | list[str], what: str = "option") -> Any:
+    """``options[name]``, or a ConfigError with a "did you mean" suggestion."""
+    keys = list(options)
+    if name in keys:
+        return options[name] if isinstance(options, dict) else name
+    hint = difflib.get_close_matches(name, keys, n=1)
+    extra = f"; did you mean '{hint[0]}'?" if hint else ""
+    raise ConfigError(f"unknown {what} '{name}' (choose from {', '.join(keys)}){extra}")

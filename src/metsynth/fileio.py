@@ -1,0 +1,71 @@
+"""Atomic file output: write to a temporary file beside the target, then rename.
+
+An interrupted run therefore never leaves a half-written file under a final name, and a rerun
+can treat "the file exists" as "the file is complete".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def temp_path_for(path: Path) -> Path:
+    """A unique hidden path in the same folder that keeps the full suffix (.nii.gz stays .nii.gz)."""
+    path = Path(path)
+    return path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is renamed to ``path``, else removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def _json_default(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temporary files left by an interrupted run in ``folder`` (recursively)."""
+    n = 0
+    for tmp in Path(folder).rglob(".tmp-*"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            n += 1
+    return n

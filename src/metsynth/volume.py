@@ -1,0 +1,326 @@
+"""`Volume`: a 3D array with its geometry, and all file IO.
+
+Convention (the only place where SimpleITK's axis order appears is this file):
+
+* ``array`` is indexed ``[z, y, x]`` (numpy order, as ``sitk.GetArrayFromImage`` returns it);
+* ``spacing`` and ``origin`` are given in that same order, ``(z, y, x)``, in millimetres;
+* ``direction`` is the 3x3 direction-cosine matrix with *both* axes reversed to array order:
+  ``direction[:, i]`` is the world direction (world axes listed z, y, x; LPS as in ITK/DICOM)
+  of array axis ``i``.
+
+So the world position of voxel ``idx`` (array order) is
+``origin + direction @ (idx * spacing)``, everything in ``(z, y, x)`` order.
+
+Files: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) and DICOM series
+(a folder) are read; NIfTI (and the other single-file formats) are written, atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError
+from .fileio import atomic_path
+
+READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+
+# Tolerances for "same grid": NIfTI stores geometry in float32, so exact equality after a
+# round trip is not to be expected; these are far below any clinically meaningful offset.
+SPACING_RTOL = 1e-4
+ORIGIN_ATOL_MM = 1e-3
+DIRECTION_ATOL = 1e-4
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+@dataclass(eq=False)
+class Volume:
+    """A 3D image or mask with geometry, indexed ``[z, y, x]``."""
+
+    array: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    path: Path | None = None  # where it was read from, for error messages
+
+    def __post_init__(self) -> None:
+        self.array = np.asarray(self.array)
+        if self.array.ndim != 3:
+            raise InputError(
+                f"{self.name}: expected a 3D volume, got {self.array.ndim}D with shape "
+                f"{self.array.shape}; metsynth works on 3D CT (a single slice or a 4D series "
+                "must be converted first)"
+            )
+        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
+        self.origin = tuple(float(o) for o in self.origin)  # type: ignore[assignment]
+        self.direction = np.asarray(self.direction, dtype=np.float64).reshape(3, 3)
+        if len(self.spacing) != 3 or len(self.origin) != 3:
+            raise InputError(f"{self.name}: spacing and origin need 3 values (z, y, x)")
+        if min(self.spacing) <= 0 or not np.all(np.isfinite(self.spacing)):
+            raise InputError(f"{self.name}: spacing must be positive and finite, got {self.spacing}")
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return str(self.path) if self.path is not None else "volume"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return float(np.prod(self.spacing))
+
+    @property
+    def extent_mm(self) -> tuple[float, float, float]:
+        """Physical size of the field of view along each array axis (voxel edges included)."""
+        return tuple(float(n * s) for n, s in zip(self.shape, self.spacing))  # type: ignore[return-value]
+
+    def with_array(self, array: np.ndarray, path: Path | None = None) -> "Volume":
+        """A new volume on this volume's grid with another array (same shape required)."""
+        array = np.asarray(array)
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} does not match the grid {self.array.shape}")
+        return Volume(array, self.spacing, self.origin, self.direction.copy(), path)
+
+    def geometry(self) -> dict[str, Any]:
+        """Plain-data geometry (for JSON sidecars and error messages)."""
+        return {
+            "shape": list(self.shape),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": self.direction.tolist(),
+        }
+
+    # ----------------------------------------------------------------- coordinates
+    def index_to_world(self, index: np.ndarray) -> np.ndarray:
+        """World coordinates ``(z, y, x)`` in mm of array indices (``(..., 3)``, may be fractional)."""
+        index = np.asarray(index, dtype=np.float64)
+        return np.asarray(self.origin) + (index * np.asarray(self.spacing)) @ self.direction.T
+
+    def world_to_index(self, point: np.ndarray) -> np.ndarray:
+        """Fractional array indices of world points ``(z, y, x)`` in mm."""
+        point = np.asarray(point, dtype=np.float64) - np.asarray(self.origin)
+        return (point @ np.linalg.inv(self.direction).T) / np.asarray(self.spacing)
+
+    def axis_world_directions(self) -> np.ndarray:
+        """``out[i]`` is the unit world vector (z, y, x; LPS) along which array axis ``i`` grows."""
+        return self.direction.T.copy()
+
+    # ----------------------------------------------------------------- grids
+    def grid_mismatch(self, other: "Volume") -> str | None:
+        """``None`` if both volumes share a grid, else a sentence saying what differs."""
+        if self.shape != other.shape:
+            return f"shape {self.shape} vs {other.shape}"
+        if not np.allclose(self.spacing, other.spacing, rtol=SPACING_RTOL, atol=0):
+            return f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)} mm"
+        if not np.allclose(self.origin, other.origin, rtol=0, atol=ORIGIN_ATOL_MM):
+            return f"origin {_fmt(self.origin)} vs {_fmt(other.origin)} mm"
+        if not np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_ATOL):
+            return "direction cosines differ"
+        return None
+
+    def same_grid(self, other: "Volume") -> bool:
+        return self.grid_mismatch(other) is None
+
+    def aligned_to(self, reference: "Volume") -> "Volume | None":
+        """This volume's voxels in ``reference``'s axis order, or ``None`` if the grids differ.
+
+        Covers the common case of one grid stored in two orientations (e.g. a DICOM series and
+        a NIfTI export with a flipped axis): the result is a lossless transpose/flip of the
+        array and shares ``reference``'s grid exactly.
+        """
+        if self.same_grid(reference):
+            return self
+        relation = np.linalg.solve(reference.direction, self.direction)  # ref axes <- self axes
+        rounded = np.round(relation)
+        if not np.allclose(relation, rounded, atol=DIRECTION_ATOL) or sorted(np.abs(rounded).sum(0)) != [1, 1, 1]:
+            return None
+        perm = [int(np.argmax(np.abs(rounded[:, j]))) for j in range(3)]  # self axis j -> ref axis perm[j]
+        if sorted(perm) != [0, 1, 2]:
+            return None
+        array = self.array
+        for j in range(3):
+            if rounded[perm[j], j] < 0:
+                array = np.flip(array, axis=j)
+        order = [perm.index(i) for i in range(3)]  # ref axis i <- self axis order[i]
+        array = np.ascontiguousarray(np.transpose(array, order))
+        if array.shape != reference.shape:
+            return None
+        candidate = reference.with_array(array, path=self.path)
+        # The flip moved the origin to the opposite corner: check it lands on the reference's.
+        corner = np.where(rounded.sum(0) < 0, np.asarray(self.shape) - 1, 0)
+        if not np.allclose(self.index_to_world(corner), reference.origin, atol=ORIGIN_ATOL_MM):
+            return None
+        if not np.allclose(np.asarray(self.spacing)[order], reference.spacing, rtol=SPACING_RTOL):
+            return None
+        return candidate
+
+    # ----------------------------------------------------------------- SimpleITK
+    def to_sitk(self):
+        sitk = _sitk()
+        array = self.array
+        if array.dtype == bool:
+            array = array.astype(np.uint8)
+        image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+        image.SetSpacing(tuple(reversed(self.spacing)))
+        image.SetOrigin(tuple(reversed(self.origin)))
+        image.SetDirection(tuple(self.direction[::-1, ::-1].ravel()))
+        return image
+
+    @classmethod
+    def from_sitk(cls, image, path: Path | None = None) -> "Volume":
+        sitk = _sitk()
+        dim = image.GetDimension()
+        if dim != 3:
+            raise InputError(
+                f"{path or 'image'}: expected a 3D volume, got a {dim}D image of size "
+                f"{image.GetSize()}; convert a single slice or a 4D series to a 3D volume first"
+            )
+        if image.GetNumberOfComponentsPerPixel() != 1:
+            raise InputError(
+                f"{path or 'image'}: has {image.GetNumberOfComponentsPerPixel()} components per "
+                "voxel (colour or vector image); metsynth needs a scalar CT or mask"
+            )
+        array = sitk.GetArrayFromImage(image)
+        direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)[::-1, ::-1]
+        return cls(
+            array,
+            spacing=tuple(reversed(image.GetSpacing())),
+            origin=tuple(reversed(image.GetOrigin())),
+            direction=direction.copy(),
+            path=path,
+        )
+
+    # ----------------------------------------------------------------- files
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> "Volume":
+        """Read a NIfTI / NRRD / MHA file, or a folder holding one DICOM series."""
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path}: file not found; check the path (relative paths in a manifest "
+                             "are relative to the manifest's folder)")
+        sitk = _sitk()
+        if path.is_dir():
+            return cls.from_sitk(_read_dicom_series(path), path)
+        if not _has_suffix(path, READABLE_SUFFIXES) and not _looks_like_dicom(path):
+            raise InputError(
+                f"{path}: unsupported file type; use NIfTI (.nii/.nii.gz), NRRD, MHA, or a folder "
+                "with one DICOM series"
+            )
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
+            raise InputError(f"{path}: cannot be read as an image ({first}); is the file complete?") from None
+        return cls.from_sitk(image, path)
+
+    def write(self, path: str | os.PathLike, compression_level: int | None = 1) -> Path:
+        """Write atomically; NIfTI is gzip-compressed when the name ends in .gz.
+
+        ``compression_level`` (1 fastest .. 9 smallest; None = no compression) applies to
+        compressed formats; level 1 is much faster than the default 6 for a few % more bytes.
+        """
+        path = Path(path)
+        if not _has_suffix(path, WRITABLE_SUFFIXES):
+            raise InputError(f"{path}: can only write {', '.join(WRITABLE_SUFFIXES)}")
+        sitk = _sitk()
+        compress = compression_level is not None and (path.name.endswith(".gz") or path.suffix in (".nrrd", ".mha"))
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(self.to_sitk(), str(tmp), compress, compression_level if compress else -1)
+        return path
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    return Volume.read(path)
+
+
+def check_finite(volume: Volume, what: str = "image") -> None:
+    """Raise if the volume holds NaN or infinite values."""
+    if np.issubdtype(volume.array.dtype, np.floating):
+        bad = ~np.isfinite(volume.array)
+        n = int(bad.sum())
+        if n:
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InputError(
+                f"{volume.name}: {what} has {n} NaN or infinite voxels (first at [z,y,x]={first}); "
+                "fix or replace them (e.g. with the air value) before using it"
+            )
+
+
+def as_mask(volume: Volume, reference: Volume | None = None, what: str = "mask") -> Volume:
+    """Check a binary mask (values {0, 1} or bool) on the reference grid; return it as uint8."""
+    if reference is not None:
+        diff = reference.grid_mismatch(volume)
+        aligned = volume.aligned_to(reference) if diff is not None else volume
+        if aligned is not None:
+            volume, diff = aligned, None
+        if diff is not None:
+            raise InputError(
+                f"{volume.name}: {what} is not on the grid of its image {reference.name} ({diff}); "
+                "masks must be saved on exactly the image's grid (resample the mask onto the image "
+                "with nearest-neighbour interpolation)"
+            )
+    array = volume.array
+    if array.dtype != bool:
+        if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+            raise InputError(f"{volume.name}: {what} has NaN or infinite values")
+        values = np.unique(array)
+        if not np.all(np.isin(values, (0, 1))):
+            shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if values.size > 6 else "")
+            raise InputError(
+                f"{volume.name}: {what} is not binary (values {shown}); save one mask per "
+                "structure with values 0 and 1 (for a label map, keep the lesion label only)"
+            )
+    return volume.with_array(array.astype(np.uint8), path=volume.path)
+
+
+def _read_dicom_series(folder: Path):
+    sitk = _sitk()
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: no DICOM series found in this folder; point to the folder that "
+                         "holds the series' .dcm files")
+    files_per_series = {sid: reader.GetGDCMSeriesFileNames(str(folder), sid) for sid in series}
+    if len(series) > 1:
+        listed = ", ".join(f"{sid} ({len(f)} files)" for sid, f in files_per_series.items())
+        raise InputError(f"{folder}: holds {len(series)} DICOM series ({listed}); put each series "
+                         "in its own folder")
+    files = files_per_series[series[0]]
+    if len(files) < 2:
+        raise InputError(f"{folder}: the DICOM series has a single slice; a 3D volume is needed")
+    reader.SetFileNames(files)
+    try:
+        return reader.Execute()
+    except RuntimeError as err:
+        raise InputError(f"{folder}: DICOM series cannot be read ({str(err).strip().splitlines()[-1]})") from None
+
+
+def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in suffixes)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(128)
+            return fh.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
