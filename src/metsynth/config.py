@@ -27,11 +27,13 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
     @classmethod
-    def from_dict(cls: type[S], data: dict[str, Any] | None, source: str = "config") -> S:
+    def from_dict(cls: type[S], data: dict[str, Any] | None, source: str = "config",
+                  error: type[Exception] = ConfigError) -> S:
+        """Validate plain data; problems raise ``error`` (one message listing them all)."""
         try:
             return cls.model_validate(data or {})
         except ValidationError as err:
-            raise ConfigError(format_validation_error(err, cls, source)) from None
+            raise error(format_validation_error(err, cls, source)) from None
 
     @classmethod
     def from_yaml(cls: type[S], path: str | os.PathLike) -> S:

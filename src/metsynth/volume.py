@@ -94,6 +94,17 @@ class Volume:
             raise ValueError(f"shape {array.shape} does not match the grid {self.array.shape}")
         return Volume(array, self.spacing, self.origin, self.direction.copy(), path)
 
+    def crop(self, lo, hi) -> "Volume":
+        """The sub-volume ``array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]`` with its true origin.
+
+        Bounds are clipped to the volume; the result keeps spacing and direction.
+        """
+        lo = np.clip(np.asarray(lo, dtype=int), 0, self.shape)
+        hi = np.clip(np.asarray(hi, dtype=int), lo, self.shape)
+        array = self.array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+        origin = self.index_to_world(lo.astype(np.float64))
+        return Volume(array, self.spacing, tuple(origin), self.direction.copy(), self.path)
+
     def geometry(self) -> dict[str, Any]:
         """Plain-data geometry (for JSON sidecars and error messages)."""
         return {
@@ -224,6 +235,13 @@ class Volume:
         except RuntimeError as err:
             first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
             raise InputError(f"{path}: cannot be read as an image ({first}); is the file complete?") from None
+        if _has_suffix(path, (".nii", ".nii.gz")):
+            bad = _nifti_nonfinite_count(path)
+            if bad:
+                raise InputError(
+                    f"{path}: image has {bad} NaN or infinite voxels (NIfTI readers silently turn them "
+                    "into 0); replace them (e.g. with the air value) before using the file"
+                )
         return cls.from_sitk(image, path)
 
     def write(self, path: str | os.PathLike, compression_level: int | None = 1) -> Path:
@@ -306,6 +324,45 @@ def _read_dicom_series(folder: Path):
         return reader.Execute()
     except RuntimeError as err:
         raise InputError(f"{folder}: DICOM series cannot be read ({str(err).strip().splitlines()[-1]})") from None
+
+
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _nifti_nonfinite_count(path: Path) -> int:
+    """Count NaN/inf voxels in a float NIfTI file from its raw bytes (0 for integer types).
+
+    ITK's NIfTI reader replaces non-finite values by 0, so they must be found before it does.
+    """
+    import gzip
+    import struct
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        head = fh.read(540)
+        if len(head) < 348:
+            return 0
+        for endian in "<>":
+            size = struct.unpack(endian + "i", head[:4])[0]
+            if size in (348, 540):
+                break
+        else:
+            return 0
+        if size == 348:
+            datatype = struct.unpack(endian + "h", head[70:72])[0]
+            offset = int(struct.unpack(endian + "f", head[108:112])[0])
+        else:
+            datatype = struct.unpack(endian + "h", head[12:14])[0]
+            offset = int(struct.unpack(endian + "q", head[168:176])[0])
+        if datatype not in _NIFTI_FLOAT_TYPES:
+            return 0
+        fh.seek(offset)
+        dtype = np.dtype(endian + _NIFTI_FLOAT_TYPES[datatype])
+        count = 0
+        while chunk := fh.read(1 << 24):
+            usable = len(chunk) - len(chunk) % dtype.itemsize
+            count += int((~np.isfinite(np.frombuffer(chunk[:usable], dtype=dtype))).sum())
+        return count
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:

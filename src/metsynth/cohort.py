@@ -1,0 +1,317 @@
+"""The cohort manifest: which cases exist, their files, roles and annotations.
+
+A manifest is a YAML file (paths relative to its folder)::
+
+    name: my-hospital
+    cases:
+      - id: M001
+        image: images/M001.nii.gz        # NIfTI, NRRD, MHA, or a DICOM series folder
+        role: metastatic                 # healthy | metastatic | test
+        centre: A                        # optional
+        patient: P17                     # optional, groups cases in cross-validation
+        side: right                      # optional: left | right | both (default: auto)
+        femur_mask: femur/M001.nii.gz    # optional; computed by `prepare` if absent
+        lesion_masks:                    # required for metastatic cases
+          - {path: lesions/M001.nii.gz}  # annotator "reference", round 1 by default
+          - {path: lesions/M001_A1.nii.gz, annotator: A, round: 1, expertise: novice}
+
+``load_cohort`` checks the structure (ids, roles, keys); ``check_cohort`` opens every file and
+checks the content (readable, 3D, finite, masks binary and on the image's grid, lesions present
+on metastatic cases), reporting every problem at once and writing nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from .config import Settings, read_yaml
+from .errors import InputError
+from .fileio import write_text
+from .volume import Volume, as_mask, check_finite
+
+log = logging.getLogger(__name__)
+
+Role = Literal["healthy", "metastatic", "test"]
+Side = Literal["left", "right", "both"]
+Expertise = Literal["reference", "expert", "novice"]
+
+
+class LesionAnnotation(Settings):
+    """One lesion mask: one annotator's segmentation in one annotation round."""
+
+    path: Path = Field(description="Binary lesion mask on the image's grid.")
+    annotator: str = Field("reference", description="Who drew it (e.g. 'A', 'expert1').")
+    round: int = Field(1, ge=1, description="Annotation round (intra-operator study: 1, 2, ...).")
+    expertise: Expertise = Field("reference", description="reference (ground truth), expert or novice.")
+
+
+class Case(Settings):
+    """One CT volume and everything known about it."""
+
+    id: str = Field(min_length=1, description="Unique case id (used in file names).")
+    image: Path
+    role: Role
+    centre: str = "unknown"
+    patient: str | None = Field(None, description="Patient id; cases of one patient share a CV fold.")
+    side: Side | None = Field(None, description="Which femur: left, right, both, or auto (None).")
+    femur_mask: Path | None = None
+    lesion_masks: list[LesionAnnotation] = Field(default_factory=list)
+    source: dict[str, Any] | None = Field(None, description="Written by `prepare`: origin of a prepared case.")
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_file_safe(cls, value: str) -> str:
+        bad = set(value) & set('/\\:*?"<>| ')
+        if bad:
+            raise ValueError(f"case id {value!r} contains {''.join(sorted(bad))!r}; ids become file names")
+        return value
+
+    @property
+    def group(self) -> str:
+        return self.patient or self.id
+
+    def reference_lesion(self, annotator: str | None = None) -> LesionAnnotation | None:
+        """The annotation used as ground truth: the named annotator's first round, else the one
+        marked ``reference``, else the first listed."""
+        if not self.lesion_masks:
+            return None
+        if annotator is not None:
+            rounds = sorted((a for a in self.lesion_masks if a.annotator == annotator), key=lambda a: a.round)
+            if not rounds:
+                have = sorted({a.annotator for a in self.lesion_masks})
+                raise InputError(f"case {self.id}: no lesion mask by annotator {annotator!r} (has {', '.join(have)})")
+            return rounds[0]
+        for ann in self.lesion_masks:
+            if ann.expertise == "reference":
+                return ann
+        return self.lesion_masks[0]
+
+
+class PreparedInfo(Settings):
+    """Set on cohorts written by ``metsynth prepare``."""
+
+    spacing: tuple[float, float, float]
+    hu_window: tuple[float, float]
+
+
+class Cohort(Settings):
+    name: str = "cohort"
+    prepared: PreparedInfo | None = None
+    cases: list[Case]
+    root: Path | None = Field(None, exclude=True, description="Folder of the manifest (set on load).")
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "Cohort":
+        dup = [cid for cid, n in Counter(c.id for c in self.cases).items() if n > 1]
+        if dup:
+            raise ValueError(f"duplicate case ids: {', '.join(dup)}; every case needs its own id")
+        return self
+
+    def case(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.id == case_id:
+                return c
+        raise InputError(f"no case {case_id!r} in cohort {self.name!r}")
+
+    def by_role(self, *roles: str) -> list[Case]:
+        return [c for c in self.cases if c.role in roles]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the manifest with paths relative to its folder (portable), atomically."""
+        path = Path(path)
+        data = self.model_dump(mode="json", exclude_none=True)
+        base = path.parent.resolve()
+        for case, raw in zip(self.cases, data["cases"]):
+            raw["image"] = _relative(case.image, base)
+            if case.femur_mask is not None:
+                raw["femur_mask"] = _relative(case.femur_mask, base)
+            for ann, raw_ann in zip(case.lesion_masks, raw.get("lesion_masks", [])):
+                raw_ann["path"] = _relative(ann.path, base)
+            if not raw.get("lesion_masks"):
+                raw.pop("lesion_masks", None)
+        return write_text(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def load_cohort(path: str | os.PathLike) -> Cohort:
+    """Read and structurally validate a manifest; resolve its paths against its folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "cohort.yaml"
+    if not path.is_file():
+        raise InputError(f"{path}: cohort manifest not found; create one (see README, 'Bring your own "
+                         "data') or generate the phantom with `metsynth phantom`")
+    data = read_yaml(path)
+    if "cases" not in data or not isinstance(data["cases"], list) or not data["cases"]:
+        raise InputError(f"{path}: the manifest needs a non-empty 'cases:' list")
+    base = path.parent.resolve()
+    for i, raw in enumerate(data["cases"]):
+        if not isinstance(raw, dict):
+            raise InputError(f"{path}: case #{i + 1} is not a mapping of keys (id, image, role, ...)")
+        for key in ("image", "femur_mask"):
+            if raw.get(key):
+                raw[key] = _absolute(raw[key], base)
+        masks = raw.get("lesion_masks") or []
+        if isinstance(masks, (str, dict)):
+            masks = [masks]
+        raw["lesion_masks"] = [
+            {**m, "path": _absolute(m["path"], base)} if isinstance(m, dict) and "path" in m
+            else {"path": _absolute(m, base)} if isinstance(m, str) else m
+            for m in masks
+        ]
+    cohort = Cohort.from_dict(data, source=str(path), error=InputError)
+    cohort.root = base
+    return cohort
+
+
+# ------------------------------------------------------------------ content checks
+@dataclass
+class CaseReport:
+    """One row of ``metsynth cohort check``."""
+
+    id: str
+    role: str
+    centre: str
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    hu_range: tuple[float, float]
+    n_annotations: int
+    lesion_mm3: float | None
+    n_lesions: int | None
+    femur_mask: bool
+
+
+@dataclass
+class LoadedCase:
+    """A case's volumes, checked: image, femur mask (or None), chosen lesion mask (or None)."""
+
+    case: Case
+    image: Volume
+    femur: Volume | None
+    lesion: Volume | None
+
+
+def load_case(case: Case, annotator: str | None = None, lesion: bool = True) -> LoadedCase:
+    """Read a case's image and masks with every content check; raise InputError on the first problem."""
+    image = Volume.read(case.image)
+    check_finite(image, "image")
+    femur = None
+    if case.femur_mask is not None:
+        femur = as_mask(Volume.read(case.femur_mask), image, what="femur mask")
+        if not femur.array.any():
+            raise InputError(f"case {case.id}: femur mask {case.femur_mask} is empty; remove it from the "
+                             "manifest to have the femur segmented automatically, or fix the file")
+    lesion_vol = None
+    ann = case.reference_lesion(annotator) if lesion else None
+    if ann is not None:
+        lesion_vol = as_mask(Volume.read(ann.path), image, what=f"lesion mask ({ann.annotator}, round {ann.round})")
+        if case.role == "metastatic" and not lesion_vol.array.any():
+            raise InputError(
+                f"case {case.id}: lesion mask {ann.path} is empty but the case is 'metastatic'; "
+                "fix the mask, or give the case role 'healthy' if it has no lesion"
+            )
+    return LoadedCase(case, image, femur, lesion_vol)
+
+
+def check_cohort(cohort: Cohort, progress: bool = False) -> list[CaseReport]:
+    """Open every file of every case and check it; collect all problems, then raise once.
+
+    Reads only; writes nothing.
+    """
+    from scipy import ndimage
+
+    problems: list[str] = []
+    reports: list[CaseReport] = []
+    for case in _progress(cohort.cases, progress, "checking cases"):
+        if case.role == "metastatic" and not case.lesion_masks:
+            problems.append(f"case {case.id}: role 'metastatic' needs at least one entry in "
+                            "'lesion_masks' (or use role 'healthy')")
+            continue
+        try:
+            loaded = load_case(case)
+            annotations = [loaded.lesion] if loaded.lesion is not None else []
+            reference = case.reference_lesion()
+            for ann in case.lesion_masks:
+                if ann is reference:
+                    continue
+                vol = as_mask(Volume.read(ann.path), loaded.image,
+                              what=f"lesion mask ({ann.annotator}, round {ann.round})")
+                if case.role == "metastatic" and not vol.array.any():
+                    raise InputError(f"case {case.id}: lesion mask {ann.path} ({ann.annotator}, round "
+                                     f"{ann.round}) is empty but the case is 'metastatic'; fix the mask")
+                annotations.append(vol)
+        except InputError as err:
+            problems.append(f"case {case.id}: {err}" if not str(err).startswith(f"case {case.id}") else str(err))
+            continue
+        image = loaded.image
+        lesion_mm3 = n_lesions = None
+        if loaded.lesion is not None:
+            lesion_mm3 = float(loaded.lesion.array.sum()) * image.voxel_volume_mm3
+            n_lesions = int(ndimage.label(loaded.lesion.array)[1])
+        reports.append(CaseReport(
+            id=case.id, role=case.role, centre=case.centre, shape=image.shape,
+            spacing=image.spacing, hu_range=(float(image.array.min()), float(image.array.max())),
+            n_annotations=len(case.lesion_masks), lesion_mm3=lesion_mm3, n_lesions=n_lesions,
+            femur_mask=loaded.femur is not None,
+        ))
+    if problems:
+        raise InputError(f"{len(problems)} problem(s) in cohort {cohort.name!r}:\n  " + "\n  ".join(problems))
+    return reports
+
+
+def format_reports(reports: list[CaseReport]) -> str:
+    """A plain-text table of case reports."""
+    header = ("case", "role", "centre", "shape (z,y,x)", "spacing mm", "HU min..max", "annot", "lesions", "lesion mm3", "femur")
+    rows = [header]
+    for r in reports:
+        rows.append((
+            r.id, r.role, r.centre, "x".join(map(str, r.shape)), "x".join(f"{s:.2f}" for s in r.spacing),
+            f"{r.hu_range[0]:.0f}..{r.hu_range[1]:.0f}", str(r.n_annotations),
+            "-" if r.n_lesions is None else str(r.n_lesions),
+            "-" if r.lesion_mm3 is None else f"{r.lesion_mm3:.0f}", "yes" if r.femur_mask else "auto",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="case")
+
+
+def _absolute(value: Any, base: Path) -> Any:
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    p = Path(os.path.expanduser(os.fspath(value)))
+    return p if p.is_absolute() else base / p
+
+
+def _relative(path: Path, base: Path) -> str:
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return os.path.relpath(path, base) if path.anchor == base.anchor else path.as_posix()
+
+
+def summarize_roles(cohort: Cohort) -> dict[str, int]:
+    return dict(Counter(c.role for c in cohort.cases))
+
+
+__all__ = [
+    "Case", "CaseReport", "Cohort", "LesionAnnotation", "LoadedCase", "PreparedInfo",
+    "check_cohort", "format_reports", "load_case", "load_cohort", "summarize_roles",
+]
+

@@ -1,0 +1,116 @@
+"""Top-level commands: phantom, cohort check, prepare, demo (thin wrappers over the library)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+log = logging.getLogger("metsynth")
+
+cohort_app = typer.Typer(help="Inspect and validate cohort manifests.", no_args_is_help=True)
+
+
+def phantom(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the phantom cohort into."),
+    healthy: int = typer.Option(4, "--healthy", min=0, help="Number of healthy femurs."),
+    metastatic: int = typer.Option(4, "--metastatic", min=0, help="Number of femurs with osteolytic lesions."),
+    test: int = typer.Option(0, "--test", min=0,
+                             help="Number of test-only metastatic femurs with several annotators' masks "
+                                  "(for the operator-variability study)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
+    preview: bool = typer.Option(False, "--preview", help="Also write PNG slices with mask outlines per case."),
+    size: str = typer.Option("default", "--size", help="Phantom preset: default (realistic, ~0.7-0.9 mm) or tiny (tests)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite a phantom made with other settings."),
+) -> None:
+    """Generate the built-in procedural femur CT cohort (NIfTI + cohort.yaml)."""
+    from .cli import quiet
+    from .phantom import PhantomConfig, generate_cohort
+
+    config = PhantomConfig.preset(size) if hasattr(PhantomConfig, "preset") else PhantomConfig()
+    start = time.perf_counter()
+    manifest = generate_cohort(out, n_healthy=healthy, n_metastatic=metastatic, n_test=test, seed=seed,
+                               config=config, preview=preview, force=force, progress=not quiet())
+    typer.echo(f"phantom cohort: {manifest} ({healthy} healthy, {metastatic} metastatic, {test} test; "
+               f"{time.perf_counter() - start:.1f} s)")
+    if preview:
+        typer.echo(f"previews: {Path(out) / 'previews'}")
+
+
+def cohort_check(
+    manifest: Path = typer.Argument(..., help="cohort.yaml (or the folder holding it)."),
+) -> None:
+    """Open every file of a manifest, check it, and print a table of cases. Writes nothing."""
+    from .cli import quiet
+    from .cohort import check_cohort, format_reports, load_cohort, summarize_roles
+
+    cohort = load_cohort(manifest)
+    reports = check_cohort(cohort, progress=not quiet())
+    typer.echo(format_reports(reports))
+    roles = ", ".join(f"{n} {role}" for role, n in sorted(summarize_roles(cohort).items()))
+    typer.echo(f"\n{cohort.name}: {len(reports)} cases OK ({roles})")
+
+
+def prepare(
+    manifest: Path = typer.Argument(..., help="Raw cohort manifest (cohort.yaml or its folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the prepared cohort."),
+    spacing: Optional[float] = typer.Option(None, "--spacing", help="Isotropic voxel size in mm [default: 0.85]."),
+    hu_min: Optional[float] = typer.Option(None, "--hu-min", help="Lower end of the HU window mapped to -1 [default: -1000]."),
+    hu_max: Optional[float] = typer.Option(None, "--hu-max", help="Upper end of the HU window mapped to +1 [default: 2000]."),
+    interpolation: Optional[str] = typer.Option(None, "--interpolation", help="Image interpolation: linear or bspline."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Crop margin around the femur in mm [default: 10]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with PrepareConfig settings."),
+    force: bool = typer.Option(False, "--force", help="Redo a folder prepared with other settings."),
+) -> None:
+    """Resample to 0.85 mm, segment and crop the femur, standardize intensities to [-1, 1]."""
+    from .cli import quiet
+    from .cohort import load_cohort
+    from .prepare import PrepareConfig, prepare_cohort
+
+    settings = PrepareConfig.from_yaml(config) if config else PrepareConfig()
+    window = None
+    if hu_min is not None or hu_max is not None:
+        window = (hu_min if hu_min is not None else settings.hu_window[0],
+                  hu_max if hu_max is not None else settings.hu_window[1])
+    settings = settings.merged(spacing=spacing, hu_window=window, interpolation=interpolation,
+                               crop_margin_mm=margin)
+    result = prepare_cohort(load_cohort(manifest), out, settings, force=force, progress=not quiet())
+    typer.echo(f"prepared cohort: {result}")
+
+
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Run the pipeline on a freshly generated phantom cohort (laptop CPU, minutes)."""
+    from .cli import quiet
+    from .cohort import check_cohort, format_reports, load_cohort
+    from .phantom import PhantomConfig, generate_cohort
+    from .prepare import PrepareConfig, prepare_cohort
+
+    start = time.perf_counter()
+    out = Path(out)
+    typer.echo("1/3 phantom: generating a procedural femur CT cohort")
+    manifest = generate_cohort(out / "phantom", n_healthy=4, n_metastatic=4, n_test=2, seed=seed,
+                               config=PhantomConfig(), preview=True, progress=not quiet())
+    typer.echo("2/3 cohort check")
+    typer.echo(format_reports(check_cohort(load_cohort(manifest))))
+    typer.echo("3/3 prepare: femur segmentation, crop, 0.85 mm, [-1, 1]")
+    prepared = prepare_cohort(load_cohort(manifest), out / "prepared", PrepareConfig(), progress=not quiet())
+    typer.echo(f"\ndone in {time.perf_counter() - start:.0f} s")
+    typer.echo(f"  phantom cohort:   {manifest}")
+    typer.echo(f"  previews (PNG):   {out / 'phantom' / 'previews'}")
+    typer.echo(f"  prepared cohort:  {prepared}")
+
+
+def register(app: typer.Typer) -> None:
+    from .cli import command
+
+    command(app, name="phantom")(phantom)
+    command(cohort_app, name="check")(cohort_check)
+    app.add_typer(cohort_app, name="cohort")
+    command(app, name="prepare")(prepare)
+    command(app, name="demo")(demo)

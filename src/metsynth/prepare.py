@@ -1,0 +1,307 @@
+"""Preparation: from a raw cohort to a prepared one, ready for synthesis and training.
+
+For each case, in this order:
+
+1. femur mask: the manifest's, or computed by :func:`metsynth.bone.segment_femur` (on the
+   original grid, in HU); lesion masks are merged into it (a lesion is part of the femur);
+2. crop to the femur's bounding box plus a margin (done first, so only the femur region is
+   resampled);
+3. resample to the target spacing (default 0.85 mm isotropic, the paper's median voxel size)
+   keeping the physical extent: the image with linear or B-spline interpolation, masks with
+   linear interpolation of each connected component thresholded at 0.5, so volumes are kept and
+   a lesion smaller than a voxel is never lost (its most covered voxel is kept);
+4. intensity standardization: clip to ``hu_window`` and scale linearly to [-1, 1]; the window is
+   recorded in the prepared manifest so :func:`destandardize` can undo it.
+
+Outputs, in ``out_dir``: ``images/``, ``femur/``, ``lesions/`` (one file per annotation),
+``cohort.yaml`` (the prepared manifest, same schema, with ``prepared:`` and per-case ``source:``)
+and ``prepare.yaml`` (the settings). A rerun skips finished cases; another configuration in the
+same folder is refused unless ``force``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from .cohort import Case, Cohort, LesionAnnotation, PreparedInfo, check_cohort, load_case
+from .config import Settings
+from .errors import ConfigError, InputError
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+Interpolation = Literal["linear", "bspline"]
+
+
+class PrepareConfig(Settings):
+    """Settings of ``metsynth prepare``."""
+
+    spacing: tuple[float, float, float] = Field(
+        (0.85, 0.85, 0.85), description="Target voxel size in mm, (z, y, x). The paper: 0.85 mm isotropic.")
+    interpolation: Interpolation = Field("linear", description="Image interpolation: linear or bspline.")
+    hu_window: tuple[float, float] = Field(
+        (-1000.0, 2000.0), description="HU range mapped to [-1, 1]; values outside are clipped.")
+    crop_margin_mm: float = Field(10.0, ge=0, description="Margin around the femur's bounding box, mm.")
+    crop: bool = Field(True, description="Crop to the femur (plus margin); False keeps the whole field of view.")
+
+    @field_validator("spacing", mode="before")
+    @classmethod
+    def _isotropic_shorthand(cls, value):
+        if isinstance(value, (int, float)):
+            return (float(value),) * 3
+        return value
+
+    @field_validator("spacing")
+    @classmethod
+    def _positive(cls, value):
+        if min(value) <= 0:
+            raise ValueError(f"spacing must be positive, got {value}")
+        return value
+
+    @field_validator("hu_window")
+    @classmethod
+    def _ordered(cls, value):
+        if value[1] <= value[0]:
+            raise ValueError(f"hu_window must be (low, high) with low < high, got {value}")
+        return value
+
+
+# ------------------------------------------------------------------ intensities
+def standardize(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Clip to ``window`` and map linearly to [-1, 1] (float32)."""
+    lo, hi = window
+    out = (np.clip(hu.astype(np.float32), lo, hi) - lo) * np.float32(2.0 / (hi - lo)) - np.float32(1.0)
+    return out.astype(np.float32, copy=False)
+
+
+def destandardize(values: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """Inverse of :func:`standardize` (exact inside the window), back to HU (float32)."""
+    lo, hi = window
+    return ((values.astype(np.float32) + 1.0) * np.float32((hi - lo) / 2.0) + np.float32(lo)).astype(np.float32)
+
+
+def hu_to_standardized(hu: float, window: tuple[float, float]) -> float:
+    lo, hi = window
+    return 2.0 * (float(hu) - lo) / (hi - lo) - 1.0
+
+
+# ------------------------------------------------------------------ resampling
+def target_grid(volume: Volume, spacing: tuple[float, float, float]) -> Volume:
+    """An empty volume on the grid with ``spacing`` covering ``volume``'s field of view.
+
+    Voxel edges start where the input's start; the extent is kept to within half a voxel.
+    """
+    old_sp = np.asarray(volume.spacing)
+    new_sp = np.asarray(spacing, dtype=np.float64)
+    size = np.maximum(1, np.round(np.asarray(volume.shape) * old_sp / new_sp)).astype(int)
+    # first voxel centre: input's first edge + half a new voxel, along each array axis
+    start = (-0.5 * old_sp + 0.5 * new_sp) / old_sp  # in input index units
+    origin = volume.index_to_world(start)
+    return Volume(np.zeros(tuple(size), dtype=np.uint8), tuple(new_sp), tuple(origin), volume.direction.copy())
+
+
+def resample_image(volume: Volume, grid: Volume, interpolation: Interpolation = "linear",
+                   default: float | None = None) -> Volume:
+    """``volume`` interpolated onto ``grid`` (float32). Outside the input: ``default``
+    (the input's minimum, i.e. air, when None)."""
+    import SimpleITK as sitk
+
+    interp = {"linear": sitk.sitkLinear, "bspline": sitk.sitkBSpline}[interpolation]
+    fill = float(volume.array.min()) if default is None else float(default)
+    src = volume.with_array(volume.array.astype(np.float32)).to_sitk()
+    out = sitk.Resample(src, grid.to_sitk(), sitk.Transform(), interp, fill, sitk.sitkFloat32)
+    result = Volume.from_sitk(out)
+    if interpolation == "bspline":  # B-spline overshoots; keep the input's range
+        np.clip(result.array, volume.array.min(), volume.array.max(), out=result.array)
+    return grid.with_array(result.array)
+
+
+def resample_mask(mask: Volume, grid: Volume) -> Volume:
+    """A binary mask on ``grid``: each connected component interpolated linearly and thresholded
+    at 0.5; a component that would vanish keeps the voxel that holds its centroid."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    out = np.zeros(grid.shape, dtype=np.uint8)
+    labels, n = ndimage.label(mask.array > 0)
+    if n == 0:
+        return grid.with_array(out)
+    for sl in ndimage.find_objects(labels):
+        lo = np.array([s.start for s in sl]) - 2
+        hi = np.array([s.stop for s in sl]) + 2
+        part = mask.crop(lo, hi)
+        comp = part.with_array((part.array > 0).astype(np.float32))
+        # the component's box on the target grid (+1 voxel)
+        corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])], float)
+        idx = grid.world_to_index(mask.index_to_world(corners - 0.5))
+        tlo = np.clip(np.floor(idx.min(0)).astype(int) - 1, 0, grid.shape)
+        thi = np.clip(np.ceil(idx.max(0)).astype(int) + 2, tlo, grid.shape)
+        if np.any(thi <= tlo):
+            continue
+        sub = grid.crop(tlo, thi)
+        res = sitk.Resample(comp.to_sitk(), sub.to_sitk(), sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        values = Volume.from_sitk(res).array
+        keep = values >= 0.5
+        region = out[tlo[0]:thi[0], tlo[1]:thi[1], tlo[2]:thi[2]]
+        region |= keep.astype(np.uint8)
+        if not keep.any():  # smaller than a target voxel: keep the voxel holding its centroid
+            centroid = mask.index_to_world(np.argwhere(labels[sl] > 0).mean(0) + np.array([s.start for s in sl]))
+            index = np.clip(np.round(grid.world_to_index(centroid)).astype(int), 0, np.asarray(grid.shape) - 1)
+            out[tuple(index)] = 1
+    return grid.with_array(out)
+
+
+def femur_crop_box(femur: Volume, margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Index box (lo, hi) of the femur mask's bounding box plus ``margin_mm``."""
+    idx = np.argwhere(femur.array > 0)
+    margin = np.ceil(margin_mm / np.asarray(femur.spacing)).astype(int)
+    lo = np.maximum(idx.min(0) - margin, 0)
+    hi = np.minimum(idx.max(0) + 1 + margin, femur.shape)
+    return lo, hi
+
+
+# ------------------------------------------------------------------ one case
+def prepare_case(case: Case, config: PrepareConfig, femur_config=None) -> dict[str, Volume]:
+    """Prepared volumes of one case: ``image``, ``femur`` and one entry per lesion annotation
+    (key ``lesion:<annotator>:<round>``). Nothing is written."""
+    loaded = load_case(case, lesion=False)
+    image = loaded.image
+    femur = loaded.femur
+    femur_source = "manifest"
+    lesions = {annotation_key(ann): load_case_mask(ann, image) for ann in case.lesion_masks}
+    if femur is None:
+        from .bone import segment_femur
+
+        femur = segment_femur(image, side=case.side, config=femur_config)
+        femur_source = "automatic"
+    union = femur.array.astype(bool)
+    for vol in lesions.values():
+        union |= vol.array.astype(bool)
+    femur = femur.with_array(union.astype(np.uint8))
+
+    if config.crop:
+        lo, hi = femur_crop_box(femur, config.crop_margin_mm)
+        image, femur = image.crop(lo, hi), femur.crop(lo, hi)
+        lesions = {key: vol.crop(lo, hi) for key, vol in lesions.items()}
+    else:
+        lo, hi = np.zeros(3, int), np.asarray(image.shape)
+
+    grid = target_grid(image, config.spacing)
+    hu = resample_image(image, grid, config.interpolation)
+    out = {
+        "image": hu.with_array(standardize(hu.array, config.hu_window)),
+        "femur": resample_mask(femur, grid),
+    }
+    for key, vol in lesions.items():
+        out[key] = resample_mask(vol, grid)
+    out["_source"] = {  # type: ignore[assignment]
+        "image": str(case.image),
+        "shape": list(loaded.image.shape),
+        "spacing": list(loaded.image.spacing),
+        "origin": list(loaded.image.origin),
+        "direction": loaded.image.direction.tolist(),
+        "crop_box": [lo.tolist(), hi.tolist()],
+        "femur_mask": femur_source,
+    }
+    return out
+
+
+def annotation_key(ann: LesionAnnotation) -> str:
+    return f"lesion:{ann.annotator}:{ann.round}"
+
+
+def load_case_mask(ann: LesionAnnotation, image: Volume) -> Volume:
+    from .volume import as_mask
+
+    return as_mask(Volume.read(ann.path), image, what=f"lesion mask ({ann.annotator}, round {ann.round})")
+
+
+# ------------------------------------------------------------------ the cohort
+def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareConfig | None = None,
+                   force: bool = False, progress: bool = True, femur_config=None) -> Path:
+    """Prepare every case into ``out_dir``; return the prepared manifest's path.
+
+    The input cohort is fully checked before anything is written. Finished cases are skipped.
+    """
+    config = config or PrepareConfig()
+    out_dir = Path(out_dir)
+    manifest = out_dir / "cohort.yaml"
+    settings_file = out_dir / "prepare.yaml"
+    check_cohort(cohort, progress=False)  # raises before anything is written
+    _claim_run_dir(out_dir, settings_file, config, force)
+
+    cases = []
+    items = cohort.cases
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc="prepare", unit="case")
+    for case in items:
+        cases.append(_prepare_and_write(case, out_dir, config, femur_config))
+    prepared = Cohort(
+        name=f"{cohort.name}-prepared",
+        prepared=PreparedInfo(spacing=config.spacing, hu_window=config.hu_window),
+        cases=cases,
+    )
+    prepared.save(manifest)
+    log.info("prepared %d cases -> %s", len(cases), manifest)
+    return manifest
+
+
+def _claim_run_dir(out_dir: Path, settings_file: Path, config: PrepareConfig, force: bool) -> None:
+    if settings_file.exists():
+        previous = PrepareConfig.from_yaml(settings_file)
+        if previous != config and not force:
+            raise ConfigError(
+                f"{out_dir}: holds a preparation with other settings ({_diff(previous, config)}); "
+                "choose another --out folder, or pass --force to redo it with the new settings"
+            )
+        if previous != config and force:
+            for sub in ("images", "femur", "lesions"):
+                for f in (out_dir / sub).glob("*.nii.gz"):
+                    f.unlink()
+    elif out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise ConfigError(f"{out_dir}: folder exists and is not a metsynth preparation; "
+                          "choose an empty or new --out folder (or --force)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(settings_file)
+
+
+def _prepare_and_write(case: Case, out_dir: Path, config: PrepareConfig, femur_config) -> Case:
+    paths = {
+        "image": out_dir / "images" / f"{case.id}.nii.gz",
+        "femur": out_dir / "femur" / f"{case.id}.nii.gz",
+    }
+    for ann in case.lesion_masks:
+        paths[annotation_key(ann)] = out_dir / "lesions" / f"{case.id}__{ann.annotator}_r{ann.round}.nii.gz"
+    source_file = out_dir / "sources" / f"{case.id}.json"
+    from .fileio import read_json, write_json
+
+    if not (all(p.exists() for p in paths.values()) and source_file.exists()):
+        try:
+            volumes = prepare_case(case, config, femur_config)
+        except InputError as err:
+            raise InputError(f"case {case.id}: {err}") from None
+        source = volumes.pop("_source")
+        for key, vol in volumes.items():
+            vol.write(paths[key])  # type: ignore[union-attr]
+        write_json(source_file, source)  # written last: marks the case complete
+    source = read_json(source_file)
+    return case.model_copy(update={
+        "image": paths["image"],
+        "femur_mask": paths["femur"],
+        "lesion_masks": [ann.model_copy(update={"path": paths[annotation_key(ann)]})
+                         for ann in case.lesion_masks],
+        "source": source,
+    })
+
+
+def _diff(a: Settings, b: Settings) -> str:
+    da, db = a.model_dump(), b.model_dump()
+    return ", ".join(f"{k}: {da[k]} -> {db[k]}" for k in da if da[k] != db[k]) or "unknown"

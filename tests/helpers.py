@@ -1,0 +1,45 @@
+"""Builders of small test volumes and cohorts (importable as `helpers` from any test)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from metsynth.volume import Volume
+
+
+def make_volume(shape=(24, 28, 32), spacing=(1.0, 0.8, 0.8), origin=(5.0, -10.0, 20.0), seed=0) -> Volume:
+    rng = np.random.default_rng(seed)
+    hu = rng.normal(40, 20, size=shape).astype(np.int16)
+    zz, yy, xx = np.indices(shape)
+    c = np.array(shape) / 2
+    bone = ((yy - c[1]) ** 2 + (xx - c[2]) ** 2) < (min(shape[1:]) / 3) ** 2
+    hu[bone] = 800
+    return Volume(hu, spacing, origin)
+
+
+def write_tiny_cohort(root: Path, n_healthy=1, n_metastatic=2, **overrides) -> Path:
+    """A small valid cohort (images, femur masks, lesion masks) and its manifest; returns the manifest."""
+    root.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for i in range(n_healthy + n_metastatic):
+        cid = f"{'H' if i < n_healthy else 'M'}{i:02d}"
+        img = make_volume(seed=i)
+        img.write(root / "images" / f"{cid}.nii.gz")
+        femur = (img.array > 500).astype(np.uint8)
+        img.with_array(femur).write(root / "femur" / f"{cid}.nii.gz")
+        case = {"id": cid, "image": f"images/{cid}.nii.gz", "femur_mask": f"femur/{cid}.nii.gz",
+                "role": "healthy" if i < n_healthy else "metastatic", "centre": "A"}
+        if i >= n_healthy:
+            lesion = np.zeros(img.shape, np.uint8)
+            lesion[10:14, 12:16, 14:18] = 1
+            img.with_array(lesion).write(root / "lesions" / f"{cid}.nii.gz")
+            case["lesion_masks"] = [{"path": f"lesions/{cid}.nii.gz"}]
+        cases.append(case)
+    data = {"name": "tiny", "cases": cases}
+    data.update(overrides)
+    manifest = root / "cohort.yaml"
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    return manifest

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from helpers import make_volume, write_tiny_cohort
+from metsynth.cli import app
+from metsynth.cohort import check_cohort, load_cohort
+from metsynth.errors import InputError
+from metsynth.volume import Volume
+
+
+def edit_manifest(manifest, fn):
+    data = yaml.safe_load(manifest.read_text())
+    fn(data)
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def snapshot(folder):
+    return sorted((p.relative_to(folder), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_valid_cohort_loads_and_checks(tiny_cohort):
+    cohort = load_cohort(tiny_cohort)
+    assert [c.id for c in cohort.cases] == ["H00", "M01", "M02"]
+    assert cohort.case("M01").image.is_absolute()
+    assert [c.id for c in cohort.by_role("metastatic")] == ["M01", "M02"]
+    reports = check_cohort(cohort)
+    assert reports[1].n_lesions == 1
+    assert reports[1].lesion_mm3 == pytest.approx(64 * 1.0 * 0.8 * 0.8)
+
+
+def test_folder_is_accepted(tiny_cohort):
+    assert load_cohort(tiny_cohort.parent).name == "tiny"
+
+
+def test_save_writes_relative_paths_and_reloads(tiny_cohort, tmp_path):
+    cohort = load_cohort(tiny_cohort)
+    out = cohort.save(tiny_cohort.parent / "copy.yaml")
+    raw = yaml.safe_load(out.read_text())
+    assert raw["cases"][1]["image"] == "images/M01.nii.gz"
+    assert load_cohort(out).case("M01").image == cohort.case("M01").image
+
+
+def test_duplicate_ids(tiny_cohort):
+    edit_manifest(tiny_cohort, lambda d: d["cases"][1].update(id="H00"))
+    with pytest.raises(InputError, match="duplicate case ids: H00"):
+        load_cohort(tiny_cohort)
+
+
+def test_unknown_key_suggests_the_right_one(tiny_cohort):
+    edit_manifest(tiny_cohort, lambda d: d["cases"][0].update(femur_msk="x.nii.gz"))
+    with pytest.raises(InputError, match="unknown setting 'cases.0.femur_msk'; did you mean 'femur_mask'"):
+        load_cohort(tiny_cohort)
+
+
+def test_bad_role(tiny_cohort):
+    edit_manifest(tiny_cohort, lambda d: d["cases"][0].update(role="sick"))
+    with pytest.raises(InputError, match=r"cases.0.role.*'healthy', 'metastatic' or 'test'"):
+        load_cohort(tiny_cohort)
+
+
+def test_missing_file_names_case_and_file(tiny_cohort):
+    (tiny_cohort.parent / "images" / "M01.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"case M01: .*images/M01.nii.gz: file not found"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+def test_unreadable_file(tiny_cohort):
+    (tiny_cohort.parent / "femur" / "H00.nii.gz").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"case H00: .*femur/H00.nii.gz: cannot be read"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+@pytest.mark.parametrize("change, expected", [
+    (dict(shape=(24, 28, 30)), "shape"),
+    (dict(spacing=(1.0, 0.8, 0.9)), "spacing"),
+    (dict(origin=(5.0, -10.0, 21.0)), "origin"),
+    (dict(direction=np.diag([1.0, 1.0, -1.0])), "direction"),
+])
+def test_mask_on_another_grid(tiny_cohort, change, expected):
+    img = make_volume()
+    arr = np.zeros(change.get("shape", img.shape), np.uint8)
+    arr[10:12, 10:12, 10:12] = 1
+    vol = Volume(arr, change.get("spacing", img.spacing), change.get("origin", img.origin),
+                 change.get("direction", np.eye(3)))
+    vol.write(tiny_cohort.parent / "lesions" / "M02.nii.gz")
+    with pytest.raises(InputError, match=rf"case M02: .*lesions/M02.nii.gz: lesion mask .*not on the grid.*{expected}"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+def test_non_binary_mask(tiny_cohort):
+    img = make_volume()
+    img.with_array(np.full(img.shape, 2, np.uint8)).write(tiny_cohort.parent / "femur" / "M01.nii.gz")
+    with pytest.raises(InputError, match=r"case M01: .*femur mask is not binary \(values 2\)"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+def test_empty_lesion_mask_on_metastatic_case(tiny_cohort):
+    img = make_volume()
+    img.with_array(np.zeros(img.shape, np.uint8)).write(tiny_cohort.parent / "lesions" / "M01.nii.gz")
+    with pytest.raises(InputError, match="case M01: lesion mask .* is empty but the case is 'metastatic'"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+def test_metastatic_case_without_lesion_masks(tiny_cohort):
+    edit_manifest(tiny_cohort, lambda d: d["cases"][1].pop("lesion_masks"))
+    with pytest.raises(InputError, match="case M01: role 'metastatic' needs at least one entry in 'lesion_masks'"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+def test_2d_image(tiny_cohort):
+    import SimpleITK as sitk
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((28, 32), np.int16)), str(tiny_cohort.parent / "images" / "H00.nii.gz"))
+    with pytest.raises(InputError, match="case H00: .*expected a 3D volume, got a 2D image"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+def test_nan_image(tiny_cohort):
+    img = make_volume()
+    arr = img.array.astype(np.float32)
+    arr[0, 0, 0] = np.nan
+    img.with_array(arr).write(tiny_cohort.parent / "images" / "M02.nii.gz")
+    with pytest.raises(InputError, match="case M02: .*NaN or infinite"):
+        check_cohort(load_cohort(tiny_cohort))
+
+
+def test_all_problems_reported_at_once(tiny_cohort):
+    (tiny_cohort.parent / "images" / "H00.nii.gz").unlink()
+    (tiny_cohort.parent / "images" / "M02.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"2 problem\(s\)") as info:
+        check_cohort(load_cohort(tiny_cohort))
+    assert "H00" in str(info.value) and "M02" in str(info.value)
+
+
+def test_annotator_choice(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "c", n_healthy=0, n_metastatic=1)
+    edit_manifest(manifest, lambda d: d["cases"][0]["lesion_masks"].extend([
+        {"path": "lesions/M00.nii.gz", "annotator": "A", "round": 2, "expertise": "novice"},
+        {"path": "lesions/M00.nii.gz", "annotator": "A", "round": 1, "expertise": "novice"},
+    ]))
+    case = load_cohort(manifest).cases[0]
+    assert case.reference_lesion().annotator == "reference"
+    assert case.reference_lesion("A").round == 1
+    with pytest.raises(InputError, match="no lesion mask by annotator 'Z'"):
+        case.reference_lesion("Z")
+
+
+def test_cli_check_prints_table(tiny_cohort):
+    before = snapshot(tiny_cohort.parent)
+    result = CliRunner().invoke(app, ["--quiet", "cohort", "check", str(tiny_cohort)])
+    assert result.exit_code == 0, result.output
+    assert "M01" in result.output and "3 cases OK" in result.output
+    assert snapshot(tiny_cohort.parent) == before
+
+
+def test_cli_error_is_one_line(tiny_cohort):
+    (tiny_cohort.parent / "images" / "M01.nii.gz").unlink()
+    result = CliRunner().invoke(app, ["--quiet", "cohort", "check", str(tiny_cohort)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "error: 1 problem(s)" in result.output and "file not found" in result.output

@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from helpers import make_volume, write_tiny_cohort
+from metsynth.cli import app
+from metsynth.cohort import load_cohort
+from metsynth.errors import ConfigError, InputError
+from metsynth.prepare import (
+    PrepareConfig, destandardize, prepare_cohort, resample_image, resample_mask, standardize, target_grid,
+)
+from metsynth.volume import Volume
+
+
+def world_centroid(mask: Volume) -> np.ndarray:
+    return mask.index_to_world(np.argwhere(mask.array > 0).mean(0))
+
+
+@pytest.mark.parametrize("spacing", [(0.85, 0.85, 0.85), (2.0, 2.0, 2.0), (0.5, 1.3, 0.7)])
+def test_resampling_keeps_physical_extent(spacing):
+    vol = make_volume(shape=(20, 31, 17), spacing=(2.5, 0.7, 1.1))
+    grid = target_grid(vol, spacing)
+    np.testing.assert_allclose(grid.spacing, spacing)
+    # extent differs by less than one target voxel, and the first voxel edge is kept
+    assert np.all(np.abs(np.subtract(grid.extent_mm, vol.extent_mm)) <= np.asarray(spacing) / 2 + 1e-9)
+    np.testing.assert_allclose(grid.index_to_world([-0.5, -0.5, -0.5]), vol.index_to_world([-0.5, -0.5, -0.5]), atol=1e-9)
+
+
+def test_image_resampling_preserves_world_positions():
+    vol = make_volume(shape=(30, 30, 30), spacing=(1.0, 1.0, 1.0))
+    arr = np.zeros(vol.shape, np.float32)
+    arr[12:18, 8:14, 20:26] = 100
+    vol = vol.with_array(arr)
+    out = resample_image(vol, target_grid(vol, (0.85, 0.85, 0.85)))
+    assert out.array.dtype == np.float32
+    np.testing.assert_allclose(world_centroid(out.with_array(out.array > 50)), world_centroid(vol.with_array(arr > 50)), atol=0.3)
+
+
+def test_mask_resampling_keeps_volume_and_position():
+    vol = make_volume(shape=(30, 40, 40), spacing=(1.5, 0.6, 0.6))
+    mask = np.zeros(vol.shape, np.uint8)
+    zz, yy, xx = np.indices(vol.shape)
+    mask[((zz - 15) * 1.5) ** 2 + ((yy - 20) * 0.6) ** 2 + ((xx - 18) * 0.6) ** 2 < 6.0 ** 2] = 1
+    mvol = vol.with_array(mask)
+    out = resample_mask(mvol, target_grid(vol, (0.85, 0.85, 0.85)))
+    before = mask.sum() * vol.voxel_volume_mm3
+    after = out.array.sum() * out.voxel_volume_mm3
+    assert after == pytest.approx(before, rel=0.05)
+    np.testing.assert_allclose(world_centroid(out), world_centroid(mvol), atol=0.3)
+
+
+@pytest.mark.parametrize("spacing", [(0.85, 0.85, 0.85), (2.0, 2.0, 2.0), (3.0, 3.0, 3.0)])
+def test_small_lesions_are_not_lost(spacing):
+    vol = make_volume(shape=(30, 30, 30), spacing=(1.0, 1.0, 1.0))
+    mask = np.zeros(vol.shape, np.uint8)
+    mask[5, 5, 5] = 1            # 1 mm^3
+    mask[20, 20, 10:12] = 1      # 2 mm^3
+    mask[10:16, 20:26, 20:26] = 1  # a larger one
+    out = resample_mask(vol.with_array(mask), target_grid(vol, spacing))
+    assert ndimage.label(out.array)[1] == 3
+
+
+def test_standardization_round_trip_and_clipping():
+    hu = np.array([-2000, -1000, 0, 400, 2000, 3000], np.float32)
+    std = standardize(hu, (-1000, 2000))
+    np.testing.assert_allclose(std, [-1, -1, -1 / 3, 1 / 15 - 1 / 3 + 1 / 3 * 0.6, 1, 1], atol=0.2)
+    assert std.min() == -1 and std.max() == 1
+    inside = hu[1:5]
+    np.testing.assert_allclose(destandardize(standardize(inside, (-1000, 2000)), (-1000, 2000)), inside, atol=1e-3)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="hu_window.*low < high"):
+        PrepareConfig.from_dict({"hu_window": [100, -100]})
+    with pytest.raises(ConfigError, match="unknown setting 'spacng'; did you mean 'spacing'"):
+        PrepareConfig.from_dict({"spacng": 1.0})
+    assert PrepareConfig.from_dict({"spacing": 1.0}).spacing == (1.0, 1.0, 1.0)
+
+
+def test_prepare_cohort(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "raw")
+    out = tmp_path / "prepared"
+    cfg = PrepareConfig(crop_margin_mm=2.0)
+    result = prepare_cohort(load_cohort(manifest), out, cfg, progress=False)
+    prepared = load_cohort(result)
+    assert prepared.prepared is not None and prepared.prepared.hu_window == (-1000.0, 2000.0)
+    raw = load_cohort(manifest)
+    for case in prepared.cases:
+        image = Volume.read(case.image)
+        femur = Volume.read(case.femur_mask)
+        assert image.array.dtype == np.float32
+        np.testing.assert_allclose(image.spacing, (0.85, 0.85, 0.85))
+        assert -1 <= image.array.min() and image.array.max() <= 1
+        assert femur.same_grid(image) and femur.array.any()
+        assert case.source["femur_mask"] == "manifest"
+        if case.role == "metastatic":
+            lesion = Volume.read(case.reference_lesion().path)
+            assert lesion.same_grid(image)
+            assert np.all(femur.array[lesion.array > 0])  # lesions are part of the femur
+            original = Volume.read(raw.case(case.id).reference_lesion().path)
+            np.testing.assert_allclose(world_centroid(lesion), world_centroid(original), atol=0.5)
+            vol_before = original.array.sum() * original.voxel_volume_mm3
+            assert lesion.array.sum() * lesion.voxel_volume_mm3 == pytest.approx(vol_before, rel=0.25)
+    # the crop keeps the femur with its margin, not the whole field of view
+    assert image.extent_mm[2] < Volume.read(raw.cases[-1].image).extent_mm[2]
+
+
+def test_prepare_resumes_and_refuses_other_settings(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=1)
+    out = tmp_path / "prepared"
+    prepare_cohort(load_cohort(manifest), out, PrepareConfig(), progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
+    (out / "images" / "H00.nii.gz").unlink()  # as if interrupted before this case was written
+    (out / "sources" / "H00.json").unlink()
+    prepare_cohort(load_cohort(manifest), out, PrepareConfig(), progress=False)
+    for p, t in stamps.items():
+        if "H00" not in p.name:
+            assert p.stat().st_mtime_ns == t, f"{p} was rewritten"
+    assert (out / "images" / "H00.nii.gz").exists()
+    with pytest.raises(ConfigError, match="other settings .*spacing"):
+        prepare_cohort(load_cohort(manifest), out, PrepareConfig(spacing=1.0), progress=False)
+    prepare_cohort(load_cohort(manifest), out, PrepareConfig(spacing=1.0), force=True, progress=False)
+    assert Volume.read(out / "images" / "H00.nii.gz").spacing == (1.0, 1.0, 1.0)
+
+
+def test_bad_input_writes_nothing(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "raw")
+    (manifest.parent / "lesions" / "M02.nii.gz").unlink()
+    out = tmp_path / "prepared"
+    with pytest.raises(InputError, match="case M02: .*file not found"):
+        prepare_cohort(load_cohort(manifest), out, progress=False)
+    assert not out.exists()
+
+
+def test_cli_prepare(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=1)
+    out = tmp_path / "prep"
+    result = CliRunner().invoke(app, ["--quiet", "prepare", str(manifest), "--out", str(out), "--spacing", "1.2"])
+    assert result.exit_code == 0, result.output
+    assert Volume.read(out / "images" / "M01.nii.gz").spacing == pytest.approx((1.2, 1.2, 1.2))
+    again = CliRunner().invoke(app, ["--quiet", "prepare", str(manifest), "--out", str(out), "--spacing", "1.0"])
+    assert again.exit_code == 2 and "--force" in again.output

@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from metsynth.errors import InputError
+from metsynth.volume import Volume, as_mask, check_finite
+
+from helpers import make_volume
+
+
+def oblique_direction() -> np.ndarray:
+    a = np.deg2rad(20)
+    rot = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    return rot @ np.diag([1.0, -1.0, 1.0])
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_round_trip_keeps_array_and_geometry(tmp_path, suffix):
+    vol = make_volume(spacing=(2.5, 0.7, 0.9), origin=(-123.4, 56.7, 8.9))
+    vol.direction = oblique_direction()
+    path = vol.write(tmp_path / f"v{suffix}")
+    back = Volume.read(path)
+    assert back.array.dtype == vol.array.dtype
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.spacing, vol.spacing, rtol=1e-6)
+    np.testing.assert_allclose(back.origin, vol.origin, atol=1e-4)
+    np.testing.assert_allclose(back.direction, vol.direction, atol=1e-6)
+    assert back.same_grid(vol)
+
+
+def test_spacing_is_in_array_order(tmp_path):
+    # a volume that is thick along z (array axis 0): SimpleITK must see it as its 3rd spacing
+    vol = make_volume(shape=(10, 20, 30), spacing=(3.0, 1.0, 0.5))
+    img = vol.to_sitk()
+    assert img.GetSize() == (30, 20, 10)
+    assert img.GetSpacing() == (0.5, 1.0, 3.0)
+    np.testing.assert_allclose(vol.extent_mm, (30.0, 20.0, 15.0))
+
+
+def test_index_world_round_trip():
+    vol = make_volume(spacing=(2.0, 0.5, 0.75), origin=(1, 2, 3))
+    vol.direction = oblique_direction()
+    idx = np.array([[0, 0, 0], [3.5, 7, 11], [23, 27, 31]])
+    np.testing.assert_allclose(vol.world_to_index(vol.index_to_world(idx)), idx, atol=1e-9)
+    # the world step along array axis 0 has the length of its spacing
+    step = vol.index_to_world([1, 0, 0]) - vol.index_to_world([0, 0, 0])
+    assert np.linalg.norm(step) == pytest.approx(2.0)
+
+
+def test_crop_keeps_world_positions():
+    vol = make_volume()
+    vol.direction = oblique_direction()
+    sub = vol.crop((3, 4, 5), (10, 12, 20))
+    np.testing.assert_allclose(sub.index_to_world([0, 0, 0]), vol.index_to_world([3, 4, 5]))
+    np.testing.assert_array_equal(sub.array, vol.array[3:10, 4:12, 5:20])
+
+
+def test_dicom_series_matches_its_segmentation_grid(real_data):
+    folder = real_data / "totalsegmentator" / "example_ct_dicom"
+    ct = Volume.read(folder)
+    assert ct.shape == (20, 512, 512)
+    np.testing.assert_allclose(ct.spacing, (2.0, 0.9765625, 0.9765625))
+    seg = Volume.read(real_data / "totalsegmentator" / "example_seg_dicom.nii.gz")
+    # the NIfTI label map is the same grid stored with the y axis flipped
+    assert not seg.same_grid(ct)
+    aligned = seg.aligned_to(ct)
+    assert aligned is not None and aligned.same_grid(ct)
+    np.testing.assert_array_equal(aligned.array, seg.array[:, ::-1, :])
+    # every voxel centre lands on the same world point
+    corner = np.array([[19, 511, 511]])
+    np.testing.assert_allclose(ct.index_to_world(corner), seg.index_to_world([[19, 0, 511]]), atol=1e-3)
+
+
+def test_dicom_to_nifti_keeps_geometry(real_data, tmp_path):
+    ct = Volume.read(real_data / "totalsegmentator" / "example_ct_dicom")
+    back = Volume.read(ct.write(tmp_path / "ct.nii.gz"))
+    assert back.same_grid(ct)
+    np.testing.assert_array_equal(back.array, ct.array)
+
+
+def test_aligned_to_handles_transposed_storage():
+    vol = make_volume(spacing=(2.0, 1.0, 0.5))
+    transposed = Volume(np.transpose(vol.array, (2, 1, 0)), vol.spacing[::-1], vol.origin, vol.direction[:, ::-1])
+    aligned = transposed.aligned_to(vol)
+    assert aligned is not None
+    np.testing.assert_array_equal(aligned.array, vol.array)
+    shifted = Volume(vol.array, vol.spacing, (0, 0, 0))
+    assert shifted.aligned_to(vol) is None
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(InputError, match="file not found"):
+        Volume.read(tmp_path / "nope.nii.gz")
+
+
+def test_unreadable_file(tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"this is not a nifti file")
+    with pytest.raises(InputError, match="broken.nii.gz: cannot be read"):
+        Volume.read(bad)
+
+
+def test_unsupported_suffix(tmp_path):
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    with pytest.raises(InputError, match="unsupported file type"):
+        Volume.read(txt)
+
+
+def test_2d_image_is_rejected(tmp_path):
+    import SimpleITK as sitk
+
+    path = tmp_path / "slice.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), np.int16)), str(path))
+    with pytest.raises(InputError, match="expected a 3D volume, got a 2D image"):
+        Volume.read(path)
+    with pytest.raises(InputError, match="expected a 3D volume"):
+        Volume(np.zeros((4, 4)))
+
+
+def test_nan_is_rejected():
+    vol = make_volume().with_array(np.zeros((24, 28, 32), np.float32))
+    vol.array[3, 4, 5] = np.nan
+    with pytest.raises(InputError, match=r"1 NaN or infinite voxels \(first at \[z,y,x\]=\(3, 4, 5\)\)"):
+        check_finite(vol)
+
+
+def test_mask_checks():
+    img = make_volume()
+    good = img.with_array((img.array > 500).astype(np.uint8))
+    assert as_mask(good, img).array.dtype == np.uint8
+    with pytest.raises(InputError, match=r"not binary \(values 0, 1, 2\)"):
+        as_mask(img.with_array(np.clip(img.array, 0, 2)), img)
+    moved = Volume(good.array, good.spacing, (0.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="not on the grid of its image.*origin"):
+        as_mask(moved, img)
+    thick = Volume(good.array, (2.0, 0.8, 0.8), img.origin)
+    with pytest.raises(InputError, match="spacing"):
+        as_mask(thick, img)
+    small = Volume(good.array[:-1], good.spacing, img.origin)
+    with pytest.raises(InputError, match="shape"):
+        as_mask(small, img)
+    tilted = Volume(good.array, good.spacing, img.origin, oblique_direction())
+    with pytest.raises(InputError, match="direction"):
+        as_mask(tilted, img)
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    import SimpleITK as sitk
+
+    vol = make_volume()
+
+    def boom(image, path, *args):
+        with open(path, "wb") as fh:
+            fh.write(b"partial")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", boom)
+    with pytest.raises(RuntimeError):
+        vol.write(tmp_path / "out.nii.gz")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd"])
+def test_nan_in_file_is_found(tmp_path, suffix):
+    # ITK's NIfTI reader would silently read NaN as 0: the raw bytes are scanned instead
+    vol = make_volume().with_array(np.ones((24, 28, 32), np.float32))
+    vol.array[2, 3, 4] = np.nan
+    path = vol.write(tmp_path / f"nan{suffix}")
+    if suffix == ".nrrd":
+        with pytest.raises(InputError, match="1 NaN or infinite voxels"):
+            check_finite(Volume.read(path))
+    else:
+        with pytest.raises(InputError, match="image has 1 NaN or infinite voxels"):
+            Volume.read(path)
