@@ -1,0 +1,429 @@
+"""Anatomy of the phantom: a proximal femur, the adjacent pelvis, muscles, fat and skin.
+
+Geometry is built in a *local* anatomical frame centred on the femoral head, in mm:
+``u`` medial, ``v`` anterior, ``w`` superior (along the shaft). The drawn pose maps it to the
+LPS world (x to the patient's left, y posterior, z superior); a left femur is the mirror image
+of a right one in x. Shapes are signed distance functions (SDF, negative inside) of smoothly
+unioned primitives, evaluated on a coarse grid and upsampled linearly (they are smooth).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .fields import (F32, Grid, capsule, ellipsoid, normalize_distance, smax, smin, smooth_noise, smoothstep,
+                     sphere)
+
+REGION_CODES = {"outside": 0, "head": 1, "neck": 2, "trochanter": 3, "shaft": 4}
+
+
+def _rot(axis: int, deg: float) -> np.ndarray:
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    i, j = [a for a in range(3) if a != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+def _unit(v) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+@dataclass
+class AnatomyParams:
+    """Everything drawn about one phantom's anatomy and tissue densities (mm, degrees, HU)."""
+
+    side: str
+    head_world: tuple[float, float, float]  # (z, y, x) world position of the femoral head centre
+    pose_deg: tuple[float, float, float]  # adduction of the shaft, rotation about it, flexion
+    head_radius: float
+    neck_shaft_angle: float
+    anteversion: float
+    offset: float
+    neck_semi: float
+    neck_ratio: float
+    shaft_radius: float
+    flare_ml: float
+    flare_ap: float
+    bow: float
+    gt_scale: float
+    lt_scale: float
+    cortex_mm: dict[str, float]
+    bmd: float
+    hu: dict[str, float]
+    joint_gap: float
+    body: dict[str, float]
+    muscle_seeds: np.ndarray  # (n, 6): angle, radius, drift amplitude, drift phase, HU offset, weight
+    fat_plane_mm: float
+    pelvis: bool
+    noise_seed: int
+    derived: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------ frame
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.side == "right" else -1.0
+
+    @property
+    def pose(self) -> np.ndarray:
+        """Columns: the local axes (u, v, w) in the anatomical frame (medial, anterior, superior)."""
+        add, rot, flex = self.pose_deg
+        return _rot(1, -add) @ _rot(2, rot) @ _rot(0, flex)
+
+    def local(self, z, y, x) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """World (z, y, x) arrays -> local (u, v, w) float32 arrays."""
+        hz, hy, hx = self.head_world
+        du = (np.asarray(x, dtype=F32) - F32(hx)) * F32(self.sign)
+        dv = -(np.asarray(y, dtype=F32) - F32(hy))
+        dw = np.asarray(z, dtype=F32) - F32(hz)
+        r = self.pose.astype(F32)
+        return (du * r[0, 0] + dv * r[1, 0] + dw * r[2, 0],
+                du * r[0, 1] + dv * r[1, 1] + dw * r[2, 1],
+                du * r[0, 2] + dv * r[1, 2] + dw * r[2, 2])
+
+    def to_world_vector(self, a: np.ndarray) -> np.ndarray:
+        """A local direction as a world (z, y, x) vector."""
+        anat = self.pose @ np.asarray(a, dtype=np.float64)
+        return np.array([anat[2], -anat[1], self.sign * anat[0]])
+
+    def to_world_point(self, a: np.ndarray) -> np.ndarray:
+        return np.asarray(self.head_world) + self.to_world_vector(a)
+
+    # ------------------------------------------------------------ derived landmarks (local)
+    def landmarks(self) -> dict[str, np.ndarray]:
+        e = np.radians(self.neck_shaft_angle - 90.0)
+        b = np.radians(self.anteversion)
+        n = np.array([np.cos(e) * np.cos(b), np.cos(e) * np.sin(b), np.sin(e)])
+        length = self.offset / (np.cos(e) * np.cos(b))
+        s = -length * n  # where the neck axis meets the shaft axis
+        return {"neck_dir": n, "neck_base": s, "head": np.zeros(3)}
+
+
+def draw_anatomy(rng: np.random.Generator, side: str, pelvis: bool) -> AnatomyParams:
+    """Draw one patient's anatomy (sizes, angles, thicknesses, densities, soft tissues)."""
+    u = rng.uniform
+    habitus = u(0.8, 1.3)
+    n_seeds = int(rng.integers(11, 15))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, n_seeds))
+    seeds = np.stack([
+        angles,
+        rng.uniform(22, 70, n_seeds),
+        rng.uniform(0.05, 0.3, n_seeds),
+        rng.uniform(0, 2 * np.pi, n_seeds),
+        rng.normal(0, 4, n_seeds) - 14 * (rng.random(n_seeds) < 0.15),  # some fattier muscles
+        rng.uniform(0, 14, n_seeds),  # additive weight: curved borders, muscles of different bulk
+    ], axis=1)
+    shaft_radius = u(13.0, 15.5)
+    return AnatomyParams(
+        side=side,
+        head_world=(0.0, 0.0, -90.0 if side == "right" else 90.0),  # hips ~9 cm from the midline
+        pose_deg=(u(3, 9), u(-10, 10), u(-4, 6)),
+        head_radius=u(21.5, 25.0),
+        neck_shaft_angle=u(122, 136),
+        anteversion=u(4, 20),
+        offset=u(37, 46),
+        neck_semi=u(14.5, 17.0),
+        neck_ratio=u(0.78, 0.9),
+        shaft_radius=shaft_radius,
+        flare_ml=u(8, 12),
+        flare_ap=u(3, 6),
+        bow=u(2, 6),
+        gt_scale=u(0.9, 1.1),
+        lt_scale=u(0.85, 1.15),
+        cortex_mm={"head": u(0.8, 1.2), "neck": u(1.0, 1.5), "calcar": u(2.0, 3.2), "trochanter": u(0.9, 1.3),
+                   "proximal": u(1.6, 2.2), "diaphysis": min(u(4.5, 6.5), shaft_radius - 6.0), "pelvis": u(1.0, 1.6)},
+        bmd=u(0.75, 1.15),
+        hu={"cortical": u(1450, 1800), "trabecular_tissue": u(750, 950), "marrow_red": u(-5, 25),
+            "marrow_yellow": u(-50, -25), "muscle": u(46, 60), "fat": u(-110, -88), "skin": u(20, 50),
+            "cartilage": u(70, 95), "vessel": u(35, 50)},
+        joint_gap=u(2.5, 4.0),
+        body={"habitus": habitus, "thigh_ml": 70 * habitus + u(-5, 5), "thigh_ap": 64 * habitus + u(-5, 5),
+              "trunk_ml": u(160, 185) + 20 * (habitus - 1), "trunk_ap": u(100, 125) * habitus,
+              "fat_mm": u(5, 18) * habitus ** 1.5, "skin_mm": u(1.5, 2.2), "irregularity_mm": u(0.5, 1.5),
+              "marbling_hu": u(10, 40)},
+        muscle_seeds=seeds,
+        fat_plane_mm=u(1.0, 2.2),
+        pelvis=pelvis,
+        noise_seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+# ====================================================================== fields
+FAR_MM = 1.0e3  # distance value given to points far from a structure
+
+
+@dataclass
+class AnatomyFields:
+    """Smooth fields on one grid (coarse, then upsampled), float32 unless noted."""
+
+    femur: np.ndarray  # SDF in mm
+    cortex: np.ndarray  # cortical thickness (mm)
+    density: np.ndarray  # trabecular bone volume fraction (0..1)
+    grain: np.ndarray  # 0: trabecular grain along the shaft; 1: along the neck
+    pelvis: np.ndarray  # SDF
+    joint: np.ndarray  # SDF of the joint space (cartilage) inside the acetabulum
+    body: np.ndarray  # SDF of the skin surface
+    fascia: np.ndarray  # SDF of the muscle compartment (under the subcutaneous fat)
+    planes: np.ndarray  # SDF of intermuscular fat planes and fat around vessels/nerve
+    vessels: np.ndarray  # SDF of the femoral vessels and the sciatic nerve
+    muscle_offset: np.ndarray  # HU offset per muscle
+    marrow: np.ndarray  # marrow HU (red in the epiphyses, yellow in the canal)
+    region: np.ndarray | None = None  # uint8 REGION_CODES (coarse only)
+
+    BONE = ("femur", "cortex", "density", "grain", "pelvis", "joint", "marrow")
+    SOFT = ("body", "fascia", "planes", "vessels", "muscle_offset")
+
+
+def _local_box(p: AnatomyParams, grid: Grid, lo: np.ndarray, hi: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """Index box of ``grid`` containing the local-frame box [lo, hi] (after the pose), or None."""
+    corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    world = np.array([p.to_world_point(c) for c in corners])
+    wlo, whi = world.min(axis=0), world.max(axis=0)
+    org, sp = np.asarray(grid.origin), np.asarray(grid.spacing)
+    ilo = np.clip(np.floor((wlo - org) / sp).astype(int) - 1, 0, np.asarray(grid.shape))
+    ihi = np.clip(np.ceil((whi - org) / sp).astype(int) + 2, 0, np.asarray(grid.shape))
+    if np.any(ihi <= ilo):
+        return None
+    return tuple(slice(int(a), int(b)) for a, b in zip(ilo, ihi))  # type: ignore[return-value]
+
+
+def _points(p: AnatomyParams, grid: Grid, box: tuple[slice, slice, slice]) -> tuple[np.ndarray, ...]:
+    z, y, x = grid.axes()
+    u, v, w = p.local(z[box[0], None, None], y[None, box[1], None], x[None, None, box[2]])
+    shape = (len(z[box[0]]), len(y[box[1]]), len(x[box[2]]))
+    return tuple(np.ascontiguousarray(np.broadcast_to(a, shape), dtype=F32) for a in (u, v, w))
+
+
+def anatomy_fields(p: AnatomyParams, grid: Grid) -> AnatomyFields:
+    """Evaluate every anatomical field on ``grid`` (meant for a coarse grid).
+
+    Bone primitives are evaluated only in boxes around the femur and the pelvis.
+    """
+    lm = p.landmarks()
+    s, rh = lm["neck_base"], p.head_radius
+    seq = np.random.SeedSequence([p.noise_seed, 1]).spawn(3)
+    shape = grid.shape
+    out = {k: np.full(shape, FAR_MM, dtype=F32) for k in ("femur", "pelvis", "joint")}
+    out.update({k: np.zeros(shape, dtype=F32) for k in ("cortex", "density", "grain")})
+    out["marrow"] = np.full(shape, F32(p.hu["marrow_yellow"]), dtype=F32)
+    region = np.zeros(shape, dtype=np.uint8)
+    w_low = float(grid.origin[0] - p.head_world[0]) - 30.0
+    fbox = _local_box(p, grid, np.array([s[0] - 50.0, s[1] - 45.0, w_low]), np.array([rh + 8.0, 45.0, rh + 8.0]))
+    if fbox is not None:
+        femur = _femur(p, _points(p, grid, fbox), grid.spacing, np.random.default_rng(seq[0]))
+        for k in ("femur", "cortex", "density", "grain", "marrow"):
+            out[k][fbox] = femur[k]
+        region[fbox] = femur["region"]
+    if p.pelvis:
+        pbox = _local_box(p, grid, np.array([-30.0, -75.0, -95.0]), np.array([130.0, 70.0, 130.0]))
+        if pbox is not None:
+            pel, joint = _pelvis(p, _points(p, grid, pbox), out["femur"][pbox], grid.spacing)
+            out["pelvis"][pbox] = pel
+            out["joint"][pbox] = joint
+    soft = _soft(p, _points(p, grid, (slice(None),) * 3), grid.spacing, np.random.default_rng(seq[2]))
+    out.update(soft)
+    p.derived.update({"neck_dir_world": p.to_world_vector(lm["neck_dir"]).tolist(),
+                      "shaft_dir_world": p.to_world_vector(np.array([0, 0, 1.0])).tolist(),
+                      "neck_base_world": p.to_world_point(s).tolist(),
+                      "head_centre_world": list(p.head_world)})
+    return AnatomyFields(**out, region=region)
+
+
+def _femur(p: AnatomyParams, pts: tuple[np.ndarray, ...], spacing, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    u, v, w = pts
+    lm = p.landmarks()
+    n, s = lm["neck_dir"], lm["neck_base"]
+    rh = p.head_radius
+    head = sphere(pts, np.zeros(3), rh)
+
+    # neck: an elliptical, tapered capsule from inside the trochanteric region to the head
+    e_sup = _unit(np.array([0, 0, 1.0]) - n[2] * n)
+    e_ant = np.cross(n, e_sup)
+    a0, a1 = s - 6.0 * n, -0.25 * rh * n
+    ab = a1 - a0
+    d = [pts[i] - F32(a0[i]) for i in range(3)]
+    t = np.clip((d[0] * F32(ab[0]) + d[1] * F32(ab[1]) + d[2] * F32(ab[2])) / F32(ab @ ab), 0.0, 1.0)
+    q = [d[i] - t * F32(ab[i]) for i in range(3)]
+    q_sup = q[0] * F32(e_sup[0]) + q[1] * F32(e_sup[1]) + q[2] * F32(e_sup[2])
+    q_ant = q[0] * F32(e_ant[0]) + q[1] * F32(e_ant[1]) + q[2] * F32(e_ant[2])
+    q_ax = q[0] * F32(n[0]) + q[1] * F32(n[1]) + q[2] * F32(n[2])  # non-zero beyond the two ends
+    semi = F32(p.neck_semi) * (1.0 + 0.55 * np.clip((0.55 - t) / 0.55, 0, 1) ** 2
+                               + 0.25 * np.clip((t - 0.7) / 0.3, 0, 1) ** 2)
+    semi_ap = semi * F32(p.neck_ratio)
+    neck = (np.sqrt((q_sup / semi) ** 2 + (q_ant / semi_ap) ** 2 + (q_ax / semi_ap) ** 2) - 1.0) * semi_ap
+    inferior = -q_sup / np.maximum(np.sqrt(q_sup ** 2 + q_ant ** 2), 1e-3)  # 1 on the calcar side
+    del d, q, q_ant, q_ax, semi, semi_ap
+
+    # shaft: a bowed generalized cylinder flaring into the metaphysis
+    drop = np.clip((s[2] - w) / 200.0, 0, None)
+    cu, cv = F32(s[0]), F32(s[1]) + F32(p.bow) * drop * drop
+    flare = smoothstep(s[2] - 75.0, s[2] + 5.0, w)
+    ru = F32(p.shaft_radius) + F32(p.flare_ml) * flare
+    rv = F32(p.shaft_radius * 0.95) + F32(p.flare_ap) * flare
+    du, dv = u - cu, v - cv
+    shaft = (np.sqrt((du / ru) ** 2 + (dv / rv) ** 2) - 1.0) * np.minimum(ru, rv)
+    shaft = smax(shaft, w - F32(s[2] + 14.0), 6.0)
+    ridge_on = smoothstep(s[2] - 45.0, s[2] - 80.0, w)  # linea aspera: a posterior ridge
+    ridge = np.sqrt(du ** 2 + (dv + rv * 0.92) ** 2) - F32(3.2) * ridge_on + F32(1.5) * (1 - ridge_on)
+    angle = np.arctan2(dv, du)  # 0 medial, pi/2 anterior
+    del du, dv, drop, flare, ru, rv
+
+    # greater and lesser trochanter, intertrochanteric crest
+    gs, ls = p.gt_scale, p.lt_scale
+    gt_c = np.array([s[0] - 15.0, s[1] - 6.0, s[2] + 14.0])
+    gt = ellipsoid(pts, gt_c, np.array([12.5, 16.0, 22.0]) * gs, _rot(1, -12) @ _rot(0, 8))
+    lt_c = np.array([s[0] + p.shaft_radius * 0.75, s[1] - p.shaft_radius * 0.55, s[2] - 34.0])
+    lt = ellipsoid(pts, lt_c, np.array([8.0, 7.5, 12.0]) * ls, _rot(2, -35))
+    crest, _ = capsule(pts, gt_c + np.array([2.0, -9.0, -12.0]), lt_c + np.array([-3.0, -1.0, 5.0]), 5.5, 4.0)
+
+    femur = smin(shaft, neck, 11.0)
+    femur = smin(femur, head, 6.0)
+    femur = smin(femur, gt, 10.0)
+    femur = smin(femur, crest, 5.0)
+    femur = smin(femur, lt, 6.0)
+    femur = smin(femur, ridge, 5.0)
+    femur = normalize_distance(femur, spacing)
+
+    # cortical thickness: blend of per-part values, weighted by closeness to each part
+    troch = np.minimum(np.minimum(gt, lt), crest)
+    upper_shaft = shaft + F32(40.0) * smoothstep(s[2] - 30.0, s[2] - 60.0, w)  # proximal shaft only
+    comps = {"head": head, "neck": neck, "troch": np.minimum(troch, upper_shaft), "shaft": shaft,
+             "ridge": ridge + 1.0}
+    m = np.minimum.reduce(list(comps.values()))
+    weights = {k: np.exp(-(c - m) / F32(3.0)) for k, c in comps.items()}
+    total = sum(weights.values())
+    cx = p.cortex_mm
+    medial = 0.5 + 0.5 * np.cos(angle + np.radians(35))  # thickest posteromedially
+    diaphysis = smoothstep(s[2] - 30.0, s[2] - 95.0, w)
+    t_shaft = (F32(cx["proximal"]) + F32(cx["diaphysis"] - cx["proximal"]) * diaphysis) * (0.85 + 0.3 * medial)
+    t_shaft = t_shaft + F32(cx["calcar"] * 0.4) * medial ** 2 * smoothstep(s[2] - 55.0, s[2] - 5.0, w)
+    t_neck = F32(cx["neck"]) + F32(cx["calcar"] - cx["neck"]) * smoothstep(-0.1, 0.9, inferior)
+    cortex = (weights["head"] * F32(cx["head"]) + weights["neck"] * t_neck + weights["troch"] * F32(cx["trochanter"])
+              + weights["shaft"] * t_shaft + weights["ridge"] * F32(6.0)) / total
+    del t_shaft, t_neck, medial, angle, inferior
+
+    # trabecular density: dense head, principal compressive and tensile groups, Ward's triangle,
+    # fading into the fatty medullary canal of the diaphysis
+    comp_a = _unit(np.array([0.35, 0.05, 1.0])) * rh * 0.85
+    comp_b = np.array([s[0] + p.shaft_radius * 0.8, s[1], s[2] - 10.0])
+    compressive, _ = capsule(pts, comp_a, comp_b, 9.0, 6.0)
+    tens_a = np.array([s[0] - 22.0, s[1] - 2.0, s[2] - 18.0])
+    tens_m = 0.5 * s + 0.6 * p.neck_semi * e_sup
+    tens_b = np.array([0.15 * rh, 0.0, -0.45 * rh])
+    tensile = np.minimum(capsule(pts, tens_a, tens_m, 6.0, 5.0)[0], capsule(pts, tens_m, tens_b, 5.0, 6.0)[0])
+    ward = sphere(pts, s + 16.0 * n + np.array([0, 0, -4.0]), 9.0)
+    rho = (weights["head"] * F32(0.44) + weights["neck"] * F32(0.33) + weights["troch"] * F32(0.24)
+           + weights["shaft"] * (F32(0.26) * smoothstep(s[2] - 90.0, s[2] - 38.0, w))
+           + weights["ridge"] * F32(0.05)) / total
+    rho = rho + F32(0.14) * smoothstep(4.0, -4.0, compressive) + F32(0.08) * smoothstep(4.0, -4.0, tensile)
+    rho = rho * (1.0 - F32(0.65) * smoothstep(3.0, -5.0, ward))
+    rho = np.clip(rho * F32(p.bmd), 0.0, 0.85).astype(F32)
+    grain = np.clip(weights["neck"] / total + smoothstep(4.0, -4.0, tensile), 0, 1).astype(F32)
+    marrow = F32(p.hu["marrow_yellow"]) + F32(p.hu["marrow_red"] - p.hu["marrow_yellow"]) * smoothstep(0.04, 0.2, rho)
+    marrow = marrow + F32(6.0) * smooth_noise(rng, u.shape, 4.0 / float(np.mean(spacing)))
+
+    # lesion sites: the neck proper (not its base), trochanteric region, diaphysis
+    neck_site = neck + F32(FAR_MM) * (t < 0.35)
+    codes = np.stack([head, neck_site, np.minimum(troch, upper_shaft), shaft + F32(FAR_MM) * (w > s[2] - 30.0)])
+    region = (np.argmin(codes, axis=0) + 1).astype(np.uint8)
+    region[femur >= 0] = 0
+    return {"femur": femur, "cortex": cortex.astype(F32), "density": rho, "grain": grain,
+            "marrow": marrow.astype(F32), "region": region}
+
+
+def _pelvis(p: AnatomyParams, pts: tuple[np.ndarray, ...], femur: np.ndarray, spacing
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """SDFs of the pelvis (acetabulum, ilium, ischium, pubis) and of the joint space."""
+    u, v, w = pts
+    rh, gap = p.head_radius, p.joint_gap
+    opening = _unit([-0.68, 0.22, -0.70])  # the acetabulum faces lateral, inferior, anterior
+    r_in = rh + gap
+    cup = smax(sphere(pts, np.zeros(3), r_in + 16.0),
+               u * F32(opening[0]) + v * F32(opening[1]) + w * F32(opening[2]) - F32(0.12 * rh), 3.0)
+    ilium = ellipsoid(pts, np.array([2.0, -8.0, rh + 38.0]), np.array([16.0, 38.0, 45.0]), _rot(1, 22) @ _rot(0, -10))
+    bone = smin(cup, ilium, 12.0)
+    ischium, _ = capsule(pts, np.array([10.0, -20.0, -6.0]), np.array([16.0, -34.0, -58.0]), 12.0, 10.0)
+    tuber = ellipsoid(pts, np.array([16.0, -36.0, -62.0]), np.array([13.0, 15.0, 12.0]))
+    bone = smin(bone, smin(ischium, tuber, 8.0), 10.0)
+    bone = smax(bone, -_cavity(pts, rh, gap), 4.0)  # a thin quadrilateral plate medial to the acetabulum
+    pubis, _ = capsule(pts, np.array([16.0, 20.0, -4.0]), np.array([82.0, 34.0, -22.0]), 11.0, 8.0)
+    ramus, _ = capsule(pts, np.array([74.0, 30.0, -30.0]), np.array([30.0, -26.0, -62.0]), 6.5, 7.0)
+    bone = smin(bone, pubis, 9.0)
+    bone = smin(bone, ramus, 7.0)
+    socket = sphere(pts, np.zeros(3), r_in)
+    joint = smax(bone, socket, 1.0)  # inside the acetabulum, outside the head
+    joint = np.maximum(joint, -(femur - F32(0.01)))
+    bone = smax(bone, -socket, 1.5)
+    bone = np.maximum(bone, F32(gap) - femur)  # never touches the femur
+    return normalize_distance(bone, spacing), joint.astype(F32)
+
+
+def _cavity(pts: tuple[np.ndarray, ...], rh: float, gap: float) -> np.ndarray:
+    return ellipsoid(pts, np.array([rh + gap + 38.0, -4.0, 2.0]), np.array([33.0, 40.0, 46.0]))
+
+
+def _soft(p: AnatomyParams, pts: tuple[np.ndarray, ...], spacing, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Skin surface, subcutaneous fat, muscles with fat planes, vessels and nerve."""
+    u, v, w = pts
+    s = p.landmarks()["neck_base"]
+    b = p.body
+    h = float(np.mean(spacing))
+    shape = u.shape
+    lift = smoothstep(-140.0, 30.0, w)
+    rml = F32(b["thigh_ml"]) * (1.0 + 0.22 * lift)
+    rap = F32(b["thigh_ap"]) * (1.0 + 0.18 * lift)
+    thigh = (np.sqrt(((u - F32(s[0] - 6.0)) / rml) ** 2 + ((v - F32(s[1] - 12.0)) / rap) ** 2) - 1.0) \
+        * np.minimum(rml, rap)
+    mid_u = F32(90.0)  # the body midline sits ~9 cm medial of the head centre
+    trunk = (np.sqrt(((u - mid_u) / F32(b["trunk_ml"])) ** 2 + ((v + F32(30.0)) / F32(b["trunk_ap"])) ** 2) - 1.0) \
+        * F32(min(b["trunk_ml"], b["trunk_ap"]))
+    fold = F32(-55.0) - F32(0.12) * np.clip(-v, 0, None) - F32(0.08) * np.clip(u, 0, None)
+    trunk = smax(trunk, fold - w, 25.0)
+    body = smin(thigh, trunk, 30.0)
+    del thigh, trunk, fold, rml, rap, lift
+    body = body + F32(b["irregularity_mm"]) * smooth_noise(rng, shape, 25.0 / h)
+    body = normalize_distance(body, spacing, floor=0.5)
+    posterior = smoothstep(-20.0, -90.0, v) + 0.6 * smoothstep(-20.0, -90.0, u - F32(s[0]))
+    fat = F32(b["fat_mm"]) * (1.0 + 0.7 * posterior) * (1.0 + 0.3 * smooth_noise(rng, shape, 15.0 / h))
+    fascia = body + F32(b["skin_mm"]) + np.clip(fat, 2.0, None)
+    del posterior, fat
+
+    # muscles: a Voronoi partition around the femur, drifting along the thigh, with warped borders
+    wu = u + F32(8.0) * smooth_noise(rng, shape, 14.0 / h)
+    wv = v + F32(8.0) * smooth_noise(rng, shape, 14.0 / h)
+    d1 = np.full(shape, 1e4, dtype=F32)  # nearest and second-nearest seed (weighted distances)
+    d2 = np.full(shape, 1e4, dtype=F32)
+    which = np.zeros(shape, dtype=np.int16)
+    for i, (ang, rad, amp, ph, _, weight) in enumerate(p.muscle_seeds):
+        th = F32(ang) + F32(amp) * np.sin(w / F32(70.0) + F32(ph))
+        rr = F32(rad) * (1.0 + 0.15 * np.sin(w / F32(90.0) + F32(ph * 1.7)))
+        dist = np.sqrt((wu - (F32(s[0]) + rr * np.cos(th))) ** 2 + (wv - (F32(s[1]) + rr * np.sin(th))) ** 2) \
+            - F32(weight)
+        closer = dist < d1
+        np.copyto(d2, np.where(closer, d1, np.minimum(d2, dist)))
+        which[closer] = i
+        np.minimum(d1, dist, out=d1)
+    thick = F32(p.fat_plane_mm) * (1.0 + 0.6 * smooth_noise(rng, shape, 10.0 / h))
+    planes = (d2 - d1) * F32(0.5) - np.clip(thick, 0.3, None) * F32(0.5)
+    muscle_offset = p.muscle_seeds[:, 4].astype(F32)[which]
+    # intramuscular fat: sparse streaks along the fibres (roughly along the thigh)
+    streaks = smooth_noise(rng, shape, (9.0 / spacing[0], 1.6 / spacing[1], 1.6 / spacing[2]))
+    muscle_offset -= F32(p.body["marbling_hu"]) * np.clip((streaks - 1.7) / 0.8, 0, 1)
+    del d1, d2, which, wu, wv, thick, streaks
+
+    # neurovascular bundles in fat: femoral vessels (anteromedial), sciatic nerve (posterior)
+    art, _ = capsule(pts, np.array([14.0, 40.0, 45.0]), np.array([-18.0, 22.0, -200.0]), 4.2, 3.6)
+    vein, _ = capsule(pts, np.array([26.0, 37.0, 45.0]), np.array([-9.0, 20.0, -200.0]), 5.5, 4.5)
+    nerve, _ = capsule(pts, np.array([4.0, -42.0, 40.0]), np.array([s[0] + 2.0, s[1] - 38.0, -200.0]), 4.5, 4.0)
+    vessels = np.minimum(np.minimum(art, vein), nerve)
+    planes = np.minimum(planes, smin(art, vein, 6.0) - F32(3.0))
+    planes = np.minimum(planes, nerve - F32(2.0))
+    if p.pelvis:  # pelvic fat medial to the obturator muscle
+        planes = np.minimum(planes, _cavity(pts, p.head_radius, p.joint_gap) + F32(12.0)
+                            + F32(4.0) * smooth_noise(rng, shape, 6.0 / h))
+    return {"body": body, "fascia": fascia.astype(F32), "planes": planes.astype(F32), "vessels": vessels.astype(F32),
+            "muscle_offset": muscle_offset}
