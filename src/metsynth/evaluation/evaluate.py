@@ -1,0 +1,208 @@
+"""Score a folder of predicted lesion masks against a cohort's annotations.
+
+Predictions are named ``<case_id>.nii.gz`` (``.nii``, ``.nrrd`` and ``.mha`` are accepted too)
+and must lie on the grid of the case's lesion mask. Every case of the chosen roles that has a
+lesion annotation is scored: the segmentation metrics of :mod:`.metrics` and the lesion-wise
+detection of :mod:`.detection`. A case without a prediction is an error naming the case,
+unless ``allow_missing`` is set (then it is skipped and listed in the summary).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
+
+from ..config import Settings
+from ..errors import InputError
+from ..fileio import write_json, write_text
+from .detection import DEFAULT_SIZE_BINS_MM3, detect_lesions, summarize_detection
+from .metrics import aggregate_metrics, compute_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..cohort import Case, Cohort
+    from ..volume import Volume
+
+log = logging.getLogger(__name__)
+
+PREDICTION_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+class EvaluationConfig(Settings):
+    """Settings of ``metsynth evaluate`` (metrics, lesion-wise detection, aggregation)."""
+
+    annotator: str | None = Field(None, description="Ground-truth annotator; default: the case's reference mask.")
+    roles: list[Literal["healthy", "metastatic", "test"]] = Field(
+        default_factory=lambda: ["metastatic", "test"], description="Roles of the cases to score.")
+    percentile: float = Field(95.0, ge=0, le=100, description="Percentile of the HD95 column.")
+    worst_case: float | Literal["diagonal"] | None = Field(
+        "diagonal", description="Distance given, at aggregation, to a case whose prediction or truth is empty: "
+        "'diagonal' (the field of view's diagonal in mm), a value in mm, or null (leave such cases out).")
+    connectivity: Literal[6, 18, 26] = Field(26, description="Voxel connectivity of lesions (connected components).")
+    min_iou: float = Field(0.0, ge=0, lt=1, description="A prediction matches a lesion when their IoU exceeds this.")
+    min_lesion_mm3: float = Field(0.0, ge=0, description="Ignore components smaller than this (both masks).")
+    size_bins_mm3: list[float] = Field(default_factory=lambda: list(DEFAULT_SIZE_BINS_MM3),
+                                       description="Edges of the lesion-size bins of the detection report (mm3).")
+    allow_missing: bool = Field(False, description="Skip cases without a prediction instead of failing.")
+
+    @field_validator("worst_case", mode="before")
+    @classmethod
+    def _worst(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "diagonal":
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError("use 'diagonal', a distance in mm, or null") from None
+        return value
+
+
+@dataclass
+class EvaluationResult:
+    """Per-case table, per-lesion table and the summary of one evaluation."""
+
+    cases: "pd.DataFrame"
+    lesions: "pd.DataFrame"
+    summary: dict[str, Any]
+    missing: list[str] = field(default_factory=list)
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``metrics.csv`` (per case), ``lesions.csv`` and ``summary.json`` atomically."""
+        out = Path(out_dir)
+        paths = {"cases": out / "metrics.csv", "lesions": out / "lesions.csv", "summary": out / "summary.json"}
+        write_text(paths["cases"], self.cases.to_csv(index=False))
+        write_text(paths["lesions"], self.lesions.to_csv(index=False))
+        write_json(paths["summary"], _json_safe(self.summary))
+        return paths
+
+
+def find_prediction(pred_dir: str | os.PathLike, case_id: str) -> Path | None:
+    """The prediction file of a case in ``pred_dir`` (``<case_id>.nii.gz`` first), or None."""
+    folder = Path(pred_dir)
+    for suffix in PREDICTION_SUFFIXES:
+        path = folder / f"{case_id}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_prediction(path: Path, reference: "Volume", case_id: str) -> "Volume":
+    """Read a predicted mask and check it is binary and on the reference's grid."""
+    from ..volume import Volume, as_mask
+
+    try:
+        return as_mask(Volume.read(path), reference, what=f"prediction of case {case_id}")
+    except InputError as err:
+        raise InputError(f"case {case_id}: {err} (ground truth: {reference.name})") from None
+
+
+def evaluate_cohort(
+    pred_dir: str | os.PathLike,
+    cohort: "Cohort | str | os.PathLike",
+    config: EvaluationConfig | None = None,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Score every prediction in ``pred_dir`` against the cohort's lesion annotations."""
+    import pandas as pd
+
+    from ..cohort import Cohort, load_cohort
+    from ..volume import Volume, as_mask
+
+    config = config or EvaluationConfig()
+    cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise InputError(f"{pred_dir}: predictions folder not found (expected files <case_id>.nii.gz)")
+    cases = _cases_to_score(cohort, config)
+    if not cases:
+        raise InputError(f"cohort {cohort.name!r} has no case with role {' or '.join(config.roles)} and a lesion "
+                         "annotation; nothing to evaluate")
+    missing = [c.id for c in cases if find_prediction(pred_dir, c.id) is None]
+    if missing and not config.allow_missing:
+        shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        raise InputError(f"no prediction for case(s) {shown} in {pred_dir} (expected <case_id>.nii.gz, e.g. "
+                         f"{missing[0]}.nii.gz); run the prediction for them, or pass --allow-missing to skip them")
+    for cid in missing:
+        log.warning("case %s: no prediction in %s, skipped (--allow-missing)", cid, pred_dir)
+
+    rows, lesion_tables, detections, results = [], [], [], []
+    todo = [c for c in cases if c.id not in missing]
+    for case in _progress(todo, progress):
+        ann = case.reference_lesion(config.annotator)
+        truth = as_mask(Volume.read(ann.path), what=f"lesion mask of case {case.id}")
+        pred = read_prediction(find_prediction(pred_dir, case.id), truth, case.id)  # type: ignore[arg-type]
+        m = compute_metrics(pred, truth, percentile=config.percentile)
+        det = detect_lesions(pred, truth, connectivity=config.connectivity, min_iou=config.min_iou,
+                             min_size_mm3=config.min_lesion_mm3, size_bins_mm3=config.size_bins_mm3)
+        results.append(m)
+        detections.append(det)
+        d = det.summary()
+        rows.append({
+            "case_id": case.id, "role": case.role, "centre": case.centre, "annotator": ann.annotator,
+            **{k: v for k, v in m.as_dict().items()},
+            "n_true_lesions": d["n_true"], "n_pred_lesions": d["n_pred"], "tp": d["tp"], "fn": d["fn"],
+            "fp": d["fp"], "lesion_sensitivity": d["sensitivity"], "lesion_precision": d["precision"],
+            "mean_lesion_dice": d["mean_lesion_dice"],
+        })
+        lesion_tables.append(det.table(case.id))
+    per_case = pd.DataFrame(rows)
+    lesions = pd.concat(lesion_tables, ignore_index=True) if lesion_tables else pd.DataFrame()
+    summary: dict[str, Any] = {
+        "n_cases": len(rows), "missing": missing, "predictions": str(pred_dir), "cohort": cohort.name,
+        "settings": config.model_dump(mode="json"),
+        "metrics": aggregate_metrics(per_case, worst_case=config.worst_case) if rows else {},
+        "detection": summarize_detection(detections),
+    }
+    if rows:
+        summary["by_role"] = {role: aggregate_metrics(group, worst_case=config.worst_case)
+                              for role, group in per_case.groupby("role", sort=True)}
+    return EvaluationResult(per_case, lesions, summary, missing)
+
+
+def _cases_to_score(cohort: "Cohort", config: EvaluationConfig) -> list["Case"]:
+    out = []
+    for case in cohort.cases:
+        if case.role not in config.roles:
+            continue
+        if case.reference_lesion(config.annotator) is None:
+            log.info("case %s: no lesion annotation, not scored", case.id)
+            continue
+        out.append(case)
+    return out
+
+
+def _progress(items, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc="evaluating", unit="case")
+
+
+def _json_safe(obj: Any) -> Any:
+    """NaN/inf become null/strings so the JSON is standard."""
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+        return obj
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        try:
+            return _json_safe(obj.item())
+        except (TypeError, ValueError):
+            return obj
+    return obj
+
+
+__all__ = ["EvaluationConfig", "EvaluationResult", "evaluate_cohort", "find_prediction", "read_prediction"]

@@ -1,0 +1,128 @@
+"""`metsynth evaluate`, `metsynth stats`, `metsynth variability` through Typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from evaluation.eval_builders import build_cohort, write_predictions
+from metsynth.cli import app
+from metsynth.cohort import load_cohort
+from metsynth.evaluation.evaluate import EvaluationConfig, evaluate_cohort
+from metsynth.evaluation.metrics import compute_metrics
+from metsynth.volume import Volume
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, ["--quiet", *map(str, args)])
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    return build_cohort(tmp_path / "cohort")
+
+
+def test_evaluate_writes_per_case_csv_and_summary(cohort, tmp_path):
+    manifest, refs = cohort
+    preds = write_predictions(tmp_path / "pred", refs, empty=("M01",))
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(tmp_path / "out" / "metrics.csv")
+    assert sorted(df["case_id"]) == sorted(refs)  # metastatic and test cases; the healthy one is skipped
+    row = df.set_index("case_id").loc["M00"]
+    truth = Volume.read(load_cohort(manifest).case("M00").reference_lesion().path)
+    expected = compute_metrics(Volume.read(preds / "M00.nii.gz"), truth)
+    for k in ("dice", "hd", "hd95", "assd"):
+        assert row[k] == pytest.approx(getattr(expected, k), rel=1e-12)
+    empty = df.set_index("case_id").loc["M01"]
+    assert empty["empty"] == "pred" and math.isnan(empty["hd"]) and empty["dice"] == 0
+    assert empty["fn"] == 2 and empty["tp"] == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_cases"] == len(refs) and summary["metrics"]["n_worst_case"] == 1
+    assert "diagonal" in summary["metrics"]["worst_case"]
+    hd_values = df["hd"].fillna(df["diagonal_mm"])
+    assert summary["metrics"]["hd"]["mean"] == pytest.approx(hd_values.mean())
+    assert summary["detection"]["n_true"] == 2 * len(refs)
+    lesions = pd.read_csv(tmp_path / "out" / "lesions.csv")
+    assert set(lesions["kind"]) == {"true", "pred"}
+    assert "dice" in res.output and "wrote" in res.output
+
+
+def test_missing_prediction_names_the_case_unless_allowed(cohort, tmp_path):
+    manifest, refs = cohort
+    preds = write_predictions(tmp_path / "pred", refs, skip=("M02",))
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / "out")
+    assert res.exit_code == 2
+    assert "M02" in res.output and "--allow-missing" in res.output
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / "out", "--allow-missing")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["missing"] == ["M02"] and summary["n_cases"] == len(refs) - 1
+
+
+def test_annotator_and_grid_errors(cohort, tmp_path):
+    manifest, refs = cohort
+    preds = write_predictions(tmp_path / "pred", refs)
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / "outA", "--annotator", "A")
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(tmp_path / "outA" / "metrics.csv")
+    assert set(df["annotator"]) == {"A"}
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / "o", "--annotator", "Z")
+    assert res.exit_code == 2 and "no lesion mask by annotator 'Z'" in res.output
+    # a prediction on another grid: one-line error naming the case
+    bad = Volume.read(preds / "M00.nii.gz")
+    Volume(bad.array, spacing=(1.0, 1.0, 1.0)).write(preds / "M00.nii.gz")
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "case M00" in res.output and "grid" in res.output
+
+
+def test_evaluate_library_settings(cohort, tmp_path):
+    manifest, refs = cohort
+    preds = write_predictions(tmp_path / "pred", refs)
+    res = evaluate_cohort(preds, manifest, EvaluationConfig(roles=["test"], worst_case=10.0))
+    assert list(res.cases["role"].unique()) == ["test"]
+    assert EvaluationConfig.from_dict({"worst_case": "12.5"}).worst_case == 12.5
+
+
+def test_stats_command_prints_and_writes_tables(cohort, tmp_path):
+    manifest, refs = cohort
+    for name, shift in (("real", 3), ("synthetic", 1)):
+        preds = write_predictions(tmp_path / f"pred_{name}", refs, shift=shift)
+        res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / name)
+        assert res.exit_code == 0, res.output
+    res = invoke("stats", f"Real={tmp_path / 'real' / 'metrics.csv'}", tmp_path / "synthetic" / "metrics.csv",
+                 "--out", tmp_path / "stats", "--title", "Table 3")
+    assert res.exit_code == 0, res.output
+    assert "| Real (ref.) |" in res.output and "| synthetic |" in res.output and "Kruskal-Wallis dice" in res.output
+    for f in ("table.md", "table.html", "table.tex", "tests.csv", "stats.json"):
+        assert (tmp_path / "stats" / f).is_file()
+    md = (tmp_path / "stats" / "table.md").read_text()
+    synth_line = next(line for line in md.splitlines() if line.startswith("| synthetic"))
+    assert synth_line.count("**") == 8  # the 1-voxel shift is best on all four metrics
+    tests = pd.read_csv(tmp_path / "stats" / "tests.csv")
+    assert set(tests["metric"]) == {"dice", "hd", "hd95", "assd"}
+    res = invoke("stats", tmp_path / "nope.csv")
+    assert res.exit_code == 2 and "not found" in res.output
+
+
+def test_variability_command(cohort, tmp_path):
+    manifest, refs = cohort
+    preds = write_predictions(tmp_path / "pred", refs)
+    res = invoke("variability", manifest, "--pred", preds, "--out", tmp_path / "var")
+    assert res.exit_code == 0, res.output
+    assert "Inter-operator: novice/novice" in res.output and "inter-rater Dice range" in res.output
+    for f in ("table1.md", "table1.html", "table1.tex", "variability_pairs.csv", "variability_cases.csv",
+              "staple.csv", "variability.json"):
+        assert (tmp_path / "var" / f).is_file()
+    staple_masks = sorted(p.name for p in (tmp_path / "var" / "staple").iterdir())
+    assert staple_masks == sorted(f"{cid}.nii.gz" for cid in refs)
+    assert np.isin(Volume.read(tmp_path / "var" / "staple" / "M00.nii.gz").array, (0, 1)).all()
+    res = invoke("variability", manifest, "--no-staple")
+    assert res.exit_code == 0 and "Automatic" not in res.output
