@@ -1,0 +1,400 @@
+"""The batch run (``metsynth synthesize``): every healthy femur x every bank lesion x repeats.
+
+Output folder::
+
+    OUT/config.yaml               resolved settings + fingerprints of the cohort and the bank
+    OUT/images/<volume_id>.nii     synthetic CT on the healthy case's grid (kept volumes only;
+                                  uncompressed by default, see SynthesisConfig.image_compression_level)
+    OUT/labels/<volume_id>.nii.gz  its lesion label (uint8, gzip level 1)
+    OUT/sidecars/<volume_id>.json  provenance of every attempt, kept or dropped
+    OUT/index.csv                 one row per attempt (kept and dropped, with the reason)
+    OUT/preview.png               with --preview K
+
+``volume_id`` is ``<healthy>__<donor>-L<k>__r<repeat>``. Each attempt's generator is seeded
+from ``SeedSequence([seed, stable_hash(healthy), stable_hash(lesion), repeat])`` (a hash from
+hashlib, not Python's salted ``hash``), so the bytes of every file do not depend on the number
+of workers, their kind or the order of the tasks.
+
+Resume and safety: files are written atomically (image, label, then the sidecar last), so a
+sidecar means the attempt is finished; a rerun skips finished attempts (kept and dropped) and
+does the rest; ``index.csv`` is rebuilt from the sidecars in a fixed order at the end, so an
+interrupted-then-resumed run ends byte-identical to an uninterrupted one. A folder holding a run
+of another configuration (settings, cohort manifest or bank) is refused unless ``force``, which
+removes that run's outputs first.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .. import __version__
+from ..errors import ConfigError, InputError
+from ..fileio import read_json, remove_stale_temps, write_json, write_text
+from ..parallel import TaskFailure, map_tasks
+from .bank import BankEntry, LesionBank, load_bank
+from .compose import HealthyFemur, SynthesisConfig, SynthesisResult, synthesize_one
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "INDEX_COLUMNS",
+    "RunSummary",
+    "SynthesisTask",
+    "build_index",
+    "run_synthesis",
+    "run_task",
+    "stable_hash",
+    "synthesize_volume",
+    "volume_id",
+    "volume_seed",
+]
+
+INDEX_COLUMNS = ("volume_id", "healthy_case", "donor_case", "donor_lesion", "repeat", "seed", "kept", "reason",
+                 "lesion_mm3", "region", "image", "label")
+OUTPUT_DIRS = ("images", "labels", "sidecars")
+OUTPUT_FILES = ("index.csv", "preview.png", "config.yaml")
+
+
+# ----------------------------------------------------------------------------- ids and seeds
+def volume_id(healthy_id: str, lesion_id: str, repeat: int) -> str:
+    return f"{healthy_id}__{lesion_id}__r{repeat}"
+
+
+def stable_hash(text: str) -> int:
+    """A 64-bit hash of a string that is the same in every process and Python version."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def seed_entropy(run_seed: int, healthy_id: str, lesion_id: str, repeat: int) -> list[int]:
+    return [int(run_seed), stable_hash(healthy_id), stable_hash(lesion_id), int(repeat)]
+
+
+def volume_seed(run_seed: int, healthy_id: str, lesion_id: str, repeat: int) -> int:
+    """The integer seed of one attempt: ``numpy.random.default_rng(seed)`` replays it."""
+    seq = np.random.SeedSequence(seed_entropy(run_seed, healthy_id, lesion_id, repeat))
+    return int(seq.generate_state(1, dtype=np.uint64)[0])
+
+
+# ----------------------------------------------------------------------------- one volume
+def synthesize_volume(healthy: HealthyFemur, entry: BankEntry, arrays: tuple[np.ndarray, np.ndarray],
+                      config: SynthesisConfig, repeat: int) -> tuple[SynthesisResult, dict[str, Any]]:
+    """One attempt with its seed; returns the result and its sidecar (without file names). No IO."""
+    seed = volume_seed(config.seed, healthy.id, entry.id, repeat)
+    result = synthesize_one(healthy, entry, arrays[0], arrays[1], config, np.random.default_rng(seed))
+    vid = volume_id(healthy.id, entry.id, repeat)
+    sidecar: dict[str, Any] = {
+        "volume_id": vid,
+        "kept": result.kept,
+        "reason": result.reason,
+        "healthy_case": healthy.id,
+        "donor_case": entry.case,
+        "donor_lesion": entry.id,
+        "donor_annotator": entry.annotator,
+        "donor_region": entry.region,
+        "repeat": int(repeat),
+        "seed": {"run_seed": config.seed, "entropy": seed_entropy(config.seed, healthy.id, entry.id, repeat),
+                 "volume_seed": seed},
+        **result.provenance,
+        "image": None,
+        "label": None,
+        "metsynth_version": __version__,
+    }
+    return result, sidecar
+
+
+# ----------------------------------------------------------------------------- tasks
+@dataclass(frozen=True)
+class SynthesisTask:
+    """All repeats still to do for one (healthy case, bank lesion) pair. Small and picklable."""
+
+    healthy: Any  # metsynth.cohort.Case
+    lesion_id: str
+    bank_root: str
+    repeats: tuple[int, ...]
+    run_dir: str
+    config: SynthesisConfig
+
+    @property
+    def key(self) -> str:
+        return f"{self.healthy.id}__{self.lesion_id}"
+
+
+_HEALTHY_CACHE: dict[tuple[Any, ...], HealthyFemur] = {}
+_BANK_CACHE: dict[str, tuple[int, LesionBank]] = {}
+_LESION_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+_CACHE_LOCK = threading.Lock()  # Dask workers run several tasks in threads of one process
+
+
+def _cached_healthy(case: Any) -> HealthyFemur:
+    """The worker's copy of a healthy case (a worker mostly gets one healthy case after another)."""
+    stamps = tuple(Path(p).stat().st_mtime_ns for p in (case.image, case.femur_mask) if p is not None and Path(p).exists())
+    key = (case.id, str(case.image), str(case.femur_mask), stamps)
+    with _CACHE_LOCK:
+        if key not in _HEALTHY_CACHE:
+            while len(_HEALTHY_CACHE) >= 2:
+                _HEALTHY_CACHE.pop(next(iter(_HEALTHY_CACHE)))
+            _HEALTHY_CACHE[key] = HealthyFemur.load(case)
+        return _HEALTHY_CACHE[key]
+
+
+def _cached_lesion(bank_root: str, lesion_id: str) -> tuple[BankEntry, tuple[np.ndarray, np.ndarray]]:
+    with _CACHE_LOCK:
+        digest = (Path(bank_root) / "bank.json").stat().st_mtime_ns
+        if _BANK_CACHE.get(bank_root, (None,))[0] != digest:  # re-extracted banks are reloaded
+            _BANK_CACHE[bank_root] = (digest, load_bank(bank_root))
+            for key in [k for k in _LESION_CACHE if k[0] == bank_root]:
+                del _LESION_CACHE[key]
+        entry = _BANK_CACHE[bank_root][1].entry(lesion_id)
+        key = (bank_root, lesion_id)
+        if key not in _LESION_CACHE:
+            while len(_LESION_CACHE) >= 256:
+                _LESION_CACHE.pop(next(iter(_LESION_CACHE)))
+            _LESION_CACHE[key] = entry.arrays()
+        return entry, _LESION_CACHE[key]
+
+
+def _suffix(level: int | None) -> str:
+    return ".nii" if level is None else ".nii.gz"
+
+
+def run_task(task: SynthesisTask) -> list[dict[str, Any]]:
+    """Do the task's attempts and write their files; returns one small record per attempt."""
+    healthy = _cached_healthy(task.healthy)
+    entry, arrays = _cached_lesion(task.bank_root, task.lesion_id)
+    out = Path(task.run_dir)
+    records = []
+    for repeat in task.repeats:
+        result, sidecar = synthesize_volume(healthy, entry, arrays, task.config, repeat)
+        vid = sidecar["volume_id"]
+        if result.kept:
+            image_level, label_level = task.config.image_compression_level, task.config.label_compression_level
+            sidecar["image"] = f"images/{vid}{_suffix(image_level)}"
+            sidecar["label"] = f"labels/{vid}{_suffix(label_level)}"
+            healthy.image.with_array(result.image).write(out / sidecar["image"], compression_level=image_level)
+            healthy.image.with_array(result.label).write(out / sidecar["label"], compression_level=label_level)
+        write_json(out / "sidecars" / f"{vid}.json", sidecar)  # last: marks the attempt as finished
+        records.append({"volume_id": vid, "kept": result.kept, "reason": result.reason})
+    return records
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass
+class RunSummary:
+    """What a run did (counts over all attempts of the run, including earlier sessions)."""
+
+    out_dir: Path
+    attempts: int
+    kept: int
+    dropped: dict[str, int]
+    done_before: int
+    done_now: int
+    failures: list[TaskFailure] = field(default_factory=list)
+    seconds: float = 0.0
+    index: Path | None = None
+    preview: Path | None = None
+
+    def describe(self) -> str:
+        dropped = ", ".join(f"{n} {reason}" for reason, n in sorted(self.dropped.items())) or "none"
+        text = (f"{self.attempts} attempts: {self.kept} kept, {sum(self.dropped.values())} dropped ({dropped}); "
+                f"{self.done_now} done now, {self.done_before} already done; {self.seconds:.1f} s")
+        if self.failures:
+            text += f"; {len(self.failures)} task(s) FAILED (rerun to retry)"
+        return text
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig) -> dict[str, Any]:
+    return {
+        "metsynth_version": __version__,
+        "cohort": str(manifest.resolve()),
+        "cohort_digest": _digest(manifest),
+        "bank": str(bank.root),
+        "bank_digest": bank.digest,
+        "synthesis": config.model_dump(mode="json"),
+    }
+
+
+IDENTITY_KEYS = ("cohort_digest", "bank_digest", "synthesis")
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool) -> None:
+    config_file = out / "config.yaml"
+    if config_file.is_file():
+        try:
+            old = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            old = {}
+        diffs = _differences({k: old.get(k) for k in IDENTITY_KEYS}, {k: resolved[k] for k in IDENTITY_KEYS})
+        if diffs:
+            if not force:
+                shown = "; ".join(diffs[:4]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 4 else "")
+                raise ConfigError(
+                    f"{out}: holds a synthesis run of another configuration ({shown}); use another --out "
+                    "folder, or --force to delete that run's outputs and start again")
+            log.warning("--force: removing the outputs of the previous run in %s", out)
+            for name in OUTPUT_DIRS:
+                shutil.rmtree(out / name, ignore_errors=True)
+            for name in OUTPUT_FILES:
+                (out / name).unlink(missing_ok=True)
+    elif out.is_dir() and any(out.iterdir()) and not force:
+        existing = [p.name for p in out.iterdir()]
+        if any(name in OUTPUT_DIRS or name in OUTPUT_FILES for name in existing):
+            raise ConfigError(f"{out}: has synthesis outputs but no config.yaml (not made by metsynth, or "
+                              "damaged); use another --out folder, or --force to replace them")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_DIRS:
+        (out / name).mkdir(exist_ok=True)
+    remove_stale_temps(out)
+    write_text(config_file, yaml.safe_dump(resolved, sort_keys=False))
+
+
+def _finished(out: Path, vid: str) -> bool:
+    sidecar = out / "sidecars" / f"{vid}.json"
+    if not sidecar.is_file():
+        return False
+    try:
+        data = read_json(sidecar)
+    except ValueError:
+        return False
+    if data.get("kept"):
+        return all(data.get(k) and (out / data[k]).is_file() for k in ("image", "label"))
+    return True
+
+
+def run_synthesis(
+    manifest: str | os.PathLike,
+    bank: str | os.PathLike | LesionBank,
+    out_dir: str | os.PathLike,
+    config: SynthesisConfig | None = None,
+    *,
+    workers: int = 1,
+    scheduler: Any = None,
+    progress: bool = True,
+    force: bool = False,
+    preview: int = 0,
+) -> RunSummary:
+    """Synthesize every healthy case x bank lesion x ``config.repeats`` into ``out_dir`` (resumable).
+
+    ``manifest``: a prepared cohort (healthy cases with femur masks). ``bank``: a bank folder
+    (``metsynth lesions extract``). ``workers``/``scheduler``: see :func:`metsynth.parallel.map_tasks`
+    (a Dask cluster's workers must see the same paths). Task failures are reported in the
+    summary (and raised as :class:`~metsynth.parallel.TasksFailed` after the index is written).
+    """
+    from ..cohort import load_cohort
+
+    start = time.perf_counter()
+    config = config or SynthesisConfig()
+    manifest = Path(manifest)
+    if manifest.is_dir():
+        manifest = manifest / "cohort.yaml"
+    cohort = load_cohort(manifest)
+    bank = bank if isinstance(bank, LesionBank) else load_bank(bank)
+    healthy = cohort.by_role("healthy")
+    if not healthy:
+        raise InputError(f"{manifest}: no case with role 'healthy'; synthesis pastes lesions into healthy femurs")
+    missing = [c.id for c in healthy if c.femur_mask is None]
+    if missing:
+        raise InputError(f"{manifest}: healthy case(s) {', '.join(missing)} have no femur_mask; run "
+                         "`metsynth prepare` on the cohort (it segments the femurs) and use the prepared manifest")
+    out = Path(out_dir)
+    _prepare_run_dir(out, _resolved(manifest, bank, config), force)
+
+    expected: list[str] = []
+    tasks: list[SynthesisTask] = []
+    done_before = 0
+    for case in healthy:
+        for entry in bank.entries:
+            todo = []
+            for r in range(config.repeats):
+                vid = volume_id(case.id, entry.id, r)
+                expected.append(vid)
+                if _finished(out, vid):
+                    done_before += 1
+                else:
+                    todo.append(r)
+            if todo:
+                tasks.append(SynthesisTask(case, entry.id, str(bank.root), tuple(todo), str(out.resolve()), config))
+    log.info("synthesis: %d attempts (%d healthy x %d lesions x %d repeats), %d already done, %d tasks to run",
+             len(expected), len(healthy), len(bank), config.repeats, done_before, len(tasks))
+
+    done_now = 0
+    results = map_tasks(run_task, tasks, workers=workers, scheduler=scheduler, progress=progress,
+                        desc="synthesis", raise_on_failure=False)
+    for records in results:
+        done_now += len(records)
+    index = build_index(out, expected)
+    summary = _summarize(out, index, done_before, done_now, results.failures, time.perf_counter() - start)
+    if preview and summary.kept:
+        from .qc import write_preview
+
+        summary.preview = write_preview(out, preview, cohort=cohort)
+    log.info("synthesis: %s", summary.describe())
+    if results.failures:
+        from ..parallel import TasksFailed
+
+        raise TasksFailed(results.failures, len(tasks), "synthesis tasks")
+    return summary
+
+
+def _summarize(out: Path, index: Path, done_before: int, done_now: int, failures: list[TaskFailure],
+               seconds: float) -> RunSummary:
+    kept, dropped, attempts = 0, Counter(), 0
+    with open(index, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            attempts += 1
+            if row["kept"] == "true":
+                kept += 1
+            else:
+                dropped[row["reason"]] += 1
+    return RunSummary(out, attempts, kept, dict(dropped), done_before, done_now, list(failures), seconds, index)
+
+
+def build_index(out_dir: str | os.PathLike, expected: list[str]) -> Path:
+    """Write ``index.csv`` from the sidecars of ``expected`` volume ids, in that order (deterministic).
+
+    Attempts without a sidecar (failed or not yet run) are left out.
+    """
+    out = Path(out_dir)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    for vid in expected:
+        sidecar = out / "sidecars" / f"{vid}.json"
+        if not sidecar.is_file():
+            continue
+        data = read_json(sidecar)
+        lesion = data.get("lesion") or {}
+        mm3 = lesion.get("mm3", data.get("transformed_mm3"))
+        writer.writerow([
+            data["volume_id"], data["healthy_case"], data["donor_case"], data["donor_lesion"], data["repeat"],
+            data["seed"]["volume_seed"], "true" if data["kept"] else "false", data["reason"] or "",
+            "" if mm3 is None else f"{mm3:.4f}", lesion.get("region", ""), data.get("image") or "",
+            data.get("label") or "",
+        ])
+    return write_text(out / "index.csv", buffer.getvalue())

@@ -1,0 +1,80 @@
+"""The lesion bank: one entry per connected lesion, small ones listed as skipped, geometry kept."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from metsynth.cli import app
+from metsynth.errors import ConfigError, InputError
+from metsynth.synthesis.bank import BankConfig, extract_bank, load_bank
+from metsynth.volume import Volume
+
+
+def test_entries_and_skipped(toy_bank, toy_cohort):
+    bank = load_bank(toy_bank)
+    assert [e.id for e in bank.entries] == ["M00-L1", "M01-L1"]
+    assert {e.case for e in bank.entries} == {"M00", "M01"}
+    (skipped,) = bank.skipped
+    assert skipped["id"] == "M00-L2" and skipped["volume_mm3"] <= 16 and "min_lesion_mm3" in skipped["reason"]
+    regions = {e.id: e.region for e in bank.entries}
+    assert regions == {"M00-L1": "shaft", "M01-L1": "head"}
+    entry = bank.entry("M00-L1")
+    assert entry.annotator == "reference" and entry.volume_mm3 == entry.voxels * 1.0
+    assert entry.intensity_std > 0 and 0 < entry.intensity_robust_std < 2 * entry.intensity_std and entry.radius_mm > 4
+    assert bank.info["hu_window"] == [-1000.0, 2000.0]
+    with pytest.raises(InputError, match="no lesion 'M09-L1' in the bank"):
+        bank.entry("M09-L1")
+
+
+def test_patches_keep_world_geometry(toy_bank, toy_cohort):
+    """Each mask patch, put back at its world position, is exactly that lesion of the source mask."""
+    bank = load_bank(toy_bank)
+    root = toy_cohort.parent
+    for entry in bank.entries:
+        source = Volume.read(root / "lesions" / f"{entry.case}.nii.gz")
+        image = Volume.read(root / "images" / f"{entry.case}.nii.gz")
+        patch_img, patch_mask = entry.load()
+        corner = np.rint(source.world_to_index(patch_mask.origin)).astype(int)
+        box = tuple(slice(c, c + n) for c, n in zip(corner, patch_mask.shape))
+        assert np.array_equal(patch_mask.array.astype(bool), source.array[box].astype(bool) & patch_mask.array.astype(bool))
+        assert np.array_equal(patch_img.array, image.array[box])
+        assert patch_mask.array.sum() == entry.voxels
+        np.testing.assert_allclose(source.index_to_world(entry.centroid_index), entry.centroid_world, atol=1e-3)
+
+
+def test_min_size_and_annotator_settings(toy_cohort, tmp_path):
+    bank = extract_bank(toy_cohort, tmp_path / "b", BankConfig(min_lesion_mm3=0), progress=False)
+    assert [e.id for e in bank.entries] == ["M00-L1", "M00-L2", "M01-L1"] and not bank.skipped
+    with pytest.raises(InputError, match="no lesion mask by annotator 'C'"):
+        extract_bank(toy_cohort, tmp_path / "c", BankConfig(annotator="C"), progress=False)
+
+
+def test_another_configuration_is_refused_unless_forced(toy_cohort, tmp_path):
+    extract_bank(toy_cohort, tmp_path / "b", progress=False)
+    extract_bank(toy_cohort, tmp_path / "b", progress=False)  # same settings: fine
+    with pytest.raises(ConfigError, match="holds a lesion bank made from another cohort or with other settings"):
+        extract_bank(toy_cohort, tmp_path / "b", BankConfig(margin_mm=8), progress=False)
+    bank = extract_bank(toy_cohort, tmp_path / "b", BankConfig(margin_mm=8), force=True, progress=False)
+    assert bank.info["config"]["margin_mm"] == 8
+
+
+def test_not_a_bank(tmp_path):
+    with pytest.raises(InputError, match="not a lesion bank"):
+        load_bank(tmp_path)
+
+
+def test_cli_extract(toy_cohort, tmp_path):
+    config = tmp_path / "bank.yaml"
+    config.write_text(yaml.safe_dump({"bank": {"margin_mm": 2.0}}))
+    result = CliRunner().invoke(app, ["--quiet", "lesions", "extract", str(toy_cohort), "--out", str(tmp_path / "b"),
+                                      "--config", str(config), "--min-mm3", "20"])
+    assert result.exit_code == 0, result.output
+    assert "2 lesions from 2 cases, 1 skipped" in result.output
+    assert load_bank(tmp_path / "b").info["config"] == {"annotator": None, "min_lesion_mm3": 20.0, "margin_mm": 2.0,
+                                                       "connectivity": 26}
+    bad = CliRunner().invoke(app, ["lesions", "extract", str(toy_cohort), "--out", str(tmp_path / "c"),
+                                   "--min-mm3", "-1"])
+    assert bad.exit_code == 2 and "min_lesion_mm3" in bad.output

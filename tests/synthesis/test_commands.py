@@ -1,0 +1,93 @@
+"""``metsynth synthesize`` on the command line, with a preview montage and config errors."""
+
+from __future__ import annotations
+
+import csv
+
+import matplotlib.image
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from metsynth.cli import app
+from metsynth.synthesis.qc import write_preview
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["--quiet", *args])
+
+
+def test_synthesize_with_preview(toy_cohort, toy_bank, tmp_path):
+    config = tmp_path / "synth.yaml"
+    config.write_text(yaml.safe_dump({"synthesis": {"transform": {"noise_std": [0.0, 0.1]}, "min_lesion_mm3": 20}}))
+    out = tmp_path / "run"
+    result = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(toy_bank), "--out", str(out),
+                    "--repeats", "2", "--seed", "7", "--preview", "3", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "8 attempts" in result.output and "preview:" in result.output
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    assert resolved["synthesis"]["seed"] == 7 and resolved["synthesis"]["repeats"] == 2
+    assert resolved["synthesis"]["transform"]["noise_std"] == [0.0, 0.1]
+    assert resolved["synthesis"]["transform"]["scale"] == [0.8, 1.25]  # defaults kept beside the override
+    png = matplotlib.image.imread(out / "preview.png")
+    assert png.ndim == 3 and png.shape[0] > 200
+    with open(out / "index.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 8
+    # the same folder with other settings: one-line error, exit code 2
+    again = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(toy_bank), "--out", str(out),
+                   "--repeats", "2", "--seed", "8")
+    assert again.exit_code == 2 and "another configuration" in again.output
+
+
+@pytest.mark.parametrize(
+    ("settings_", "message"),
+    [
+        ({"repeats": 0}, "'repeats': Input should be greater than or equal to 1"),
+        ({"transform": {"scale": [2, 1]}}, "scale: the lower bound 2 is above the upper bound 1"),
+        ({"placement": {"region_weights": {"shaftt": 1}}}, "did you mean 'shaft'"),
+        ({"image_compression_level": 12}, "'image_compression_level': Input should be less than or equal to 9"),
+        ({"min_lesion_mm": 16}, "unknown setting 'min_lesion_mm'; did you mean 'min_lesion_mm3'"),
+    ],
+)
+def test_bad_config_values_are_one_line_errors(toy_cohort, toy_bank, tmp_path, settings_, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(settings_))
+    result = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(toy_bank), "--out", str(tmp_path / "r"),
+                    "--config", str(config))
+    assert result.exit_code == 2
+    assert message in result.output and str(config) in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_preset_and_missing_bank(toy_cohort, tmp_path):
+    result = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(tmp_path), "--out", str(tmp_path / "r"),
+                    "--preset", "papr")
+    assert result.exit_code == 2 and "did you mean 'paper'" in result.output
+    result = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(tmp_path), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "not a lesion bank" in result.output
+
+
+def test_healthy_cases_need_femur_masks(toy_cohort, toy_bank, tmp_path):
+    data = yaml.safe_load(toy_cohort.read_text())
+    for case in data["cases"]:
+        case["image"] = str(toy_cohort.parent / case["image"])
+        case.pop("femur_mask")
+        for mask in case.get("lesion_masks", []):
+            mask["path"] = str(toy_cohort.parent / mask["path"])
+    manifest = tmp_path / "cohort.yaml"
+    manifest.write_text(yaml.safe_dump(data))
+    result = invoke("synthesize", "--cohort", str(manifest), "--bank", str(toy_bank), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 2 and "H00, H01 have no femur_mask" in result.output
+
+
+def test_preview_needs_a_run(tmp_path):
+    from metsynth.errors import InputError
+
+    with pytest.raises(InputError, match="no index.csv"):
+        write_preview(tmp_path, 2)
+
+
+def test_help_texts():
+    for args in (["synthesize", "--help"], ["lesions", "extract", "--help"], ["lesions", "--help"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0 and "Usage" in result.output

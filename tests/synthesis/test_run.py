@@ -1,0 +1,206 @@
+"""The batch run: identical bytes for 1 or 2 workers and on Dask; resume after SIGKILL; safety."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metsynth.errors import ConfigError
+from metsynth.parallel import TasksFailed
+from metsynth.synthesis.bank import load_bank
+from metsynth.synthesis.compose import HealthyFemur, SynthesisConfig, synthesize_one
+from metsynth.synthesis.run import INDEX_COLUMNS, run_synthesis, stable_hash, volume_id, volume_seed
+from metsynth.synthesis.transforms import LesionTransformParams, draw_params
+from metsynth.volume import Volume
+
+REPEATS = 3  # 2 healthy x 2 lesions x 3 = 12 attempts
+
+
+def finished(run: Path) -> int:
+    """Sidecars written (not counting a temporary file a kill left behind)."""
+    folder = run / "sidecars"
+    return len([p for p in folder.glob("*.json") if not p.name.startswith(".tmp-")]) if folder.is_dir() else 0
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    """Every output file's bytes (config, images, labels, sidecars, index)."""
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def reference(toy_cohort, toy_bank, tmp_path_factory) -> Path:
+    """An uninterrupted single-worker run: the bytes every other way of running must give."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    return out
+
+
+def test_outputs_index_and_sidecars(reference, toy_cohort, toy_bank):
+    files = snapshot(reference)
+    with open(reference / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == INDEX_COLUMNS
+    assert len(rows) == 12 and [r["volume_id"] for r in rows][:3] == [f"H00__M00-L1__r{r}" for r in range(3)]
+    kept = [r for r in rows if r["kept"] == "true"]
+    assert kept, "the toy run keeps volumes"
+    for row in rows:
+        sidecar = json.loads(files[f"sidecars/{row['volume_id']}.json"])
+        assert sidecar["seed"]["volume_seed"] == int(row["seed"]) == volume_seed(0, row["healthy_case"],
+                                                                                 row["donor_lesion"], int(row["repeat"]))
+        assert sidecar["seed"]["entropy"] == [0, stable_hash(row["healthy_case"]), stable_hash(row["donor_lesion"]),
+                                              int(row["repeat"])]
+        assert sidecar["metsynth_version"] and sidecar["donor_case"] == row["donor_case"]
+        if row["kept"] == "true":
+            assert row["image"] in files and row["label"] in files and row["reason"] == ""
+            assert set(sidecar["transform"]) >= {"rotation_deg", "scale", "edge_filter_size", "noise_sigma"}
+            assert set(sidecar["placement"]) >= {"centre", "corner", "region", "tries"}
+        else:
+            assert row["reason"] and not row["image"] and "reason_detail" in sidecar
+    # geometry of the outputs = the healthy case's grid
+    row = kept[0]
+    image, label = Volume.read(reference / row["image"]), Volume.read(reference / row["label"])
+    healthy = Volume.read(toy_cohort.parent / "images" / f"{row['healthy_case']}.nii.gz")
+    assert image.same_grid(healthy) and label.same_grid(healthy) and label.array.dtype == np.uint8
+    assert label.array.sum() * 1.0 == pytest.approx(float(row["lesion_mm3"]))
+
+
+def test_sidecar_replays_the_volume(reference, toy_cohort, toy_bank):
+    """The recorded seed and parameters regenerate the written volume exactly."""
+    from metsynth.cohort import load_cohort
+
+    sidecar = json.loads(next(iter(sorted((reference / "sidecars").glob("H01__M01-L1__r1.json")))).read_text())
+    entry = load_bank(toy_bank).entry(sidecar["donor_lesion"])
+    healthy = HealthyFemur.load(load_cohort(toy_cohort).case(sidecar["healthy_case"]))
+    rng = np.random.default_rng(sidecar["seed"]["volume_seed"])
+    image, mask = entry.arrays()
+    assert LesionTransformParams.from_dict(sidecar["transform"]) == draw_params(
+        np.random.default_rng(sidecar["seed"]["volume_seed"]), SynthesisConfig().transform, entry)
+    result = synthesize_one(healthy, entry, image, mask, SynthesisConfig(repeats=REPEATS), rng)
+    if sidecar["kept"]:
+        written = Volume.read(reference / sidecar["image"]).array
+        assert written.tobytes() == result.image.tobytes()
+
+
+def test_two_workers_give_identical_bytes(reference, toy_cohort, toy_bank, tmp_path):
+    summary = run_synthesis(toy_cohort, toy_bank, tmp_path / "run", SynthesisConfig(repeats=REPEATS), workers=2,
+                            progress=False)
+    assert summary.attempts == 12 and summary.done_now == 12
+    assert snapshot(tmp_path / "run") == snapshot(reference)
+
+
+def test_dask_local_cluster_gives_identical_bytes(reference, toy_cohort, toy_bank, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with distributed.Client(cluster) as client:
+            run_synthesis(toy_cohort, toy_bank, tmp_path / "run", SynthesisConfig(repeats=REPEATS), scheduler=client,
+                          progress=False)
+    assert snapshot(tmp_path / "run") == snapshot(reference)
+
+
+def test_rerun_skips_finished_work(reference, toy_cohort, toy_bank, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    before = snapshot(out)
+    summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    assert summary.done_before == 12 and summary.done_now == 0
+    assert snapshot(out) == before
+    # a deleted output is redone, identically
+    first_kept = next(p for p in sorted((out / "images").iterdir()))
+    first_kept.unlink()
+    summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    assert summary.done_now == 1 and snapshot(out) == before
+
+
+KILL_SCRIPT = """
+import sys, time
+import metsynth.synthesis.run as run
+write = run.write_json
+def slow_write(path, data):  # slow the run down so that the kill lands in the middle of it
+    result = write(path, data)
+    time.sleep(0.15)
+    return result
+run.write_json = slow_write
+from metsynth.synthesis.compose import SynthesisConfig
+run.run_synthesis(sys.argv[1], sys.argv[2], sys.argv[3], SynthesisConfig(repeats=int(sys.argv[4])), progress=False)
+"""
+
+
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(reference, toy_cohort, toy_bank, tmp_path):
+    out = tmp_path / "run"
+    script = tmp_path / "slow_run.py"
+    script.write_text(KILL_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(toy_cohort), str(toy_bank), str(out), str(REPEATS)])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if finished(out) >= 3:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = finished(out)
+    assert 3 <= done < 12
+    assert not (out / "index.csv").exists()
+    summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    assert summary.done_before == done and summary.done_before + summary.done_now == 12
+    assert not list(out.rglob(".tmp-*"))
+    assert snapshot(out) == snapshot(reference)
+
+
+def test_another_configuration_is_refused_unless_forced(reference, toy_cohort, toy_bank, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    with pytest.raises(ConfigError, match=r"holds a synthesis run of another configuration \(synthesis.seed: 0 -> 5"):
+        run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS, seed=5), progress=False)
+    summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=1, seed=5), progress=False, force=True)
+    assert summary.done_before == 0 and summary.attempts == 4
+    assert len(list((out / "sidecars").iterdir())) == 4  # the old run's files are gone
+    # a folder with foreign outputs and no config.yaml is refused too
+    foreign = tmp_path / "foreign"
+    (foreign / "images").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="has synthesis outputs but no config.yaml"):
+        run_synthesis(toy_cohort, toy_bank, foreign, SynthesisConfig(repeats=1), progress=False)
+
+
+def test_failed_task_is_reported_and_the_rest_is_kept(reference, toy_cohort, toy_bank, tmp_path):
+    bank = tmp_path / "bank"
+    shutil.copytree(toy_bank, bank)
+    patch = bank / "patches" / "M01-L1_image.nii.gz"
+    good = patch.read_bytes()
+    patch.write_bytes(b"not a nifti")
+    out = tmp_path / "run"
+    with pytest.raises(TasksFailed, match=r"2 of 4 synthesis tasks failed \(H00__M01-L1: InputError"):
+        run_synthesis(toy_cohort, bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    with open(out / "index.csv", newline="") as fh:
+        assert {r["donor_lesion"] for r in csv.DictReader(fh)} == {"M00-L1"}
+    patch.write_bytes(good)
+    summary = run_synthesis(toy_cohort, bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    assert summary.done_before == 6 and summary.done_now == 6
+    ref = snapshot(reference)
+    got = snapshot(out)
+    assert {k: v for k, v in got.items() if k != "config.yaml"} == {k: v for k, v in ref.items() if k != "config.yaml"}
+
+
+def test_compression_choices(toy_cohort, toy_bank, tmp_path):
+    config = SynthesisConfig(repeats=1, image_compression_level=1, label_compression_level=None)
+    run_synthesis(toy_cohort, toy_bank, tmp_path / "run", config, progress=False)
+    images = sorted((tmp_path / "run" / "images").iterdir())
+    labels = sorted((tmp_path / "run" / "labels").iterdir())
+    assert images and all(p.name.endswith(".nii.gz") for p in images)
+    assert labels and all(p.name.endswith(".nii") for p in labels)
+    assert volume_id("H00", "M00-L1", 0) + ".nii.gz" in {p.name for p in images}
+    assert Volume.read(images[0]).array.dtype == np.float32
