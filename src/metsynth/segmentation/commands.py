@@ -1,0 +1,103 @@
+"""``metsynth train`` and ``metsynth predict`` (thin wrappers over the segmentation library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def train(
+    cohort: Path = typer.Argument(..., help="Prepared cohort manifest (output of `metsynth prepare`)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, logs, curves.png, model.pt)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="paper (GPU, the paper's settings), cpu (laptop) or tiny (tests); default: cpu, or the --config file's own preset."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with SegmentationConfig settings, merged into the preset."),
+    sources: str = typer.Option("real", "--sources", help="Training data, comma-separated: real, synthetic, harmonized, online (e.g. 'synthetic,real')."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="CV fold k: its test cases are excluded, and synthetic volumes made from their lesions are filtered out."),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json with the CV folds (needed with --fold)."),
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Synthetic set folder (index.csv, images/, labels/)."),
+    harmonized: Optional[Path] = typer.Option(None, "--harmonized", help="Harmonized (diffusion) set folder."),
+    bank: Optional[Path] = typer.Option(None, "--bank", help="Lesion bank folder, for --sources online (fresh synthetic volumes each epoch)."),
+    synthesis_config: Optional[Path] = typer.Option(None, "--synthesis-config", help="YAML with synthesis settings for --sources online."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use N synthetic/harmonized volumes (size study: 100, 500, 2000); default all."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Fine-tune from these weights (model.pt or .ckpt) with the fine-tuning lr, decay and patience."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted training (or one whose --max-epochs was raised) from checkpoints/last.ckpt, or start over."),
+    force: bool = typer.Option(False, "--force", help="Start over in a folder holding another or a finished training."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (weights, patches, augmentation, validation hold-out)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Upper bound on epochs."),
+    val_cases: Optional[int] = typer.Option(None, "--val-cases", min=0, help="Real cases held out for validation Dice."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes."),
+    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="Lightning accelerator: cpu, gpu, auto..."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices: a number, '0,1', or auto."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy: auto, ddp, ... (multi-GPU / SLURM)."),
+    num_nodes: Optional[int] = typer.Option(None, "--num-nodes", min=1, help="Nodes for multi-node DDP."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
+) -> None:
+    """Train a 3D U-Net on real, synthetic, harmonized or online data (or fine-tune one with --init)."""
+    from ..cli import quiet
+    from .datasets import build_training_set
+    from .presets import segmentation_config
+    from .train import train_segmentation
+
+    trainer: dict = {}
+    if devices is not None:
+        trainer["devices"] = int(devices) if devices.isdigit() else devices
+    for key, value in (("accelerator", accelerator), ("strategy", strategy), ("num_nodes", num_nodes),
+                       ("precision", precision)):
+        if value is not None:
+            trainer[key] = value
+    settings = segmentation_config(preset, config, seed=seed, max_epochs=max_epochs, val_cases=val_cases,
+                                   num_workers=workers, trainer=trainer or None)
+    training_set = build_training_set(cohort, sources, fold=fold, splits=splits, synthetic=synthetic,
+                                      harmonized=harmonized, limit=limit, val_cases=settings.val_cases,
+                                      seed=settings.seed, bank=bank, synthesis=synthesis_config)
+    counts = ", ".join(f"{n} {s}" for s, n in training_set.counts().items()) or "online only"
+    typer.echo(f"training set: {counts}; {len(training_set.val)} validation case(s)"
+               + (f"; fold {fold}: {training_set.dropped_leaking} leaking volume(s) dropped" if fold is not None else ""))
+    result = train_segmentation(training_set, out, settings, init=init, resume=resume, force=force,
+                                progress=not quiet())
+    dice = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
+    typer.echo(f"model: {result.model} (best val Dice {dice}, {result.epochs} epochs, "
+               f"data-wait share {100 * result.timing.get('data_wait_share', float('nan')):.0f}%)")
+    typer.echo(f"curves: {Path(result.out_dir) / 'curves.png'}")
+
+
+def predict(
+    model: Path = typer.Argument(..., help="model.pt from a training folder (or the folder, or a .ckpt)."),
+    inputs: list[Path] = typer.Argument(..., help="A cohort manifest (raw or prepared) or image file(s) in HU."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz masks and predictions.csv."),
+    femur: Optional[Path] = typer.Option(None, "--femur", help="Femur mask of a single input image (crops inference, enables the femur filter)."),
+    grid: str = typer.Option("input", "--grid", help="input: masks on each input image's grid; source: prepared cases mapped back onto their original scans."),
+    standardized: Optional[bool] = typer.Option(None, "--standardized/--hu", help="Inputs are already standardized to [-1, 1] (default: yes for prepared manifests, else HU)."),
+    min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", min=0, help="Remove predicted components smaller than this (mm^3; 0 = off)."),
+    femur_filter: Optional[bool] = typer.Option(None, "--femur-filter/--no-femur-filter", help="Keep only lesions overlapping the femur mask."),
+    fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill cavities inside predicted lesions."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Lesion probability threshold (default: the model's, 0.5)."),
+    overlap: Optional[float] = typer.Option(None, "--overlap", help="Sliding-window overlap (0..1)."),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, auto."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Volumes segmented in parallel (processes)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to spread volumes over a cluster."),
+    force: bool = typer.Option(False, "--force", help="Redo predictions in a folder made with another model or settings."),
+) -> None:
+    """Segment lesions with sliding-window inference and post-processing; masks keep the input's grid."""
+    from ..cli import quiet
+    from ..config import look_up_option
+    from .inference import SegmentationModel, predict_cohort
+
+    look_up_option(grid, ["input", "source"], "grid")
+    loaded = SegmentationModel.load(model, "cpu")
+    post = loaded.config.postprocess.merged(min_lesion_mm3=min_lesion_mm3, keep_in_femur=femur_filter,
+                                            fill_holes=fill_holes)
+    inference = loaded.config.inference.merged(threshold=threshold, overlap=overlap)
+    result = predict_cohort(model, [str(p) for p in inputs] if len(inputs) > 1 else inputs[0], out, femur=femur,
+                            grid=grid, standardized=standardized, postprocess_config=post, inference=inference,  # type: ignore[arg-type]
+                            device=device, workers=workers, scheduler=scheduler, force=force, progress=not quiet())
+    typer.echo(f"predictions: {result} (table: {result / 'predictions.csv'})")
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import command
+
+    command(app, name="train")(train)
+    command(app, name="predict")(predict)

@@ -1,0 +1,410 @@
+"""Inference: sliding-window lesion probabilities over whole volumes, masks on the input's grid.
+
+A trained model knows the voxel size and HU window of the data it was trained on (from the
+prepared cohort). :func:`predict_volume` brings any input to that space and back:
+
+* a **raw CT** (HU, any spacing and orientation): cropped to the femur box (when a femur mask
+  is given), resampled to the model's spacing, standardized, segmented; the lesion
+  *probabilities* are resampled linearly onto the input's grid and thresholded there, so the
+  mask has exactly the input's shape, spacing, origin and direction;
+* a **prepared** image (already standardized at the model's spacing): segmented on its own grid
+  (no resampling). :func:`restore_source_grid` maps such a result back onto the original scan's
+  grid recorded by ``metsynth prepare`` (the manifest's ``source:``).
+
+Post-processing (:mod:`.postprocess`) runs on the output grid, so its minimum lesion size is in
+true mm^3 of that grid. :func:`predict_cohort` does a whole manifest (in parallel with
+:func:`metsynth.parallel.map_tasks`), skipping cases already written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..fileio import read_json, write_json
+from ..volume import Volume, as_mask, check_finite
+from .datasets import AIR
+from .postprocess import PostprocessConfig, postprocess
+from .presets import InferenceConfig, SegmentationConfig
+
+log = logging.getLogger(__name__)
+
+Grid = Literal["input", "source"]
+SPACING_TOL_MM = 1e-3
+DEFAULT_CROP_MARGIN_MM = 10.0
+
+
+def resolve_device(device: str | None = "auto") -> str:
+    import torch
+
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@dataclass
+class SegmentationModel:
+    """A trained U-Net with the settings it was trained with."""
+
+    net: Any
+    config: SegmentationConfig
+    spacing: tuple[float, float, float] | None
+    hu_window: tuple[float, float] | None
+    device: str = "cpu"
+    meta: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = "auto") -> "SegmentationModel":
+        """From ``model.pt`` (or a training folder, or a Lightning ``.ckpt``); weights_only loading."""
+        from .train import build_network, load_weights
+
+        state, meta = load_weights(path)
+        config = SegmentationConfig.from_dict(meta["config"], source=f"{path} (model settings)")
+        net = build_network(config)
+        net.load_state_dict(state)
+        device = resolve_device(device)
+        net.to(device).eval()
+        return cls(net=net, config=config, spacing=tuple(meta["spacing"]) if meta.get("spacing") else None,
+                   hu_window=tuple(meta["hu_window"]) if meta.get("hu_window") else None,
+                   device=device, meta=meta, path=str(path))
+
+    def probabilities(self, array: np.ndarray, inference: InferenceConfig | None = None) -> np.ndarray:
+        """Lesion probability (float32, same shape) of a standardized array at the model's spacing,
+        by MONAI sliding-window inference with the training patch as window."""
+        import torch
+        from monai.inferers import sliding_window_inference
+
+        inf = inference or self.config.inference
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None].to(self.device)
+        with torch.inference_mode():
+            logits = sliding_window_inference(
+                x, roi_size=tuple(self.config.patch_size), sw_batch_size=inf.sw_batch_size, predictor=self.net,
+                overlap=inf.overlap, mode=inf.blend, cval=AIR)
+            prob = torch.softmax(logits.float(), dim=1)[0, 1]
+        return prob.cpu().numpy().astype(np.float32)
+
+
+# ======================================================================= grids
+def resample_linear(values: Volume, reference: Volume, default: float = 0.0) -> np.ndarray:
+    """``values`` (float) linearly interpolated at ``reference``'s voxel centres (float32 array)."""
+    import SimpleITK as sitk
+
+    src = values.with_array(np.asarray(values.array, dtype=np.float32)).to_sitk()
+    out = sitk.Resample(src, reference.to_sitk(), sitk.Transform(), sitk.sitkLinear, float(default), sitk.sitkFloat32)
+    return Volume.from_sitk(out).array
+
+
+def empty_grid(shape, spacing, origin, direction) -> Volume:
+    """A zero uint8 volume with the given geometry (a resampling reference)."""
+    return Volume(np.zeros(tuple(int(s) for s in shape), dtype=np.uint8), spacing, origin, np.asarray(direction))
+
+
+def sub_grid(grid: Volume, lo, hi) -> Volume:
+    """The box ``[lo, hi)`` of ``grid`` as its own (empty) grid with the right origin."""
+    lo = np.asarray(lo, dtype=int)
+    hi = np.asarray(hi, dtype=int)
+    origin = grid.index_to_world(lo.astype(np.float64))
+    return empty_grid(hi - lo, grid.spacing, origin, grid.direction)
+
+
+def _needs_resampling(image: Volume, spacing) -> bool:
+    return spacing is not None and not np.allclose(image.spacing, spacing, atol=SPACING_TOL_MM, rtol=0)
+
+
+# ======================================================================= one volume
+@dataclass
+class Prediction:
+    """A predicted mask on the output grid, its probability map (same grid, inside ``box``)."""
+
+    mask: Volume
+    probability: np.ndarray | None
+    box: tuple[tuple[int, int, int], tuple[int, int, int]]
+    raw_voxels: int  # foreground voxels before post-processing
+
+
+def predict_volume(
+    model: SegmentationModel,
+    image: Volume,
+    femur: Volume | None = None,
+    *,
+    standardized: bool = False,
+    postprocess_config: PostprocessConfig | None = None,
+    inference: InferenceConfig | None = None,
+    crop_margin_mm: float = DEFAULT_CROP_MARGIN_MM,
+    keep_probability: bool = False,
+) -> Prediction:
+    """Segment lesions in ``image`` and return a uint8 mask on exactly ``image``'s grid.
+
+    ``standardized=False``: ``image`` is in HU and is clipped/scaled with the model's HU window.
+    ``femur`` (on ``image``'s grid) restricts inference to the femur box (+ ``crop_margin_mm``)
+    and enables the ``keep_in_femur`` post-processing step.
+    """
+    from ..prepare import resample_image, standardize, target_grid
+
+    check_finite(image, "image")
+    inf = inference or model.config.inference
+    post = postprocess_config if postprocess_config is not None else model.config.postprocess
+    if femur is not None:
+        femur = as_mask(femur, image, what="femur mask")
+    lo = np.zeros(3, dtype=int)
+    hi = np.asarray(image.shape)
+    if femur is not None and femur.array.any():
+        from ..prepare import femur_crop_box
+
+        lo, hi = femur_crop_box(femur, crop_margin_mm)
+    work = image.crop(lo, hi)
+    box_grid = sub_grid(image, lo, hi)
+    if _needs_resampling(work, model.spacing):
+        grid = target_grid(work, model.spacing)
+        if standardized:
+            net_in = resample_image(work, grid, "linear", default=AIR)
+        else:
+            net_in = resample_image(work, grid, "linear")
+    else:
+        grid = work
+        net_in = work.with_array(np.asarray(work.array, dtype=np.float32))
+    array = net_in.array
+    if not standardized:
+        if model.hu_window is None:
+            log.warning("%s: the model has no HU window (trained on an unprepared cohort): using intensities as they are",
+                        image.name)
+        else:
+            array = standardize(array, model.hu_window)
+    prob = model.probabilities(array, inf)
+    if grid is not work:
+        prob = resample_linear(grid.with_array(prob), box_grid, default=0.0)
+    raw = prob >= inf.threshold
+    full = np.zeros(image.shape, dtype=np.uint8)
+    full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = raw
+    mask_box = box_grid.with_array(raw.astype(np.uint8))
+    femur_box = femur.crop(lo, hi) if femur is not None else None
+    if femur_box is not None:
+        femur_box = mask_box.with_array(femur_box.array)
+    cleaned = postprocess(mask_box, femur_box, post)
+    full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = cleaned.array
+    mask = image.with_array(full)
+    return Prediction(mask=mask, probability=prob if keep_probability else None,
+                      box=(tuple(int(v) for v in lo), tuple(int(v) for v in hi)),  # type: ignore[arg-type]
+                      raw_voxels=int(raw.sum()))
+
+
+def restore_source_grid(mask_or_prob: Volume, source: dict[str, Any], threshold: float = 0.5,
+                        femur: Volume | None = None, postprocess_config: PostprocessConfig | None = None) -> Volume:
+    """Map a result on a prepared grid back onto the original scan's grid (``case.source``).
+
+    ``mask_or_prob`` is a probability map or a binary mask on the prepared grid; it is resampled
+    linearly inside the crop box recorded by ``prepare`` and thresholded; outside the box the
+    mask is 0. ``femur`` (prepared grid) is mapped the same way for post-processing.
+    """
+    try:
+        grid = empty_grid(source["shape"], source["spacing"], source["origin"], source["direction"])
+        lo, hi = (np.asarray(v, dtype=int) for v in source["crop_box"])
+    except KeyError as err:
+        raise InputError(f"case source record lacks {err}; re-run `metsynth prepare` to record the original grid") from None
+    box = sub_grid(grid, lo, hi)
+    values = resample_linear(mask_or_prob.with_array(np.asarray(mask_or_prob.array, np.float32)), box)
+    mask_box = box.with_array((values >= threshold).astype(np.uint8))
+    femur_box = None
+    if femur is not None:
+        femur_box = box.with_array((resample_linear(femur, box) >= 0.5).astype(np.uint8))
+    if postprocess_config is not None:
+        mask_box = postprocess(mask_box, femur_box, postprocess_config)
+    full = np.zeros(grid.shape, dtype=np.uint8)
+    full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = mask_box.array
+    return grid.with_array(full)
+
+
+# ======================================================================= a cohort or files
+@dataclass(frozen=True)
+class PredictTask:
+    """One volume to segment (picklable: paths and settings only)."""
+
+    key: str
+    image: str
+    out: str
+    femur: str | None
+    standardized: bool
+    source: dict[str, Any] | None
+    grid: str
+    model: str
+    device: str
+    postprocess: dict[str, Any]
+    inference: dict[str, Any]
+    threads: int = 0
+
+
+_MODELS: dict[tuple[str, str], SegmentationModel] = {}
+
+
+def _model_for(path: str, device: str) -> SegmentationModel:
+    key = (path, device)
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = SegmentationModel.load(path, device)
+    return _MODELS[key]
+
+
+def run_predict_task(task: PredictTask) -> dict[str, Any]:
+    """Segment one volume and write its mask (atomically); returns a row of ``predictions.csv``."""
+    import time
+
+    if task.threads:
+        import torch
+
+        torch.set_num_threads(task.threads)
+    start = time.perf_counter()
+    model = _model_for(task.model, task.device)
+    image = Volume.read(task.image)
+    femur = Volume.read(task.femur) if task.femur else None
+    post = PostprocessConfig.from_dict(task.postprocess)
+    inf = InferenceConfig.from_dict(task.inference)
+    if task.grid == "source" and task.source is not None:
+        pred = predict_volume(model, image, femur, standardized=task.standardized,
+                              postprocess_config=PostprocessConfig(min_lesion_mm3=0, keep_in_femur=False, fill_holes=False),
+                              inference=inf, keep_probability=True)
+        lo, hi = pred.box
+        prob_full = np.zeros(image.shape, np.float32)
+        prob_full[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = pred.probability
+        mask = restore_source_grid(image.with_array(prob_full), task.source, inf.threshold, femur, post)
+        raw = pred.raw_voxels
+    else:
+        pred = predict_volume(model, image, femur, standardized=task.standardized, postprocess_config=post, inference=inf)
+        mask, raw = pred.mask, pred.raw_voxels
+    mask.write(task.out)
+    voxels = int(mask.array.sum())
+    return {"case": task.key, "mask": task.out, "voxels": voxels, "raw_voxels": raw,
+            "lesion_mm3": voxels * mask.voxel_volume_mm3, "seconds": time.perf_counter() - start}
+
+
+def _file_sha(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def predict_cohort(
+    model_path: str | os.PathLike,
+    inputs: str | os.PathLike | list[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    *,
+    femur: str | os.PathLike | None = None,
+    grid: Grid = "input",
+    standardized: bool | None = None,
+    postprocess_config: PostprocessConfig | None = None,
+    inference: InferenceConfig | None = None,
+    device: str | None = "auto",
+    workers: int = 1,
+    scheduler: Any = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Segment every case of a manifest (or a list of image files) into ``out_dir``.
+
+    ``inputs``: a cohort manifest (raw or prepared) or image file(s). Cases of a prepared
+    cohort are standardized already; raw manifests and files are taken as HU (override with
+    ``standardized``). ``grid="source"`` writes prepared cases' masks on their original scan's
+    grid. Writes ``<out>/<case>.nii.gz``, ``predictions.csv`` and ``predict.json``; finished
+    cases are skipped on a rerun with the same model and settings.
+    """
+    import pandas as pd
+
+    from ..cohort import load_cohort
+    from ..parallel import map_tasks
+
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        model_path = model_path / "model.pt"
+    model = SegmentationModel.load(model_path, "cpu")  # validates the file early
+    post = postprocess_config if postprocess_config is not None else model.config.postprocess
+    inf = inference or model.config.inference
+    out = Path(out_dir)
+    device = resolve_device(device)
+
+    items: list[tuple[str, str, str | None, bool, dict | None]] = []
+    paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    if len(paths) == 1 and (Path(paths[0]).is_dir() and (Path(paths[0]) / "cohort.yaml").exists()
+                            or str(paths[0]).endswith((".yaml", ".yml"))):
+        cohort = load_cohort(paths[0])
+        is_prepared = cohort.prepared is not None
+        if femur is not None:
+            raise ConfigError("--femur is for single image files; a manifest gives each case's femur mask")
+        for case in cohort.cases:
+            items.append((case.id, str(case.image), str(case.femur_mask) if case.femur_mask else None,
+                          is_prepared if standardized is None else standardized, case.source))
+        if grid == "source" and not is_prepared:
+            raise ConfigError("grid 'source' maps prepared cases back to their original scans; this manifest "
+                              "is not prepared, and its masks are written on the input grid anyway (use grid 'input')")
+    else:
+        if femur is not None and len(paths) != 1:
+            raise ConfigError("--femur goes with exactly one image file")
+        for p in paths:
+            name = Path(p).name
+            for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+                if name.endswith(suffix):
+                    name = name[: -len(suffix)]
+                    break
+            items.append((name, str(p), str(femur) if femur else None, bool(standardized), None))
+        if grid == "source":
+            raise ConfigError("grid 'source' needs a prepared manifest; image files are always written on their own grid")
+    if len({key for key, *_ in items}) != len(items):
+        raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
+
+    settings = {"model": str(model_path), "model_sha256": _file_sha(model_path), "grid": grid,
+                "postprocess": post.model_dump(), "inference": inf.model_dump()}
+    marker = out / "predict.json"
+    if marker.exists() and not force:
+        previous = read_json(marker)
+        if previous != settings:
+            raise ConfigError(f"{out}: holds predictions of another model or settings; choose another --out "
+                              "folder or pass --force to redo them")
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        for key, *_ in items:
+            (out / f"{key}.nii.gz").unlink(missing_ok=True)
+    write_json(marker, settings)
+
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+    tasks = [
+        PredictTask(key=key, image=img, out=str(out / f"{key}.nii.gz"), femur=fem, standardized=std, source=src,
+                    grid=grid, model=str(model_path), device=device, postprocess=post.model_dump(),
+                    inference=inf.model_dump(), threads=threads)
+        for key, img, fem, std, src in items
+    ]
+    table_file = out / "predictions.csv"
+    rows: dict[str, dict[str, Any]] = {}
+    if table_file.exists() and not force:
+        for row in pd.read_csv(table_file, dtype={"case": str}).to_dict("records"):
+            rows[row["case"]] = row
+    todo = [t for t in tasks if not (Path(t.out).exists() and t.key in rows)]
+    if len(todo) < len(tasks):
+        log.info("%d of %d cases already predicted: skipped", len(tasks) - len(todo), len(tasks))
+    if workers == 1 and scheduler is None:
+        _MODELS[(str(model_path), device)] = model if device == "cpu" else SegmentationModel.load(model_path, device)
+    try:
+        for row in map_tasks(run_predict_task, todo, workers=workers, scheduler=scheduler, progress=progress,
+                             desc="predict"):
+            rows[row["case"]] = row
+    finally:
+        if rows:
+            from ..fileio import atomic_path
+
+            table = pd.DataFrame([rows[k] for k in sorted(rows)])
+            with atomic_path(table_file) as tmp:
+                table.to_csv(tmp, index=False)
+    return out
+
+
+__all__ = [
+    "Prediction", "PredictTask", "SegmentationModel", "predict_cohort", "predict_volume", "resample_linear",
+    "resolve_device", "restore_source_grid", "run_predict_task",
+]

@@ -1,0 +1,617 @@
+"""Training and fine-tuning of the 3D U-Net with Lightning.
+
+:func:`train_segmentation` runs one training in a run folder::
+
+    out/
+      config.yaml          resolved SegmentationConfig
+      training_set.json    every training and validation volume (and the test cases excluded)
+      checkpoints/         best.ckpt (highest validation Dice), last.ckpt (for --resume)
+      logs/metrics.csv     CSVLogger: train_loss, val_dice, lr, data_wait_share per epoch
+      curves.png           loss and validation Dice per epoch
+      timing.json          steps/s and the share of step time spent waiting for data
+      model.pt, model.yaml the best weights as a plain state_dict with their settings: what
+                           `metsynth predict` and `--init` read (torch.load(weights_only=True))
+      result.json          written last: the training is complete (a rerun skips it)
+
+The loss is MONAI's ``DiceLoss`` on the softmax of two output channels, lesion channel only
+(``include_background=False``: a background term would reward predicting nothing) and pooled
+over the batch (``batch=True``: patches without lesion do not give a noisy 0/0 Dice). Validation
+Dice is computed on whole held-out real volumes by sliding-window inference.
+
+Lightning does the loops, checkpoints, early stopping (on validation Dice) and logging;
+``accelerator``, ``devices``, ``strategy``, ``num_nodes`` and ``precision`` go to the Trainer as
+they are, so multi-GPU and multi-node (DDP, SLURM) need no code here. Both the Lightning
+checkpoints and ``model.pt`` hold only tensors and plain Python data, and load with
+``torch.load(..., weights_only=True)``; resuming passes ``weights_only=True`` to Lightning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, InputError
+from ..fileio import atomic_path, read_json, write_json
+from .datasets import AIR, TrainingSet
+from .presets import SegmentationConfig, segmentation_config
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "metsynth-unet/1"
+# Lightning warnings that are expected here (a resumed run reuses its folders; a one-volume
+# validation set; the data pipeline deliberately uses few workers on small machines).
+_EXPECTED_WARNINGS = (
+    r"Checkpoint directory .* exists and is not empty",
+    r"Experiment logs directory .* exists and is not empty",
+    r".*isinstance\(treespec, LeafSpec\)",
+    r"The '(train|val)_dataloader' does not have many workers",
+    r"The number of training batches \(\d+\) is smaller than the logging interval",
+)
+# Settings that may change between a run and its resume without changing the result's meaning.
+_RESUMABLE_CHANGES = ("trainer", "num_workers", "cache_dir", "max_epochs", "max_steps")
+
+try:  # Lightning is a hard dependency; the guard keeps `import metsynth.segmentation` light
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback as _Callback
+except ImportError:  # pragma: no cover - depends on the installation
+    L = None  # type: ignore[assignment]
+    _Callback = object  # type: ignore[assignment,misc]
+
+
+# ======================================================================= the network
+def build_network(config: SegmentationConfig):
+    """MONAI ``UNet``: 3D, 1 input channel (CT), 2 output channels (background, lesion)."""
+    from monai.networks.nets import UNet
+
+    net = config.network
+    return UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=tuple(net.channels),
+                strides=net.resolved_strides, num_res_units=net.num_res_units, norm=net.norm,
+                dropout=net.dropout)
+
+
+def dice_of(pred, truth) -> float:
+    """Dice of two binary tensors/arrays; both empty gives 1 (as in evaluation.metrics)."""
+    p = pred.bool()
+    t = truth.bool()
+    denom = int(p.sum()) + int(t.sum())
+    if denom == 0:
+        return 1.0
+    return 2.0 * int((p & t).sum()) / denom
+
+
+def sliding_window_logits(net, image, config: SegmentationConfig):
+    """Logits ``[B, 2, z, y, x]`` of whole volumes ``image [B, 1, z, y, x]`` (standardized)."""
+    from monai.inferers import sliding_window_inference
+
+    inf = config.inference
+    return sliding_window_inference(image, roi_size=tuple(config.patch_size), sw_batch_size=inf.sw_batch_size,
+                                    predictor=net, overlap=inf.overlap, mode=inf.blend, cval=AIR)
+
+
+# ======================================================================= Lightning module
+class SegmentationModule(L.LightningModule if L is not None else object):  # type: ignore[misc]
+    """Dice loss on patches, sliding-window validation Dice on whole held-out volumes."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        super().__init__()
+        # meta: plain data only (config dump, lr schedule, data geometry) -> weights_only-safe
+        self.save_hyperparameters({"meta": meta})
+        self.config = SegmentationConfig.from_dict(meta["config"], source="checkpoint config")
+        self.lr = float(meta["lr"])
+        self.lr_decay = float(meta["lr_decay"])
+        self.net = build_network(self.config)
+        from monai.losses import DiceLoss
+
+        self.loss_fn = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+        self._val_dice: list[float] = []
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        logits = self.net(batch["image"])
+        loss = self.loss_fn(logits, batch["label"].float())
+        bs = batch["image"].shape[0]
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_dice = []
+
+    def validation_step(self, batch, batch_idx):
+        logits = sliding_window_logits(self.net, batch["image"], self.config)
+        pred = logits.argmax(1, keepdim=True)
+        for i in range(pred.shape[0]):
+            self._val_dice.append(dice_of(pred[i], batch["label"][i] > 0))
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_dice:
+            self.log("val_dice", float(np.mean(self._val_dice)), prog_bar=True, sync_dist=True)
+
+    def on_train_epoch_start(self) -> None:
+        opt = self.optimizers()
+        if not isinstance(opt, list):
+            self.log("lr", opt.param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        import torch
+
+        optim = self.config.optim
+        opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=optim.momentum,
+                              weight_decay=optim.weight_decay)
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch", "frequency": 1}}
+
+
+# ======================================================================= callbacks
+class DataWaitMonitor(_Callback):  # type: ignore[misc,valid-type]
+    """Time spent waiting for a batch (fetch + transfer) versus in the step (forward, backward,
+    optimizer), per epoch and in total; logs ``data_wait_share`` each epoch.
+
+    The first batch of each epoch (worker start-up) is counted apart, in ``startup_s``, so the
+    share describes the steady state. On CUDA the step end is synchronized for honest timing.
+    """
+
+    def __init__(self, sync_cuda: bool = True) -> None:
+        super().__init__()
+        self.sync_cuda = sync_cuda
+        self.reset()
+
+    def reset(self) -> None:
+        self.wait_s = 0.0
+        self.step_s = 0.0
+        self.startup_s = 0.0
+        self.steps = 0
+        self._epoch_wait = 0.0
+        self._epoch_step = 0.0
+        self._last = None
+        self._first = True
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._last = time.perf_counter()
+        self._first = True
+        self._epoch_wait = 0.0
+        self._epoch_step = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            waited = now - self._last
+            if self._first:
+                self.startup_s += waited
+            else:
+                self.wait_s += waited
+                self._epoch_wait += waited
+        self._first = False
+        self._start = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.sync_cuda:
+            import torch
+
+            if torch.cuda.is_available() and pl_module.device.type == "cuda":
+                torch.cuda.synchronize(pl_module.device)
+        now = time.perf_counter()
+        step = now - self._start
+        self.step_s += step
+        self._epoch_step += step
+        self.steps += 1
+        self._last = now
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        total = self._epoch_wait + self._epoch_step
+        if total > 0:
+            pl_module.log("data_wait_share", self._epoch_wait / total, on_step=False, on_epoch=True)
+        self._last = None  # validation time is not data wait
+
+    def summary(self) -> dict[str, float]:
+        busy = self.wait_s + self.step_s
+        return {
+            "steps": self.steps,
+            "step_s": self.step_s,
+            "data_wait_s": self.wait_s,
+            "startup_wait_s": self.startup_s,
+            "data_wait_share": self.wait_s / busy if busy > 0 else float("nan"),
+            "steps_per_s": self.steps / (busy + self.startup_s) if busy > 0 else float("nan"),
+            "steady_steps_per_s": self.steps / busy if busy > 0 else float("nan"),
+        }
+
+
+class CurvePlotter(_Callback):  # type: ignore[misc,valid-type]
+    """Redraws ``curves.png`` from the logged history after each validation (rank zero only)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.history: dict[str, list[tuple[int, float]]] = {"train_loss": [], "val_dice": []}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        value = trainer.callback_metrics.get("train_loss_epoch")
+        if value is not None:
+            self.history["train_loss"].append((trainer.current_epoch, float(value)))
+        if not trainer.val_dataloaders or trainer.sanity_checking:
+            self._draw(trainer)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get("val_dice")
+        if value is not None:
+            self.history["val_dice"].append((trainer.current_epoch, float(value)))
+        self._draw(trainer)
+
+    def _draw(self, trainer) -> None:
+        if trainer.is_global_zero:
+            plot_curves(self.history, self.path)
+
+
+def plot_curves(history: dict[str, list[tuple[int, float]]], path: str | os.PathLike) -> Path:
+    """A two-panel PNG: training Dice loss and validation Dice per epoch (matplotlib, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.2), dpi=100)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    for ax, key, label, colour in ((ax1, "train_loss", "training Dice loss", "tab:blue"),
+                                   (ax2, "val_dice", "validation Dice", "tab:green")):
+        points = history.get(key) or []
+        if points:
+            x, y = zip(*points)
+            ax.plot(x, y, marker="o" if len(points) < 30 else None, ms=3, color=colour)
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    ax2.set_ylim(0, 1)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+def history_from_csv(metrics_csv: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+    """Per-epoch train_loss and val_dice from a CSVLogger ``metrics.csv`` (all resumes included)."""
+    import pandas as pd
+
+    table = pd.read_csv(metrics_csv)
+    out: dict[str, list[tuple[int, float]]] = {}
+    for key, column in (("train_loss", "train_loss_epoch"), ("val_dice", "val_dice")):
+        if column in table.columns:
+            rows = table[["epoch", column]].dropna().groupby("epoch")[column].last()
+            out[key] = [(int(e), float(v)) for e, v in rows.items()]
+        else:
+            out[key] = []
+    return out
+
+
+# ======================================================================= weights
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state_dict of the UNet, meta)`` from ``model.pt`` or a Lightning ``.ckpt``, loaded with
+    ``torch.load(weights_only=True)`` (no code is unpickled)."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: model not found; give model.pt (or a .ckpt) from a `metsynth train` folder")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is the file's fault
+        raise InputError(f"{path}: cannot be read as metsynth weights ({type(err).__name__}: {err})") from None
+    if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
+        return obj["state_dict"], obj["meta"]
+    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:  # Lightning checkpoint
+        meta = obj["hyper_parameters"].get("meta")
+        if meta is None:
+            raise InputError(f"{path}: a Lightning checkpoint, but not of a metsynth segmentation model")
+        state = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+        return state, meta
+    raise InputError(f"{path}: not a metsynth segmentation model (expected model.pt or a training checkpoint)")
+
+
+def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write a checkpoint's UNet weights and settings as ``model.pt`` (+ ``model.yaml``)."""
+    import torch
+    import yaml
+
+    state, meta = load_weights(checkpoint)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save({"format": MODEL_FORMAT, "state_dict": state, "meta": meta}, tmp)
+    from ..fileio import write_text
+
+    write_text(path.with_suffix(".yaml"), yaml.safe_dump(meta, sort_keys=False))
+    return path
+
+
+# ======================================================================= the run
+@dataclass
+class TrainResult:
+    """What :func:`train_segmentation` produced (also saved as ``result.json``)."""
+
+    out_dir: str
+    model: str
+    best_checkpoint: str | None
+    last_checkpoint: str | None
+    best_val_dice: float | None
+    epochs: int
+    steps: int
+    stopped_early: bool
+    seconds: float
+    timing: dict[str, float]
+    finetune: bool
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "TrainResult":
+        return cls(**read_json(path))
+
+
+def train_segmentation(
+    training_set: TrainingSet,
+    out_dir: str | os.PathLike,
+    config: SegmentationConfig | None = None,
+    *,
+    init: str | os.PathLike | None = None,
+    resume: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    extra_callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Train (or, with ``init``, fine-tune) a U-Net on ``training_set``; see the module docstring.
+
+    ``init``: weights to start from (``model.pt`` or a ``.ckpt``); fine-tuning settings
+    (``config.finetune``: lr 0.001, no decay, patience 25 in the paper preset) then replace the
+    optimizer's. ``resume`` (default): an interrupted run in ``out_dir`` continues from
+    ``checkpoints/last.ckpt`` (epoch, weights, optimizer, LR schedule, early-stopping state), and
+    so does a finished one whose ``max_epochs``/``max_steps`` were raised; ``resume=False``
+    starts over, discarding the old checkpoints. A finished run (``result.json``) with the same
+    settings is returned as is; ``force`` retrains from scratch.
+    ``extra_callbacks``: more Lightning callbacks (e.g. a profiler).
+    """
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    config = config or segmentation_config("cpu")
+    out = Path(out_dir)
+    start = time.perf_counter()
+    finetune = init is not None
+    result_file = out / "result.json"
+    previous = out / "config.yaml"
+    same_length = False
+    if previous.exists() and result_file.exists() and not force:
+        old = segmentation_config(None, previous)
+        same_length = (old.max_epochs, old.max_steps) == (config.max_epochs, config.max_steps)
+    _claim_run_dir(out, config, training_set, init, resume=resume, force=force)
+    if result_file.exists() and not force and (same_length or not resume):
+        log.info("%s: training already complete (result.json); pass force to train again", out)
+        return TrainResult.load(result_file)
+
+    online_source = None
+    if "online" in training_set.sources:
+        from .datasets import OnlineSource
+
+        if not training_set.online:
+            raise ConfigError("source 'online' needs its settings (bank, manifest) in the training set; "
+                              "build it with build_training_set(..., bank=DIR)")
+        online_source = OnlineSource(training_set.online, config.seed)
+
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
+    from .datasets import PatchDataset, PatchSampler, VolumeDataset, cache_volumes
+
+    stems = cache_volumes(training_set.train + training_set.val, cache_dir,
+                          workers=max(1, min(config.num_workers, 8)), progress=progress)
+    train_stems = [stems[v.key] for v in training_set.train]
+    val_stems = [stems[v.key] for v in training_set.val]
+
+    lr, decay, patience = config.lr_schedule(training_set.sources, finetune)
+    meta = {
+        "format": MODEL_FORMAT,
+        "config": config.model_dump(mode="json"),
+        "lr": lr, "lr_decay": decay, "patience": patience, "finetune": finetune,
+        "init": str(init) if init else None,
+        "sources": list(training_set.sources), "fold": training_set.fold,
+        "spacing": list(training_set.spacing) if training_set.spacing else None,
+        "hu_window": list(training_set.hu_window) if training_set.hu_window else None,
+    }
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = SegmentationModule(meta)
+    if init is not None:
+        state, init_meta = load_weights(init)
+        try:
+            module.net.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ConfigError(
+                f"--init {init}: its network ({init_meta['config']['network']}) does not match this "
+                f"config's ({config.network.model_dump()}); fine-tune with the same network settings "
+                f"({str(err).splitlines()[0]})") from None
+        log.info("fine-tuning from %s (lr %g, decay %g, patience %d)", init, lr, decay, patience)
+
+    sampler = PatchSampler(len(train_stems), config.patches_per_volume, config.pos_fraction, config.seed,
+                           online=online_source is not None, online_volumes=config.online_volumes_per_epoch)
+    workers = config.num_workers
+    loader_args: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
+    if workers > 0:
+        loader_args.update(persistent_workers=True, prefetch_factor=4)
+    train_loader = torch.utils.data.DataLoader(
+        PatchDataset(train_stems, config, online_source=online_source), batch_size=config.batch_size,
+        sampler=sampler, **loader_args)
+    val_loader = None
+    if val_stems:
+        val_loader = torch.utils.data.DataLoader(
+            VolumeDataset(val_stems, [v.key for v in training_set.val]), batch_size=1,
+            num_workers=min(workers, 1), persistent_workers=workers > 0)
+
+    ckpt_dir = out / "checkpoints"
+    # last.ckpt every epoch: after validation when it runs every epoch (the saved state then includes
+    # it), else at the end of each training epoch
+    last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                                enable_version_counter=False,
+                                save_on_train_epoch_end=val_loader is None or config.val_every_n_epochs != 1)
+    checkpoint = last_ckpt
+    callbacks: list[Any] = [last_ckpt]
+    if val_loader is not None:
+        checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
+                                     auto_insert_metric_name=False, enable_version_counter=False,
+                                     save_on_train_epoch_end=False)
+        callbacks.append(checkpoint)
+    waits = DataWaitMonitor()
+    callbacks += [waits, CurvePlotter(out / "curves.png"), *(extra_callbacks or [])]
+    if val_loader is not None:
+        callbacks.append(EarlyStopping(monitor="val_dice", mode="max", patience=patience,
+                                       check_on_train_epoch_end=False))
+    tcfg = config.trainer
+    trainer = L.Trainer(
+        accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy, num_nodes=tcfg.num_nodes,
+        precision=tcfg.precision, deterministic=tcfg.deterministic, max_epochs=config.max_epochs,
+        max_steps=config.max_steps, check_val_every_n_epoch=config.val_every_n_epochs,
+        logger=CSVLogger(save_dir=out, name="", version="logs"), callbacks=callbacks,
+        default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=tcfg.log_every_n_steps,
+        enable_progress_bar=progress and not _quiet(), enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = None
+    if resume:
+        if last.exists():
+            ckpt_path = str(last)
+            log.info("resuming from %s", last)
+        else:
+            log.info("no %s to resume from: starting a new training", last)
+    result_file.unlink(missing_ok=True)
+    if ckpt_path is not None and trainer.is_global_zero:
+        _set_aside_log(out / "logs")
+    with warnings.catch_warnings():
+        for message in _EXPECTED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=ckpt_path,
+                    weights_only=True if ckpt_path else None)
+
+    best = checkpoint.best_model_path if checkpoint is not last_ckpt and checkpoint.best_model_path else None
+    timing = waits.summary()
+    if trainer.is_global_zero:
+        source_ckpt = best if best and Path(best).exists() else str(last)
+        model_path = export_weights(source_ckpt, out / "model.pt")
+        metrics_csv = _merge_logs(out / "logs")
+        if metrics_csv.exists():
+            plot_curves(history_from_csv(metrics_csv), out / "curves.png")
+        write_json(out / "timing.json", timing)
+    else:  # pragma: no cover - multi-process only
+        model_path = out / "model.pt"
+    early = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
+    score = checkpoint.best_model_score if best else None
+    result = TrainResult(
+        out_dir=str(out), model=str(model_path), best_checkpoint=best, last_checkpoint=str(last) if last.exists() else None,
+        best_val_dice=float(score) if score is not None else None, epochs=int(trainer.current_epoch),
+        steps=int(trainer.global_step), stopped_early=bool(early is not None and early.stopped_epoch > 0),
+        seconds=time.perf_counter() - start, timing=timing, finetune=finetune,
+    )
+    if trainer.is_global_zero:
+        write_json(result_file, asdict(result))
+        log.info("trained %d epochs (%d steps), best val Dice %s, data-wait share %.1f%% -> %s",
+                 result.epochs, result.steps, _fmt(result.best_val_dice), 100 * timing["data_wait_share"]
+                 if not math.isnan(timing["data_wait_share"]) else float("nan"), model_path)
+    return result
+
+
+def _set_aside_log(log_dir: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv: keep it as a numbered part."""
+    current = log_dir / "metrics.csv"
+    if current.exists():
+        n = len(list(log_dir.glob("metrics-part*.csv")))
+        current.rename(log_dir / f"metrics-part{n:03d}.csv")
+
+
+def _merge_logs(log_dir: Path) -> Path:
+    """Join the parts of a resumed training's log into ``metrics.csv`` (rows of an epoch that
+    was redone after the resume are taken from the later part)."""
+    import pandas as pd
+
+    current = log_dir / "metrics.csv"
+    parts = sorted(log_dir.glob("metrics-part*.csv")) + ([current] if current.exists() else [])
+    if len(parts) < 2:
+        return current
+    tables = [pd.read_csv(p) for p in parts]
+    kept = []
+    for i, table in enumerate(tables):
+        later = [t["epoch"].min() for t in tables[i + 1:] if len(t)]
+        limit = min(later) if later else None
+        kept.append(table if limit is None else table[table["epoch"] < limit])
+    merged = pd.concat(kept, ignore_index=True)
+    with atomic_path(current) as tmp:
+        merged.to_csv(tmp, index=False)
+    for p in parts[:-1] if parts[-1] == current else parts:
+        p.unlink()
+    return current
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _quiet() -> bool:
+    try:
+        from ..cli import quiet
+
+        return quiet()
+    except Exception:  # noqa: BLE001 - library use without the CLI
+        return False
+
+
+def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: TrainingSet, init, *,
+                   resume: bool, force: bool) -> None:
+    """Save config.yaml and training_set.json; refuse a folder holding another training."""
+    config_file = out / "config.yaml"
+    set_file = out / "training_set.json"
+    if config_file.exists() and not force:
+        previous = segmentation_config(None, config_file)
+        a = {k: v for k, v in previous.model_dump().items() if k not in _RESUMABLE_CHANGES}
+        b = {k: v for k, v in config.model_dump().items() if k not in _RESUMABLE_CHANGES}
+        if a != b:
+            changed = ", ".join(k for k in a if a[k] != b.get(k))
+            raise ConfigError(f"{out}: holds a training with other settings ({changed}); choose another --out "
+                              "folder, or pass --force to start over there")
+        init_file = out / "init.json"
+        previous_init = read_json(init_file).get("init") if init_file.exists() else None
+        if previous_init != (str(init) if init else None):
+            raise ConfigError(f"{out}: holds a training started from {previous_init or 'random weights'}, not "
+                              f"{init or 'random weights'}; choose another --out folder, or pass --force")
+        if set_file.exists():
+            old = TrainingSet.load(set_file)
+            if [v.key for v in old.train] != [v.key for v in training_set.train] or old.sources != training_set.sources:
+                raise ConfigError(f"{out}: holds a training on another training set (sources "
+                                  f"{','.join(old.sources)}, {len(old.train)} volumes); choose another --out "
+                                  "folder, or pass --force")
+    elif not config_file.exists() and out.exists() and any(out.iterdir()) and not force:
+        raise ConfigError(f"{out}: folder exists and is not a metsynth training; choose a new --out folder (or --force)")
+    if force or not resume:
+        if force:
+            for stale in ("result.json", "model.pt", "model.yaml", "timing.json"):
+                (out / stale).unlink(missing_ok=True)
+        if force or not (out / "result.json").exists():  # starting over: no stale checkpoints or logs
+            for ckpt in (out / "checkpoints").glob("*.ckpt"):
+                ckpt.unlink()
+            for part in (out / "logs").glob("metrics*.csv"):
+                part.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(config_file)
+    training_set.save(set_file)
+    write_json(out / "init.json", {"init": str(init) if init else None})
+
+
+__all__ = [
+    "CurvePlotter", "DataWaitMonitor", "MODEL_FORMAT", "SegmentationModule", "TrainResult", "build_network",
+    "dice_of", "export_weights", "history_from_csv", "load_weights", "plot_curves", "sliding_window_logits",
+    "train_segmentation",
+]

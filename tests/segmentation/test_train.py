@@ -1,0 +1,174 @@
+"""Training: overfitting one case, checkpoints, fine-tuning, resume, logs, curves, data-wait timing."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from metsynth.errors import ConfigError
+from metsynth.segmentation.train import load_weights, train_segmentation
+
+
+def test_tiny_model_overfits_one_phantom_case(trained_model):
+    result = trained_model["result"]
+    assert trained_model["initial_dice"] < 0.3
+    assert result.best_val_dice is not None and result.best_val_dice > 0.7
+    assert not result.finetune
+
+
+def test_run_folder_has_logs_curves_timing_and_model(trained_model):
+    run = trained_model["run"]
+    for name in ("config.yaml", "training_set.json", "curves.png", "timing.json", "model.pt", "model.yaml",
+                 "result.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/metrics.csv"):
+        assert (run / name).is_file(), name
+    metrics = pd.read_csv(run / "logs" / "metrics.csv")
+    assert {"train_loss_epoch", "val_dice", "lr", "data_wait_share"} <= set(metrics.columns)
+    assert metrics["val_dice"].dropna().iloc[-1] > metrics["val_dice"].dropna().iloc[0]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    timing = json.loads((run / "timing.json").read_text())
+    assert timing["steps"] == trained_model["result"].steps > 0
+    assert 0.0 <= timing["data_wait_share"] < 1.0
+    assert timing["step_s"] > 0 and timing["steps_per_s"] > 0
+
+
+@pytest.mark.parametrize("name", ["checkpoints/best.ckpt", "checkpoints/last.ckpt", "model.pt"])
+def test_checkpoints_load_with_weights_only(trained_model, name):
+    path = trained_model["run"] / name
+    obj = torch.load(path, map_location="cpu", weights_only=True)  # raises if anything but data is pickled
+    assert isinstance(obj, dict)
+    state, meta = load_weights(path)
+    assert meta["config"]["preset"] == "tiny"
+    assert any(k.endswith("weight") for k in state)
+
+
+def test_best_checkpoint_and_model_pt_hold_the_same_weights(trained_model):
+    run = trained_model["run"]
+    best, _ = load_weights(run / "checkpoints" / "best.ckpt")
+    exported, _ = load_weights(run / "model.pt")
+    assert best.keys() == exported.keys()
+    assert all(torch.equal(best[k], exported[k]) for k in best)
+
+
+def test_finished_run_is_skipped(trained_model):
+    again = train_segmentation(trained_model["training_set"], trained_model["run"], trained_model["config"],
+                               progress=False)
+    assert again.steps == trained_model["result"].steps and again.seconds == trained_model["result"].seconds
+
+
+def test_fine_tuning_starts_from_the_init_weights_with_its_own_schedule(trained_model, tmp_path, builders):
+    config = builders.overfit_config(max_epochs=1, patches_per_volume=2, val_every_n_epochs=1,
+                                     finetune={"lr": 1e-12, "lr_decay": 1.0, "patience": 3})
+    result = train_segmentation(trained_model["training_set"], tmp_path / "ft", config,
+                                init=trained_model["run"] / "model.pt", progress=False)
+    assert result.finetune
+    tuned, meta = load_weights(result.model)
+    assert (meta["lr"], meta["lr_decay"], meta["patience"], meta["finetune"]) == (1e-12, 1.0, 3, True)
+    start, _ = load_weights(trained_model["run"] / "model.pt")
+    # lr ~ 0: the fine-tuned weights are the init weights (instance-norm statistics aside)
+    assert all(torch.allclose(tuned[k].float(), start[k].float(), atol=1e-6) for k in start)
+    assert result.best_val_dice > 0.7  # the init's skill is there from the first epoch
+
+
+def test_fine_tuning_refuses_another_network(trained_model, tmp_path, builders):
+    config = builders.overfit_config(max_epochs=1, network={"channels": [8, 16, 32]})
+    with pytest.raises(ConfigError, match="does not match"):
+        train_segmentation(trained_model["training_set"], tmp_path / "ft", config,
+                           init=trained_model["run"] / "model.pt", progress=False)
+
+
+class _StopAt(Callback):
+    """Fails when the given epoch starts (an interruption)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+def test_interrupted_training_resumes_from_last_checkpoint(trained_model, tmp_path, builders):
+    config = builders.overfit_config(max_epochs=3, patches_per_volume=2, val_every_n_epochs=1)
+    ts = trained_model["training_set"]
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="interrupted"):
+        train_segmentation(ts, out, config, progress=False, extra_callbacks=[_StopAt(2)])
+    saved = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1 and not (out / "result.json").exists()
+    result = train_segmentation(ts, out, config, progress=False)
+    assert result.epochs == 3 and result.steps == 3 * 1  # 2 patches / batch 2 = 1 step per epoch
+    epochs = pd.read_csv(out / "logs" / "metrics.csv")["epoch"].dropna().unique().tolist()
+    assert epochs == [0, 1, 2]  # the resumed run appended epoch 2 to the first run's log
+
+
+def test_raising_max_epochs_continues_a_finished_run(trained_model, tmp_path, builders):
+    ts = trained_model["training_set"]
+    first = train_segmentation(ts, tmp_path / "run", builders.overfit_config(max_epochs=1, patches_per_volume=2),
+                               progress=False)
+    longer = train_segmentation(ts, tmp_path / "run", builders.overfit_config(max_epochs=2, patches_per_volume=2),
+                                progress=False)
+    assert (first.epochs, first.steps) == (1, 1) and (longer.epochs, longer.steps) == (2, 2)
+
+
+def test_folder_of_another_training_is_refused(trained_model, tmp_path, builders):
+    ts = trained_model["training_set"]
+    train_segmentation(ts, tmp_path / "run", builders.overfit_config(max_epochs=1, patches_per_volume=2),
+                       progress=False)
+    other = builders.overfit_config(max_epochs=1, patches_per_volume=2, seed=5)
+    with pytest.raises(ConfigError, match="other settings.*seed"):
+        train_segmentation(ts, tmp_path / "run", other, progress=False)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not a metsynth training"):
+        train_segmentation(ts, tmp_path / "junk", other, progress=False)
+
+
+def test_learning_rate_decays_exponentially_per_epoch(trained_model, tmp_path, builders):
+    config = builders.overfit_config(max_epochs=3, patches_per_volume=2, optim={"lr": 0.1, "lr_decay_real": 0.5})
+    train_segmentation(trained_model["training_set"], tmp_path / "run", config, progress=False)
+    lrs = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")["lr"].dropna().tolist()
+    assert lrs == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_data_wait_monitor_separates_waiting_from_compute():
+    import time
+    from types import SimpleNamespace
+
+    from metsynth.segmentation.train import DataWaitMonitor
+
+    logged = {}
+    module = SimpleNamespace(device=torch.device("cpu"), log=lambda k, v, **kw: logged.__setitem__(k, v))
+    monitor = DataWaitMonitor()
+    monitor.on_train_epoch_start(None, module)
+    for i in range(4):
+        time.sleep(0.06)  # waiting for the batch (the first one counts as start-up)
+        monitor.on_train_batch_start(None, module, None, i)
+        time.sleep(0.02)  # the step
+        monitor.on_train_batch_end(None, module, None, None, i)
+    monitor.on_train_epoch_end(None, module)
+    summary = monitor.summary()
+    assert summary["steps"] == 4 and summary["startup_wait_s"] >= 0.06
+    assert summary["data_wait_s"] >= 3 * 0.06 and summary["step_s"] >= 4 * 0.02
+    assert 0.6 < summary["data_wait_share"] < 0.85 and logged["data_wait_share"] == pytest.approx(
+        summary["data_wait_share"])
+
+
+def test_early_stopping_on_validation_dice(trained_model, tmp_path, builders):
+    # a learning rate of ~0 keeps the validation Dice flat: patience 1 stops after the second epoch
+    config = builders.overfit_config(max_epochs=6, patches_per_volume=2, val_every_n_epochs=1,
+                                     optim={"lr": 1e-12, "patience": 1})
+    result = train_segmentation(trained_model["training_set"], tmp_path / "run", config, progress=False)
+    assert result.stopped_early and result.epochs == 2
+
+
+def test_trainer_flags_pass_to_lightning(trained_model, tmp_path, builders):
+    config = builders.overfit_config(max_epochs=1, patches_per_volume=2, val_every_n_epochs=1,
+                                     trainer={"precision": "bf16-mixed", "accelerator": "cpu", "devices": 1})
+    result = train_segmentation(trained_model["training_set"], tmp_path / "run", config, progress=False)
+    assert result.steps == 1
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["steps"] == 1
+    assert "bf16-mixed" in (tmp_path / "run" / "config.yaml").read_text()
