@@ -247,16 +247,27 @@ class Volume:
     def write(self, path: str | os.PathLike, compression_level: int | None = 1) -> Path:
         """Write atomically; NIfTI is gzip-compressed when the name ends in .gz.
 
-        ``compression_level`` (1 fastest .. 9 smallest; None = no compression) applies to
-        compressed formats; level 1 is much faster than the default 6 for a few % more bytes.
+        ``compression_level``: gzip level for .nii.gz (1 fastest .. 9 smallest; None = 6) and
+        for NRRD/MHA (None = uncompressed). Level 1 costs a fraction of level 6's time for a
+        few % more bytes (benchmarks/RESULTS.md); masks compress well at any level.
         """
         path = Path(path)
         if not _has_suffix(path, WRITABLE_SUFFIXES):
             raise InputError(f"{path}: can only write {', '.join(WRITABLE_SUFFIXES)}")
         sitk = _sitk()
-        compress = compression_level is not None and (path.name.endswith(".gz") or path.suffix in (".nrrd", ".mha"))
+        gz = path.name.lower().endswith(".gz")
         with atomic_path(path) as tmp:
-            sitk.WriteImage(self.to_sitk(), str(tmp), compress, compression_level if compress else -1)
+            if gz:
+                # ITK ignores the compression level for NIfTI: write raw, gzip at our level.
+                raw = tmp.with_name(tmp.name[: -len(".gz")])
+                try:
+                    sitk.WriteImage(self.to_sitk(), str(raw), False)
+                    _gzip_file(raw, tmp, 6 if compression_level is None else compression_level)
+                finally:
+                    raw.unlink(missing_ok=True)
+            else:
+                compress = compression_level is not None and path.suffix in (".nrrd", ".mha")
+                sitk.WriteImage(self.to_sitk(), str(tmp), compress, compression_level if compress else -1)
         return path
 
 
@@ -324,6 +335,16 @@ def _read_dicom_series(folder: Path):
         return reader.Execute()
     except RuntimeError as err:
         raise InputError(f"{folder}: DICOM series cannot be read ({str(err).strip().splitlines()[-1]})") from None
+
+
+def _gzip_file(src: Path, dst: Path, level: int) -> None:
+    import gzip
+    import shutil
+
+    with open(src, "rb") as fin, open(dst, "wb") as raw_out:
+        # mtime=0 and no file name in the header: the same volume gives the same bytes
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw_out, mtime=0) as fout:
+            shutil.copyfileobj(fin, fout, 1 << 22)
 
 
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
