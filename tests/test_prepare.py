@@ -143,3 +143,50 @@ def test_cli_prepare(tmp_path):
     assert Volume.read(out / "images" / "M01.nii.gz").spacing == pytest.approx((1.2, 1.2, 1.2))
     again = CliRunner().invoke(app, ["--quiet", "prepare", str(manifest), "--out", str(out), "--spacing", "1.0"])
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_parallel_prepare_gives_the_same_bytes(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=2)
+    one = prepare_cohort(load_cohort(manifest), tmp_path / "one", progress=False, workers=1)
+    two = prepare_cohort(load_cohort(manifest), tmp_path / "two", progress=False, workers=2)
+    for case in load_cohort(one).cases:
+        for sub in ("images", "femur"):
+            name = f"{case.id}.nii.gz"
+            assert (one.parent / sub / name).read_bytes() == (two.parent / sub / name).read_bytes()
+    assert [c.id for c in load_cohort(two).cases] == ["H00", "M01", "M02"]
+
+
+def test_prepare_segments_the_femur_when_the_manifest_has_none(tmp_path):
+    import yaml
+
+    from metsynth.phantom import PhantomConfig, generate_cohort
+
+    manifest = generate_cohort(tmp_path / "phantom", n_healthy=0, n_metastatic=1, seed=3,
+                               config=PhantomConfig.preset("tiny"))
+    data = yaml.safe_load(manifest.read_text())
+    truth_femur = manifest.parent / data["cases"][0].pop("femur_mask")
+    manifest.write_text(yaml.safe_dump(data))
+    out = prepare_cohort(load_cohort(manifest), tmp_path / "prep", PrepareConfig(spacing=2.0), progress=False)
+    case = load_cohort(out).cases[0]
+    assert case.source["femur_mask"] == "automatic"
+    auto = Volume.read(case.femur_mask)
+    truth = resample_mask(Volume.read(truth_femur), auto)  # onto the prepared grid
+    dice = 2 * np.sum(auto.array & truth.array) / (auto.array.sum() + truth.array.sum())
+    assert dice > 0.85
+    lesion = Volume.read(case.reference_lesion().path)
+    assert np.all(auto.array[lesion.array > 0])
+
+
+def test_cli_femur_on_real_ct(real_data, tmp_path):
+    ct = real_data / "totalsegmentator" / "example_ct.nii.gz"
+    out = tmp_path / "femur_right.nii.gz"
+    result = CliRunner().invoke(app, ["--quiet", "femur", str(ct), "--out", str(out), "--side", "right"])
+    assert result.exit_code == 0, result.output
+    mask = Volume.read(out)
+    ref = Volume.read(real_data / "totalsegmentator" / "example_seg" / "femur_right.nii.gz")
+    assert mask.same_grid(ref)
+    dice = 2 * np.sum((mask.array > 0) & (ref.array > 0)) / (mask.array.sum() + (ref.array > 0).sum())
+    assert dice > 0.85
+    bad = CliRunner().invoke(app, ["--quiet", "femur", str(ct), "--out", str(tmp_path / "x.nii.gz"), "--side", "rigth"])
+    assert bad.exit_code == 2 and "did you mean 'right'" in bad.output
+    assert not (tmp_path / "x.nii.gz").exists()

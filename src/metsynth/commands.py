@@ -64,6 +64,8 @@ def prepare(
     margin: Optional[float] = typer.Option(None, "--margin", help="Crop margin around the femur in mm [default: 10]."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with PrepareConfig settings."),
     force: bool = typer.Option(False, "--force", help="Redo a folder prepared with other settings."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cases prepared in parallel (local processes)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:port) instead of local processes."),
 ) -> None:
     """Resample to 0.85 mm, segment and crop the femur, standardize intensities to [-1, 1]."""
     from .cli import quiet
@@ -77,8 +79,26 @@ def prepare(
                   hu_max if hu_max is not None else settings.hu_window[1])
     settings = settings.merged(spacing=spacing, hu_window=window, interpolation=interpolation,
                                crop_margin_mm=margin)
-    result = prepare_cohort(load_cohort(manifest), out, settings, force=force, progress=not quiet())
+    result = prepare_cohort(load_cohort(manifest), out, settings, force=force, progress=not quiet(),
+                            workers=workers, scheduler=scheduler)
     typer.echo(f"prepared cohort: {result}")
+
+
+def femur(
+    image: Path = typer.Argument(..., help="CT image in HU (NIfTI, NRRD, MHA or a DICOM series folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Femur mask to write (.nii.gz), on the image's grid."),
+    side: Optional[str] = typer.Option(None, "--side", help="left, right or both [default: every femur found]."),
+    bone: bool = typer.Option(False, "--all-bone", help="Write the mask of all bone instead of the femur."),
+) -> None:
+    """Segment the femur (or all bone) of one CT automatically; lesions inside stay inside."""
+    from .bone import segment_bone, segment_femur
+    from .volume import Volume, check_finite
+
+    ct = Volume.read(image)
+    check_finite(ct)
+    mask = segment_bone(ct) if bone else segment_femur(ct, side=side)
+    mask.write(out)
+    typer.echo(f"{'bone' if bone else 'femur'} mask: {out} ({int(mask.array.sum()) * ct.voxel_volume_mm3 / 1000:.1f} cm3)")
 
 
 def demo(
@@ -113,4 +133,5 @@ def register(app: typer.Typer) -> None:
     command(cohort_app, name="check")(cohort_check)
     app.add_typer(cohort_app, name="cohort")
     command(app, name="prepare")(prepare)
+    command(app, name="femur")(femur)
     command(app, name="demo")(demo)

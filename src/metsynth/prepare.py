@@ -224,11 +224,16 @@ def load_case_mask(ann: LesionAnnotation, image: Volume) -> Volume:
 
 # ------------------------------------------------------------------ the cohort
 def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareConfig | None = None,
-                   force: bool = False, progress: bool = True, femur_config=None) -> Path:
+                   force: bool = False, progress: bool = True, femur_config=None,
+                   workers: int = 1, scheduler=None) -> Path:
     """Prepare every case into ``out_dir``; return the prepared manifest's path.
 
     The input cohort is fully checked before anything is written. Finished cases are skipped.
+    Cases run through :func:`metsynth.parallel.map_tasks` (``workers`` local processes, or a
+    Dask ``scheduler``); a case that fails does not stop the others.
     """
+    from .parallel import map_tasks
+
     config = config or PrepareConfig()
     out_dir = Path(out_dir)
     manifest = out_dir / "cohort.yaml"
@@ -236,14 +241,11 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
     check_cohort(cohort, progress=False)  # raises before anything is written
     _claim_run_dir(out_dir, settings_file, config, force)
 
-    cases = []
-    items = cohort.cases
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(items, desc="prepare", unit="case")
-    for case in items:
-        cases.append(_prepare_and_write(case, out_dir, config, femur_config))
+    tasks = [{"key": case.id, "case": case, "out_dir": out_dir, "config": config, "femur_config": femur_config}
+             for case in cohort.cases]
+    done = {case.id: case for case in map_tasks(_prepare_task, tasks, workers=workers, scheduler=scheduler,
+                                                progress=progress, desc="prepare")}
+    cases = [done[case.id] for case in cohort.cases]
     prepared = Cohort(
         name=f"{cohort.name}-prepared",
         prepared=PreparedInfo(spacing=config.spacing, hu_window=config.hu_window),
@@ -271,6 +273,10 @@ def _claim_run_dir(out_dir: Path, settings_file: Path, config: PrepareConfig, fo
                           "choose an empty or new --out folder (or --force)")
     out_dir.mkdir(parents=True, exist_ok=True)
     config.to_yaml(settings_file)
+
+
+def _prepare_task(task: dict) -> Case:
+    return _prepare_and_write(task["case"], task["out_dir"], task["config"], task["femur_config"])
 
 
 def _prepare_and_write(case: Case, out_dir: Path, config: PrepareConfig, femur_config) -> Case:
