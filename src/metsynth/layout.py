@@ -1,0 +1,131 @@
+"""Where everything lives in an experiment's run directory (one place, read by every stage).
+
+::
+
+    RUN/
+      config.yaml                     the resolved experiment config
+      stages/<stage>.json             completion markers (fingerprint, seconds, finish time)
+      phantom/cohort.yaml             the generated cohort (when the config asks for a phantom)
+      prepared/cohort.yaml            prepared cohort (0.85 mm, [-1, 1], femur masks)
+      bank/bank.json                  lesion bank (patches + masks)
+      synthetic/{images,labels,sidecars}/, index.csv, preview.png
+      diffusion/                      DDPM training run (checkpoints, model.pt, loss curve)
+      harmonized/{images,labels,sidecars}/, index.csv, preview.png
+      splits.json                     CV folds over metastatic cases (+ test-only cases)
+      models/<model>/fold<k>/         one segmentation training run per model and fold
+      predictions/<model>/<case>.nii.gz   each case predicted by the model of the fold that held it out
+                                          (test-only cases: by the fold ensemble)
+      evaluation/<model>/metrics.csv, lesions.csv, summary.json
+      stats/                          tables (md, html, tex) and tests (json)
+      variability/                    Table 1, pairs, STAPLE consensus
+      report/index.html               the self-contained report
+
+Model names: ``real``, ``synthetic``, ``synthetic_ft``, ``harmonized``, ``harmonized_ft`` (the
+paper's Table 3; the paper calls harmonized "Diffusion"), and ``size_<N>`` for the size study
+(Table 2; ``size_all`` is the ``synthetic`` model itself and is not trained twice).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# The paper's five models, in its Table 3 order, with their display names.
+PAPER_MODELS = {
+    "real": "Real",
+    "synthetic": "Synthetic",
+    "synthetic_ft": "Synthetic+FT",
+    "harmonized": "Diffusion",
+    "harmonized_ft": "Diffusion+FT",
+}
+
+
+def size_model(n: int | str) -> str:
+    return f"size_{n}"
+
+
+def display_name(model: str) -> str:
+    if model in PAPER_MODELS:
+        return PAPER_MODELS[model]
+    if model.startswith("size_"):
+        return model[len("size_"):]
+    return model
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages"
+
+    @property
+    def phantom(self) -> Path:
+        return self.root / "phantom"
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def prepared_manifest(self) -> Path:
+        return self.prepared / "cohort.yaml"
+
+    @property
+    def bank(self) -> Path:
+        return self.root / "bank"
+
+    @property
+    def synthetic(self) -> Path:
+        return self.root / "synthetic"
+
+    @property
+    def diffusion(self) -> Path:
+        return self.root / "diffusion"
+
+    @property
+    def harmonized(self) -> Path:
+        return self.root / "harmonized"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
+
+    def model_dir(self, model: str, fold: int) -> Path:
+        return self.root / "models" / model / f"fold{fold}"
+
+    def predictions(self, model: str) -> Path:
+        return self.root / "predictions" / model
+
+    def evaluation(self, model: str) -> Path:
+        return self.root / "evaluation" / model
+
+    @property
+    def stats(self) -> Path:
+        return self.root / "stats"
+
+    @property
+    def variability(self) -> Path:
+        return self.root / "variability"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    def evaluated_models(self) -> list[str]:
+        """Models with a metrics table, paper models first, then the size study by N."""
+        root = self.root / "evaluation"
+        found = sorted(p.parent.name for p in root.glob("*/metrics.csv")) if root.is_dir() else []
+        paper = [m for m in PAPER_MODELS if m in found]
+        sizes = sorted((m for m in found if m.startswith("size_")), key=_size_key)
+        return paper + sizes + [m for m in found if m not in paper and m not in sizes]
+
+
+def _size_key(model: str) -> float:
+    tail = model[len("size_"):]
+    return float("inf") if tail == "all" else float(tail)
