@@ -5,9 +5,21 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.metsynth-installed
 PIP    := $(PY) -m pip install -qq --constraint constraints.txt
 
-.PHONY: setup demo test bench clean
+# nnU-Net lives in its own environment: its dependencies pull a CUDA torchvision that breaks
+# Lightning's imports. Only the nnU-Net export's integrity test uses it.
+NNUNET_VENV  := .venv-nnunet
+NNUNET_STAMP := $(NNUNET_VENV)/.installed
+
+.PHONY: setup nnunet-env demo test bench clean
 
 setup: $(STAMP)
+
+nnunet-env: $(NNUNET_STAMP)
+
+$(NNUNET_STAMP): constraints.txt
+	test -x $(NNUNET_VENV)/bin/python || $(PYTHON) -m venv $(NNUNET_VENV)
+	$(NNUNET_VENV)/bin/python -m pip install -qq --constraint constraints.txt torch==2.13.0 nnunetv2==2.8.1
+	touch $(NNUNET_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,11 +30,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(VENV)/bin/metsynth demo --out runs/demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+test: $(STAMP) $(NNUNET_STAMP)
+	METSYNTH_NNUNET_PYTHON=$(CURDIR)/$(NNUNET_VENV)/bin/python $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(NNUNET_VENV) runs

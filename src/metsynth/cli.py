@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "metsynth.diffusion.commands",
     "metsynth.segmentation.commands",
     "metsynth.evaluation.commands",
+    "metsynth.export.commands",
     "metsynth.experiment_commands",
 )
 
@@ -68,6 +69,12 @@ def main(
     _state["quiet"] = quiet_
     level = logging.DEBUG if verbose else (logging.WARNING if quiet_ else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # Lightning logs through its own handlers (and advertises services at INFO): keep its
+    # messages once, at WARNING unless --verbose.
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logger.propagate = False
 
 
 def handle_errors(fn: F) -> F:

@@ -126,6 +126,16 @@ def demo(
     typer.echo(f"  prepared cohort:  {prepared}")
 
 
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory of `metsynth experiment run`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file [default: RUN_DIR/report/index.html]."),
+) -> None:
+    """Write the self-contained HTML report of a run: Tables 1-3, box plots, Figure-5 montages, QC, statistics, config."""
+    from .report import write_report
+
+    typer.echo(f"report: {write_report(run_dir, out)}")
+
+
 def register(app: typer.Typer) -> None:
     from .cli import command
 
@@ -135,3 +145,4 @@ def register(app: typer.Typer) -> None:
     command(app, name="prepare")(prepare)
     command(app, name="femur")(femur)
     command(app, name="demo")(demo)
+    command(app, name="report")(report)

@@ -1,0 +1,75 @@
+"""``metsynth export nnunet``: a run's data as an nnU-Net v2 raw dataset (thin over the library)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+export_app = typer.Typer(help="Export a run's data to other tools (nnU-Net v2).", no_args_is_help=True)
+
+
+def nnunet(
+    run_dir: Optional[Path] = typer.Argument(
+        None, help="Run folder of `metsynth experiment run` (prepared/cohort.yaml, splits.json, synthetic/, "
+        "harmonized/). Optional when --cohort and --splits are given."),
+    dataset_id: int = typer.Option(..., "--dataset-id", min=1, max=999, help="nnU-Net dataset id (DatasetNNN_Name)."),
+    name: str = typer.Option("Femur", "--name", help="Dataset name: letters, digits, '-' and '_'."),
+    out: Path = typer.Option(Path("nnUNet_raw"), "--out", "-o", envvar="nnUNet_raw",
+                             help="nnU-Net raw folder to write DatasetNNN_Name into ($nnUNet_raw when set)."),
+    sources: str = typer.Option(
+        "real,synthetic", "--sources",
+        help="What the folds train on, comma-separated: real, synthetic, harmonized. Real cases are always "
+        "exported (they are the validation cases)."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Keep N synthetic/harmonized volumes per fold (seeded, as the size study)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --limit selection."),
+    link: bool = typer.Option(
+        False, "--link/--copy",
+        help="Hard-link (else symlink) files usable unchanged (labels; images with --intensity standardized) "
+        "instead of writing copies."),
+    intensity: str = typer.Option(
+        "hu", "--intensity",
+        help="hu: map the prepared [-1, 1] images back to HU with the cohort's window (for nnU-Net's CT "
+        "normalization); standardized: keep [-1, 1]."),
+    test_cases: bool = typer.Option(True, "--test-cases/--no-test-cases",
+                                    help="Export test-only cases to imagesTs/labelsTs."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Prepared cohort.yaml (default: RUN/prepared)."),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json (default: RUN/splits.json)."),
+    synthetic: Optional[Path] = typer.Option(
+        None, "--synthetic", help="Synthetic set folder (default: RUN/synthetic)."),
+    harmonized: Optional[Path] = typer.Option(
+        None, "--harmonized", help="Harmonized set folder (default: RUN/harmonized)."),
+    annotator: Optional[str] = typer.Option(None, "--annotator", help="Label real cases with this annotator's masks."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (1: in this process)."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://host:8786); workers must see the same files."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder of other content."),
+) -> None:
+    """Write an nnU-Net v2 raw dataset and a leak-free splits_final.json.
+
+    imagesTr/labelsTr hold the real metastatic cases and the synthetic/harmonized volumes some fold
+    trains on; imagesTs the test-only cases. Fold k of splits_final.json validates on test fold k of
+    splits.json and trains on the other real cases plus the volumes whose donor lesion (and healthy
+    femur) are outside test fold k and the test-only cases. nnUNetv2_plan_and_preprocess copies
+    splits_final.json into nnUNet_preprocessed. See docs/nnunet_export.md.
+    """
+    from ..cli import quiet
+    from .nnunet import NnunetExportConfig, export_nnunet
+
+    config = NnunetExportConfig.from_dict(
+        {"dataset_id": dataset_id, "name": name, "sources": sources, "limit": limit, "seed": seed, "link": link,
+         "intensity": intensity, "test_cases": test_cases, "annotator": annotator}, source="export options")
+    summary = export_nnunet(out, config, run_dir, cohort=cohort, splits=splits, synthetic=synthetic,
+                            harmonized=harmonized, force=force, workers=workers, scheduler=scheduler,
+                            progress=not quiet())
+    typer.echo(f"nnU-Net export: {summary.describe()}")
+    typer.echo(f"dataset: {summary.dataset_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import command
+
+    command(export_app, name="nnunet")(nnunet)
+    app.add_typer(export_app, name="export")

@@ -1,0 +1,315 @@
+"""The HTML report: every section from a small but genuine run directory, embedded PNGs, no
+external references, "not run" notes, and a headless-Chromium rendering when Chromium exists."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import re
+import shutil
+import struct
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from helpers import write_tiny_cohort
+from metsynth.errors import InputError
+from metsynth.fileio import write_json
+from metsynth.layout import RunLayout
+from metsynth.report import write_report
+from metsynth.report.page import fmt, fmt_p, fmt_seconds
+from metsynth.volume import Volume
+
+MODELS = ("real", "synthetic", "harmonized_ft", "size_100")
+SECTIONS = ("summary", "tables", "boxplots", "examples", "qc", "statistics", "config")
+
+
+# ------------------------------------------------------------------------------------ builders
+def _cube(shape, lo, size=4) -> np.ndarray:
+    m = np.zeros(shape, np.uint8)
+    m[lo[0]:lo[0] + size, lo[1]:lo[1] + size, lo[2]:lo[2] + size] = 1
+    return m
+
+
+def _raw_cohort(root: Path) -> Path:
+    """Tiny cohort: H00 healthy, M01-M02 metastatic, M03 test with four operators' masks."""
+    manifest = write_tiny_cohort(root, n_healthy=1, n_metastatic=3)
+    data = yaml.safe_load(manifest.read_text())
+    case = data["cases"][-1]
+    case["role"] = "test"
+    case["centre"] = "B"
+    ref = Volume.read(root / case["lesion_masks"][0]["path"])
+    ops = [("A", 1, "novice", (10, 12, 14)), ("A", 2, "novice", (10, 13, 14)), ("B", 1, "novice", (11, 12, 15)),
+           ("C", 1, "expert", (10, 12, 15))]
+    for name, rnd, level, lo in ops:
+        path = f"lesions/{case['id']}_{name}{rnd}.nii.gz"
+        ref.with_array(_cube(ref.shape, lo)).write(root / path)
+        case["lesion_masks"].append({"path": path, "annotator": name, "round": rnd, "expertise": level})
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    return manifest
+
+
+def _predictions(layout: RunLayout, cohort) -> None:
+    """Each model's prediction: the truth shifted by a model-dependent offset; Real misses M01."""
+    shifts = {"real": 2, "synthetic": 1, "harmonized_ft": 0, "size_100": 2}
+    for model, shift in shifts.items():
+        for case in cohort.by_role("metastatic", "test"):
+            truth = Volume.read(case.reference_lesion().path)
+            pred = np.roll(truth.array, shift, axis=2)
+            if model == "real" and case.id == "M01":
+                pred = np.zeros_like(pred)  # an undefined distance, filled with the worst case
+            if model == "harmonized_ft" and case.id == "M02":
+                pred = np.roll(pred, 1, axis=1)
+            truth.with_array(pred.astype(np.uint8)).write(layout.predictions(model) / f"{case.id}.nii.gz")
+
+
+def _synthetic_sets(layout: RunLayout, cohort) -> None:
+    """A two-volume synthetic set with its stored preview, and a harmonized set without one."""
+    from metsynth.viz import montage, volume_slices
+
+    healthy = Volume.read(cohort.by_role("healthy")[0].image)
+    rows = []
+    for d in ("images", "labels", "sidecars"):
+        (layout.synthetic / d).mkdir(parents=True, exist_ok=True)
+        (layout.harmonized / d).mkdir(parents=True, exist_ok=True)
+    for i, lo in enumerate([(8, 6, 8), (12, 8, 10)]):
+        vid = f"H00__M01-L1__r{i}"
+        label = _cube(healthy.shape, lo, 5)
+        image = healthy.array.astype(np.float32).copy()
+        image[label > 0] = -0.2
+        healthy.with_array(image).write(layout.synthetic / "images" / f"{vid}.nii.gz")
+        healthy.with_array(label).write(layout.synthetic / "labels" / f"{vid}.nii.gz")
+        rows.append({"volume_id": vid, "healthy_case": "H00", "kept": "true", "reason": "", "lesion_mm3": "125.0",
+                     "region": "shaft", "image": f"images/{vid}.nii.gz", "label": f"labels/{vid}.nii.gz"})
+        harmonized = healthy.with_array((image * 0.9).astype(np.float32))
+        harmonized.write(layout.harmonized / "images" / f"{vid}.nii.gz")
+        healthy.with_array(label).write(layout.harmonized / "labels" / f"{vid}.nii.gz")
+        write_json(layout.harmonized / "sidecars" / f"{vid}.json", {
+            "volume_id": vid, "image": f"images/{vid}.nii.gz", "label": f"labels/{vid}.nii.gz",
+            "harmonization": {"source_image": str(layout.synthetic / "images" / f"{vid}.nii.gz"),
+                              "checkpoint": str(layout.diffusion / "model.pt"), "checkpoint_sha256": "ab12" * 16,
+                              "start_timestep": 10, "ddim_steps": 50, "region": "lesion", "timesteps": [10, 5]}})
+    rows.append({"volume_id": "H00__M02-L1__r0", "healthy_case": "H00", "kept": "false", "reason": "too small",
+                 "lesion_mm3": "", "region": "", "image": "", "label": ""})
+    with open(layout.synthetic / "index.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tiles = volume_slices(healthy, None, {"label": (healthy.with_array(_cube(healthy.shape, (8, 6, 8), 5)), "red")})
+    montage([[tiles["axial"], tiles["coronal"]]], layout.synthetic / "preview.png", cell_px=96)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    from metsynth.cohort import load_cohort
+    from metsynth.evaluation.evaluate import evaluate_cohort
+    from metsynth.prepare import PrepareConfig, prepare_cohort
+
+    tmp = tmp_path_factory.mktemp("report")
+    root = tmp / "run"
+    layout = RunLayout(root)
+    raw = _raw_cohort(tmp / "raw")
+    prepare_cohort(load_cohort(raw), layout.prepared, PrepareConfig(spacing=1.0), progress=False)
+    cohort = load_cohort(layout.prepared_manifest)
+    _predictions(layout, cohort)
+    for model in MODELS:
+        evaluate_cohort(layout.predictions(model), cohort).write(layout.evaluation(model))
+    _synthetic_sets(layout, cohort)
+    for stage, seconds in (("prepare", 1.5), ("synthesize", 75.0), ("evaluate", 4000.0)):
+        write_json(layout.stages / f"{stage}.json", {"stage": stage, "fingerprint": "0123456789abcdef", "inputs": {},
+                                                     "seconds": seconds, "finished": "2024-05-01T10:00:00"})
+    layout.config.write_text(yaml.safe_dump({"name": "tiny-report", "seed": 0, "prepare": {"spacing": 1.0}}))
+    return root
+
+
+# ------------------------------------------------------------------------------------ parsing
+class Page(HTMLParser):
+    """Collects sections, images, table rows (header cell + cells) and classes of divs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[dict[str, str]] = []
+        self.rows: list[list[str]] = []
+        self.tables: list[list[list[str]]] = []
+        self.classes: list[str] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        for key in ("src", "href"):
+            if a.get(key) and not (a[key].startswith("data:") or a[key].startswith("#")):
+                self.external.append(a[key])
+        if tag == "section":
+            self.sections.append(a.get("id", ""))
+        elif tag == "img":
+            self.images.append(a)
+        elif tag == "div" and a.get("class"):
+            self.classes.append(a["class"])
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            if self.tables:
+                self.tables[-1].append(self._row)
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def parse(path: Path) -> tuple[str, Page]:
+    text = path.read_text(encoding="utf-8")
+    return text, parse_text(text)
+
+
+def parse_text(text: str) -> Page:
+    page = Page()
+    page.feed(text)
+    return page
+
+
+def rows_by_label(table: list[list[str]]) -> dict[str, list[str]]:
+    return {r[0]: r for r in table if r}
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def section_html(text: str, section_id: str) -> str:
+    m = re.search(rf'<section id="{section_id}".*?</section>', text, re.S)
+    assert m, section_id
+    return m.group(0)
+
+
+# ------------------------------------------------------------------------------------ tests
+def test_report_of_a_run_has_every_section_table_and_picture(run_dir):
+    path = write_report(run_dir)
+    assert path == run_dir / "report" / "index.html"
+    text, page = parse(path)
+
+    assert page.sections == list(SECTIONS)
+    assert "error" not in page.classes, "a section failed to build"
+    for sid in ("tables", "boxplots", "examples", "qc", "statistics", "config"):
+        assert "Not run" not in section_html(text, sid) or sid == "qc", sid
+    assert "Training curves" in text and section_html(text, "qc").count("Not run") == 1  # only the curves
+
+    # self-contained: no external references, no scripts, every picture an embedded PNG
+    assert not re.search(r"https?://", text)
+    assert not page.external
+    assert "<script" not in text and "<link" not in text
+    assert len(page.images) >= 5  # 2 box-plot figures, Figure 5, synthesis and harmonization QC
+    for img in page.images:
+        src = img["src"]
+        assert src.startswith("data:image/png;base64,")
+        w, h = png_size(base64.b64decode(src.split(",", 1)[1], validate=True))
+        assert w > 50 and h > 50
+    alts = {img["alt"] for img in page.images}
+    assert {"segmentation examples", "synthesis QC", "harmonization QC"} <= alts
+
+    # Table 3: the evaluated paper models; Dice formatted like the paper, from the metrics files
+    import pandas as pd
+
+    tables = section_html(text, "tables")
+    table3, table2, table1 = parse_text(tables).tables[:3]
+    labels = rows_by_label(table3)
+    assert set(labels) == {"Training set", "Real (ref.)", "Synthetic", "Diffusion+FT"}
+    for model, label in (("real", "Real (ref.)"), ("harmonized_ft", "Diffusion+FT")):
+        dice = pd.read_csv(run_dir / "evaluation" / model / "metrics.csv")["dice"]
+        assert labels[label][1].startswith(f"{dice.mean():.2f} ± {dice.std(ddof=1):.2f}")
+    best = re.search(r"<th>Diffusion\+FT</th><td><b>([0-9.]+)</b>", tables)
+    assert best, "the best Dice is bold"
+    # Table 2: the size study with the synthetic model as the full set (2 kept volumes)
+    assert set(rows_by_label(table2)) == {"Training set size", "100", "all (2)"}
+    # Table 1 computed from the cohort's operators, Diffusion+FT as the automatic model
+    assert "Mean Dice" in rows_by_label(table1)
+    assert "Novice/Novice" in tables and "Novice/Expert" in tables and "vs Novices" in tables
+    assert "Automatic: Diffusion+FT predictions" in tables
+    # statistics and detection
+    stats = section_html(text, "statistics")
+    assert "Kruskal-Wallis" in stats and "Each model against Real" in stats and "true lesions" in stats
+    # summary: cohort counts, stages, headline
+    summary = section_html(text, "summary")
+    assert "Best model (mean Dice)" in summary and "Diffusion+FT" in summary
+    assert "1 h 07 min" in summary and "centre B" in summary
+    assert "tiny-report" in text and "ab12ab12" in section_html(text, "config")
+
+
+def test_report_of_an_empty_run_says_what_was_not_run(tmp_path):
+    (tmp_path / "config.yaml").write_text("name: nothing-yet\n")
+    out = write_report(tmp_path, tmp_path / "elsewhere" / "r.html")
+    text, page = parse(out)
+    assert page.sections == list(SECTIONS)
+    assert "error" not in page.classes
+    assert not page.images
+    assert text.count("Not run.") >= 10
+    assert "name: nothing-yet" in text
+    assert not (tmp_path / "report").exists()
+
+
+def test_report_uses_stored_variability_outputs(run_dir, tmp_path):
+    from metsynth.cohort import load_cohort
+    from metsynth.evaluation.variability import operator_variability, write_variability
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report"))
+    layout = RunLayout(copy)
+    # the copied manifest still points at the original run's files, which is fine for reading
+    result = operator_variability(load_cohort(layout.prepared_manifest), predictions=layout.predictions("synthetic"))
+    write_variability(result, layout.variability)
+    layout.config.write_text("name: tiny-report\nvariability_model: synthetic\n")  # as ExperimentConfig saves it
+    text, _ = parse(write_report(copy))
+    tables = section_html(text, "tables")
+    assert "variability/ (variability stage)" in tables and "STAPLE" in tables
+    assert "Automatic: Synthetic predictions" in tables
+
+
+def test_write_report_checks_its_arguments(tmp_path):
+    with pytest.raises(InputError, match="run directory not found"):
+        write_report(tmp_path / "missing")
+    with pytest.raises(InputError, match="ending in .html"):
+        write_report(tmp_path, tmp_path / "report.pdf")
+
+
+def test_number_formats_follow_the_paper():
+    assert fmt(0.6549, 2) == "0.65" and fmt(72.34, 1) == "72.3" and fmt(float("nan")) == "-"
+    assert fmt_p(0.0312) == "0.031" and fmt_p(0.00002) == "2.0e-05" and fmt_p(float("nan")) == "n/a"
+    assert fmt_seconds(12.34) == "12.3 s" and fmt_seconds(75) == "1 min 15 s" and fmt_seconds(4000) == "1 h 07 min" and fmt_seconds(119.7) == "2 min 00 s"
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    from PIL import Image
+
+    html = write_report(run_dir, tmp_path / "index.html")
+    shot = tmp_path / "shot.png"
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           f"--screenshot={shot}", "--window-size=1280,4000", html.resolve().as_uri()]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+    assert shot.is_file()
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)
+    assert pixels.shape == (4000, 1280)
+    dark = pixels < 128
+    assert dark.mean() > 0.02  # text, tables and the dark slice montages were drawn
+    assert dark[:400].any() and dark[-2000:].any()  # content at the top and far down the page
