@@ -125,3 +125,7 @@ def _register_all() -> None:
 
 
 _register_all()
+
+
+if __name__ == "__main__":  # python -m metsynth.cli
+    app()

@@ -1,0 +1,537 @@
+"""The paper's study from one config: a chain of resumable stages in one run directory.
+
+``cohort -> prepare -> bank -> synthesize -> diffusion -> harmonize -> splits -> train ->
+size_study -> predict -> evaluate -> stats -> variability -> report``
+
+Each stage calls the library function of its step (which itself skips finished outputs), and
+:mod:`metsynth.stages` skips stages whose settings and inputs did not change. Paths follow
+:class:`metsynth.layout.RunLayout`. Presets: ``paper`` (every setting of the paper, for a GPU),
+``demo`` (the whole study on a laptop CPU in minutes), ``tiny`` (tests).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator, model_validator
+
+from .config import Settings, look_up_option
+from .errors import ConfigError
+from .evaluation.evaluate import EvaluationConfig
+from .evaluation.splits import SplitConfig
+from .layout import PAPER_MODELS, RunLayout, size_model
+from .prepare import PrepareConfig
+from .stages import RunContext, Stage, StageResult, run_stages
+from .synthesis.bank import BankConfig
+from .synthesis.compose import SynthesisConfig
+
+log = logging.getLogger(__name__)
+
+# model -> (training sources, the model it is fine-tuned from)
+MODEL_RECIPES: dict[str, tuple[str, str | None]] = {
+    "real": ("real", None),
+    "synthetic": ("synthetic", None),
+    "synthetic_ft": ("real", "synthetic"),
+    "harmonized": ("harmonized", None),
+    "harmonized_ft": ("real", "harmonized"),
+}
+
+
+class PhantomSpec(Settings):
+    """Generate the built-in phantom cohort instead of reading a manifest."""
+
+    healthy: int = Field(6, ge=1)
+    metastatic: int = Field(6, ge=2)
+    test: int = Field(2, ge=0, description="Test-only cases with several annotators (variability study).")
+    preset: str = Field("default", description="PhantomConfig preset: default, small or tiny.")
+
+
+class CohortSpec(Settings):
+    manifest: Path | None = Field(None, description="Your cohort manifest (relative to the config file).")
+    phantom: PhantomSpec | None = Field(None, description="Or: generate the phantom cohort.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "CohortSpec":
+        if (self.manifest is None) == (self.phantom is None):
+            raise ValueError("give exactly one of cohort.manifest (your data) or cohort.phantom (generated)")
+        return self
+
+
+class DiffusionSpec(Settings):
+    preset: str = Field("cpu", description="DDPM preset: paper, cpu or tiny.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Settings over the preset (model, noise, train, harmonize).")
+
+
+class SegmentationSpec(Settings):
+    preset: str = Field("cpu", description="U-Net preset: paper, cpu or tiny.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Settings over the preset.")
+
+
+class TrainerSpec(Settings):
+    """Passed to Lightning for every training (DDPM and U-Nets)."""
+
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+
+
+class ParallelSpec(Settings):
+    workers: int = Field(1, ge=1, description="Local processes for the batch stages.")
+    scheduler: str | None = Field(None, description="Dask scheduler address (tcp://host:port) for the batch stages.")
+
+
+class ExperimentConfig(Settings):
+    """Everything that defines one study; saved as RUN/config.yaml."""
+
+    name: str = "experiment"
+    seed: int = 0
+    cohort: CohortSpec
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    bank: BankConfig = Field(default_factory=BankConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    diffusion: DiffusionSpec = Field(default_factory=DiffusionSpec)
+    splits: SplitConfig = Field(default_factory=SplitConfig)
+    segmentation: SegmentationSpec = Field(default_factory=SegmentationSpec)
+    models: list[str] = Field(default_factory=lambda: list(PAPER_MODELS),
+                              description="Models of Table 3 to train: real, synthetic, synthetic_ft, harmonized, harmonized_ft.")
+    size_study: list[int] = Field(default_factory=lambda: [100, 500, 2000],
+                                  description="Synthetic-set sizes of Table 2 (the full set is the 'synthetic' model).")
+    variability_model: str = Field("harmonized_ft", description="Model compared with the operators (Table 1).")
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    parallel: ParallelSpec = Field(default_factory=ParallelSpec)
+    preview: int = Field(6, ge=0, description="Volumes shown in the synthesis/harmonization QC montages.")
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: list[str]) -> list[str]:
+        for m in models:
+            look_up_option(m, list(MODEL_RECIPES), "model")
+        for m in models:
+            base = MODEL_RECIPES[m][1]
+            if base is not None and base not in models:
+                raise ValueError(f"model '{m}' is fine-tuned from '{base}', which must be in models too")
+        return models
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentConfig":
+        from .diffusion.presets import diffusion_config
+        from .segmentation.presets import segmentation_config
+
+        segmentation_config(self.segmentation.preset, self.segmentation.overrides)  # validates
+        diffusion_config(self.diffusion.preset, self.diffusion.overrides)
+        if self.variability_model not in self.models:
+            raise ValueError(f"variability_model '{self.variability_model}' is not among models {self.models}")
+        return self
+
+    def needs_harmonized(self) -> bool:
+        return any(MODEL_RECIPES[m][0] == "harmonized" or MODEL_RECIPES[m][1] == "harmonized" for m in self.models)
+
+
+# ------------------------------------------------------------------ presets
+def experiment_preset(name: str) -> ExperimentConfig:
+    """The named study: ``paper`` (GPU, the paper's settings), ``demo`` (laptop CPU), ``tiny`` (tests)."""
+    builder = look_up_option(name, _PRESETS, "experiment preset")
+    return ExperimentConfig.from_dict(builder(), source=f"preset {name}")
+
+
+def _paper() -> dict[str, Any]:
+    return {
+        "name": "paper",
+        "cohort": {"manifest": "cohort.yaml"},
+        "prepare": {"spacing": 0.85},
+        "synthesis": {"repeats": 10, "min_lesion_mm3": 16.0},
+        "diffusion": {"preset": "paper"},
+        "splits": {"n_folds": 5},
+        "segmentation": {"preset": "paper"},
+        "size_study": [100, 500, 2000],
+        "trainer": {"accelerator": "gpu", "precision": "16-mixed"},
+        "parallel": {"workers": 8},
+    }
+
+
+def _demo() -> dict[str, Any]:
+    return {
+        "name": "demo",
+        "cohort": {"phantom": {"healthy": 4, "metastatic": 6, "test": 2, "preset": "small"}},
+        "prepare": {"spacing": 1.7},
+        "synthesis": {"repeats": 4},
+        "diffusion": {"preset": "tiny", "overrides": {"train": {"max_steps": 60}}},
+        "splits": {"n_folds": 3},
+        "segmentation": {"preset": "cpu", "overrides": {
+            "network": {"channels": [8, 16, 32]}, "patch_size": [32, 32, 32], "max_epochs": 12,
+            "patches_per_volume": 2, "val_cases": 1, "num_workers": 0}},
+        "size_study": [10, 30],
+        "parallel": {"workers": 2},
+        "preview": 4,
+    }
+
+
+def _tiny() -> dict[str, Any]:
+    return {
+        "name": "tiny",
+        "cohort": {"phantom": {"healthy": 2, "metastatic": 4, "test": 1, "preset": "tiny"}},
+        "prepare": {"spacing": 2.0, "crop_margin_mm": 4.0},
+        "synthesis": {"repeats": 2},
+        "diffusion": {"preset": "tiny", "overrides": {"train": {"max_steps": 4}}},
+        "splits": {"n_folds": 2},
+        "segmentation": {"preset": "tiny", "overrides": {"max_epochs": 2, "val_cases": 1, "num_workers": 0}},
+        "size_study": [4],
+        "preview": 2,
+    }
+
+
+_PRESETS = {"paper": _paper, "demo": _demo, "tiny": _tiny}
+
+
+def load_experiment_config(path: str | os.PathLike) -> ExperimentConfig:
+    """Read a config file; a relative ``cohort.manifest`` is resolved against the file's folder."""
+    config = ExperimentConfig.from_yaml(path)
+    manifest = config.cohort.manifest
+    if manifest is not None and not manifest.is_absolute():
+        config.cohort = config.cohort.model_copy(update={"manifest": (Path(path).parent / manifest).resolve()})
+    return config
+
+
+# ------------------------------------------------------------------ stages
+STAGE_NAMES = ("cohort", "prepare", "bank", "synthesize", "diffusion", "harmonize", "splits", "train",
+               "size_study", "predict", "evaluate", "stats", "variability", "report")
+
+
+def build_stages(config: ExperimentConfig) -> list[Stage]:
+    c = config
+    stages = [
+        Stage("cohort", _stage_cohort, config=lambda ctx: [c.seed, c.cohort.model_dump(mode="json")],
+              description="the cohort (generated phantom or your manifest), checked"),
+        Stage("prepare", _stage_prepare, ("cohort",), lambda ctx: c.prepare.model_dump(mode="json"),
+              "femur masks, crop, resampling, intensity standardization"),
+        Stage("bank", _stage_bank, ("prepare",), lambda ctx: c.bank.model_dump(mode="json"), "lesion bank"),
+        Stage("synthesize", _stage_synthesize, ("prepare", "bank"),
+              lambda ctx: [c.seed, c.synthesis.model_dump(mode="json")], "ad-hoc lesion synthesis"),
+        Stage("diffusion", _stage_diffusion, ("prepare",),
+              lambda ctx: [c.seed, c.diffusion.model_dump(mode="json"), c.trainer.model_dump()], "DDPM training"),
+        Stage("harmonize", _stage_harmonize, ("synthesize", "diffusion"), lambda ctx: c.seed,
+              "SDEdit/DDIM harmonization of the synthetic set"),
+        Stage("splits", _stage_splits, ("prepare",), lambda ctx: c.splits.model_dump(mode="json"), "CV folds"),
+        Stage("train", _stage_train, ("synthesize", "harmonize", "splits"),
+              lambda ctx: [c.seed, c.models, c.segmentation.model_dump(mode="json"), c.trainer.model_dump()],
+              "the paper's models, every fold"),
+        Stage("size_study", _stage_size_study, ("synthesize", "splits"),
+              lambda ctx: [c.seed, c.size_study, c.segmentation.model_dump(mode="json"), c.trainer.model_dump()],
+              "models on subsets of the synthetic set"),
+        Stage("predict", _stage_predict, ("train", "size_study"), lambda ctx: None,
+              "sliding-window inference on each fold's held-out cases"),
+        Stage("evaluate", _stage_evaluate, ("predict",), lambda ctx: c.evaluation.model_dump(mode="json"),
+              "Dice, HD, HD95, ASSD, lesion-wise detection"),
+        Stage("stats", _stage_stats, ("evaluate",), lambda ctx: None, "Kruskal-Wallis, pairwise tests, tables"),
+        Stage("variability", _stage_variability, ("predict",), lambda ctx: c.variability_model,
+              "inter/intra-operator variability (Table 1)"),
+        Stage("report", _stage_report, ("stats", "variability"), lambda ctx: None, "HTML report"),
+    ]
+    if not config.needs_harmonized():
+        stages = [s for s in stages if s.name not in ("diffusion", "harmonize")]
+        for s in stages:
+            s.needs = tuple(n for n in s.needs if n not in ("diffusion", "harmonize"))
+    return stages
+
+
+def run_experiment(config: ExperimentConfig, run_dir: str | os.PathLike, until: str | None = None,
+                   only: list[str] | None = None, progress: bool = True, force: bool = False) -> list[StageResult]:
+    """Run (or resume) the study in ``run_dir``; the resolved config is saved there."""
+    layout = RunLayout(Path(run_dir))
+    saved = layout.config
+    if saved.exists():
+        previous = ExperimentConfig.from_yaml(saved)
+        if previous.cohort != config.cohort and not force:
+            raise ConfigError(f"{run_dir}: holds a study of another cohort; choose another run folder "
+                              "(or --force to redo everything)")
+    layout.root.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(saved)
+    ctx = RunContext(layout.root, config, progress=progress, force=force)
+    return run_stages(build_stages(config), ctx, until=until, only=only)
+
+
+# ------------------------------------------------------------------ stage bodies
+def _layout(ctx: RunContext) -> RunLayout:
+    return RunLayout(ctx.run_dir)
+
+
+def _cohort_manifest(ctx: RunContext) -> Path:
+    cfg: ExperimentConfig = ctx.config
+    if cfg.cohort.manifest is not None:
+        return Path(cfg.cohort.manifest)
+    return _layout(ctx).phantom / "cohort.yaml"
+
+
+def _stage_cohort(ctx: RunContext) -> None:
+    from .cohort import check_cohort, load_cohort
+
+    cfg: ExperimentConfig = ctx.config
+    if cfg.cohort.phantom is not None:
+        from .phantom import PhantomConfig, generate_cohort
+
+        spec = cfg.cohort.phantom
+        generate_cohort(_layout(ctx).phantom, n_healthy=spec.healthy, n_metastatic=spec.metastatic,
+                        n_test=spec.test, seed=cfg.seed, config=PhantomConfig.preset(spec.preset),
+                        preview=False, progress=ctx.progress, workers=cfg.parallel.workers, force=ctx.force)
+    check_cohort(load_cohort(_cohort_manifest(ctx)))
+
+
+def _stage_prepare(ctx: RunContext) -> None:
+    from .cohort import load_cohort
+    from .prepare import prepare_cohort
+
+    cfg: ExperimentConfig = ctx.config
+    prepare_cohort(load_cohort(_cohort_manifest(ctx)), _layout(ctx).prepared, cfg.prepare, force=ctx.force,
+                   progress=ctx.progress, workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler)
+
+
+def _stage_bank(ctx: RunContext) -> None:
+    from .synthesis.bank import extract_bank
+
+    layout = _layout(ctx)
+    extract_bank(layout.prepared_manifest, layout.bank, ctx.config.bank, force=True, progress=ctx.progress)
+
+
+def _stage_synthesize(ctx: RunContext) -> None:
+    from .synthesis.run import run_synthesis
+
+    cfg: ExperimentConfig = ctx.config
+    layout = _layout(ctx)
+    run_synthesis(layout.prepared_manifest, layout.bank, layout.synthetic, cfg.synthesis.merged(seed=cfg.seed),
+                  workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler, progress=ctx.progress,
+                  force=True, preview=cfg.preview)
+
+
+def diffusion_settings(config: ExperimentConfig):
+    from .diffusion.presets import diffusion_config
+
+    return diffusion_config(config.diffusion.preset, config.diffusion.overrides)
+
+
+def _stage_diffusion(ctx: RunContext) -> None:
+    from .diffusion.train import train_diffusion
+
+    cfg: ExperimentConfig = ctx.config
+    t = cfg.trainer
+    train_diffusion(_layout(ctx).prepared_manifest, _layout(ctx).diffusion, diffusion_settings(cfg),
+                    accelerator=t.accelerator, devices=t.devices, precision=_short_precision(t.precision),
+                    strategy=t.strategy, num_nodes=t.num_nodes, resume=True, force=True, progress=ctx.progress)
+
+
+def _stage_harmonize(ctx: RunContext) -> None:
+    from .diffusion.harmonize import harmonize_set
+
+    cfg: ExperimentConfig = ctx.config
+    layout = _layout(ctx)
+    settings = diffusion_settings(cfg).harmonize.merged(seed=cfg.seed)
+    harmonize_set(layout.synthetic, layout.harmonized, layout.diffusion / "model.pt", settings,
+                  workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler, progress=ctx.progress,
+                  force=True, preview=cfg.preview)
+
+
+def _stage_splits(ctx: RunContext) -> None:
+    from .evaluation.splits import load_or_make_splits
+
+    cfg: ExperimentConfig = ctx.config
+    layout = _layout(ctx)
+    if layout.splits.exists():
+        layout.splits.unlink()  # settings changed (else the stage would be skipped): make them anew
+    s = cfg.splits
+    load_or_make_splits(layout.splits, layout.prepared_manifest, n_folds=s.n_folds, seed=s.seed, group_by=s.group_by)
+
+
+def segmentation_settings(config: ExperimentConfig):
+    from .segmentation.presets import segmentation_config
+
+    t = config.trainer
+    overrides = dict(config.segmentation.overrides)
+    overrides["trainer"] = {**overrides.get("trainer", {}), "accelerator": t.accelerator, "devices": t.devices,
+                            "strategy": t.strategy, "num_nodes": t.num_nodes, "precision": t.precision}
+    overrides.setdefault("seed", config.seed)
+    return segmentation_config(config.segmentation.preset, overrides)
+
+
+def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model: str | None,
+               limit: int | None = None) -> Path:
+    from .cohort import load_cohort
+    from .segmentation.datasets import build_training_set
+    from .segmentation.train import train_segmentation
+
+    cfg: ExperimentConfig = ctx.config
+    layout = _layout(ctx)
+    seg = segmentation_settings(cfg)
+    training_set = build_training_set(
+        load_cohort(layout.prepared_manifest), sources, fold=fold, splits=layout.splits,
+        synthetic=layout.synthetic, harmonized=layout.harmonized if layout.harmonized.exists() else None,
+        limit=limit, val_cases=seg.val_cases, seed=cfg.seed + fold,
+    )
+    out = layout.model_dir(model, fold)
+    init = layout.model_dir(init_model, fold) / "model.pt" if init_model else None
+    train_segmentation(training_set, out, seg, init=init, resume=True, force=ctx.force, progress=ctx.progress)
+    return out
+
+
+def _folds(ctx: RunContext) -> int:
+    from .evaluation.splits import load_splits
+
+    return load_splits(_layout(ctx).splits).n_folds
+
+
+def _stage_train(ctx: RunContext) -> None:
+    cfg: ExperimentConfig = ctx.config
+    for model in cfg.models:
+        sources, base = MODEL_RECIPES[model]
+        for fold in range(_folds(ctx)):
+            log.info("training %s, fold %d", model, fold)
+            _train_one(ctx, model, fold, sources, base)
+
+
+def size_study_sizes(ctx: RunContext) -> list[int]:
+    """The sizes of Table 2 smaller than the synthetic set (the full set is the 'synthetic' model)."""
+    import pandas as pd
+
+    cfg: ExperimentConfig = ctx.config
+    index = pd.read_csv(_layout(ctx).synthetic / "index.csv")
+    kept = int(index["kept"].astype(bool).sum())
+    sizes = sorted(n for n in set(cfg.size_study) if n < kept)
+    skipped = sorted(n for n in set(cfg.size_study) if n >= kept)
+    if skipped:
+        log.warning("size study: %s not smaller than the %d synthetic volumes; the full set is the "
+                    "'synthetic' model", skipped, kept)
+    return sizes
+
+
+def _stage_size_study(ctx: RunContext) -> None:
+    if "synthetic" not in ctx.config.models:
+        return
+    for n in size_study_sizes(ctx):
+        for fold in range(_folds(ctx)):
+            log.info("training size study N=%d, fold %d", n, fold)
+            # the leakage filter may leave fewer than N volumes in a fold: train on what remains
+            _train_size_model(ctx, n, fold)
+
+
+def _train_size_model(ctx: RunContext, n: int, fold: int) -> None:
+    try:
+        _train_one(ctx, size_model(n), fold, "synthetic", None, limit=n)
+    except ConfigError as err:
+        if "fewer than" not in str(err) and "only" not in str(err):
+            raise
+        log.warning("size study N=%d, fold %d: %s; training on every allowed volume", n, fold, err)
+        _train_one(ctx, size_model(n), fold, "synthetic", None, limit=None)
+
+
+def trained_models(ctx: RunContext) -> list[str]:
+    layout = _layout(ctx)
+    models = list(ctx.config.models)
+    if "synthetic" in models and (layout.synthetic / "index.csv").exists():
+        models += [size_model(n) for n in size_study_sizes(ctx)]
+    return models
+
+
+def _stage_predict(ctx: RunContext) -> None:
+    from .cohort import Cohort, load_cohort
+    from .evaluation.splits import load_splits
+    from .segmentation.inference import predict_cohort
+
+    cfg: ExperimentConfig = ctx.config
+    layout = _layout(ctx)
+    cohort = load_cohort(layout.prepared_manifest)
+    splits = load_splits(layout.splits)
+    for model in trained_models(ctx):
+        final = layout.predictions(model)
+        for fold in range(splits.n_folds):
+            ids = set(splits.test(fold)) | set(splits.test_only)
+            sub = Cohort(name=f"{cohort.name}-fold{fold}", prepared=cohort.prepared,
+                         cases=[c for c in cohort.cases if c.id in ids])
+            fold_dir = final / f"fold{fold}"
+            manifest = sub.save(fold_dir / "cases.yaml")
+            predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir,
+                           workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler, progress=ctx.progress)
+        _gather_predictions(final, splits)
+
+
+def _gather_predictions(final: Path, splits) -> None:
+    """Each CV case from the fold that held it out; each test-only case by majority vote of the folds."""
+    from .volume import Volume
+
+    for fold in range(splits.n_folds):
+        for case in splits.test(fold):
+            src = final / f"fold{fold}" / f"{case}.nii.gz"
+            with_tmp = final / f".{case}.nii.gz.tmp"
+            shutil.copyfile(src, with_tmp)
+            os.replace(with_tmp, final / f"{case}.nii.gz")
+    for case in splits.test_only:
+        masks = [Volume.read(final / f"fold{k}" / f"{case}.nii.gz") for k in range(splits.n_folds)]
+        votes = np.mean([m.array > 0 for m in masks], axis=0)
+        masks[0].with_array((votes > 0.5).astype(np.uint8)).write(final / f"{case}.nii.gz")
+
+
+def _stage_evaluate(ctx: RunContext) -> None:
+    from .evaluation.evaluate import evaluate_cohort
+
+    layout = _layout(ctx)
+    for model in trained_models(ctx):
+        result = evaluate_cohort(layout.predictions(model), layout.prepared_manifest, ctx.config.evaluation)
+        result.write(layout.evaluation(model))
+
+
+def _stage_stats(ctx: RunContext) -> None:
+    from .evaluation.stats import compare_models, load_results
+    from .fileio import write_json, write_text
+
+    layout = _layout(ctx)
+    evaluated = layout.evaluated_models()
+    data = load_results({m: layout.evaluation(m) / "metrics.csv" for m in evaluated},
+                        worst_case=ctx.config.evaluation.worst_case)
+    paper = [m for m in PAPER_MODELS if m in evaluated]
+    groups = {"table3": (paper, "real" if "real" in paper else None, "Segmentation results (Table 3 layout)")}
+    sizes = [m for m in evaluated if m.startswith("size_")] + (["synthetic"] if "synthetic" in evaluated else [])
+    if len(sizes) > 1:
+        groups["table2"] = (sizes, None, "Size of the synthetic training set (Table 2 layout)")
+    for key, (models, reference, title) in groups.items():
+        if len(models) < 2:
+            continue
+        comparison = compare_models(data, models=models, reference=reference, title=title,
+                                    rng=np.random.default_rng(ctx.config.seed), n_resamples=2000)
+        table = comparison.table
+        write_text(layout.stats / f"{key}.md", table.to_markdown() + "\n")
+        write_text(layout.stats / f"{key}.html", table.to_html() + "\n")
+        write_text(layout.stats / f"{key}.tex", table.to_latex() + "\n")
+        write_json(layout.stats / f"{key}.json", comparison.to_dict())
+        write_text(layout.stats / f"{key}.txt", comparison.report() + "\n")
+
+
+def _stage_variability(ctx: RunContext) -> None:
+    from .cohort import load_cohort
+    from .evaluation.variability import operator_variability, write_variability
+
+    layout = _layout(ctx)
+    cohort = load_cohort(layout.prepared_manifest)
+    if not any(len({(a.annotator, a.round) for a in c.lesion_masks}) > 1 for c in cohort.cases):
+        log.info("variability: no case has several annotations; skipped")
+        return
+    result = operator_variability(cohort, predictions=layout.predictions(ctx.config.variability_model),
+                                  staple_dir=layout.variability / "staple", allow_missing=True)
+    write_variability(result, layout.variability)
+
+
+def _stage_report(ctx: RunContext) -> None:
+    from .report import write_report
+
+    write_report(ctx.run_dir)
+
+
+def _short_precision(precision: str) -> str:
+    return {"32-true": "32", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed"}.get(precision, precision)
+
+
+Precision = Literal["32-true", "16-mixed", "bf16-mixed"]

@@ -1,0 +1,67 @@
+"""``metsynth experiment ...``: the whole study from one config, and its presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+experiment_app = typer.Typer(help="The paper's study from one YAML config, as resumable stages.",
+                             no_args_is_help=True)
+
+
+def run(
+    config: Path = typer.Argument(..., help="Experiment YAML (see `metsynth experiment init`)."),
+    run_dir: Path = typer.Option(..., "--run-dir", "-o", help="Run folder: every output of the study goes here."),
+    until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage."),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this stage (repeatable)."),
+    force: bool = typer.Option(False, "--force", help="Redo stages even where outputs of other settings exist."),
+) -> None:
+    """Run or resume a study: finished stages are skipped, changed ones (and what follows) rerun."""
+    from .cli import quiet
+    from .experiment import load_experiment_config, run_experiment
+
+    results = run_experiment(load_experiment_config(config), run_dir, until=until, only=only,
+                             progress=not quiet(), force=force)
+    _print_results(results, run_dir)
+
+
+def init(
+    preset: str = typer.Option("demo", "--preset", help="paper (GPU, the paper's settings), demo (laptop CPU) or tiny."),
+    out: Path = typer.Option(..., "--out", "-o", help="YAML file to write."),
+) -> None:
+    """Write a preset's full config to a YAML file, to edit and version."""
+    from .experiment import experiment_preset
+
+    if out.exists():
+        from .errors import ConfigError
+
+        raise ConfigError(f"{out}: exists; choose another file name (metsynth never overwrites your files)")
+    experiment_preset(preset).to_yaml(out)
+    typer.echo(f"wrote {out} (preset {preset})")
+
+
+def stages() -> None:
+    """List the stages in order."""
+    from .experiment import STAGE_NAMES
+
+    typer.echo("\n".join(STAGE_NAMES))
+
+
+def _print_results(results, run_dir: Path) -> None:
+    for r in results:
+        seconds = f" ({r.seconds:.0f} s)" if r.status == "done" else ""
+        typer.echo(f"  {r.name:12s} {r.status}{seconds}")
+    report = Path(run_dir) / "report" / "index.html"
+    if report.exists():
+        typer.echo(f"report: {report}")
+
+
+def register(app: typer.Typer) -> None:
+    from .cli import command
+
+    command(experiment_app, name="run")(run)
+    command(experiment_app, name="init")(init)
+    command(experiment_app, name="stages")(stages)
+    app.add_typer(experiment_app, name="experiment")
