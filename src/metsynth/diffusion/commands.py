@@ -1,0 +1,164 @@
+"""Commands ``metsynth diffusion train``, ``metsynth diffusion config`` and ``metsynth harmonize``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+log = logging.getLogger("metsynth")
+
+diffusion_app = typer.Typer(
+    help="The DDPM of the harmonization stage: train it on healthy femurs, show its presets.",
+    no_args_is_help=True,
+)
+
+
+def _section(path: Optional[Path], name: str) -> dict[str, Any]:
+    """A YAML file's settings: its ``name:`` section if it has one (experiment configs), else all of it."""
+    if path is None:
+        return {}
+    from ..config import read_yaml
+
+    data = read_yaml(path)
+    if isinstance(data.get(name), dict):
+        return data[name]
+    return data
+
+
+def train(
+    cohort: Path = typer.Argument(..., help="Prepared cohort manifest (cohort.yaml from `metsynth prepare`); "
+                                            "its healthy cases are the training data."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints/, loss.csv/png, model.pt + model.yaml."),
+    preset: str = typer.Option("cpu", "--preset", help="paper (GPU, section 2.3.2), cpu (minutes on a laptop) or tiny (tests)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the preset (or its 'diffusion:' section)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (-1: none)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Stop after this many epochs."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of weights, patches, timesteps and noise."),
+    accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu or gpu (passed to Lightning)."),
+    devices: str = typer.Option("auto", "--devices", help="Number of devices, a list like 0,1, or auto."),
+    precision: str = typer.Option("32", "--precision", help="32, 16-mixed or bf16-mixed."),
+    strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ... (SLURM is detected)."),
+    num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Nodes for multi-node DDP."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Continue from checkpoints/last.ckpt if present."),
+    force: bool = typer.Option(False, "--force", help="Replace a training with other settings in --out."),
+) -> None:
+    """Train the 3D DDPM on patches of healthy femurs (resumable: rerun to continue).
+
+    Writes model.pt (weights, EMA if enabled) and model.yaml (settings) for `metsynth harmonize`,
+    plus loss.csv and loss.png.
+    """
+    from ..cli import quiet
+    from .presets import diffusion_config
+    from .train import train_diffusion
+
+    train_changes = {k: v for k, v in {"max_steps": max_steps, "max_epochs": max_epochs, "seed": seed}.items()
+                     if v is not None}
+    settings = diffusion_config(preset, _section(config, "diffusion"),
+                                train=train_changes or None)
+    result = train_diffusion(cohort, out, settings, accelerator=accelerator, devices=_devices(devices),
+                             precision=precision, strategy=strategy, num_nodes=num_nodes, resume=resume,
+                             force=force, progress=not quiet())
+    loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
+    typer.echo(f"DDPM ({settings.preset}): {result.steps} steps, {result.epochs} epochs in {result.seconds:.1f} s{loss}")
+    typer.echo(f"weights: {result.export} (+ {result.export_config.name}); loss curve: {result.loss_csv.with_suffix('.png')}")
+
+
+def show_config(
+    preset: str = typer.Option("cpu", "--preset", help="paper, cpu or tiny."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the preset."),
+) -> None:
+    """Print the resolved diffusion settings as YAML (a starting point for --config files)."""
+    import yaml
+
+    from .presets import diffusion_config
+
+    settings = diffusion_config(preset, _section(config, "diffusion"))
+    typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False).rstrip())
+
+
+def harmonize(
+    synthetic: Path = typer.Argument(..., help="Synthetic set folder (images/, labels/, sidecars/, index.csv)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt from `metsynth diffusion train` "
+                                                                    "(model.yaml beside it), its run folder, or a .ckpt."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder, same layout as the synthetic set."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Take the harmonization settings of this preset "
+                                                                "(default: those stored with the checkpoint)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with harmonization settings (flat, or a "
+                                                                 "'harmonize:' or 'diffusion: {harmonize:}' section)."),
+    start_timestep: Optional[int] = typer.Option(
+        None, "--start-timestep", min=0, help="Training timestep the volume is noised to (paper preset: 40 = "
+                                              "lambda 10 DDIM steps of stride 4; 10 = the other reading)."),
+    ddim_steps: Optional[int] = typer.Option(None, "--ddim-steps", min=1, help="DDIM steps over 0..T (paper: 50)."),
+    region: Optional[str] = typer.Option(None, "--region", help="lesion (boxes around lesions) or volume (all)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (each volume: seed + its id)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (1: in this process)."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://host:8786); workers must see the same files."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or gpu."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="CPU threads per worker (default: cores / workers); outputs are byte-"
+                                       "identical for the same threads whatever --workers."),
+    precision: str = typer.Option("32", "--precision", help="32, 16-mixed or bf16-mixed (autocast, GPU only)."),
+    preview: int = typer.Option(0, "--preview", min=0, help="Write preview.png: K lesions, synthetic | harmonized | difference."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Harmonize only the first N kept volumes (a trial)."),
+    force: bool = typer.Option(False, "--force", help="Delete a harmonization with other settings in --out first."),
+) -> None:
+    """Refine synthetic volumes with the DDPM: noise to --start-timestep, denoise with DDIM (SDEdit).
+
+    Resumable (rerun the same command), byte-identical on CPU for the same --threads. Each output
+    sidecar records the source volume, checkpoint sha256, start timestep, steps and seed, and
+    the lesion-contrast consistency check (consistency.csv lists it per lesion).
+    """
+    from ..cli import quiet
+    from ..config import read_yaml
+    from .harmonize import checkpoint_settings, harmonize_set
+    from .presets import PRESETS, HarmonizeConfig, deep_merge
+
+    if preset is not None:
+        from ..config import look_up_option
+
+        base = deep_merge(HarmonizeConfig().model_dump(), look_up_option(preset, PRESETS, "diffusion preset")
+                          .get("harmonize", {}))
+    else:
+        base = checkpoint_settings(checkpoint).harmonize.model_dump()
+    if config is not None:
+        data = read_yaml(config)
+        if isinstance(data.get("diffusion"), dict):
+            data = data["diffusion"]
+        if isinstance(data.get("harmonize"), dict):
+            data = data["harmonize"]
+        base = deep_merge(base, data)
+    flags = {"start_timestep": start_timestep, "ddim_steps": ddim_steps, "region": region, "seed": seed}
+    base = deep_merge(base, {k: v for k, v in flags.items() if v is not None})
+    settings = HarmonizeConfig.from_dict(base, source=str(config or "harmonize settings"))
+    summary = harmonize_set(synthetic, out, checkpoint, settings, workers=workers, scheduler=scheduler,
+                            device=device, precision=precision, progress=not quiet(), force=force,
+                            preview=preview, limit=limit, threads=threads)
+    typer.echo(f"harmonize: {summary.describe()}")
+    typer.echo(f"index: {summary.index}; consistency: {summary.consistency}")
+    if summary.flagged:
+        shown = ", ".join(summary.flagged[:5]) + (" ..." if len(summary.flagged) > 5 else "")
+        typer.echo(f"flagged (lesion contrast collapsed): {shown}")
+    if summary.preview is not None:
+        typer.echo(f"preview: {summary.preview}")
+
+
+def _devices(value: str) -> Any:
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    if "," in value:
+        return [int(v) for v in value.split(",") if v.strip()]
+    return value
+
+
+def register(app: typer.Typer) -> None:
+    from ..cli import command
+
+    command(diffusion_app, name="train")(train)
+    command(diffusion_app, name="config")(show_config)
+    app.add_typer(diffusion_app, name="diffusion")
+    command(app, name="harmonize")(harmonize)

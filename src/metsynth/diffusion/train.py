@@ -1,0 +1,383 @@
+"""Training the DDPM on patches of healthy femurs (a Lightning module and :func:`train_diffusion`).
+
+The network learns to predict the noise added to a patch at a random timestep (epsilon
+objective, mean squared error), as in Ho et al. and section 2.3.2 of the paper. Lightning runs
+the loop, so ``accelerator``, ``devices``, ``strategy`` (DDP, SLURM) and ``precision`` are
+Lightning's.
+
+Run folder (``out_dir``)::
+
+    diffusion.yaml          the resolved settings (a rerun with other model/noise/train settings is refused)
+    checkpoints/last.ckpt   Lightning checkpoint (every n steps and at each epoch end): resume point
+    loss.csv, loss.png      the loss of every optimizer step
+    model.pt                the exported weights (EMA if enabled, else final): a plain state_dict
+    model.yaml              the settings the weights belong to (what ``metsynth harmonize`` reads)
+
+A rerun of the same command resumes from ``last.ckpt``; raising ``max_steps`` or
+``max_epochs`` continues a finished training. Resuming from a checkpoint written at an epoch
+end reproduces the uninterrupted run exactly on CPU (patches, timesteps and noise are drawn per
+(seed, epoch, sample), see :mod:`metsynth.diffusion.data`); from a mid-epoch checkpoint Lightning
+restarts that epoch's samples (it warns).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+
+from ..cohort import Cohort
+from ..errors import ConfigError
+from ..fileio import atomic_path, temp_path_for, write_text
+from .data import EpochSampler, PatchDataset, ResumableLoader, load_training_cases
+from .presets import DiffusionConfig, diffusion_config
+
+log = logging.getLogger(__name__)
+
+EXPORT_FORMAT = "metsynth-ddpm/1"
+# Settings that may change between a run and its resumption (they do not change the model).
+RESUMABLE_CHANGES = ("max_steps", "max_epochs", "checkpoint_every_n_steps", "log_every_n_steps", "num_workers")
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed",
+              "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true", "64-true": "64-true"}
+
+
+class DiffusionModule(L.LightningModule):
+    """The denoising U-Net, its noise schedule, Adam with per-epoch exponential decay, optional EMA."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg = DiffusionConfig.from_dict(config)
+        with torch.random.fork_rng(devices=[]):  # seeded init without touching the global RNG
+            torch.manual_seed(self.cfg.train.seed)
+            self.model = self.cfg.model.build()
+        self.ema = None
+        if self.cfg.train.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.train.ema_decay),
+                                     use_buffers=True)
+            self.ema.requires_grad_(False)
+        self.noise_scheduler = self.cfg.noise.ddpm()
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        return self.model(x, timesteps=timesteps)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x0, noise, t = batch["image"], batch["noise"], batch["timestep"]
+        x_t = self.noise_scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
+        pred = self.model(x_t, timesteps=t)
+        loss = F.mse_loss(pred.float(), noise.float())
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:  # here, not in on_train_batch_end: checkpoints are saved before that hook
+            self.ema.update_parameters(self.model)
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.learning_rate)
+        decay = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=self.cfg.train.lr_decay)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "epoch"}}
+
+    def export_state_dict(self) -> tuple[dict[str, torch.Tensor], str]:
+        """The weights to harmonize with: the EMA copy if there is one (and it was updated)."""
+        if self.ema is not None and int(self.ema.n_averaged) > 0:
+            return {k: v.detach().cpu().clone() for k, v in self.ema.module.state_dict().items()}, "ema"
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}, "final"
+
+
+class LossHistory(Callback):
+    """Records the loss and learning rate of every optimizer step; writes loss.csv and loss.png.
+
+    Its rows are saved in the Lightning checkpoint, so a resumed run continues the same curve.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out_dir = Path(out_dir)
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def state_key(self) -> str:
+        return "LossHistory"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": list(self.rows)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = list(state_dict.get("rows", []))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        self.rows.append({
+            "step": int(trainer.global_step),
+            "epoch": int(trainer.current_epoch),
+            "loss": float(loss.detach().float().cpu()),
+            "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+        })
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.write_csv()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self.write_csv()
+            self.write_png()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if trainer.is_global_zero:
+            self.write_csv()
+
+    def write_csv(self) -> Path:
+        path = self.out_dir / "loss.csv"
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["step", "epoch", "loss", "lr"])
+            writer.writeheader()
+            writer.writerows(self.rows)
+        return path
+
+    def write_png(self) -> Path | None:
+        if not self.rows:
+            return None
+        return plot_loss(self.rows, self.out_dir / "loss.png")
+
+
+class StepCheckpoint(Callback):
+    """Saves ``last.ckpt`` (atomically) every n optimizer steps and after the last step.
+
+    Saving at the end of a training batch is the state Lightning resumes from exactly (its
+    end-of-fit and end-of-epoch states restart the epoch counters differently).
+    """
+
+    def __init__(self, path: str | os.PathLike, every_n_steps: int) -> None:
+        self.path = Path(path)
+        self.every_n_steps = int(every_n_steps)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        final = (0 < trainer.max_steps <= step) or (
+            trainer.is_last_batch and trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs)
+        if step % self.every_n_steps == 0 or final:
+            self.save(trainer)
+
+    def save(self, trainer) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_path_for(self.path)
+        trainer.save_checkpoint(tmp, weights_only=False)
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        trainer.strategy.barrier("metsynth-checkpoint")
+
+
+def plot_loss(rows: list[dict[str, Any]], path: Path) -> Path:
+    """Loss per step (log scale) with a moving average, as a PNG (matplotlib Figure, no pyplot)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    steps = np.array([r["step"] for r in rows], dtype=float)
+    loss = np.array([r["loss"] for r in rows], dtype=float)
+    fig = Figure(figsize=(6, 3.5), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(steps, loss, lw=0.6, alpha=0.5, color="tab:blue", label="loss per step")
+    window = max(1, len(loss) // 20)
+    if window > 1:
+        smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+        ax.plot(steps[window - 1:], smooth, lw=1.5, color="tab:red", label=f"moving average ({window})")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("MSE of predicted noise")
+    ax.set_title("DDPM training loss")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    export: Path          # model.pt
+    export_config: Path   # model.yaml
+    checkpoint: Path      # checkpoints/last.ckpt
+    steps: int
+    epochs: int
+    seconds: float
+    loss_csv: Path
+    final_loss: float | None
+
+
+def train_diffusion(
+    cohort: Cohort | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    config: DiffusionConfig | None = None,
+    *,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    precision: str | int = "32",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    resume: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
+) -> TrainResult:
+    """Train (or resume training) the DDPM on the healthy cases of a prepared cohort.
+
+    ``resume=False`` starts from scratch even if ``last.ckpt`` exists (it is replaced).
+    ``force`` allows a run folder holding a training with other model/noise/train settings
+    (its checkpoints are deleted). Returns where the exported weights are.
+    """
+    config = config or diffusion_config()
+    out_dir = Path(out_dir)
+    precision = _precision(precision)
+    _claim_run_dir(out_dir, config, force)
+    checkpoint_dir = out_dir / "checkpoints"
+    last = checkpoint_dir / "last.ckpt"
+    if not resume and last.exists():
+        shutil.rmtree(checkpoint_dir)
+
+    train = config.train
+    cases = load_training_cases(cohort, train.mask_margin_mm)
+    dataset = PatchDataset(cases, train.patch_size, train.patches_per_case,
+                           config.noise.num_train_timesteps, seed=train.seed)
+    sampler = EpochSampler(len(dataset), seed=train.seed)
+    loader = ResumableLoader(
+        dataset, batch_size=train.batch_size, sampler=sampler, num_workers=train.num_workers,
+        persistent_workers=train.num_workers > 0, drop_last=False,
+    )
+    log.info("DDPM training on %d healthy case(s): %d patches of %s per epoch, batch %d",
+             len(cases), len(dataset), train.patch_size, train.batch_size)
+
+    module = DiffusionModule(config.model_dump(mode="json"))
+    history = LossHistory(out_dir)
+    checkpoint = StepCheckpoint(last, train.checkpoint_every_n_steps)
+    ckpt_path = str(last) if resume and last.exists() else None
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    with _lightning_chatter_off():
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+            precision=precision, max_epochs=train.max_epochs, max_steps=train.max_steps,
+            callbacks=[history, checkpoint, *callbacks], logger=False, enable_checkpointing=False,
+            enable_progress_bar=progress and not _quiet(), enable_model_summary=False,
+            log_every_n_steps=train.log_every_n_steps, default_root_dir=out_dir, num_sanity_val_steps=0,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path, weights_only=True)
+    seconds = time.perf_counter() - start
+    export, export_config = out_dir / "model.pt", out_dir / "model.yaml"
+    if trainer.is_global_zero:
+        export_weights(module, config, export, export_config,
+                       trained={"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
+                                "cases": [c.id for c in cases]})
+    final_loss = history.rows[-1]["loss"] if history.rows else None
+    return TrainResult(out_dir, export, export_config, last, int(trainer.global_step),
+                       int(trainer.current_epoch), seconds, out_dir / "loss.csv", final_loss)
+
+
+def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path, yaml_path: Path,
+                   trained: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write the weights as a plain state_dict (.pt, loadable with ``weights_only=True``) + YAML."""
+    import yaml
+
+    state, kind = module.export_state_dict()
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    info = {"format": EXPORT_FORMAT, "weights": kind, "trained": trained or {},
+            "config": config.model_dump(mode="json")}
+    write_text(yaml_path, yaml.safe_dump(info, sort_keys=False))
+    return path, yaml_path
+
+
+def _claim_run_dir(out_dir: Path, config: DiffusionConfig, force: bool) -> None:
+    settings = out_dir / "diffusion.yaml"
+    if settings.exists():
+        previous = DiffusionConfig.from_yaml(settings)
+        diff = _training_diff(previous, config)
+        if diff and not force:
+            raise ConfigError(
+                f"{out_dir}: holds a DDPM training with other settings ({diff}); choose another --out "
+                "folder, or pass --force to start over there with the new settings")
+        if diff and force:
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+            for name in ("loss.csv", "loss.png", "model.pt", "model.yaml"):
+                (out_dir / name).unlink(missing_ok=True)
+    elif out_dir.exists() and any(out_dir.iterdir()) and not force:
+        raise ConfigError(f"{out_dir}: folder exists and is not a metsynth DDPM training; choose an empty "
+                          "or new --out folder (or --force)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.to_yaml(settings)
+
+
+def _training_diff(a: DiffusionConfig, b: DiffusionConfig) -> str:
+    da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
+    changes = []
+    for section in ("model", "noise", "train"):
+        for key, value in da[section].items():
+            if section == "train" and key in RESUMABLE_CHANGES:
+                continue
+            if db[section].get(key) != value:
+                changes.append(f"{section}.{key}: {value} -> {db[section].get(key)}")
+    return ", ".join(changes)
+
+
+def _precision(value: str | int) -> str:
+    key = str(value)
+    if key not in PRECISIONS:
+        raise ConfigError(f"precision {value!r} is not supported; use 32, 16-mixed or bf16-mixed")
+    return PRECISIONS[key]
+
+
+@contextlib.contextmanager
+def _lightning_chatter_off():
+    """Lightning's info lines (GPU available, tips) only in --verbose; its own deprecation noise off."""
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "lightning.pytorch.utilities.rank_zero",
+             "lightning.fabric.utilities.rank_zero")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    if not log.isEnabledFor(logging.DEBUG):
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _quiet() -> bool:
+    try:
+        from ..cli import quiet
+
+        return quiet()
+    except Exception:  # noqa: BLE001 - the CLI is optional for library use
+        return False
+
+
+def steps_per_epoch(n_cases: int, config: DiffusionConfig) -> int:
+    return math.ceil(n_cases * config.train.patches_per_case / config.train.batch_size)
+
+
+__all__ = ["DiffusionModule", "LossHistory", "TrainResult", "export_weights", "plot_loss",
+           "steps_per_epoch", "train_diffusion"]

@@ -1,0 +1,59 @@
+"""The command line: `metsynth diffusion train`, `metsynth diffusion config`, `metsynth harmonize`."""
+
+from __future__ import annotations
+
+import csv
+
+import yaml
+from typer.testing import CliRunner
+
+from metsynth.cli import app
+
+runner = CliRunner()
+
+
+def test_help_explains_both_commands():
+    result = runner.invoke(app, ["diffusion", "train", "--help"])
+    assert result.exit_code == 0 and "--accelerator" in result.output and "--precision" in result.output
+    result = runner.invoke(app, ["harmonize", "--help"])
+    assert result.exit_code == 0 and "--start-timestep" in result.output and "--preview" in result.output
+
+
+def test_config_prints_the_resolved_preset(tmp_path):
+    result = runner.invoke(app, ["diffusion", "config", "--preset", "paper"])
+    assert result.exit_code == 0, result.output
+    data = yaml.safe_load(result.output)
+    assert data["harmonize"]["start_timestep"] == 40 and data["model"]["channels"] == [128, 256, 512]
+    override = tmp_path / "o.yaml"
+    override.write_text(yaml.safe_dump({"diffusion": {"harmonize": {"start_timestep": 10}}}))
+    result = runner.invoke(app, ["diffusion", "config", "--preset", "paper", "--config", str(override)])
+    assert yaml.safe_load(result.output)["harmonize"]["start_timestep"] == 10
+
+
+def test_train_then_harmonize_with_a_preview(tmp_path, prepared_cohort, builders):
+    run = tmp_path / "ddpm"
+    result = runner.invoke(app, ["--quiet", "diffusion", "train", str(prepared_cohort), "--out", str(run),
+                                 "--preset", "tiny", "--max-steps", "2", "--accelerator", "cpu", "--devices", "1"])
+    assert result.exit_code == 0, result.output
+    assert "2 steps" in result.output and (run / "model.pt").is_file() and (run / "loss.png").is_file()
+
+    src = builders.write_synthetic_set(tmp_path / "syn")
+    out = tmp_path / "harm"
+    result = runner.invoke(app, ["--quiet", "harmonize", str(src), "--checkpoint", str(run), "--out", str(out),
+                                 "--start-timestep", "10", "--device", "cpu", "--preview", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 harmonized now" in result.output and (out / "preview.png").stat().st_size > 10_000
+    with open(out / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["start_timestep"] for r in rows] == ["10", "10"]
+    assert [r["ddim_steps"] for r in rows] == ["20", "20"]  # the tiny preset's, stored with the model
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, builders):
+    src = builders.write_synthetic_set(tmp_path / "syn")
+    result = runner.invoke(app, ["harmonize", str(src), "--checkpoint", str(tmp_path / "missing.pt"),
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "error:" in result.output and "checkpoint not found" in result.output
+    result = runner.invoke(app, ["diffusion", "train", str(tmp_path), "--out", str(tmp_path / "t"),
+                                 "--preset", "papr"])
+    assert result.exit_code == 2 and "did you mean 'paper'" in result.output
