@@ -7,6 +7,7 @@ that suggest the closest valid name, so a typo in a YAML file never passes silen
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 from pathlib import Path
@@ -117,3 +118,46 @@ def look_up_option(name: str, options: dict[str, Any] | list[str], what: str = "
     hint = difflib.get_close_matches(name, keys, n=1)
     extra = f"; did you mean '{hint[0]}'?" if hint else ""
     raise ConfigError(f"unknown {what} '{name}' (choose from {', '.join(keys)}){extra}")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, recursively for nested mappings (inputs untouched)."""
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_preset(model: type[S], presets: dict[str, dict[str, Any]], preset: str | None,
+                   overrides: dict[str, Any] | str | os.PathLike | None, changes: dict[str, Any],
+                   what: str, default: str) -> S:
+    """A named preset, then a mapping or YAML file of overrides, then keyword changes, validated.
+
+    Without ``preset``, the overrides' own ``preset:`` key picks the base (so a saved config
+    reloads as itself), else ``default``. Unknown keys raise :class:`ConfigError` with a suggestion.
+    """
+    source = f"{what} settings"
+    if isinstance(overrides, (str, os.PathLike)):
+        source = f"{overrides}"
+        overrides = read_yaml(overrides)
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"{source}: {what} overrides must be a mapping, got {type(overrides).__name__}")
+    if preset is None:
+        named = (overrides or {}).get("preset")
+        preset = named if isinstance(named, str) and named in presets else default
+    data = deep_merge(look_up_option(preset, presets, f"{what} preset"), overrides)
+    data = deep_merge(data, {k: v for k, v in changes.items() if v is not None})
+    return model.from_dict(data, source=source)
+
+
+def read_section(path: str | os.PathLike | None, name: str) -> dict[str, Any]:
+    """A YAML file's settings: its ``name:`` section if it has one (experiment configs), else all of it."""
+    if path is None:
+        return {}
+    data = read_yaml(path)
+    if isinstance(data.get(name), dict):
+        return data[name]
+    return data

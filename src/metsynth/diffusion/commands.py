@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import typer
 
+from ..config import read_section
+
 log = logging.getLogger("metsynth")
 
 diffusion_app = typer.Typer(
@@ -16,16 +18,6 @@ diffusion_app = typer.Typer(
 )
 
 
-def _section(path: Optional[Path], name: str) -> dict[str, Any]:
-    """A YAML file's settings: its ``name:`` section if it has one (experiment configs), else all of it."""
-    if path is None:
-        return {}
-    from ..config import read_yaml
-
-    data = read_yaml(path)
-    if isinstance(data.get(name), dict):
-        return data[name]
-    return data
 
 
 def train(
@@ -56,7 +48,7 @@ def train(
 
     train_changes = {k: v for k, v in {"max_steps": max_steps, "max_epochs": max_epochs, "seed": seed}.items()
                      if v is not None}
-    settings = diffusion_config(preset, _section(config, "diffusion"),
+    settings = diffusion_config(preset, read_section(config, "diffusion"),
                                 train=train_changes or None)
     result = train_diffusion(cohort, out, settings, accelerator=accelerator, devices=_devices(devices),
                              precision=precision, strategy=strategy, num_nodes=num_nodes, resume=resume,
@@ -75,7 +67,7 @@ def show_config(
 
     from .presets import diffusion_config
 
-    settings = diffusion_config(preset, _section(config, "diffusion"))
+    settings = diffusion_config(preset, read_section(config, "diffusion"))
     typer.echo(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False).rstrip())
 
 

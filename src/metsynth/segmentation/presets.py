@@ -23,14 +23,12 @@ file) into the named preset, validating every key.
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Settings, look_up_option, read_yaml
-from ..errors import ConfigError
+from ..config import Settings, deep_merge, resolve_preset
 from .postprocess import PostprocessConfig
 
 Source = Literal["real", "synthetic", "harmonized", "online"]
@@ -233,15 +231,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` merged in, recursively for nested mappings."""
-    out = copy.deepcopy(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 DEFAULT_PRESET = "cpu"
@@ -255,20 +244,7 @@ def segmentation_config(preset: str | None = None, overrides: dict[str, Any] | s
     own ``preset:`` key picks the base (so a saved ``config.yaml`` reloads as itself), else
     ``cpu``. Unknown keys raise :class:`ConfigError` with a suggestion.
     """
-    source = "segmentation settings"
-    if isinstance(overrides, (str, os.PathLike)):
-        source = f"{overrides}"
-        overrides = read_yaml(overrides)
-    if overrides is not None and not isinstance(overrides, dict):
-        raise ConfigError(f"{source}: segmentation overrides must be a mapping, got {type(overrides).__name__}")
-    if preset is None:
-        named = (overrides or {}).get("preset")
-        preset = named if isinstance(named, str) and named in PRESETS else DEFAULT_PRESET
-    data = copy.deepcopy(look_up_option(preset, PRESETS, "segmentation preset"))
-    if overrides:
-        data = deep_merge(data, overrides)
-    data = deep_merge(data, {k: v for k, v in changes.items() if v is not None})
-    return SegmentationConfig.from_dict(data, source=source)
+    return resolve_preset(SegmentationConfig, PRESETS, preset, overrides, changes, "segmentation", DEFAULT_PRESET)
 
 
 __all__ = [

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import typer
 
+from ..config import read_section
+
 log = logging.getLogger("metsynth")
 
 lesions_app = typer.Typer(
@@ -16,16 +18,6 @@ lesions_app = typer.Typer(
 )
 
 
-def _section(path: Optional[Path], name: str) -> dict[str, Any]:
-    """A YAML file's settings: the whole mapping, or its ``name:`` section (experiment configs)."""
-    if path is None:
-        return {}
-    from ..config import read_yaml
-
-    data = read_yaml(path)
-    if isinstance(data.get(name), dict):
-        return data[name]
-    return data
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -54,7 +46,7 @@ def extract(
     from ..cli import quiet
     from .bank import BankConfig, extract_bank
 
-    settings = BankConfig.from_dict(_section(config, "bank"), source=str(config or "bank settings"))
+    settings = BankConfig.from_dict(read_section(config, "bank"), source=str(config or "bank settings"))
     settings = settings.merged(annotator=annotator, min_lesion_mm3=min_mm3, margin_mm=margin_mm)
     bank = extract_bank(manifest, out, settings, force=force, progress=not quiet())
     cases = len({e.case for e in bank.entries})
@@ -85,7 +77,7 @@ def synthesize(
     from .compose import SynthesisConfig
     from .run import run_synthesis
 
-    data = _deep_merge(SynthesisConfig.preset(preset).model_dump(), _section(config, "synthesis"))
+    data = _deep_merge(SynthesisConfig.preset(preset).model_dump(), read_section(config, "synthesis"))
     settings = SynthesisConfig.from_dict(data, source=str(config or f"preset {preset}"))
     settings = settings.merged(repeats=repeats, seed=seed)
     summary = run_synthesis(cohort, bank, out, settings, workers=workers, scheduler=scheduler,
