@@ -104,26 +104,47 @@ def femur(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
+    workers: int = typer.Option(2, "--workers", "-j", min=1, help="Local processes for the batch stages."),
 ) -> None:
-    """Run the pipeline on a freshly generated phantom cohort (laptop CPU, minutes)."""
+    """The pipeline's data stages on a freshly generated phantom cohort (laptop CPU, about a minute).
+
+    phantom -> cohort check -> prepare (0.85 mm, [-1, 1]) -> lesion bank -> ad-hoc synthesis
+    with a QC montage. The full study (diffusion, segmentation, evaluation, report) is
+    `metsynth experiment run configs/demo.yaml`.
+    """
     from .cli import quiet
     from .cohort import check_cohort, format_reports, load_cohort
     from .phantom import PhantomConfig, generate_cohort
     from .prepare import PrepareConfig, prepare_cohort
+    from .synthesis.bank import extract_bank
+    from .synthesis.compose import SynthesisConfig
+    from .synthesis.run import run_synthesis
 
     start = time.perf_counter()
     out = Path(out)
-    typer.echo("1/3 phantom: generating a procedural femur CT cohort")
+    progress = not quiet()
+    typer.echo("1/5 phantom: generating a procedural femur CT cohort")
     manifest = generate_cohort(out / "phantom", n_healthy=4, n_metastatic=4, n_test=2, seed=seed,
-                               config=PhantomConfig(), preview=True, progress=not quiet())
-    typer.echo("2/3 cohort check")
+                               config=PhantomConfig(), preview=True, progress=progress, workers=workers)
+    typer.echo("2/5 cohort check")
     typer.echo(format_reports(check_cohort(load_cohort(manifest))))
-    typer.echo("3/3 prepare: femur segmentation, crop, 0.85 mm, [-1, 1]")
-    prepared = prepare_cohort(load_cohort(manifest), out / "prepared", PrepareConfig(), progress=not quiet())
+    typer.echo("3/5 prepare: crop to the femur, 0.85 mm isotropic, HU window -> [-1, 1]")
+    prepared = prepare_cohort(load_cohort(manifest), out / "prepared", PrepareConfig(), progress=progress,
+                              workers=workers)
+    typer.echo("4/5 lesion bank: every lesion of the metastatic cases")
+    bank = extract_bank(prepared, out / "bank", progress=progress)
+    typer.echo("5/5 ad-hoc synthesis: every healthy femur x every lesion x 3 repeats")
+    summary = run_synthesis(prepared, out / "bank", out / "synthetic", SynthesisConfig(seed=seed, repeats=3),
+                            workers=workers, progress=progress, preview=6)
     typer.echo(f"\ndone in {time.perf_counter() - start:.0f} s")
-    typer.echo(f"  phantom cohort:   {manifest}")
-    typer.echo(f"  previews (PNG):   {out / 'phantom' / 'previews'}")
-    typer.echo(f"  prepared cohort:  {prepared}")
+    typer.echo(f"  phantom cohort:    {manifest}")
+    typer.echo(f"  previews (PNG):    {out / 'phantom' / 'previews'}")
+    typer.echo(f"  prepared cohort:   {prepared}")
+    typer.echo(f"  lesion bank:       {out / 'bank'} ({len(bank.entries)} lesions)")
+    typer.echo(f"  synthetic set:     {out / 'synthetic'} ({summary.describe()})")
+    typer.echo(f"  synthesis QC:      {out / 'synthetic' / 'preview.png'}")
+    typer.echo("next: the whole study (DDPM, U-Nets, evaluation, report): "
+               f"metsynth experiment run configs/demo.yaml --run-dir {out / 'study'}")
 
 
 def report(
