@@ -8,7 +8,7 @@ Measures, with the ``cpu`` preset (or ``--preset``):
   synthetic volumes, network loaded once, no file IO), with the number of windows;
 * a before/after montage (``harmonize_set --preview``) of three lesions.
 
-Data (cached in ``--work``, default ``benchmarks/.cache/diffusion``): a phantom cohort (default,
+Data (cached in ``--work``, default ``runs/bench_diffusion``, git-ignored): a phantom cohort (default,
 realistic preset) -> ``prepare`` (0.85 mm, [-1, 1]) -> lesion bank -> ``synthesize`` (one
 attempt per healthy femur x lesion). The DDPM is trained on the prepared healthy femurs for
 ``--steps`` steps (a rerun with more steps continues it).
@@ -124,7 +124,7 @@ def summary_timesteps(export: Path) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / ".cache" / "diffusion")
+    parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_diffusion")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--steps", type=int, default=300, help="total training steps (a rerun continues)")
     parser.add_argument("--volumes", type=int, default=3, help="synthetic volumes timed in lesion mode (the first one also in volume mode)")

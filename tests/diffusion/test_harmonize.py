@@ -291,3 +291,13 @@ def test_bad_inputs_are_named(tmp_path, builders, trained):
         harmonize_set(src, tmp_path / "o2", trained.export, cfg, progress=False)
     with pytest.raises(ConfigError, match="limit"):
         harmonize_set(src, tmp_path / "o3", trained.export, progress=False, limit=0)
+
+
+def test_a_dask_scheduler_gives_the_same_bytes(tmp_path, builders, trained):
+    distributed = pytest.importorskip("distributed")
+    src = builders.write_synthetic_set(tmp_path / "syn", n_volumes=1)
+    harmonize_set(src, tmp_path / "local", trained.export, progress=False, threads=1)
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+        harmonize_set(src, tmp_path / "dask", trained.export, progress=False, scheduler=client, threads=1)
+    name = "images/syn000.nii.gz"
+    assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()

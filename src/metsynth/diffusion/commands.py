@@ -18,8 +18,6 @@ diffusion_app = typer.Typer(
 )
 
 
-
-
 def train(
     cohort: Path = typer.Argument(..., help="Prepared cohort manifest (cohort.yaml from `metsynth prepare`); "
                                             "its healthy cases are the training data."),

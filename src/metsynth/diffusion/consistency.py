@@ -6,7 +6,8 @@ tissue where the lesion reaches the cortex; other lesions are excluded from the 
 and after harmonization. ``contrast = ring - inside`` (positive for osteolytic lesions, negative
 for blastic ones). A lesion whose contrast before was at least ``min_contrast`` is *collapsed*
 when ``contrast_after / contrast_before < min_ratio`` (the lesion faded into the bone, or its
-sign flipped). A volume is flagged when any of its lesions collapsed.
+sign flipped). Components of fewer than ``min_voxels`` voxels (label fragments) are reported but
+not judged. A volume is flagged when any of its lesions collapsed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ConsistencyReport:
     ring_mm: float = 3.0
     min_ratio: float = 0.5
     min_contrast: float = 0.02
+    min_voxels: int = 8
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,14 +77,16 @@ def lesion_rings(label: np.ndarray, spacing, ring_mm: float) -> tuple[np.ndarray
 
 
 def check_consistency(before: np.ndarray, after: np.ndarray, label: np.ndarray, spacing, ring_mm: float = 3.0,
-                      min_ratio: float = 0.5, min_contrast: float = 0.02) -> ConsistencyReport:
+                      min_ratio: float = 0.5, min_contrast: float = 0.02,
+                      min_voxels: int = 8) -> ConsistencyReport:
     """Compare lesion-to-ring contrast before and after; see the module docstring."""
     before, after = np.asarray(before, dtype=np.float64), np.asarray(after, dtype=np.float64)
     if before.shape != after.shape or before.shape != np.asarray(label).shape:
         raise InputError(f"consistency check: shapes differ (before {before.shape}, after {after.shape}, "
                          f"label {np.asarray(label).shape})")
     components, count, rings = lesion_rings(label, spacing, ring_mm)
-    report = ConsistencyReport(ring_mm=ring_mm, min_ratio=min_ratio, min_contrast=min_contrast)
+    report = ConsistencyReport(ring_mm=ring_mm, min_ratio=min_ratio, min_contrast=min_contrast,
+                               min_voxels=min_voxels)
     if count == 0:
         return report
     for k, ring in enumerate(rings, start=1):
@@ -92,10 +96,11 @@ def check_consistency(before: np.ndarray, after: np.ndarray, label: np.ndarray, 
         ib, rb = float(before[inside].mean()), float(before[ring].mean())
         ia, ra = float(after[inside].mean()), float(after[ring].mean())
         cb, ca = rb - ib, ra - ia
-        judged = abs(cb) >= min_contrast
+        voxels = int(inside.sum())
+        judged = abs(cb) >= min_contrast and voxels >= min_voxels
         ratio = ca / cb if cb != 0 else None
         collapsed = bool(judged and ratio is not None and ratio < min_ratio)
-        report.lesions.append(LesionContrast(k, int(inside.sum()), int(ring.sum()), ib, rb, ia, ra, cb, ca,
+        report.lesions.append(LesionContrast(k, voxels, int(ring.sum()), ib, rb, ia, ra, cb, ca,
                                              ratio, judged, collapsed))
     lesion = components > 0
     all_rings = np.logical_or.reduce(rings) & ~lesion

@@ -525,7 +525,7 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
     report = None
     if label is not None:
         report = check_consistency(image.array, array, label.array, image.spacing, config.ring_mm,
-                                   config.min_contrast_ratio, config.min_contrast)
+                                   config.min_contrast_ratio, config.min_contrast, config.min_lesion_voxels)
     out = Path(task.out_dir)
     image_rel = f"images/{item.volume_id}.nii.gz"
     image.with_array(array).write(out / image_rel)

@@ -175,6 +175,9 @@ class HarmonizeConfig(Settings):
     min_contrast: float = Field(
         0.02, ge=0, description="Consistency check: lesions with a smaller contrast before (standardized units) "
                                 "are reported but not judged.")
+    min_lesion_voxels: int = Field(
+        8, ge=1, description="Consistency check: label components with fewer voxels (fragments) are reported "
+                             "but not judged.")
     drop_inconsistent: bool = Field(
         False, description="Mark volumes flagged by the consistency check as not kept (kept=false in index.csv), "
                            "so segmentation training skips them; by default they are only flagged.")
@@ -249,8 +252,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_PRESET = "cpu"
-
-
 
 
 def diffusion_config(preset: str | None = None, overrides: dict[str, Any] | str | os.PathLike | None = None,
