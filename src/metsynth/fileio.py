@@ -61,6 +61,17 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
 
 
+def file_sha256(path: str | os.PathLike, length: int | None = None) -> str:
+    """SHA-256 of a file's bytes (read in chunks), hex, optionally cut to ``length`` characters."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()[:length]
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> int:
     """Delete temporary files left by an interrupted run in ``folder`` (recursively)."""
     n = 0

@@ -31,7 +31,6 @@ skips finished volumes.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import logging
 import math
@@ -47,8 +46,9 @@ import numpy as np
 import yaml
 from scipy import ndimage
 
+from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, read_json, remove_stale_temps, write_json, write_text
+from ..fileio import atomic_path, file_sha256, read_json, remove_stale_temps, write_json, write_text
 from ..volume import Volume, check_finite
 from .consistency import check_consistency
 from .presets import DiffusionConfig, HarmonizeConfig, check_harmonize
@@ -101,28 +101,8 @@ class Denoiser:
             return self.model(x, timesteps=timesteps)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
-def resolve_device(device: str | None = "auto"):
-    """``auto`` -> cuda if available, else cpu; ``gpu``/``cuda`` -> cuda (error if absent)."""
-    import torch
-
-    name = (device or "auto").lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name in ("gpu", "cuda") or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r}: no CUDA GPU is available here; use --device cpu or auto")
-        return torch.device("cuda" if name == "gpu" else name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise ConfigError(f"device {device!r} is not supported; use auto, cpu, gpu or cuda:N")
 
 
 def _safe_load(path: Path) -> dict[str, Any]:

@@ -62,7 +62,7 @@ from pydantic import Field, field_validator
 from .. import __version__
 from ..config import Settings
 from ..errors import ConfigError, InputError
-from ..fileio import read_json, write_json, write_text
+from ..fileio import file_sha256, read_json, write_json, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -282,13 +282,6 @@ class ExportPlan:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
 
 
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
 
 def _truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes")
@@ -419,10 +412,10 @@ def plan_export(inputs: ExportInputs, config: NnunetExportConfig) -> ExportPlan:
                               "cohort roles, the splits and the synthetic index")
         splits_final.append({"train": train, "val": val})
 
-    digests = {"cohort": _digest(inputs.cohort), "splits": _digest(inputs.splits)}
+    digests = {"cohort": file_sha256(inputs.cohort, 16), "splits": file_sha256(inputs.splits, 16)}
     for source, folder in (("synthetic", inputs.synthetic), ("harmonized", inputs.harmonized)):
         if folder is not None and source in config.sources:
-            digests[source] = _digest(folder / "index.csv")
+            digests[source] = file_sha256(folder / "index.csv", 16)
     pool_keys = set(pool["key"]) if len(pool) else set()
     if pool_keys - set(folds_of):
         log.info("%d synthetic/harmonized volume(s) are in no fold's training set (leakage filter or --limit) "

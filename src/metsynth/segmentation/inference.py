@@ -18,7 +18,6 @@ true mm^3 of that grid. :func:`predict_cohort` does a whole manifest (in paralle
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -28,7 +27,8 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..fileio import read_json, write_json
+from ..devices import resolve_device
+from ..fileio import file_sha256, read_json, write_json
 from ..volume import Volume, as_mask, check_finite
 from .datasets import AIR
 from .postprocess import PostprocessConfig, postprocess
@@ -41,12 +41,6 @@ SPACING_TOL_MM = 1e-3
 DEFAULT_CROP_MARGIN_MM = 10.0
 
 
-def resolve_device(device: str | None = "auto") -> str:
-    import torch
-
-    if device in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 @dataclass
@@ -70,7 +64,7 @@ class SegmentationModel:
         config = SegmentationConfig.from_dict(meta["config"], source=f"{path} (model settings)")
         net = build_network(config)
         net.load_state_dict(state)
-        device = resolve_device(device)
+        device = str(resolve_device(device))
         net.to(device).eval()
         return cls(net=net, config=config, spacing=tuple(meta["spacing"]) if meta.get("spacing") else None,
                    hu_window=tuple(meta["hu_window"]) if meta.get("hu_window") else None,
@@ -284,12 +278,6 @@ def run_predict_task(task: PredictTask) -> dict[str, Any]:
             "lesion_mm3": voxels * mask.voxel_volume_mm3, "seconds": time.perf_counter() - start}
 
 
-def _file_sha(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
 
 
 def predict_cohort(
@@ -328,7 +316,7 @@ def predict_cohort(
     post = postprocess_config if postprocess_config is not None else model.config.postprocess
     inf = inference or model.config.inference
     out = Path(out_dir)
-    device = resolve_device(device)
+    device = str(resolve_device(device))
 
     items: list[tuple[str, str, str | None, bool, dict | None]] = []
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
@@ -359,7 +347,7 @@ def predict_cohort(
     if len({key for key, *_ in items}) != len(items):
         raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
 
-    settings = {"model": str(model_path), "model_sha256": _file_sha(model_path), "grid": grid,
+    settings = {"model": str(model_path), "model_sha256": file_sha256(model_path, 16), "grid": grid,
                 "postprocess": post.model_dump(), "inference": inf.model_dump()}
     marker = out / "predict.json"
     if marker.exists() and not force:
