@@ -30,7 +30,7 @@ def phantom(
     from .cli import quiet
     from .phantom import PhantomConfig, generate_cohort
 
-    config = PhantomConfig.preset(size) if hasattr(PhantomConfig, "preset") else PhantomConfig()
+    config = PhantomConfig.preset(size)
     start = time.perf_counter()
     manifest = generate_cohort(out, n_healthy=healthy, n_metastatic=metastatic, n_test=test, seed=seed,
                                config=config, preview=preview, force=force, progress=not quiet())

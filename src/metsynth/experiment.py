@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -461,14 +461,13 @@ def _stage_predict(ctx: RunContext) -> None:
 
 def _gather_predictions(final: Path, splits) -> None:
     """Each CV case from the fold that held it out; each test-only case by majority vote of the folds."""
+    from .fileio import atomic_path
     from .volume import Volume
 
     for fold in range(splits.n_folds):
         for case in splits.test(fold):
-            src = final / f"fold{fold}" / f"{case}.nii.gz"
-            with_tmp = final / f".{case}.nii.gz.tmp"
-            shutil.copyfile(src, with_tmp)
-            os.replace(with_tmp, final / f"{case}.nii.gz")
+            with atomic_path(final / f"{case}.nii.gz") as tmp:
+                shutil.copyfile(final / f"fold{fold}" / f"{case}.nii.gz", tmp)
     for case in splits.test_only:
         masks = [Volume.read(final / f"fold{k}" / f"{case}.nii.gz") for k in range(splits.n_folds)]
         votes = np.mean([m.array > 0 for m in masks], axis=0)
@@ -533,5 +532,3 @@ def _stage_report(ctx: RunContext) -> None:
 def _short_precision(precision: str) -> str:
     return {"32-true": "32", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed"}.get(precision, precision)
 
-
-Precision = Literal["32-true", "16-mixed", "bf16-mixed"]
