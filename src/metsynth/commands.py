@@ -102,49 +102,34 @@ def femur(
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
-    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder (a rerun resumes it)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the phantom, synthesis and trainings."),
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Local processes for the batch stages."),
 ) -> None:
-    """The pipeline's data stages on a freshly generated phantom cohort (laptop CPU, about a minute).
+    """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7 minutes on 2 cores).
 
-    phantom -> cohort check -> prepare (0.85 mm, [-1, 1]) -> lesion bank -> ad-hoc synthesis
-    with a QC montage. The full study (diffusion, segmentation, evaluation, report) is
-    `metsynth experiment run configs/demo.yaml`.
+    phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> 2-fold
+    cross-validation of the five models of Table 3 and a size-study model -> evaluation ->
+    statistics -> operator variability -> HTML report. The settings are the `demo` preset
+    (`configs/demo.yaml`; `metsynth experiment run configs/demo.yaml -o DIR` is the same study).
     """
     from .cli import quiet
-    from .cohort import check_cohort, format_reports, load_cohort
-    from .phantom import PhantomConfig, generate_cohort
-    from .prepare import PrepareConfig, prepare_cohort
-    from .synthesis.bank import extract_bank
-    from .synthesis.compose import SynthesisConfig
-    from .synthesis.run import run_synthesis
+    from .experiment import experiment_preset, run_experiment
+    from .experiment_commands import print_results
+    from .layout import RunLayout
 
     start = time.perf_counter()
-    out = Path(out)
-    progress = not quiet()
-    typer.echo("1/5 phantom: generating a procedural femur CT cohort")
-    manifest = generate_cohort(out / "phantom", n_healthy=4, n_metastatic=4, n_test=2, seed=seed,
-                               config=PhantomConfig(), preview=True, progress=progress, workers=workers)
-    typer.echo("2/5 cohort check")
-    typer.echo(format_reports(check_cohort(load_cohort(manifest))))
-    typer.echo("3/5 prepare: crop to the femur, 0.85 mm isotropic, HU window -> [-1, 1]")
-    prepared = prepare_cohort(load_cohort(manifest), out / "prepared", PrepareConfig(), progress=progress,
-                              workers=workers)
-    typer.echo("4/5 lesion bank: every lesion of the metastatic cases")
-    bank = extract_bank(prepared, out / "bank", progress=progress)
-    typer.echo("5/5 ad-hoc synthesis: every healthy femur x every lesion x 3 repeats")
-    summary = run_synthesis(prepared, out / "bank", out / "synthetic", SynthesisConfig(seed=seed, repeats=3),
-                            workers=workers, progress=progress, preview=6)
-    typer.echo(f"\ndone in {time.perf_counter() - start:.0f} s")
-    typer.echo(f"  phantom cohort:    {manifest}")
-    typer.echo(f"  previews (PNG):    {out / 'phantom' / 'previews'}")
-    typer.echo(f"  prepared cohort:   {prepared}")
-    typer.echo(f"  lesion bank:       {out / 'bank'} ({len(bank.entries)} lesions)")
-    typer.echo(f"  synthetic set:     {out / 'synthetic'} ({summary.describe()})")
-    typer.echo(f"  synthesis QC:      {out / 'synthetic' / 'preview.png'}")
-    typer.echo("next: the whole study (DDPM, U-Nets, evaluation, report): "
-               f"metsynth experiment run configs/demo.yaml --run-dir {out / 'study'}")
+    config = experiment_preset("demo").merged(seed=seed)
+    config = config.model_copy(update={"parallel": config.parallel.merged(workers=workers)})
+    results = run_experiment(config, out, progress=not quiet())
+    print_results(results, out)
+    layout = RunLayout(Path(out))
+    typer.echo(f"\ndemo done in {time.perf_counter() - start:.0f} s")
+    table = layout.stats / "table3.md"
+    if table.exists():
+        typer.echo(f"\nheld-out cases, {table}:\n{table.read_text()}")
+    typer.echo(f"synthesis QC:      {layout.synthetic / 'preview.png'}")
+    typer.echo(f"report:            {layout.report / 'index.html'}")
 
 
 def report(

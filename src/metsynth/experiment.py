@@ -158,17 +158,24 @@ def _paper() -> dict[str, Any]:
 
 
 def _demo() -> dict[str, Any]:
+    # The whole study in minutes on 2 CPU cores; every choice below is measured in docs/demo.md.
     return {
         "name": "demo",
-        "cohort": {"phantom": {"healthy": 4, "metastatic": 6, "test": 2, "preset": "small"}},
+        # 10 healthy femurs: the synthetic set needs their spread of bone density (4 gave a set whose
+        # backgrounds were all denser than half the metastatic cases, and false positives there)
+        "cohort": {"phantom": {"healthy": 10, "metastatic": 6, "test": 2, "preset": "small"}},
         "prepare": {"spacing": 1.7},
-        "synthesis": {"repeats": 4},
-        "diffusion": {"preset": "tiny", "overrides": {"train": {"max_steps": 60}}},
-        "splits": {"n_folds": 3},
+        # the paper's 3-5 voxel edge filter is 2.6-4.3 mm at 0.85 mm; at 1.7 mm, 3 voxels is closest
+        "synthesis": {"repeats": 2, "transform": {"edge_filter_size": [3, 3]}},
+        "diffusion": {"preset": "tiny", "overrides": {"train": {"max_steps": 60, "checkpoint_every_n_steps": 20}}},
+        # 2 folds: 3 real training cases per fold, the few-cases setting where synthetic data should help
+        "splits": {"n_folds": 2},
+        # every model gets the same compute (40 patches per epoch whatever its set's size); with 3
+        # real cases per fold there is none to spare for validation, so the bounds stop training
         "segmentation": {"preset": "cpu", "overrides": {
-            "network": {"channels": [8, 16, 32]}, "patch_size": [32, 32, 32], "max_epochs": 12,
-            "patches_per_volume": 2, "val_cases": 1, "num_workers": 0}},
-        "size_study": [10, 30],
+            "network": {"channels": [8, 16, 32]}, "patch_size": [32, 32, 32], "patches_per_epoch": 40,
+            "max_epochs": 50, "finetune": {"max_epochs": 15}, "val_cases": 0, "num_workers": 0}},
+        "size_study": [40],
         "parallel": {"workers": 2},
         "preview": 4,
     }
@@ -454,8 +461,10 @@ def _stage_predict(ctx: RunContext) -> None:
                          cases=[c for c in cohort.cases if c.id in ids])
             fold_dir = final / f"fold{fold}"
             manifest = sub.save(fold_dir / "cases.yaml")
+            # in this process (torch's threads use every core; new local processes would each pay
+            # for importing torch, per model and fold); a Dask cluster still gets the cases
             predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir,
-                           workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler, progress=ctx.progress)
+                           workers=1, scheduler=cfg.parallel.scheduler, progress=ctx.progress)
         _gather_predictions(final, splits)
 
 

@@ -24,7 +24,7 @@ def run(
 
     results = run_experiment(load_experiment_config(config), run_dir, until=until, only=only,
                              progress=not quiet(), force=force)
-    _print_results(results, run_dir)
+    print_results(results, run_dir)
 
 
 def init(
@@ -49,7 +49,7 @@ def stages() -> None:
     typer.echo("\n".join(STAGE_NAMES))
 
 
-def _print_results(results, run_dir: Path) -> None:
+def print_results(results, run_dir: Path) -> None:
     for r in results:
         seconds = f" ({r.seconds:.0f} s)" if r.status == "done" else ""
         typer.echo(f"  {r.name:12s} {r.status}{seconds}")

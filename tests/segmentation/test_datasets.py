@@ -117,6 +117,20 @@ def test_sampler_is_balanced_and_visits_every_volume_equally():
     assert list(sampler) != keys and all(k[0] == 1 for k in sampler)
 
 
+@pytest.mark.parametrize("n_volumes, length", [(3, 10), (40, 10), (7, 7)])
+def test_fixed_epoch_length_spreads_patches_evenly(n_volumes, length):
+    sampler = PatchSampler(n_volumes=n_volumes, patches_per_volume=4, pos_fraction=0.5, seed=2,
+                           patches_per_epoch=length)
+    keys = list(sampler)
+    assert len(keys) == len(sampler) == length
+    counts = np.bincount([k[2] for k in keys], minlength=n_volumes)
+    assert counts.max() - counts.min() <= 1  # whole passes first: no volume twice before all once
+    assert sum(k[3] for k in keys) == round(length * 0.5)
+    sampler.set_epoch(1)
+    if n_volumes > length:  # a later epoch reaches other volumes
+        assert {k[2] for k in sampler} != {k[2] for k in keys}
+
+
 def test_sampler_splits_keys_between_ddp_ranks(monkeypatch):
     sampler = PatchSampler(n_volumes=5, patches_per_volume=3, pos_fraction=0.5, seed=0)
     everything = list(sampler)

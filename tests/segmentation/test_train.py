@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -71,6 +72,19 @@ def test_fine_tuning_starts_from_the_init_weights_with_its_own_schedule(trained_
     # lr ~ 0: the fine-tuned weights are the init weights (instance-norm statistics aside)
     assert all(torch.allclose(tuned[k].float(), start[k].float(), atol=1e-6) for k in start)
     assert result.best_val_dice > 0.7  # the init's skill is there from the first epoch
+
+
+def test_fine_tuning_has_its_own_epoch_bound_and_epochs_a_fixed_length(trained_model, tmp_path, builders):
+    # no validation: only the bounds stop it; 6 patches per epoch in batches of 2 -> 3 steps per epoch
+    config = builders.overfit_config(max_epochs=5, val_cases=0, patches_per_epoch=6, batch_size=2,
+                                     finetune={"max_epochs": 2})
+    ts = trained_model["training_set"]
+    ts_noval = dataclasses.replace(ts, train=ts.train + ts.val, val=[])
+    tuned = train_segmentation(ts_noval, tmp_path / "ft", config, init=trained_model["run"] / "model.pt",
+                               progress=False)
+    assert (tuned.epochs, tuned.steps) == (2, 6)
+    scratch = train_segmentation(ts_noval, tmp_path / "scratch", config.merged(max_epochs=3), progress=False)
+    assert (scratch.epochs, scratch.steps) == (3, 9)
 
 
 def test_fine_tuning_refuses_another_network(trained_model, tmp_path, builders):

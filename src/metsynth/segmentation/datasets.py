@@ -566,7 +566,9 @@ class OnlineSource:
 class PatchSampler:
     """Yields the patch keys of one epoch: ``(epoch, index, volume, positive)``.
 
-    Each training volume appears ``patches_per_volume`` times in a seeded random order; exactly
+    Each training volume appears ``patches_per_volume`` times in a seeded random order (or, with
+    ``patches_per_epoch``, the epoch has that many keys, drawn by whole shuffled passes over the
+    volumes so that every volume appears as evenly as the length allows); exactly
     ``round(n * pos_fraction)`` keys ask for a lesion-centred patch (balanced sampling). Under
     DDP each rank takes every ``world``-th key (and all ranks the same count), so Lightning's
     own distributed sampler is not needed (``use_distributed_sampler=False``). Lightning calls
@@ -574,8 +576,9 @@ class PatchSampler:
     """
 
     def __init__(self, n_volumes: int, patches_per_volume: int, pos_fraction: float, seed: int,
-                 online: bool = False, online_volumes: int = 0) -> None:
+                 online: bool = False, online_volumes: int = 0, patches_per_epoch: int | None = None) -> None:
         self.n_volumes = n_volumes
+        self.patches_per_epoch = patches_per_epoch
         self.patches_per_volume = patches_per_volume
         self.pos_fraction = pos_fraction
         self.seed = seed
@@ -588,8 +591,11 @@ class PatchSampler:
 
     @property
     def total(self) -> int:
-        n = self.online_volumes if self.online else self.n_volumes
-        return n * self.patches_per_volume
+        if self.online:
+            return self.online_volumes * self.patches_per_volume
+        if self.patches_per_epoch is not None:
+            return self.patches_per_epoch
+        return self.n_volumes * self.patches_per_volume
 
     @staticmethod
     def _rank_world() -> tuple[int, int]:
@@ -604,6 +610,9 @@ class PatchSampler:
         n = self.total
         if self.online:  # volume v = a fresh synthetic volume; its patches stay together
             volumes = np.repeat(np.arange(self.online_volumes), self.patches_per_volume)
+        elif self.patches_per_epoch is not None:  # fixed epoch length: whole shuffled passes, then part of one
+            passes = -(-n // self.n_volumes)
+            volumes = np.concatenate([rng.permutation(self.n_volumes) for _ in range(passes)])[:n]
         else:
             volumes = rng.permutation(np.repeat(np.arange(self.n_volumes), self.patches_per_volume))
         positive = np.zeros(n, dtype=bool)

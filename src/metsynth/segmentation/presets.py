@@ -109,6 +109,8 @@ class FinetuneConfig(Settings):
     lr: float = Field(0.001, gt=0, description="Learning rate of fine-tuning.")
     lr_decay: float = Field(1.0, gt=0, le=1, description="ExponentialLR gamma per epoch (1 = no decay).")
     patience: int = Field(25, ge=1, description="Early-stopping patience of fine-tuning (validation checks).")
+    max_epochs: int | None = Field(None, ge=1, description="Upper bound on fine-tuning epochs (None: max_epochs). "
+                                   "Bounds fine-tuning where no validation cases stop it early (not in the paper).")
 
 
 class InferenceConfig(Settings):
@@ -140,6 +142,10 @@ class SegmentationConfig(Settings):
     patch_size: tuple[int, int, int] = Field((64, 96, 96), description="Training patch and inference window, (z, y, x) voxels.")
     batch_size: int = Field(2, ge=1, description="Patches per training step (not in the paper).")
     patches_per_volume: int = Field(4, ge=1, description="Patches drawn per training volume per epoch (epoch length; not in the paper).")
+    patches_per_epoch: int | None = Field(
+        None, ge=1, description="Fixed epoch length in patches whatever the number of training volumes (as nnU-Net's "
+        "250 iterations): real-only and synthetic trainings then get the same compute per epoch and the same "
+        "validation cadence. None: patches_per_volume x volumes (not in the paper).")
     online_volumes_per_epoch: int = Field(200, ge=1, description="Fresh synthetic volumes per epoch for the 'online' source.")
     pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion voxel (the rest on background).")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
@@ -174,6 +180,12 @@ class SegmentationConfig(Settings):
                 f"patch_size {self.patch_size} must be divisible by {factor} (the product of the "
                 f"network's strides {self.network.resolved_strides}) on every axis")
         return self
+
+    def epoch_bound(self, finetune: bool) -> int:
+        """The ``max_epochs`` of a training (fine-tuning may have its own)."""
+        if finetune and self.finetune.max_epochs is not None:
+            return self.finetune.max_epochs
+        return self.max_epochs
 
     def lr_schedule(self, sources: tuple[str, ...], finetune: bool) -> tuple[float, float, int]:
         """(learning rate, per-epoch decay gamma, patience) for a training on ``sources``."""

@@ -54,6 +54,7 @@ _EXPECTED_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)",
     r"The '(train|val)_dataloader' does not have many workers",
     r"The number of training batches \(\d+\) is smaller than the logging interval",
+    r"You defined a `validation_step` but have no `val_dataloader`",  # val_cases: 0
 )
 # Settings that may change between a run and its resume without changing the result's meaning.
 _RESUMABLE_CHANGES = ("trainer", "num_workers", "cache_dir", "max_epochs", "max_steps")
@@ -392,7 +393,7 @@ def train_segmentation(
     same_length = False
     if previous.exists() and result_file.exists() and not force:
         old = segmentation_config(None, previous)
-        same_length = (old.max_epochs, old.max_steps) == (config.max_epochs, config.max_steps)
+        same_length = (old.epoch_bound(finetune), old.max_steps) == (config.epoch_bound(finetune), config.max_steps)
     _claim_run_dir(out, config, training_set, init, resume=resume, force=force)
     if result_file.exists() and not force and (same_length or not resume):
         log.info("%s: training already complete (result.json); pass force to train again", out)
@@ -439,7 +440,8 @@ def train_segmentation(
         log.info("fine-tuning from %s (lr %g, decay %g, patience %d)", init, lr, decay, patience)
 
     sampler = PatchSampler(len(train_stems), config.patches_per_volume, config.pos_fraction, config.seed,
-                           online=online_source is not None, online_volumes=config.online_volumes_per_epoch)
+                           online=online_source is not None, online_volumes=config.online_volumes_per_epoch,
+                           patches_per_epoch=config.patches_per_epoch)
     workers = config.num_workers
     loader_args: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
     if workers > 0:
@@ -474,7 +476,7 @@ def train_segmentation(
     tcfg = config.trainer
     trainer = L.Trainer(
         accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy, num_nodes=tcfg.num_nodes,
-        precision=tcfg.precision, deterministic=tcfg.deterministic, max_epochs=config.max_epochs,
+        precision=tcfg.precision, deterministic=tcfg.deterministic, max_epochs=config.epoch_bound(finetune),
         max_steps=config.max_steps, check_val_every_n_epoch=config.val_every_n_epochs,
         logger=CSVLogger(save_dir=out, name="", version="logs"), callbacks=callbacks,
         default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=tcfg.log_every_n_steps,
