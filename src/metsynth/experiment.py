@@ -375,6 +375,8 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
     cfg: ExperimentConfig = ctx.config
     layout = _layout(ctx)
     seg = segmentation_settings(cfg)
+    if seg.cache_dir is None:  # one unpacked copy of each volume for every model and fold (keyed by path)
+        seg = seg.merged(cache_dir=str(layout.cache))
     training_set = build_training_set(
         load_cohort(layout.prepared_manifest), sources, fold=fold, splits=layout.splits,
         synthetic=layout.synthetic, harmonized=layout.harmonized if layout.harmonized.exists() else None,

@@ -80,3 +80,23 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
             tmp.unlink()
             n += 1
     return n
+
+
+def sidecar_finished(folder: str | os.PathLike, volume_id: str) -> bool:
+    """Whether a generated volume of a set folder (``images/``, ``labels/``, ``sidecars/``) is complete.
+
+    The sidecar is written last, atomically, so a readable ``sidecars/<id>.json`` whose named files
+    (``image``, ``label``) all exist marks the volume done; a kept volume must name its image, a
+    dropped one (``kept: false``) may name none. Used by synthesis and harmonization to resume.
+    """
+    folder = Path(folder)
+    sidecar = folder / "sidecars" / f"{volume_id}.json"
+    if not sidecar.is_file():
+        return False
+    try:
+        data = read_json(sidecar)
+    except ValueError:
+        return False
+    if data.get("kept", True) and not data.get("image"):
+        return False
+    return all((folder / data[key]).is_file() for key in ("image", "label") if data.get(key))

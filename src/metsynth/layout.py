@@ -13,6 +13,7 @@
       harmonized/{images,labels,sidecars}/, index.csv, preview.png
       splits.json                     CV folds over metastatic cases (+ test-only cases)
       models/<model>/fold<k>/         one segmentation training run per model and fold
+      cache/                          training volumes unpacked to .npy, shared by every training
       predictions/<model>/<case>.nii.gz   each case predicted by the model of the fold that held it out
                                           (test-only cases: by the fold ensemble)
       evaluation/<model>/metrics.csv, lesions.csv, summary.json
@@ -95,6 +96,10 @@ class RunLayout:
     @property
     def splits(self) -> Path:
         return self.root / "splits.json"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
 
     def model_dir(self, model: str, fold: int) -> Path:
         return self.root / "models" / model / f"fold{fold}"

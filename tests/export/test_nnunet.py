@@ -12,7 +12,6 @@ import csv
 import os
 import subprocess
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -105,7 +105,6 @@ def trained_model(tmp_path_factory):
 
     from metsynth.cohort import load_cohort
     from metsynth.segmentation.datasets import build_training_set, TrainingSet
-    from metsynth.segmentation.presets import segmentation_config
     from metsynth.segmentation.train import SegmentationModule, dice_of, sliding_window_logits, train_segmentation
 
     root = tmp_path_factory.mktemp("seg-trained")

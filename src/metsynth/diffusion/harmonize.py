@@ -48,7 +48,7 @@ from scipy import ndimage
 
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, file_sha256, read_json, remove_stale_temps, write_json, write_text
+from ..fileio import atomic_path, file_sha256, read_json, remove_stale_temps, sidecar_finished, write_json, write_text
 from ..volume import Volume, check_finite
 from .consistency import check_consistency
 from .presets import DiffusionConfig, HarmonizeConfig, check_harmonize
@@ -574,17 +574,6 @@ class HarmonizeSummary:
         return text
 
 
-def _finished(out: Path, vid: str) -> bool:
-    sidecar = out / "sidecars" / f"{vid}.json"
-    if not sidecar.is_file():
-        return False
-    try:
-        data = read_json(sidecar)
-    except ValueError:
-        return False
-    return bool(data.get("image")) and (out / data["image"]).is_file()
-
-
 def _claim_out_dir(out: Path, source: Path, resolved: dict[str, Any], force: bool) -> None:
     if out.resolve() == source.resolve():
         raise ConfigError(f"{out}: the output folder must differ from the synthetic set it reads")
@@ -677,7 +666,7 @@ def harmonize_set(
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, got {limit}")
         kept = kept[:limit]
-    todo = [i for i in kept if not _finished(out, i.volume_id)]
+    todo = [i for i in kept if not sidecar_finished(out, i.volume_id)]
     done_before = len(kept) - len(todo)
     local_workers = workers if scheduler is None else 1
     if threads is not None and threads < 1:

@@ -60,7 +60,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from .. import __version__
-from ..config import Settings
+from ..config import Settings, differences
 from ..errors import ConfigError, InputError
 from ..fileio import file_sha256, read_json, write_json, write_text
 
@@ -560,15 +560,6 @@ class ExportSummary:
                 f"{self.seconds:.1f} s")
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
-
-
 def _existing_state(final: Path, plan: ExportPlan) -> str | None:
     """None if ``final`` holds this very export; else a sentence saying what differs."""
     manifest = final / MANIFEST
@@ -581,7 +572,7 @@ def _existing_state(final: Path, plan: ExportPlan) -> str | None:
     if not old.get("complete"):
         return "it is incomplete"
     new = plan.fingerprint()
-    diffs = _differences({k: old.get(k) for k in new}, new)
+    diffs = differences({k: old.get(k) for k in new}, new)
     if not diffs:
         return None
     return "; ".join(diffs[:4]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 4 else "")

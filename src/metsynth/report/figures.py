@@ -184,7 +184,7 @@ def segmentation_examples(examples: Sequence[ExampleCase], models: Sequence[str]
     """Figure-5-style montage: per case a coronal slice (whole prepared field of view) and an
     axial close-up, both through the largest true lesion; first column the truth alone (red),
     then one column per model with its prediction (green) over the truth."""
-    from ..viz import Tile, montage, volume_slices
+    from ..viz import montage, volume_slices
     from ..volume import Volume, as_mask
 
     rows: list[list[Tile | None]] = []

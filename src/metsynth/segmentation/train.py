@@ -269,6 +269,8 @@ def plot_curves(history: dict[str, list[tuple[int, float]]], path: str | os.Path
         if points:
             x, y = zip(*points)
             ax.plot(x, y, marker="o" if len(points) < 30 else None, ms=3, color=colour)
+        else:  # e.g. val_cases: 0 (no validation; the epoch bound ends training)
+            ax.text(0.5, 0.5, f"no {label}", ha="center", va="center", color="0.4", transform=ax.transAxes)
         ax.set_xlabel("epoch")
         ax.set_title(label)
         ax.grid(alpha=0.3)

@@ -42,8 +42,9 @@ import numpy as np
 import yaml
 
 from .. import __version__
+from ..config import differences
 from ..errors import ConfigError, InputError
-from ..fileio import read_json, remove_stale_temps, write_json, write_text
+from ..fileio import read_json, remove_stale_temps, sidecar_finished, write_json, write_text
 from ..parallel import TaskFailure, map_tasks
 from .bank import BankEntry, LesionBank, load_bank
 from .compose import HealthyFemur, SynthesisConfig, SynthesisResult, synthesize_one
@@ -234,15 +235,6 @@ def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig) -> dict
 IDENTITY_KEYS = ("cohort_digest", "bank_digest", "synthesis")
 
 
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
-
-
 def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool) -> None:
     config_file = out / "config.yaml"
     if config_file.is_file():
@@ -250,7 +242,7 @@ def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool) -> None:
             old = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError:
             old = {}
-        diffs = _differences({k: old.get(k) for k in IDENTITY_KEYS}, {k: resolved[k] for k in IDENTITY_KEYS})
+        diffs = differences({k: old.get(k) for k in IDENTITY_KEYS}, {k: resolved[k] for k in IDENTITY_KEYS})
         if diffs:
             if not force:
                 shown = "; ".join(diffs[:4]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 4 else "")
@@ -272,19 +264,6 @@ def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool) -> None:
         (out / name).mkdir(exist_ok=True)
     remove_stale_temps(out)
     write_text(config_file, yaml.safe_dump(resolved, sort_keys=False))
-
-
-def _finished(out: Path, vid: str) -> bool:
-    sidecar = out / "sidecars" / f"{vid}.json"
-    if not sidecar.is_file():
-        return False
-    try:
-        data = read_json(sidecar)
-    except ValueError:
-        return False
-    if data.get("kept"):
-        return all(data.get(k) and (out / data[k]).is_file() for k in ("image", "label"))
-    return True
 
 
 def run_synthesis(
@@ -334,7 +313,7 @@ def run_synthesis(
             for r in range(config.repeats):
                 vid = volume_id(case.id, entry.id, r)
                 expected.append(vid)
-                if _finished(out, vid):
+                if sidecar_finished(out, vid):
                     done_before += 1
                 else:
                     todo.append(r)
