@@ -119,6 +119,38 @@ def test_interrupted_training_resumes_from_last_checkpoint(trained_model, tmp_pa
     assert epochs == [0, 1, 2]  # the resumed run appended epoch 2 to the first run's log
 
 
+def test_killed_between_the_two_checkpoint_saves_resumes_to_the_same_model(trained_model, tmp_path, builders,
+                                                                          monkeypatch):
+    """best.ckpt and last.ckpt are written one after the other at each validation; a kill between
+    them must not leave last.ckpt recording an outdated best model."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    config = builders.overfit_config(max_epochs=2, patches_per_volume=8, val_every_n_epochs=1)
+    ts = trained_model["training_set"]
+    whole = train_segmentation(ts, tmp_path / "whole", config, progress=False)
+    scores = pd.read_csv(tmp_path / "whole" / "logs" / "metrics.csv")["val_dice"].dropna().tolist()
+    assert len(scores) == 2 and scores[1] > scores[0], "the case needs a better model at the last epoch"
+
+    saves: list[str] = []
+    original = ModelCheckpoint._save_checkpoint
+
+    def killed_at_the_fourth_save(self, trainer, filepath):  # epoch 1: the second of its two saves
+        saves.append(filepath)
+        if len(saves) == 4:
+            raise RuntimeError("killed")
+        original(self, trainer, filepath)
+
+    monkeypatch.setattr(ModelCheckpoint, "_save_checkpoint", killed_at_the_fourth_save)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_segmentation(ts, tmp_path / "killed", config, progress=False)
+    monkeypatch.setattr(ModelCheckpoint, "_save_checkpoint", original)
+    resumed = train_segmentation(ts, tmp_path / "killed", config, progress=False)
+
+    assert resumed.best_val_dice == whole.best_val_dice
+    (a, _), (b, _) = load_weights(tmp_path / "whole"), load_weights(tmp_path / "killed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_raising_max_epochs_continues_a_finished_run(trained_model, tmp_path, builders):
     ts = trained_model["training_set"]
     first = train_segmentation(ts, tmp_path / "run", builders.overfit_config(max_epochs=1, patches_per_volume=2),

@@ -469,7 +469,9 @@ def train_segmentation(
         checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_dice", mode="max", save_top_k=1,
                                      auto_insert_metric_name=False, enable_version_counter=False,
                                      save_on_train_epoch_end=False)
-        callbacks.append(checkpoint)
+        # best before last: last.ckpt then records this epoch's best (a run killed between the two
+        # saves redoes the epoch; the other order resumed with an outdated best model)
+        callbacks.insert(0, checkpoint)
     waits = DataWaitMonitor()
     callbacks += [waits, CurvePlotter(out / "curves.png"), *(extra_callbacks or [])]
     if val_loader is not None:
