@@ -24,6 +24,19 @@ def test_config_files_match_the_presets(name):
     assert on_disk == experiment_preset(name), f"configs/{name}.yaml drifted: regenerate it with `metsynth experiment init`"
 
 
+def test_config_reference_is_current_and_complete():
+    from metsynth.experiment import config_reference
+
+    text = config_reference()
+    assert (REPO / "docs" / "config.md").read_text() == text, \
+        "docs/config.md is stale: run `metsynth experiment reference -o docs/config.md`"
+    for key in ("`segmentation.overrides`", "`prepare.spacing`", "`optim.lr`", "`harmonize.start_timestep`",
+                "`synthesis.transform.edge_filter_size`"):
+        assert key in text, key
+    paper = next(line for line in text.splitlines() if line.startswith("| `prepare.spacing`"))
+    assert "[0.85, 0.85, 0.85]" in paper  # the paper's voxel size, in the paper column
+
+
 def test_paper_preset_holds_the_papers_settings():
     from metsynth.experiment import diffusion_settings, segmentation_settings
 

@@ -172,3 +172,46 @@ def read_section(path: str | os.PathLike | None, name: str) -> dict[str, Any]:
     if isinstance(data.get(name), dict):
         return data[name]
     return data
+
+
+# ------------------------------------------------------------------ reference documentation
+def reference_table(columns: dict[str, Settings]) -> str:
+    """A markdown table of every setting of one model: key path, one column of values per named
+    instance (e.g. per preset), and the field's description. Nested models are flattened to
+    ``a.b.c``; the rows follow the model's field order."""
+    model = type(next(iter(columns.values())))
+    rows = _reference_rows(model, "")
+    values = {name: dict(_values(model, instance.model_dump(mode="json"), "")) for name, instance in columns.items()}
+    lines = ["| setting | " + " | ".join(f"`{name}`" for name in columns) + " | meaning |",
+             "|" + "---|" * (len(columns) + 2)]
+    for key, description in rows:
+        cells = [_cell(values[name][key]) if key in values[name] else "" for name in columns]
+        lines.append(f"| `{key}` | " + " | ".join(cells) + f" | {description.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _reference_rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str]]:
+    rows = []
+    for name, field in model.model_fields.items():
+        nested = _first_model(field.annotation)
+        if nested is not None:
+            rows += _reference_rows(nested, f"{prefix}{name}.")
+        else:
+            rows.append((f"{prefix}{name}", " ".join((field.description or "").split())))
+    return rows
+
+
+def _values(model: type[BaseModel], data: dict[str, Any] | None, prefix: str):
+    for name, field in model.model_fields.items():
+        nested = _first_model(field.annotation)
+        value = (data or {}).get(name)
+        if nested is not None:
+            yield from _values(nested, value if isinstance(value, dict) else None, f"{prefix}{name}.")
+        elif data is not None:
+            yield f"{prefix}{name}", value
+
+
+def _cell(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    text = text.removesuffix("...").strip()
+    return f"`{text}`".replace("|", "/") if text else ""

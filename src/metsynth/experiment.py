@@ -45,8 +45,8 @@ MODEL_RECIPES: dict[str, tuple[str, str | None]] = {
 class PhantomSpec(Settings):
     """Generate the built-in phantom cohort instead of reading a manifest."""
 
-    healthy: int = Field(6, ge=1)
-    metastatic: int = Field(6, ge=2)
+    healthy: int = Field(6, ge=1, description="Healthy femurs (they receive the synthetic lesions; the DDPM learns from them).")
+    metastatic: int = Field(6, ge=2, description="Femurs with lesions: the real cases of the cross-validation and the lesion donors.")
     test: int = Field(2, ge=0, description="Test-only cases with several annotators (variability study).")
     preset: str = Field("default", description="PhantomConfig preset: default, small or tiny.")
 
@@ -75,11 +75,11 @@ class SegmentationSpec(Settings):
 class TrainerSpec(Settings):
     """Passed to Lightning for every training (DDPM and U-Nets)."""
 
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = 1
-    precision: str = "32-true"
+    accelerator: str = Field("auto", description="Lightning accelerator: cpu, gpu, auto, ...")
+    devices: int | str = Field("auto", description="Devices per node: a number, a list like '0,1', or auto.")
+    strategy: str = Field("auto", description="auto, ddp, ... (several GPUs or nodes; SLURM is detected).")
+    num_nodes: int = Field(1, ge=1, description="Nodes of a multi-node DDP training.")
+    precision: str = Field("32-true", description="32-true, 16-mixed (the paper preset on a GPU), bf16-mixed.")
 
 
 class ParallelSpec(Settings):
@@ -90,8 +90,8 @@ class ParallelSpec(Settings):
 class ExperimentConfig(Settings):
     """Everything that defines one study; saved as RUN/config.yaml."""
 
-    name: str = "experiment"
-    seed: int = 0
+    name: str = Field("experiment", description="Name of the study (shown in the report).")
+    seed: int = Field(0, description="Seed of the phantom, the synthesis, the harmonization and the trainings.")
     cohort: CohortSpec
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     bank: BankConfig = Field(default_factory=BankConfig)
@@ -196,6 +196,36 @@ def _tiny() -> dict[str, Any]:
 
 
 _PRESETS = {"paper": _paper, "demo": _demo, "tiny": _tiny}
+
+
+def config_reference() -> str:
+    """``docs/config.md``: every setting of a study with its value in each preset, and the settings
+    that ``segmentation.overrides`` and ``diffusion.overrides`` may change (``metsynth experiment reference``)."""
+    from .config import reference_table
+    from .diffusion.presets import PRESETS as DIFFUSION_PRESETS, diffusion_config
+    from .segmentation.presets import PRESETS as SEGMENTATION_PRESETS, segmentation_config
+
+    parts = [
+        "# Configuration reference",
+        "",
+        "Written by `metsynth experiment reference -o docs/config.md` from the settings models (a test checks",
+        "that this file is current). Start from a preset (`metsynth experiment init --preset paper -o my.yaml`),",
+        "edit, and run `metsynth experiment run my.yaml --run-dir RUN`; unknown keys are errors that suggest",
+        "the closest valid name. Arrays are in (z, y, x) order.",
+        "",
+        "## The study (`metsynth experiment`)",
+        "",
+        reference_table({name: experiment_preset(name) for name in _PRESETS}),
+        "## Segmentation (`segmentation.preset` + `segmentation.overrides`, or `metsynth train --preset/--config`)",
+        "",
+        "The study's `trainer` and `seed` are passed to every training over these.",
+        "",
+        reference_table({name: segmentation_config(name) for name in SEGMENTATION_PRESETS}),
+        "## Diffusion (`diffusion.preset` + `diffusion.overrides`, or `metsynth diffusion train --preset`, `metsynth harmonize --preset`)",
+        "",
+        reference_table({name: diffusion_config(name) for name in DIFFUSION_PRESETS}),
+    ]
+    return "\n".join(parts)
 
 
 def load_experiment_config(path: str | os.PathLike) -> ExperimentConfig:

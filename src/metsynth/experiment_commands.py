@@ -42,6 +42,21 @@ def init(
     typer.echo(f"wrote {out} (preset {preset})")
 
 
+def reference(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Markdown file to write (default: print it)."),
+) -> None:
+    """Every setting with its value in each preset and what it means (markdown; docs/config.md)."""
+    from .experiment import config_reference
+    from .fileio import write_text
+
+    text = config_reference()
+    if out is None:
+        typer.echo(text)
+    else:
+        write_text(out, text)
+        typer.echo(f"wrote {out}")
+
+
 def stages() -> None:
     """List the stages in order."""
     from .experiment import STAGE_NAMES
@@ -64,4 +79,5 @@ def register(app: typer.Typer) -> None:
     command(experiment_app, name="run")(run)
     command(experiment_app, name="init")(init)
     command(experiment_app, name="stages")(stages)
+    command(experiment_app, name="reference")(reference)
     app.add_typer(experiment_app, name="experiment")
