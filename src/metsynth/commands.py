@@ -23,7 +23,7 @@ def phantom(
                                   "(for the operator-variability study)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
     preview: bool = typer.Option(False, "--preview", help="Also write PNG slices with mask outlines per case."),
-    size: str = typer.Option("default", "--size", help="Phantom preset: default (realistic, ~0.7-0.9 mm) or tiny (tests)."),
+    size: str = typer.Option("default", "--size", help="Phantom preset: default (realistic, ~0.7-1.25 mm), small (1.5 mm, the laptop demo) or tiny (2 mm, tests)."),
     force: bool = typer.Option(False, "--force", help="Overwrite a phantom made with other settings."),
 ) -> None:
     """Generate the built-in procedural femur CT cohort (NIfTI + cohort.yaml)."""
