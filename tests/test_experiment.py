@@ -116,3 +116,15 @@ def test_tiny_study_killed_and_resumed_gives_the_same_metrics(tmp_path):
     again = run_cli(config, run_dir)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and out.count("skipped") == len(list(layout.stages.glob("*.json"))), out
+
+    # an edited setting reruns its stage and what follows; outputs of the old settings are replaced
+    edited = experiment_preset("tiny").model_dump(mode="json")
+    edited["segmentation"]["overrides"]["optim"] = {"lr": 0.02}
+    edited["prepare"]["crop_margin_mm"] = 6.0
+    ExperimentConfig.from_dict(edited).to_yaml(config)
+    rerun = run_cli(config, run_dir)
+    out, _ = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, out
+    assert "prepare      done" in out and "train        done" in out and "predict      done" in out, out
+    assert yaml.safe_load((layout.model_dir("real", 0) / "config.yaml").read_text())["optim"]["lr"] == 0.02
+    assert yaml.safe_load((layout.prepared / "prepare.yaml").read_text())["crop_margin_mm"] == 6.0

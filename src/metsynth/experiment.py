@@ -326,7 +326,8 @@ def _stage_prepare(ctx: RunContext) -> None:
     from .prepare import prepare_cohort
 
     cfg: ExperimentConfig = ctx.config
-    prepare_cohort(load_cohort(_cohort_manifest(ctx)), _layout(ctx).prepared, cfg.prepare, force=ctx.force,
+    # force: the stage runs again only when its settings or inputs changed; same-settings cases are kept
+    prepare_cohort(load_cohort(_cohort_manifest(ctx)), _layout(ctx).prepared, cfg.prepare, force=True,
                    progress=ctx.progress, workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler)
 
 
@@ -400,7 +401,7 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
                limit: int | None = None) -> Path:
     from .cohort import load_cohort
     from .segmentation.datasets import build_training_set
-    from .segmentation.train import train_segmentation
+    from .segmentation.train import other_training, train_segmentation
 
     cfg: ExperimentConfig = ctx.config
     layout = _layout(ctx)
@@ -414,7 +415,11 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
     )
     out = layout.model_dir(model, fold)
     init = layout.model_dir(init_model, fold) / "model.pt" if init_model else None
-    train_segmentation(training_set, out, seg, init=init, resume=True, force=ctx.force, progress=ctx.progress)
+    stale = other_training(out, seg, training_set, init)  # the study's settings changed since it was trained
+    if stale is not None:
+        log.warning("%s: %s; training it again with the study's settings", out, stale)
+    train_segmentation(training_set, out, seg, init=init, resume=True, force=ctx.force or stale is not None,
+                       progress=ctx.progress)
     return out
 
 
@@ -495,8 +500,8 @@ def _stage_predict(ctx: RunContext) -> None:
             manifest = sub.save(fold_dir / "cases.yaml")
             # in this process (torch's threads use every core; new local processes would each pay
             # for importing torch, per model and fold); a Dask cluster still gets the cases
-            predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir,
-                           workers=1, scheduler=cfg.parallel.scheduler, progress=ctx.progress)
+            predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir, workers=1,
+                           scheduler=cfg.parallel.scheduler, force=ctx.force, replace_other=True, progress=ctx.progress)
         _gather_predictions(final, splits)
 
 

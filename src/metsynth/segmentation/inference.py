@@ -294,6 +294,7 @@ def predict_cohort(
     workers: int = 1,
     scheduler: Any = None,
     force: bool = False,
+    replace_other: bool = False,
     progress: bool = True,
 ) -> Path:
     """Segment every case of a manifest (or a list of image files) into ``out_dir``.
@@ -302,7 +303,9 @@ def predict_cohort(
     cohort are standardized already; raw manifests and files are taken as HU (override with
     ``standardized``). ``grid="source"`` writes prepared cases' masks on their original scan's
     grid. Writes ``<out>/<case>.nii.gz``, ``predictions.csv`` and ``predict.json``; finished
-    cases are skipped on a rerun with the same model and settings.
+    cases are skipped on a rerun with the same model and settings. A folder holding predictions of
+    another model or settings is refused, unless ``force`` (redo every case) or ``replace_other``
+    (redo them only in that case; for callers that own the folder, like the experiment runner).
     """
     import pandas as pd
 
@@ -350,11 +353,12 @@ def predict_cohort(
     settings = {"model": str(model_path), "model_sha256": file_sha256(model_path, 16), "grid": grid,
                 "postprocess": post.model_dump(), "inference": inf.model_dump()}
     marker = out / "predict.json"
-    if marker.exists() and not force:
-        previous = read_json(marker)
-        if previous != settings:
+    if marker.exists() and not force and read_json(marker) != settings:
+        if not replace_other:
             raise ConfigError(f"{out}: holds predictions of another model or settings; choose another --out "
                               "folder or pass --force to redo them")
+        log.info("%s: predictions of another model or settings; predicting again", out)
+        force = True
     out.mkdir(parents=True, exist_ok=True)
     if force:
         for key, *_ in items:

@@ -575,32 +575,41 @@ def _quiet() -> bool:
         return False
 
 
+def other_training(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
+                   init: str | os.PathLike | None = None) -> str | None:
+    """Why ``out`` holds a training other than this one (settings, initial weights or training
+    set; changes in ``_RESUMABLE_CHANGES`` do not count), or None when it holds this one or none."""
+    out = Path(out)
+    config_file = out / "config.yaml"
+    if not config_file.exists():
+        if out.exists() and any(out.iterdir()):
+            return "the folder exists and is not a metsynth training"
+        return None
+    previous = segmentation_config(None, config_file)
+    a = {k: v for k, v in previous.model_dump().items() if k not in _RESUMABLE_CHANGES}
+    b = {k: v for k, v in config.model_dump().items() if k not in _RESUMABLE_CHANGES}
+    if a != b:
+        return "it holds a training with other settings (" + ", ".join(k for k in a if a[k] != b.get(k)) + ")"
+    init_file = out / "init.json"
+    previous_init = read_json(init_file).get("init") if init_file.exists() else None
+    if previous_init != (str(init) if init else None):
+        return f"it holds a training started from {previous_init or 'random weights'}, not {init or 'random weights'}"
+    set_file = out / "training_set.json"
+    if set_file.exists():
+        old = TrainingSet.load(set_file)
+        if [v.key for v in old.train] != [v.key for v in training_set.train] or old.sources != training_set.sources:
+            return (f"it holds a training on another training set (sources {','.join(old.sources)}, "
+                    f"{len(old.train)} volumes)")
+    return None
+
+
 def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: TrainingSet, init, *,
                    resume: bool, force: bool) -> None:
     """Save config.yaml and training_set.json; refuse a folder holding another training."""
-    config_file = out / "config.yaml"
-    set_file = out / "training_set.json"
-    if config_file.exists() and not force:
-        previous = segmentation_config(None, config_file)
-        a = {k: v for k, v in previous.model_dump().items() if k not in _RESUMABLE_CHANGES}
-        b = {k: v for k, v in config.model_dump().items() if k not in _RESUMABLE_CHANGES}
-        if a != b:
-            changed = ", ".join(k for k in a if a[k] != b.get(k))
-            raise ConfigError(f"{out}: holds a training with other settings ({changed}); choose another --out "
-                              "folder, or pass --force to start over there")
-        init_file = out / "init.json"
-        previous_init = read_json(init_file).get("init") if init_file.exists() else None
-        if previous_init != (str(init) if init else None):
-            raise ConfigError(f"{out}: holds a training started from {previous_init or 'random weights'}, not "
-                              f"{init or 'random weights'}; choose another --out folder, or pass --force")
-        if set_file.exists():
-            old = TrainingSet.load(set_file)
-            if [v.key for v in old.train] != [v.key for v in training_set.train] or old.sources != training_set.sources:
-                raise ConfigError(f"{out}: holds a training on another training set (sources "
-                                  f"{','.join(old.sources)}, {len(old.train)} volumes); choose another --out "
-                                  "folder, or pass --force")
-    elif not config_file.exists() and out.exists() and any(out.iterdir()) and not force:
-        raise ConfigError(f"{out}: folder exists and is not a metsynth training; choose a new --out folder (or --force)")
+    if not force:
+        reason = other_training(out, config, training_set, init)
+        if reason is not None:
+            raise ConfigError(f"{out}: {reason}; choose another --out folder, or pass --force to start over there")
     if force or not resume:
         if force:
             for stale in ("result.json", "model.pt", "model.yaml", "timing.json"):
@@ -611,13 +620,14 @@ def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: Training
             for part in (out / "logs").glob("metrics*.csv"):
                 part.unlink()
     out.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(config_file)
-    training_set.save(set_file)
+    config.to_yaml(out / "config.yaml")
+    training_set.save(out / "training_set.json")
     write_json(out / "init.json", {"init": str(init) if init else None})
 
 
 __all__ = [
     "CurvePlotter", "DataWaitMonitor", "MODEL_FORMAT", "SegmentationModule", "TrainResult", "build_network",
-    "dice_of", "export_weights", "history_from_csv", "load_weights", "plot_curves", "sliding_window_logits",
+    "dice_of", "export_weights", "history_from_csv", "load_weights", "other_training", "plot_curves",
+    "sliding_window_logits",
     "train_segmentation",
 ]
