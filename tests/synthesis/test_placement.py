@@ -100,6 +100,27 @@ def test_region_weights_choose_the_region(site):
         assert params.requested_region == "head" and params.region == "head"
 
 
+def test_same_region_as_donor_keeps_the_lesions_surroundings(site):
+    lesion = cube_lesion(4)
+    config = PlacementConfig(same_region_as_donor=True)
+    for donor in ("head", "neck", "shaft"):
+        for seed in range(4):
+            params = draw_placement(np.random.default_rng(seed), site, lesion, config, donor_region=donor)
+            assert params.requested_region == donor and params.region == donor
+    # off, or no known donor region: uniform over the femur, as in the paper
+    regions = {draw_placement(np.random.default_rng(s), site, lesion, PlacementConfig(), "head").region
+               for s in range(40)}
+    assert len(regions) > 1
+    assert draw_placement(np.random.default_rng(0), site, lesion, config, None).requested_region is None
+
+
+def test_same_region_as_donor_falls_back_where_the_lesion_does_not_fit(site):
+    big = cube_lesion(9)  # fits in the head, trochanter and shaft, not centred in the neck
+    params = draw_placement(np.random.default_rng(0), site, big, PlacementConfig(same_region_as_donor=True), "neck")
+    assert isinstance(params, PlacementParams)
+    assert params.requested_region is None and params.region != "neck"  # placed elsewhere in the femur
+
+
 def test_exact_search_finds_rare_positions():
     femur = np.zeros((30, 30, 30), bool)
     femur[10:20, 10:20, 10:20] = True  # a 10^3 box: an 8^3 lesion fits in only 27 positions

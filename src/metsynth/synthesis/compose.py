@@ -202,7 +202,7 @@ def synthesize_one(healthy: HealthyFemur, entry: Any, lesion_image: np.ndarray, 
         provenance["reason_detail"] = (f"lesion is {mm3:.1f} mm^3 after the transforms "
                                        f"(<= min_lesion_mm3 {config.min_lesion_mm3:g})")
         return SynthesisResult(False, "too_small_after_transform", provenance=provenance)
-    placement = draw_placement(rng, healthy.site, lesion, config.placement)
+    placement = draw_placement(rng, healthy.site, lesion, config.placement, getattr(entry, "region", None))
     if isinstance(placement, NoPlacement):
         provenance["placement"] = {"tries": placement.tries}
         provenance["reason_detail"] = placement.reason

@@ -69,6 +69,11 @@ class PlacementConfig(Settings):
     region_weights: dict[str, float] | None = Field(
         None, description="Probability weights of the femoral regions (head, neck, trochanter, shaft); "
         "a region left out or weighted 0 gets no lesion. None: uniform over all femur voxels (paper).")
+    same_region_as_donor: bool = Field(
+        False, description="Paste each lesion in the femoral region it was found in (head, neck, trochanter or "
+        "shaft, from the bank), so that it keeps its surroundings: a lesion of the marrow-filled shaft is not "
+        "pasted into the dense cancellous bone of the head, where it would stand out far more than any real "
+        "one. Where it does not fit there, the other regions are tried (region_weights). Not in the paper.")
     max_tries: int = Field(200, ge=1, description="Random candidate positions tried before the exact search.")
     exact_fallback: bool = Field(
         True, description="When the random tries fail, test every position exactly (slower, rare).")
@@ -241,8 +246,9 @@ class NoPlacement:
 
 
 def draw_placement(rng: np.random.Generator, site: FemurSite, lesion: TransformedLesion,
-                   config: PlacementConfig) -> PlacementParams | NoPlacement:
-    """Draw a position for ``lesion`` in ``site`` (see the module docstring)."""
+                   config: PlacementConfig, donor_region: str | None = None) -> PlacementParams | NoPlacement:
+    """Draw a position for ``lesion`` in ``site`` (see the module docstring). ``donor_region``: the
+    region the lesion came from, tried first when ``config.same_region_as_donor``."""
     mask = lesion.mask.astype(bool)
     where = np.argwhere(mask)
     m_lo, m_hi = where.min(axis=0), where.max(axis=0) + 1
@@ -256,10 +262,15 @@ def draw_placement(rng: np.random.Generator, site: FemurSite, lesion: Transforme
         pool: list[tuple[str | None, float]] = [(None, 1.0)]
     else:
         pool = [(name, w) for name, w in config.region_weights.items() if w > 0 and site.candidates(name).size]
+    first = donor_region if config.same_region_as_donor and donor_region in REGIONS else None
     tries = 0
     while pool:
-        weights = np.asarray([w for _, w in pool])
-        pick = int(rng.choice(len(pool), p=weights / weights.sum())) if len(pool) > 1 else 0
+        if first is not None:  # the donor's region, before any other
+            pool = [(first, 1.0)] + [(name, w) for name, w in pool if name != first]
+            pick, first = 0, None
+        else:
+            weights = np.asarray([w for _, w in pool])
+            pick = int(rng.choice(len(pool), p=weights / weights.sum())) if len(pool) > 1 else 0
         region = pool[pick][0]
         cand = site.candidates(region)
         if cand.size == 0:
