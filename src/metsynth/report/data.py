@@ -66,7 +66,9 @@ class RunData:
 
     @functools.cached_property
     def markers(self) -> list[dict[str, Any]]:
-        """Stage markers (``stages/*.json``), in order of finish time."""
+        """Stage markers (``stages/*.json``), in order of finish time (the pipeline's order within a second)."""
+        from ..experiment import STAGE_NAMES
+
         folder = self.layout.stages
         out = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -78,7 +80,8 @@ class RunData:
             if isinstance(data, dict):
                 data.setdefault("stage", path.stem)
                 out.append(data)
-        return sorted(out, key=lambda m: (str(m.get("finished", "")), str(m["stage"])))
+        rank = {name: i for i, name in enumerate(STAGE_NAMES)}
+        return sorted(out, key=lambda m: (str(m.get("finished", "")), rank.get(m["stage"], len(rank)), str(m["stage"])))
 
     # ------------------------------------------------------------------ cohort
     @functools.cached_property
