@@ -29,6 +29,24 @@ def cohort(tmp_path):
     return build_cohort(tmp_path / "cohort")
 
 
+def test_splits_command_writes_the_folds_once_and_refuses_other_settings(cohort, tmp_path):
+    from metsynth.evaluation.splits import load_splits
+
+    manifest, _ = cohort
+    out = tmp_path / "splits.json"
+    res = invoke("splits", manifest, "-o", out, "--folds", "2", "--seed", "3")
+    assert res.exit_code == 0, res.output
+    saved = load_splits(out)
+    assert saved.n_folds == 2 and saved.seed == 3 and "fold 0: test" in res.output
+    before = out.read_bytes()
+    assert invoke("splits", manifest, "-o", out, "--folds", "2", "--seed", "3").exit_code == 0  # reloaded
+    res = invoke("splits", manifest, "-o", out, "--folds", "3", "--seed", "3")
+    assert res.exit_code == 2 and "another setting: 2 folds (requested 3)" in res.output, res.output
+    assert out.read_bytes() == before  # never recomputed silently
+    res = invoke("splits", manifest, "-o", tmp_path / "g.json", "--group-by", "patiend")
+    assert res.exit_code == 2 and "did you mean 'patient'" in res.output and not (tmp_path / "g.json").exists()
+
+
 def test_evaluate_writes_per_case_csv_and_summary(cohort, tmp_path):
     manifest, refs = cohort
     preds = write_predictions(tmp_path / "pred", refs, empty=("M01",))

@@ -1,4 +1,4 @@
-"""``metsynth evaluate``, ``metsynth stats`` and ``metsynth variability``: thin wrappers."""
+"""``metsynth splits``, ``evaluate``, ``stats`` and ``variability``: thin wrappers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import typer
 def register(app: typer.Typer) -> None:
     from ..cli import command
 
+    command(app, name="splits")(splits)
     command(app, name="evaluate")(evaluate)
     command(app, name="stats")(stats)
     command(app, name="variability")(variability)
@@ -20,6 +21,32 @@ def _worst(value: str) -> float | str | None:
     if value.lower() in ("none", "null", "skip"):
         return None
     return value
+
+
+def splits(
+    cohort: Path = typer.Argument(..., help="Cohort manifest (raw or prepared): its metastatic cases are split."),
+    out: Path = typer.Option(..., "--out", "-o", help="splits.json to write (reloaded if it exists and matches)."),
+    folds: int = typer.Option(5, "--folds", min=2, help="Number of folds (paper: 5)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment (saved in the file)."),
+    group_by: Optional[str] = typer.Option(
+        None, "--group-by", help="Keep the cases of one 'patient' or one 'centre' in one fold."),
+) -> None:
+    """Make the cross-validation folds once (splits.json); every training and the nnU-Net export reuse them.
+
+    Folds are over the metastatic cases; test-only cases are listed apart. An existing file made
+    for other cases or settings is refused, never recomputed silently.
+    """
+    from ..config import look_up_option
+    from .splits import load_or_make_splits
+
+    if group_by is not None:
+        look_up_option(group_by, ["patient", "centre"], "--group-by value")
+    result = load_or_make_splits(out, cohort, n_folds=folds, seed=seed, group_by=group_by)
+    for fold in range(result.n_folds):
+        typer.echo(f"fold {fold}: test {', '.join(result.test(fold))}")
+    if result.test_only:
+        typer.echo(f"test-only: {', '.join(result.test_only)}")
+    typer.echo(f"splits: {out}")
 
 
 def evaluate(
