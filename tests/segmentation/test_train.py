@@ -203,6 +203,37 @@ def test_data_wait_monitor_separates_waiting_from_compute():
         summary["data_wait_share"])
 
 
+def test_curve_plotter_draws_at_most_once_per_interval_and_keeps_every_epoch(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import metsynth.segmentation.train as train_module
+    from metsynth.segmentation.train import CurvePlotter
+
+    drawn = []
+    monkeypatch.setattr(train_module, "plot_curves",
+                        lambda history, path: drawn.append([e for e, _ in history["train_loss"]]))
+    trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, val_dataloaders=None,
+                              current_epoch=0, callback_metrics={})
+
+    def run_epochs(plotter, n):
+        for epoch in range(n):
+            trainer.current_epoch = epoch
+            trainer.callback_metrics = {"train_loss_epoch": torch.tensor(1.0 / (epoch + 1))}
+            plotter.on_train_epoch_end(trainer, None)
+        return plotter
+
+    throttled = run_epochs(CurvePlotter(tmp_path / "a.png", min_interval_s=3600.0), 5)
+    assert drawn == [[0]]  # the first epoch draws; the next four fall inside the interval
+    assert [e for e, _ in throttled.history["train_loss"]] == [0, 1, 2, 3, 4]  # nothing lost for the final plot
+    drawn.clear()
+    run_epochs(CurvePlotter(tmp_path / "b.png", min_interval_s=0.0), 3)
+    assert drawn == [[0], [0, 1], [0, 1, 2]]
+    trainer.is_global_zero = False
+    drawn.clear()
+    run_epochs(CurvePlotter(tmp_path / "c.png", min_interval_s=0.0), 2)
+    assert drawn == []  # only rank zero draws
+
+
 def test_early_stopping_on_validation_dice(trained_model, tmp_path, builders):
     # a learning rate of ~0 keeps the validation Dice flat: patience 1 stops after the second epoch
     config = builders.overfit_config(max_epochs=6, patches_per_volume=2, val_every_n_epochs=1,
