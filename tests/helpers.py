@@ -43,3 +43,11 @@ def write_tiny_cohort(root: Path, n_healthy=1, n_metastatic=2, **overrides) -> P
     manifest = root / "cohort.yaml"
     manifest.write_text(yaml.safe_dump(data, sort_keys=False))
     return manifest
+
+
+def written_again(path) -> None:
+    """Move a file's modification time one second on, as if a step had written it again."""
+    import os
+
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,25 @@ def file_sha256(path: str | os.PathLike, length: int | None = None) -> str:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()[:length]
+
+
+def files_stamp(paths: Iterable[str | os.PathLike | None]) -> str | None:
+    """A short fingerprint of files as they are on disk now: each one's name, size and modification
+    time (not its folder, so a moved run keeps it). Recorded next to what was made from them, it
+    tells a rerun on the same inputs (resume, skip) from one on inputs that an earlier step wrote
+    again (redo), as ``make`` does. ``None`` paths are skipped; None when a file is missing."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return None
+        digest.update(f"{Path(path).name}:{st.st_size}:{st.st_mtime_ns}|".encode())
+    return digest.hexdigest()[:20]
 
 
 def remove_stale_temps(folder: str | os.PathLike) -> int:

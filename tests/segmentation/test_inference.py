@@ -155,9 +155,26 @@ def test_predict_cohort_writes_masks_and_table_and_skips_done_cases(trained_mode
     stamp = (out / f"{cohort.cases[0].id}.nii.gz").stat().st_mtime_ns
     predict_cohort(trained_model["run"] / "model.pt", manifest, out, progress=False)
     assert (out / f"{cohort.cases[0].id}.nii.gz").stat().st_mtime_ns == stamp  # skipped
-    with pytest.raises(ConfigError, match="another model or settings"):
+    with pytest.raises(ConfigError, match="another model, settings or input images"):
         predict_cohort(trained_model["run"] / "model.pt", manifest, out, progress=False,
                        postprocess_config=PostprocessConfig(fill_holes=False))
+
+
+def test_predictions_of_images_written_again_are_redone(trained_model, tmp_path, builders):
+    from metsynth.cohort import load_cohort
+
+    from helpers import written_again
+
+    manifest = builders.write_prepared_cohort(tmp_path / "cohort", n_metastatic=1, n_healthy=1)  # its own files
+    model = trained_model["run"] / "model.pt"
+    out = predict_cohort(model, manifest, tmp_path / "pred", progress=False)
+    case = load_cohort(manifest).cases[0]
+    stamp = (out / f"{case.id}.nii.gz").stat().st_mtime_ns
+    written_again(case.image)  # e.g. prepared again with other settings
+    with pytest.raises(ConfigError, match="input images"):
+        predict_cohort(model, manifest, out, progress=False)
+    predict_cohort(model, manifest, out, progress=False, replace_other=True)
+    assert (out / f"{case.id}.nii.gz").stat().st_mtime_ns != stamp
 
 
 def test_predict_and_train_commands(trained_model, tmp_path):

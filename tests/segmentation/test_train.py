@@ -173,6 +173,41 @@ def test_folder_of_another_training_is_refused(trained_model, tmp_path, builders
         train_segmentation(ts, tmp_path / "junk", other, progress=False)
 
 
+def test_a_training_on_rewritten_files_or_initial_weights_is_another_training(trained_model, tmp_path, builders):
+    import os
+    import shutil
+
+    from metsynth.segmentation.train import other_training
+
+    # copies: the session's trained model and its case stay untouched
+    one = trained_model["training_set"].train[0]
+    (tmp_path / "data").mkdir()
+    image, label = shutil.copy(one.image, tmp_path / "data" / "image.nii.gz"), \
+        shutil.copy(one.label, tmp_path / "data" / "label.nii.gz")
+    ts = dataclasses.replace(trained_model["training_set"],
+                             train=[dataclasses.replace(one, image=str(image), label=str(label))], val=[])
+    init = shutil.copy(trained_model["run"] / "model.pt", tmp_path / "init.pt")
+    config = builders.overfit_config(max_epochs=1, val_cases=0, patches_per_epoch=2, batch_size=2,
+                                     finetune={"max_epochs": 1})
+    run = tmp_path / "ft"
+    train_segmentation(ts, run, config, init=init, progress=False)
+    assert other_training(run, config, ts, init) is None  # the same training: a rerun skips it
+
+    st = os.stat(label)
+    os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an earlier stage wrote the mask again
+    assert "rewritten" in other_training(run, config, ts, init)
+    with pytest.raises(ConfigError, match="files of its training set were rewritten"):
+        train_segmentation(ts, run, config, init=init, progress=False)
+    os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert other_training(run, config, ts, init) is None
+
+    with open(init, "ab") as handle:  # the model it was fine-tuned from was trained again
+        handle.write(b"\0")
+    assert "initial weights" in other_training(run, config, ts, init)
+    retrained = train_segmentation(ts, run, config, init=init, force=True, progress=False)
+    assert retrained.finetune and other_training(run, config, ts, init) is None
+
+
 def test_learning_rate_decays_exponentially_per_epoch(trained_model, tmp_path, builders):
     config = builders.overfit_config(max_epochs=3, patches_per_volume=2, optim={"lr": 0.1, "lr_decay_real": 0.5})
     train_segmentation(trained_model["training_set"], tmp_path / "run", config, progress=False)

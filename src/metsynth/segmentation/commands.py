@@ -78,7 +78,7 @@ def predict(
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, auto."),
     workers: int = typer.Option(1, "--workers", min=1, help="Volumes segmented in parallel (processes)."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to spread volumes over a cluster."),
-    force: bool = typer.Option(False, "--force", help="Redo predictions in a folder made with another model or settings."),
+    force: bool = typer.Option(False, "--force", help="Redo predictions in a folder made with another model, settings or input images."),
 ) -> None:
     """Segment lesions with sliding-window inference and post-processing; masks keep the input's grid."""
     from ..cli import quiet

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, read_json, write_json
+from ..fileio import atomic_path, files_stamp, read_json, write_json
 from ..volume import Volume
 from .presets import SOURCES, AugmentConfig, SegmentationConfig
 
@@ -93,6 +93,11 @@ class TrainingSet:
 
     def save(self, path: str | os.PathLike) -> Path:
         return write_json(path, self.to_dict())
+
+    def files_stamp(self) -> str | None:
+        """:func:`metsynth.fileio.files_stamp` of the set's images and labels (changes when a stage
+        writes one of them again; None when one is missing)."""
+        return files_stamp(p for item in self.train + self.val for p in (item.image, item.label))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainingSet":

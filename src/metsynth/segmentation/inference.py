@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..devices import resolve_device
-from ..fileio import file_sha256, read_json, write_json
+from ..fileio import file_sha256, files_stamp, read_json, write_json
 from ..volume import Volume, as_mask, check_finite
 from .datasets import AIR
 from .postprocess import PostprocessConfig, postprocess
@@ -303,9 +303,10 @@ def predict_cohort(
     cohort are standardized already; raw manifests and files are taken as HU (override with
     ``standardized``). ``grid="source"`` writes prepared cases' masks on their original scan's
     grid. Writes ``<out>/<case>.nii.gz``, ``predictions.csv`` and ``predict.json``; finished
-    cases are skipped on a rerun with the same model and settings. A folder holding predictions of
-    another model or settings is refused, unless ``force`` (redo every case) or ``replace_other``
-    (redo them only in that case; for callers that own the folder, like the experiment runner).
+    cases are skipped on a rerun with the same model, settings and input files. A folder holding
+    predictions of another model, settings or input images is refused, unless ``force`` (redo every
+    case) or ``replace_other`` (redo them only in that case; for callers that own the folder, like
+    the experiment runner).
     """
     import pandas as pd
 
@@ -351,13 +352,15 @@ def predict_cohort(
         raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
 
     settings = {"model": str(model_path), "model_sha256": file_sha256(model_path, 16), "grid": grid,
-                "postprocess": post.model_dump(), "inference": inf.model_dump()}
+                "postprocess": post.model_dump(), "inference": inf.model_dump(),
+                # the images as they are now: scans written again since are predicted again
+                "inputs": files_stamp(p for _, img, fem, *_ in items for p in (img, fem))}
     marker = out / "predict.json"
     if marker.exists() and not force and read_json(marker) != settings:
         if not replace_other:
-            raise ConfigError(f"{out}: holds predictions of another model or settings; choose another --out "
+            raise ConfigError(f"{out}: holds predictions of another model, settings or input images; choose another --out "
                               "folder or pass --force to redo them")
-        log.info("%s: predictions of another model or settings; predicting again", out)
+        log.info("%s: predictions of another model, settings or input images; predicting again", out)
         force = True
     out.mkdir(parents=True, exist_ok=True)
     if force:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, read_json, write_json
+from ..fileio import atomic_path, file_sha256, read_json, write_json
 from .datasets import AIR, TrainingSet
 from .presets import SegmentationConfig, segmentation_config
 
@@ -587,7 +587,9 @@ def _quiet() -> bool:
 def other_training(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
                    init: str | os.PathLike | None = None) -> str | None:
     """Why ``out`` holds a training other than this one (settings, initial weights or training
-    set; changes in ``_RESUMABLE_CHANGES`` do not count), or None when it holds this one or none."""
+    set; changes in ``_RESUMABLE_CHANGES`` do not count), or None when it holds this one or none.
+    Same names are not enough: training files or initial weights rewritten since (an earlier stage
+    of a study that ran again with other settings) make it another training too."""
     out = Path(out)
     config_file = out / "config.yaml"
     if not config_file.exists():
@@ -600,7 +602,8 @@ def other_training(out: str | os.PathLike, config: SegmentationConfig, training_
     if a != b:
         return "it holds a training with other settings (" + ", ".join(k for k in a if a[k] != b.get(k)) + ")"
     init_file = out / "init.json"
-    previous_init = read_json(init_file).get("init") if init_file.exists() else None
+    inputs = read_json(init_file) if init_file.exists() else {}
+    previous_init = inputs.get("init")
     if previous_init != (str(init) if init else None):
         return f"it holds a training started from {previous_init or 'random weights'}, not {init or 'random weights'}"
     set_file = out / "training_set.json"
@@ -609,6 +612,11 @@ def other_training(out: str | os.PathLike, config: SegmentationConfig, training_
         if [v.key for v in old.train] != [v.key for v in training_set.train] or old.sources != training_set.sources:
             return (f"it holds a training on another training set (sources {','.join(old.sources)}, "
                     f"{len(old.train)} volumes)")
+    if inputs.get("files") is not None and inputs["files"] != training_set.files_stamp():
+        return "the files of its training set were rewritten since it was trained"
+    if inputs.get("init_sha256") is not None and init and Path(init).is_file() \
+            and inputs["init_sha256"] != file_sha256(init, 16):
+        return f"its initial weights {init} were rewritten since it was trained"
     return None
 
 
@@ -631,7 +639,10 @@ def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: Training
     out.mkdir(parents=True, exist_ok=True)
     config.to_yaml(out / "config.yaml")
     training_set.save(out / "training_set.json")
-    write_json(out / "init.json", {"init": str(init) if init else None})
+    # what the training starts from, to tell a rerun of the same training from one on rewritten inputs
+    write_json(out / "init.json", {"init": str(init) if init else None,
+                                   "init_sha256": file_sha256(init, 16) if init else None,
+                                   "files": training_set.files_stamp()})
 
 
 __all__ = [
