@@ -117,7 +117,9 @@ def test_tiny_study_killed_and_resumed_gives_the_same_metrics(tmp_path):
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0 and out.count("skipped") == len(list(layout.stages.glob("*.json"))), out
 
-    # an edited setting reruns its stage and what follows; outputs of the old settings are replaced
+    # an edited setting reruns its stage and what follows; outputs of the old settings are replaced,
+    # also those of later stages whose own settings did not change (they were made from the old files)
+    ddpm_before = (layout.diffusion / "model.pt").read_bytes()
     edited = experiment_preset("tiny").model_dump(mode="json")
     edited["segmentation"]["overrides"]["optim"] = {"lr": 0.02}
     edited["prepare"]["crop_margin_mm"] = 6.0
@@ -128,3 +130,21 @@ def test_tiny_study_killed_and_resumed_gives_the_same_metrics(tmp_path):
     assert "prepare      done" in out and "train        done" in out and "predict      done" in out, out
     assert yaml.safe_load((layout.model_dir("real", 0) / "config.yaml").read_text())["optim"]["lr"] == 0.02
     assert yaml.safe_load((layout.prepared / "prepare.yaml").read_text())["crop_margin_mm"] == 6.0
+    assert (layout.diffusion / "model.pt").read_bytes() != ddpm_before, "the DDPM learns the new crops"
+
+    # an edited synthesis setting: the models trained on (or fine-tuned from ones trained on) the
+    # rewritten synthetic volumes are trained again, the real-only model is kept
+    def model_times():
+        return {m: (layout.model_dir(m, 0) / "model.pt").stat().st_mtime_ns
+                for m in ("real", "synthetic", "synthetic_ft", "harmonized", "harmonized_ft")}
+
+    before = model_times()
+    edited["synthesis"]["transform"]["noise_std"] = [0.5, 0.6]
+    ExperimentConfig.from_dict(edited).to_yaml(config)
+    rerun = run_cli(config, run_dir)
+    out, _ = rerun.communicate(timeout=900)
+    assert rerun.returncode == 0, out
+    assert "prepare      skipped" in out and "synthesize   done" in out and "train        done" in out, out
+    after = model_times()
+    assert after["real"] == before["real"], "the real-only model did not need training again"
+    assert all(after[m] != before[m] for m in ("synthetic", "synthetic_ft", "harmonized", "harmonized_ft")), out

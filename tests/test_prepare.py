@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from helpers import make_volume, write_tiny_cohort
+from helpers import make_volume, write_tiny_cohort, written_again
 from metsynth.cli import app
 from metsynth.cohort import load_cohort
 from metsynth.errors import ConfigError, InputError
@@ -124,6 +124,19 @@ def test_prepare_resumes_and_refuses_other_settings(tmp_path):
         prepare_cohort(load_cohort(manifest), out, PrepareConfig(spacing=1.0), progress=False)
     prepare_cohort(load_cohort(manifest), out, PrepareConfig(spacing=1.0), force=True, progress=False)
     assert Volume.read(out / "images" / "H00.nii.gz").spacing == (1.0, 1.0, 1.0)
+
+
+def test_a_case_whose_scan_was_written_again_is_prepared_again(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=1)
+    out = tmp_path / "prepared"
+    prepare_cohort(load_cohort(manifest), out, PrepareConfig(), progress=False)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.nii.gz")}
+    raw = load_cohort(manifest)
+    written_again(raw.cases[0].image)
+    prepare_cohort(load_cohort(manifest), out, PrepareConfig(), progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.nii.gz")}
+    redone = {name for name in stamps if after[name] != stamps[name]}
+    assert redone == {f"{raw.cases[0].id}.nii.gz"}
 
 
 def test_bad_input_writes_nothing(tmp_path):

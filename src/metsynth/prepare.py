@@ -287,14 +287,20 @@ def _prepare_and_write(case: Case, out_dir: Path, config: PrepareConfig, femur_c
     for ann in case.lesion_masks:
         paths[annotation_key(ann)] = out_dir / "lesions" / f"{case.id}__{ann.annotator}_r{ann.round}.nii.gz"
     source_file = out_dir / "sources" / f"{case.id}.json"
-    from .fileio import read_json, write_json
+    from .fileio import files_stamp, read_json, write_json
 
-    if not (all(p.exists() for p in paths.values()) and source_file.exists()):
+    # the case's input files as they are now: a case whose scan or masks were written again is redone
+    inputs = files_stamp([case.image, case.femur_mask, *(ann.path for ann in case.lesion_masks)])
+    done = all(p.exists() for p in paths.values()) and source_file.exists()
+    if done and read_json(source_file).get("input_files", inputs) != inputs:
+        log.info("case %s: its input files were written again since it was prepared; preparing it again", case.id)
+        done = False
+    if not done:
         try:
             volumes = prepare_case(case, config, femur_config)
         except InputError as err:
             raise InputError(f"case {case.id}: {err}") from None
-        source = volumes.pop("_source")
+        source = {**volumes.pop("_source"), "input_files": inputs}
         for key, vol in volumes.items():
             vol.write(paths[key])  # type: ignore[union-attr]
         write_json(source_file, source)  # written last: marks the case complete

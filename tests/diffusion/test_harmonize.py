@@ -240,6 +240,20 @@ def test_rerun_resumes_and_reproduces_bytes(tmp_path, builders, trained):
     assert side["harmonization"]["timesteps"] == [10, 0]
 
 
+def test_volumes_synthesized_again_are_harmonized_again(tmp_path, builders, trained):
+    from helpers import written_again
+
+    src = builders.write_synthetic_set(tmp_path / "syn")
+    out = tmp_path / "harm"
+    harmonize_set(src, out, trained.export, progress=False)
+    written_again(src / "images" / "syn001.nii.gz")  # the synthesis wrote this volume again
+    summary = harmonize_set(src, out, trained.export, progress=False)
+    assert (summary.done_before, summary.done_now) == (1, 1)
+    side = json.loads((out / "sidecars" / "syn001.json").read_text())
+    assert side["harmonization"]["source_stamp"] == H.files_stamp([src / "images" / "syn001.nii.gz",
+                                                                  src / "labels" / "syn001.nii.gz"])
+
+
 def trained_harmonize(trained):
     import yaml
 

@@ -84,3 +84,22 @@ def test_bad_precision_and_foreign_folders_are_refused(tmp_path, prepared_cohort
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a metsynth DDPM training"):
         train_diffusion(prepared_cohort, foreign, tiny_config, progress=False)
+
+
+def test_healthy_cases_written_again_make_another_training(tmp_path, builders, tiny_config):
+    from metsynth.cohort import load_cohort
+
+    from helpers import written_again
+
+    cohort = builders.write_prepared_cohort(tmp_path / "cohort", n_healthy=1)  # its own copy
+    config = tiny_config.merged(train={"max_steps": 2})
+    first = train_diffusion(cohort, tmp_path / "run", config, accelerator="cpu", devices=1, progress=False)
+    again = train_diffusion(cohort, tmp_path / "run", config, accelerator="cpu", devices=1, progress=False)
+    assert again.steps == first.steps  # the same training: resumed at its end, nothing to do
+    written_again(load_cohort(cohort).cases[0].image)
+    with pytest.raises(ConfigError, match="healthy cases' files were written again"):
+        train_diffusion(cohort, tmp_path / "run", config, accelerator="cpu", devices=1, progress=False)
+    stamp = (tmp_path / "run" / "model.pt").stat().st_mtime_ns
+    redone = train_diffusion(cohort, tmp_path / "run", config, accelerator="cpu", devices=1, progress=False,
+                             force=True)
+    assert redone.steps == 2 and (tmp_path / "run" / "model.pt").stat().st_mtime_ns != stamp

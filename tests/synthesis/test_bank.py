@@ -12,6 +12,8 @@ from metsynth.errors import ConfigError, InputError
 from metsynth.synthesis.bank import BankConfig, extract_bank, load_bank
 from metsynth.volume import Volume
 
+from helpers import written_again
+
 
 def test_entries_and_skipped(toy_bank, toy_cohort):
     bank = load_bank(toy_bank)
@@ -59,6 +61,21 @@ def test_another_configuration_is_refused_unless_forced(toy_cohort, tmp_path):
         extract_bank(toy_cohort, tmp_path / "b", BankConfig(margin_mm=8), progress=False)
     bank = extract_bank(toy_cohort, tmp_path / "b", BankConfig(margin_mm=8), force=True, progress=False)
     assert bank.info["config"]["margin_mm"] == 8
+
+
+def test_a_bank_of_donor_files_written_again_is_another_bank(tmp_path):
+    from metsynth.cohort import load_cohort
+    from synthesis.synth_toy import write_toy_cohort
+
+    cohort = write_toy_cohort(tmp_path / "cohort")  # its own copy: the files are touched below
+    extract_bank(cohort, tmp_path / "b", progress=False)
+    donor = load_cohort(cohort).by_role("metastatic")[0]
+    written_again(donor.lesion_masks[0].path)  # e.g. the preparation ran again with other settings
+    with pytest.raises(ConfigError, match="another cohort or with other settings"):
+        extract_bank(cohort, tmp_path / "b", progress=False)
+    before = load_bank(tmp_path / "b").digest
+    after = extract_bank(cohort, tmp_path / "b", force=True, progress=False).digest
+    assert after != before  # so that a synthesis made from the old bank is redone too
 
 
 def test_not_a_bank(tmp_path):

@@ -176,6 +176,25 @@ def test_another_configuration_is_refused_unless_forced(reference, toy_cohort, t
         run_synthesis(toy_cohort, toy_bank, foreign, SynthesisConfig(repeats=1), progress=False)
 
 
+def test_healthy_femurs_written_again_make_another_run(tmp_path):
+    from metsynth.cohort import load_cohort
+    from metsynth.synthesis.bank import extract_bank
+    from synthesis.synth_toy import write_toy_cohort
+
+    from helpers import written_again
+
+    cohort = write_toy_cohort(tmp_path / "cohort")  # its own copy: the files are touched below
+    bank = extract_bank(cohort, tmp_path / "bank", progress=False)
+    config = SynthesisConfig(repeats=1)
+    run_synthesis(cohort, bank, tmp_path / "run", config, progress=False)
+    assert run_synthesis(cohort, bank, tmp_path / "run", config, progress=False).done_now == 0
+    written_again(load_cohort(cohort).by_role("healthy")[0].femur_mask)
+    with pytest.raises(ConfigError, match="healthy_files"):
+        run_synthesis(cohort, bank, tmp_path / "run", config, progress=False)
+    summary = run_synthesis(cohort, bank, tmp_path / "run", config, progress=False, force=True)
+    assert summary.done_before == 0 and summary.done_now == summary.attempts
+
+
 def test_failed_task_is_reported_and_the_rest_is_kept(reference, toy_cohort, toy_bank, tmp_path):
     bank = tmp_path / "bank"
     shutil.copytree(toy_bank, bank)

@@ -25,7 +25,7 @@ Input: a synthetic set folder (``images/``, ``labels/``, optional ``sidecars/`` 
 each sidecar is the synthesis sidecar plus ``harmonization`` (source files, checkpoint sha256,
 start timestep, DDIM steps, timesteps, seed, boxes) and ``consistency``
 (:mod:`~metsynth.diffusion.consistency`). Files are written atomically, the sidecar last; a rerun
-skips finished volumes.
+skips finished volumes, unless their synthetic files were written again since (``source_stamp``).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from scipy import ndimage
 
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, file_sha256, read_json, remove_stale_temps, sidecar_finished, write_json, write_text
+from ..fileio import atomic_path, file_sha256, files_stamp, read_json, remove_stale_temps, sidecar_finished, write_json, write_text
 from ..volume import Volume, check_finite
 from .consistency import check_consistency
 from .presets import DiffusionConfig, HarmonizeConfig, check_harmonize
@@ -526,6 +526,7 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
             "source_image": str(Path(item.image).resolve()),
             "source_label": str(Path(item.label).resolve()) if item.label else None,
             "source_sidecar": str(Path(item.sidecar).resolve()) if item.sidecar else None,
+            "source_stamp": files_stamp([item.image, item.label]),
             "checkpoint": str(Path(task.checkpoint).resolve()),
             "checkpoint_sha256": denoiser.sha256,
             "weights": denoiser.weights,
@@ -552,6 +553,15 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the run
+def _harmonized(out: Path, item: SyntheticItem) -> bool:
+    """Whether ``item`` is harmonized in ``out`` from its synthetic files as they are now (a volume
+    that the synthesis wrote again since, e.g. after a change of its settings, is redone)."""
+    if not sidecar_finished(out, item.volume_id):
+        return False
+    recorded = (read_json(out / "sidecars" / f"{item.volume_id}.json").get("harmonization") or {}).get("source_stamp")
+    return recorded is None or recorded == files_stamp([item.image, item.label])
+
+
 @dataclass
 class HarmonizeSummary:
     out_dir: Path
@@ -666,7 +676,7 @@ def harmonize_set(
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, got {limit}")
         kept = kept[:limit]
-    todo = [i for i in kept if not sidecar_finished(out, i.volume_id)]
+    todo = [i for i in kept if not _harmonized(out, i)]
     done_before = len(kept) - len(todo)
     local_workers = workers if scheduler is None else 1
     if threads is not None and threads < 1:

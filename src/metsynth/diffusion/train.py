@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
-from ..cohort import Cohort
+from ..cohort import Cohort, load_cohort
 from ..errors import ConfigError
-from ..fileio import atomic_path, temp_path_for, write_text
+from ..fileio import atomic_path, files_stamp, read_json, temp_path_for, write_json, write_text
 from .data import EpochSampler, PatchDataset, ResumableLoader, load_training_cases
 from .presets import DiffusionConfig, diffusion_config
 
@@ -249,7 +249,11 @@ def train_diffusion(
     config = config or diffusion_config()
     out_dir = Path(out_dir)
     precision = _precision(precision)
-    _claim_run_dir(out_dir, config, force)
+    if not isinstance(cohort, Cohort):
+        cohort = load_cohort(cohort)
+    # the healthy cases' files as they are now: a preparation that wrote them again makes this another training
+    healthy_files = files_stamp(p for case in cohort.by_role("healthy") for p in (case.image, case.femur_mask))
+    _claim_run_dir(out_dir, config, healthy_files, force)
     checkpoint_dir = out_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
     if not resume and last.exists():
@@ -308,14 +312,18 @@ def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path,
     return path, yaml_path
 
 
-def _claim_run_dir(out_dir: Path, config: DiffusionConfig, force: bool) -> None:
+def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | None, force: bool) -> None:
     settings = out_dir / "diffusion.yaml"
+    inputs = out_dir / "inputs.json"
     if settings.exists():
         previous = DiffusionConfig.from_yaml(settings)
         diff = _training_diff(previous, config)
+        recorded = read_json(inputs).get("healthy_files") if inputs.exists() else None
+        if recorded is not None and recorded != healthy_files:
+            diff = ", ".join(filter(None, [diff, "the healthy cases' files were written again since"]))
         if diff and not force:
             raise ConfigError(
-                f"{out_dir}: holds a DDPM training with other settings ({diff}); choose another --out "
+                f"{out_dir}: holds another DDPM training ({diff}); choose another --out "
                 "folder, or pass --force to start over there with the new settings")
         if diff and force:
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
@@ -326,6 +334,7 @@ def _claim_run_dir(out_dir: Path, config: DiffusionConfig, force: bool) -> None:
                           "or new --out folder (or --force)")
     out_dir.mkdir(parents=True, exist_ok=True)
     config.to_yaml(settings)
+    write_json(inputs, {"healthy_files": healthy_files})
 
 
 def _training_diff(a: DiffusionConfig, b: DiffusionConfig) -> str:

@@ -34,7 +34,7 @@ from pydantic import Field
 from .. import __version__
 from ..config import Settings
 from ..errors import ConfigError, InputError
-from ..fileio import read_json, remove_stale_temps, write_json
+from ..fileio import files_stamp, read_json, remove_stale_temps, write_json
 from ..volume import Volume
 
 log = logging.getLogger(__name__)
@@ -160,12 +160,16 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
     if manifest_path.is_dir():
         manifest_path = manifest_path / "cohort.yaml"
     out = Path(out_dir)
+    # the metastatic cases' files as they are now: a preparation that wrote them again changes the stamp
+    donor_files = files_stamp(p for case in cohort.by_role("metastatic")
+                              for p in (case.image, case.femur_mask, *(a.path for a in case.lesion_masks)))
     settings = {"config": config.model_dump(mode="json"),
-                "cohort_digest": hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16]}
+                "cohort_digest": hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16],
+                "donor_files": donor_files}
     previous = out / BANK_FILE
     if previous.is_file():
         old = read_json(previous)
-        old_settings = {"config": old.get("config"), "cohort_digest": old.get("cohort_digest")}
+        old_settings = {key: old.get(key) for key in settings}
         if old_settings != settings:
             if not force:
                 raise ConfigError(

@@ -19,8 +19,8 @@ Resume and safety: files are written atomically (image, label, then the sidecar 
 sidecar means the attempt is finished; a rerun skips finished attempts (kept and dropped) and
 does the rest; ``index.csv`` is rebuilt from the sidecars in a fixed order at the end, so an
 interrupted-then-resumed run ends byte-identical to an uninterrupted one. A folder holding a run
-of another configuration (settings, cohort manifest or bank) is refused unless ``force``, which
-removes that run's outputs first.
+of another configuration (settings, cohort manifest, healthy femurs' files or bank) is refused
+unless ``force``, which removes that run's outputs first.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ import yaml
 from .. import __version__
 from ..config import differences
 from ..errors import ConfigError, InputError
-from ..fileio import read_json, remove_stale_temps, sidecar_finished, write_json, write_text
+from ..fileio import files_stamp, read_json, remove_stale_temps, sidecar_finished, write_json, write_text
 from ..parallel import TaskFailure, map_tasks
 from .bank import BankEntry, LesionBank, load_bank
 from .compose import HealthyFemur, SynthesisConfig, SynthesisResult, synthesize_one
@@ -221,18 +221,20 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig) -> dict[str, Any]:
+def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig, healthy) -> dict[str, Any]:
     return {
         "metsynth_version": __version__,
         "cohort": str(manifest.resolve()),
         "cohort_digest": _digest(manifest),
+        # the healthy femurs' files as they are now: a preparation that wrote them again changes it
+        "healthy_files": files_stamp(p for case in healthy for p in (case.image, case.femur_mask)),
         "bank": str(bank.root),
         "bank_digest": bank.digest,
         "synthesis": config.model_dump(mode="json"),
     }
 
 
-IDENTITY_KEYS = ("cohort_digest", "bank_digest", "synthesis")
+IDENTITY_KEYS = ("cohort_digest", "healthy_files", "bank_digest", "synthesis")
 
 
 def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool) -> None:
@@ -302,7 +304,7 @@ def run_synthesis(
         raise InputError(f"{manifest}: healthy case(s) {', '.join(missing)} have no femur_mask; run "
                          "`metsynth prepare` on the cohort (it segments the femurs) and use the prepared manifest")
     out = Path(out_dir)
-    _prepare_run_dir(out, _resolved(manifest, bank, config), force)
+    _prepare_run_dir(out, _resolved(manifest, bank, config, healthy), force)
 
     expected: list[str] = []
     tasks: list[SynthesisTask] = []
