@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,10 @@ class TrainerSpec(Settings):
 class ParallelSpec(Settings):
     workers: int = Field(1, ge=1, description="Local processes for the batch stages.")
     scheduler: str | None = Field(None, description="Dask scheduler address (tcp://host:port) for the batch stages.")
+    trainings: int = Field(1, ge=1, description=(
+        "Segmentation trainings at once on a CPU-only machine: the folds train in that many local processes, "
+        "each with cores / trainings torch threads (small CPU trainings use one core poorly with two threads). "
+        "A model's numbers depend on its threads; with a GPU, trainings run one at a time."))
 
 
 class ExperimentConfig(Settings):
@@ -181,7 +186,8 @@ def _demo() -> dict[str, Any]:
             "network": {"channels": [8, 16, 32]}, "patch_size": [32, 32, 32], "patches_per_epoch": 40,
             "max_epochs": 60, "finetune": {"max_epochs": 15}, "val_cases": 0, "num_workers": 0}},
         "size_study": [40],
-        "parallel": {"workers": 2},
+        # the two folds train at once, one core each: 1.6x the throughput of one training on two threads
+        "parallel": {"workers": 2, "trainings": 2},
         "preview": 4,
     }
 
@@ -196,6 +202,7 @@ def _tiny() -> dict[str, Any]:
         "splits": {"n_folds": 2},
         "segmentation": {"preset": "tiny", "overrides": {"max_epochs": 2, "val_cases": 1, "num_workers": 0}},
         "size_study": [4],
+        "parallel": {"trainings": 2},  # the tests kill and resume folds that train at once
         "preview": 2,
     }
 
@@ -436,11 +443,75 @@ def _folds(ctx: RunContext) -> int:
 
 def _stage_train(ctx: RunContext) -> None:
     cfg: ExperimentConfig = ctx.config
-    for model in cfg.models:
-        sources, base = MODEL_RECIPES[model]
-        for fold in range(_folds(ctx)):
-            log.info("training %s, fold %d", model, fold)
-            _train_one(ctx, model, fold, sources, base)
+    # per fold, in the config's order (a fine-tuned model after the one it starts from)
+    _train_folds(ctx, {fold: [(model, *MODEL_RECIPES[model], None) for model in cfg.models]
+                       for fold in range(_folds(ctx))})
+
+
+@dataclass(frozen=True)
+class FoldTrainings:
+    """The trainings of one fold, in order: ``(model, sources, init model, limit)`` (a picklable task)."""
+
+    run_dir: str
+    config: dict[str, Any]
+    fold: int
+    jobs: tuple[tuple[str, str, str | None, int | None], ...]
+    threads: int = 0  # torch threads in a worker process (0: leave as is)
+    force: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"fold {self.fold}"
+
+
+def run_fold_trainings(task: FoldTrainings) -> list[str]:
+    """A worker process's task: train ``task.jobs`` one after the other; the model folders."""
+    if task.threads:
+        import torch
+
+        torch.set_num_threads(task.threads)
+    ctx = RunContext(Path(task.run_dir), ExperimentConfig.from_dict(task.config), progress=False, force=task.force)
+    return _train_jobs(ctx, task.fold, task.jobs)
+
+
+def _train_jobs(ctx: RunContext, fold: int, jobs) -> list[str]:
+    out = []
+    for model, sources, base, limit in jobs:
+        log.info("training %s, fold %d", model, fold)
+        if limit is None:
+            out.append(str(_train_one(ctx, model, fold, sources, base)))
+        else:
+            out.append(str(_train_size_model(ctx, limit, fold)))
+    return out
+
+
+def training_processes(config: ExperimentConfig, n_folds: int) -> int:
+    """How many folds train at once: ``parallel.trainings`` on a local CPU-only run, else 1."""
+    if config.parallel.trainings <= 1 or n_folds <= 1 or config.parallel.scheduler:
+        return 1
+    from .devices import resolve_device
+
+    if config.trainer.accelerator not in ("cpu", "auto") or str(resolve_device(config.trainer.accelerator)) != "cpu":
+        return 1
+    return min(config.parallel.trainings, n_folds)
+
+
+def _train_folds(ctx: RunContext, jobs: dict[int, list[tuple[str, str, str | None, int | None]]]) -> None:
+    cfg: ExperimentConfig = ctx.config
+    processes = training_processes(cfg, len(jobs))
+    if processes == 1:
+        for fold, fold_jobs in jobs.items():
+            _train_jobs(ctx, fold, fold_jobs)
+        return
+    from .parallel import map_tasks
+
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    config = cfg.model_dump(mode="json")
+    tasks = [FoldTrainings(str(ctx.run_dir), config, fold, tuple(fold_jobs), threads, ctx.force)
+             for fold, fold_jobs in jobs.items()]
+    log.info("training %d folds at once, %d torch thread(s) each", processes, threads)
+    for _ in map_tasks(run_fold_trainings, tasks, workers=processes, progress=ctx.progress, desc="folds trained"):
+        pass
 
 
 def size_study_sizes(ctx: RunContext) -> list[int]:
@@ -461,21 +532,19 @@ def size_study_sizes(ctx: RunContext) -> list[int]:
 def _stage_size_study(ctx: RunContext) -> None:
     if "synthetic" not in ctx.config.models:
         return
-    for n in size_study_sizes(ctx):
-        for fold in range(_folds(ctx)):
-            log.info("training size study N=%d, fold %d", n, fold)
-            # the leakage filter may leave fewer than N volumes in a fold: train on what remains
-            _train_size_model(ctx, n, fold)
+    _train_folds(ctx, {fold: [(size_model(n), "synthetic", None, n) for n in size_study_sizes(ctx)]
+                       for fold in range(_folds(ctx))})
 
 
-def _train_size_model(ctx: RunContext, n: int, fold: int) -> None:
+def _train_size_model(ctx: RunContext, n: int, fold: int) -> Path:
     try:
-        _train_one(ctx, size_model(n), fold, "synthetic", None, limit=n)
+        return _train_one(ctx, size_model(n), fold, "synthetic", None, limit=n)
     except ConfigError as err:
         if "fewer than" not in str(err) and "only" not in str(err):
             raise
+        # the leakage filter may leave fewer than N volumes in a fold: train on what remains
         log.warning("size study N=%d, fold %d: %s; training on every allowed volume", n, fold, err)
-        _train_one(ctx, size_model(n), fold, "synthetic", None, limit=None)
+        return _train_one(ctx, size_model(n), fold, "synthetic", None, limit=None)
 
 
 def trained_models(ctx: RunContext) -> list[str]:
