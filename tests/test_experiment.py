@@ -66,6 +66,23 @@ def test_config_errors_are_clear(tmp_path):
     assert load_experiment_config(path).cohort.manifest == (tmp_path / "data" / "cohort.yaml").resolve()
 
 
+def test_folds_train_at_once_only_on_a_local_cpu_run():
+    from metsynth.experiment import training_processes
+
+    base = experiment_preset("tiny").model_dump(mode="json")
+
+    def processes(n_folds=2, **changes):
+        data = {**base, **{k: {**base[k], **v} for k, v in changes.items()}}
+        return training_processes(ExperimentConfig.from_dict(data), n_folds)
+
+    assert processes(trainer={"accelerator": "cpu"}) == 2
+    assert processes(trainer={"accelerator": "cpu"}, parallel={"trainings": 8}) == 2  # no more than the folds
+    assert processes(trainer={"accelerator": "cpu"}, parallel={"trainings": 1}) == 1
+    assert processes(n_folds=1, trainer={"accelerator": "cpu"}) == 1
+    assert processes(trainer={"accelerator": "gpu"}) == 1  # GPUs: one training at a time, Lightning spreads it
+    assert processes(trainer={"accelerator": "cpu"}, parallel={"scheduler": "tcp://127.0.0.1:8786"}) == 1
+
+
 def final_metrics(run_dir: Path) -> pd.DataFrame:
     layout = RunLayout(run_dir)
     frames = [pd.read_csv(layout.evaluation(m) / "metrics.csv").assign(model=m) for m in layout.evaluated_models()]

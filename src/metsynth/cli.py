@@ -68,12 +68,17 @@ def main(
     """metsynth: synthetic femoral metastasis CT, diffusion harmonization, 3D U-Net segmentation."""
     _state["quiet"] = quiet_
     level = logging.DEBUG if verbose else (logging.WARNING if quiet_ else logging.INFO)
+    configure_logging(level)
+
+
+def configure_logging(level: int) -> None:
+    """metsynth's messages at ``level`` on stderr (also in worker processes, which start bare)."""
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     # Lightning logs through its own handlers (and advertises services at INFO): keep its
     # messages once, at WARNING unless --verbose.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logger = logging.getLogger(name)
-        logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+        logger.setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
         logger.propagate = False
 
 

@@ -458,6 +458,7 @@ class FoldTrainings:
     jobs: tuple[tuple[str, str, str | None, int | None], ...]
     threads: int = 0  # torch threads in a worker process (0: leave as is)
     force: bool = False
+    log_level: int = logging.INFO  # the parent's, for the worker's messages
 
     @property
     def key(self) -> str:
@@ -466,6 +467,9 @@ class FoldTrainings:
 
 def run_fold_trainings(task: FoldTrainings) -> list[str]:
     """A worker process's task: train ``task.jobs`` one after the other; the model folders."""
+    from .cli import configure_logging
+
+    configure_logging(task.log_level)
     if task.threads:
         import torch
 
@@ -507,7 +511,8 @@ def _train_folds(ctx: RunContext, jobs: dict[int, list[tuple[str, str, str | Non
 
     threads = max(1, (os.cpu_count() or 1) // processes)
     config = cfg.model_dump(mode="json")
-    tasks = [FoldTrainings(str(ctx.run_dir), config, fold, tuple(fold_jobs), threads, ctx.force)
+    level = logging.getLogger("metsynth").getEffectiveLevel()
+    tasks = [FoldTrainings(str(ctx.run_dir), config, fold, tuple(fold_jobs), threads, ctx.force, level)
              for fold, fold_jobs in jobs.items()]
     log.info("training %d folds at once, %d torch thread(s) each", processes, threads)
     for _ in map_tasks(run_fold_trainings, tasks, workers=processes, progress=ctx.progress, desc="folds trained"):
