@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "synthesis": ["--repeats", "4"],
     "femur_seg": ["--phantom", "2"],
     "segmentation": ["--steps", "20", "--workers", "0", "2"],
+    "parallel_trainings": ["--steps", "100"],
     "diffusion": ["--steps", "30", "--volumes", "1"],
 }
 

@@ -1,0 +1,71 @@
+"""The demo's result over several phantom seeds: per-seed mean Dice and the pooled paired tests.
+
+Usage (each run made by ``metsynth demo --seed N --out DIR``; README, "What the demo shows")::
+
+    python benchmarks/demo_seeds.py runs/demo /tmp/seed1 /tmp/seed2
+
+Prints a markdown table of held-out mean Dice per run and model, then, pooled over every
+held-out case of all runs, each model of Table 3 against Real: mean difference, cases better /
+worse, and the paired Wilcoxon signed-rank p-value with its Holm adjustment over the four.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+from scipy.stats import wilcoxon
+
+MODELS = ["real", "synthetic", "synthetic_ft", "harmonized", "harmonized_ft"]
+NAMES = {"real": "Real", "synthetic": "Synthetic", "synthetic_ft": "Synthetic+FT", "harmonized": "Diffusion",
+         "harmonized_ft": "Diffusion+FT"}
+
+
+def run_dice(run: Path) -> pd.DataFrame:
+    """Dice per held-out case (rows) and model (columns) of one run, size-study models included."""
+    frames = {}
+    for folder in sorted((run / "evaluation").iterdir()):
+        metrics = folder / "metrics.csv"
+        if metrics.is_file():
+            table = pd.read_csv(metrics, dtype={"case_id": str})
+            frames[folder.name] = table.set_index("case_id")["dice"]
+    return pd.DataFrame(frames)
+
+
+def holm(p_values: list[float]) -> list[float]:
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="demo run folders")
+    args = parser.parse_args()
+    per_run = {run: run_dice(run) for run in args.runs}
+    extra = sorted({m for d in per_run.values() for m in d.columns if m.startswith("size_")})
+    columns = [m for m in MODELS if all(m in d for d in per_run.values())] + extra
+    header = [NAMES.get(m, m.replace("size_", "") + " synthetic") for m in columns]
+    print("| run | " + " | ".join(header) + " |")
+    print("|---|" + "---|" * len(columns))
+    for run, dice in per_run.items():
+        print(f"| {run} | " + " | ".join(f"{dice[m].mean():.2f}" for m in columns) + " |")
+    pooled = pd.concat([d[columns].rename(index=lambda c, r=run: f"{r}:{c}") for run, d in per_run.items()])
+    print(f"| {len(pooled)} held-out cases pooled | " + " | ".join(f"{pooled[m].mean():.3f}" for m in columns) + " |")
+    print()
+    others = [m for m in columns if m in MODELS and m != "real"]  # the paper's four comparisons (Table 3)
+    p_values = [float(wilcoxon(pooled[m], pooled["real"]).pvalue) for m in others]
+    print("| against Real (pooled) | mean difference | better / worse | Wilcoxon p | Holm p |")
+    print("|---|---|---|---|---|")
+    for m, p, p_holm in zip(others, p_values, holm(p_values)):
+        diff = pooled[m] - pooled["real"]
+        print(f"| {header[columns.index(m)]} | {diff.mean():+.3f} | {(diff > 0).sum()} / {(diff < 0).sum()} "
+              f"| {p:.3f} | {p_holm:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
