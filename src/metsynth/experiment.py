@@ -188,7 +188,8 @@ def _demo() -> dict[str, Any]:
             "network": {"channels": [8, 16, 32]}, "patch_size": [32, 32, 32], "patches_per_epoch": 40,
             "max_epochs": 80, "finetune": {"max_epochs": 15}, "val_cases": 0, "num_workers": 0}},
         "size_study": [40],
-        # the two folds train at once, one core each: 1.6x the throughput of one training on two threads
+        # the two folds train at once, one core each: 1.5x the steps of one training on two threads
+        # (benchmarks/bench_parallel_trainings.py)
         "parallel": {"workers": 2, "trainings": 2},
         "preview": 4,
     }

@@ -101,21 +101,25 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
     return n
 
 
-def sidecar_finished(folder: str | os.PathLike, volume_id: str) -> bool:
-    """Whether a generated volume of a set folder (``images/``, ``labels/``, ``sidecars/``) is complete.
+def finished_sidecar(folder: str | os.PathLike, volume_id: str) -> dict[str, Any] | None:
+    """The sidecar of a generated volume of a set folder (``images/``, ``labels/``, ``sidecars/``)
+    when the volume is complete, else None.
 
     The sidecar is written last, atomically, so a readable ``sidecars/<id>.json`` whose named files
     (``image``, ``label``) all exist marks the volume done; a kept volume must name its image, a
-    dropped one (``kept: false``) may name none. Used by synthesis and harmonization to resume.
+    dropped one (``kept: false``) may name none. Used by synthesis and harmonization to resume
+    (harmonization also checks what the sidecar records of its sources).
     """
     folder = Path(folder)
     sidecar = folder / "sidecars" / f"{volume_id}.json"
     if not sidecar.is_file():
-        return False
+        return None
     try:
         data = read_json(sidecar)
     except ValueError:
-        return False
+        return None
     if data.get("kept", True) and not data.get("image"):
-        return False
-    return all((folder / data[key]).is_file() for key in ("image", "label") if data.get(key))
+        return None
+    if not all((folder / data[key]).is_file() for key in ("image", "label") if data.get(key)):
+        return None
+    return data

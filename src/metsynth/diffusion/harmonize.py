@@ -48,7 +48,8 @@ from scipy import ndimage
 
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, file_sha256, files_stamp, read_json, remove_stale_temps, sidecar_finished, write_json, write_text
+from ..fileio import (atomic_path, file_sha256, files_stamp, finished_sidecar, read_json, remove_stale_temps, write_json,
+                      write_text)
 from ..volume import Volume, check_finite
 from .consistency import check_consistency
 from .presets import DiffusionConfig, HarmonizeConfig, check_harmonize
@@ -556,9 +557,10 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
 def _harmonized(out: Path, item: SyntheticItem) -> bool:
     """Whether ``item`` is harmonized in ``out`` from its synthetic files as they are now (a volume
     that the synthesis wrote again since, e.g. after a change of its settings, is redone)."""
-    if not sidecar_finished(out, item.volume_id):
+    sidecar = finished_sidecar(out, item.volume_id)
+    if sidecar is None:
         return False
-    recorded = (read_json(out / "sidecars" / f"{item.volume_id}.json").get("harmonization") or {}).get("source_stamp")
+    recorded = (sidecar.get("harmonization") or {}).get("source_stamp")
     return recorded is None or recorded == files_stamp([item.image, item.label])
 
 

@@ -44,7 +44,7 @@ import yaml
 from .. import __version__
 from ..config import differences
 from ..errors import ConfigError, InputError
-from ..fileio import files_stamp, read_json, remove_stale_temps, sidecar_finished, write_json, write_text
+from ..fileio import files_stamp, finished_sidecar, read_json, remove_stale_temps, write_json, write_text
 from ..parallel import TaskFailure, map_tasks
 from .bank import BankEntry, LesionBank, load_bank
 from .compose import HealthyFemur, SynthesisConfig, SynthesisResult, synthesize_one
@@ -315,7 +315,7 @@ def run_synthesis(
             for r in range(config.repeats):
                 vid = volume_id(case.id, entry.id, r)
                 expected.append(vid)
-                if sidecar_finished(out, vid):
+                if finished_sidecar(out, vid) is not None:
                     done_before += 1
                 else:
                     todo.append(r)
