@@ -1,0 +1,1 @@
+"""Realism of generated lesions: features, classifier two-sample tests, the start-timestep sweep."""

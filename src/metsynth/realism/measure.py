@@ -1,0 +1,280 @@
+"""``metsynth realism``: how well generated lesions pass for real ones, measured.
+
+The real lesions are the reference masks' connected components in the prepared metastatic and
+test cases; each generated set (synthetic, harmonized, a start-timestep sweep) contributes one
+lesion per kept volume (its label's largest component), sampled down to as many volumes as there
+are real lesions, the same volume ids in every set where they exist (so the sets are compared on
+the same pasted lesions). For each set, two classifier two-sample tests (:mod:`.c2st`):
+gradient-boosted trees on the lesion features and a small 3D CNN on lesion-centred patches,
+grouped by patient (real) and donor case (generated). Beside them, always, the null controls:
+real vs real (the real lesions split in two halves by patient) and generated vs generated (each
+set split in two halves by donor); they show the AUC that chance alone gives with these sample
+sizes. Per feature, the median of real and generated lesions and the AUC of that feature alone
+name what gives a set away.
+
+Output (``OUT``, by default ``RUN/realism``): ``realism.json`` (every number), ``realism.md``
+(the tables), ``features.csv`` (every lesion's features), written atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from ..config import Settings
+from ..errors import InputError
+from .c2st import C2STResult, c2st, cnn_scores, feature_scores
+from .features import FEATURES, lesion_components, lesion_features, lesion_patch
+
+log = logging.getLogger(__name__)
+
+__all__ = ["LesionSample", "RealismConfig", "compare_sets", "generated_lesions", "measure_realism",
+           "real_lesions"]
+
+
+class RealismConfig(Settings):
+    """Settings of the realism measure (``metsynth realism``, the study's ``realism`` stage)."""
+
+    roles: tuple[str, ...] = Field(("metastatic", "test"), description="Roles of the cases whose reference "
+                                   "lesions are the real sample.")
+    min_lesion_voxels: int = Field(8, ge=1, description="Lesion components with fewer voxels are left out.")
+    max_per_set: int | None = Field(
+        None, ge=4, description="Generated lesions per set (None: as many as there are real lesions).")
+    ring_mm: float = Field(3.0, gt=0, description="Width of the bone ring around each lesion (features).")
+    patch_mm: float = Field(24.0, gt=0, description="Side of the lesion-centred cube the CNN sees (mm).")
+    folds: int = Field(5, ge=2, description="Grouped cross-validation folds.")
+    repeats: int = Field(3, ge=1, description="Repetitions of the cross-validation with other fold assignments.")
+    cnn_epochs: int = Field(30, ge=1, description="Training epochs of the CNN discriminator per fold.")
+    cnn: bool = Field(True, description="Run the CNN discriminator (the feature one always runs).")
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% interval.")
+    seed: int = Field(0, ge=0, description="Seed of the sampling, the folds, the classifiers and the bootstrap.")
+
+
+@dataclass
+class LesionSample:
+    key: str
+    group: str
+    source: str
+    features: dict[str, float]
+    patch: np.ndarray = field(repr=False)
+
+
+def _patch_size(spacing: tuple[float, float, float], patch_mm: float) -> int:
+    n = int(round(patch_mm / float(min(spacing))))
+    return max(8, n + (n % 2))
+
+
+def real_lesions(manifest: str | os.PathLike, config: RealismConfig) -> list[LesionSample]:
+    """Every reference lesion component of the cohort's ``config.roles`` cases."""
+    from ..cohort import load_case, load_cohort
+
+    cohort = load_cohort(manifest)
+    out: list[LesionSample] = []
+    for case in cohort.by_role(*config.roles):
+        if case.reference_lesion() is None:
+            continue
+        loaded = load_case(case)
+        image, femur = loaded.image, loaded.femur
+        size = _patch_size(image.spacing, config.patch_mm)
+        comps = lesion_components(loaded.lesion.array, config.min_lesion_voxels)  # type: ignore[union-attr]
+        for k, comp in enumerate(comps, start=1):
+            feats = lesion_features(image.array, comp, image.spacing, None if femur is None else femur.array,
+                                    config.ring_mm)
+            out.append(LesionSample(f"real/{case.id}/L{k}", case.group, "real", feats,
+                                    lesion_patch(image.array, comp, size)))
+    if len(out) < 4:
+        raise InputError(f"{manifest}: only {len(out)} real lesion(s) of at least {config.min_lesion_voxels} voxels "
+                         f"in the {'/'.join(config.roles)} cases; the realism test needs at least 4")
+    return out
+
+
+def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int) -> list[str]:
+    """``n`` kept volume ids of a set, drawn without replacement (seeded), in a fixed order."""
+    from ..segmentation.datasets import read_index
+
+    ids = sorted(read_index(Path(folder))["volume_id"])
+    if len(ids) <= n:
+        return ids
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EA1]))
+    return sorted(rng.choice(ids, n, replace=False).tolist())
+
+
+def generated_lesions(folder: str | os.PathLike, manifest: str | os.PathLike, source: str,
+                      volume_ids: list[str], config: RealismConfig) -> list[LesionSample]:
+    """One lesion per listed volume of a synthetic or harmonized set (ids missing there are skipped)."""
+    from ..cohort import load_cohort
+    from ..segmentation.datasets import read_index
+    from ..volume import Volume
+
+    table = read_index(Path(folder)).set_index("volume_id")
+    cohort = load_cohort(manifest)
+    femurs: dict[str, np.ndarray | None] = {}
+    out: list[LesionSample] = []
+    for vid in volume_ids:
+        if vid not in table.index:
+            continue
+        row = table.loc[vid]
+        image = Volume.read(row["image"])
+        label = Volume.read(row["label"]).array
+        comps = lesion_components(label, config.min_lesion_voxels)
+        if not comps:
+            continue
+        healthy = str(row["healthy_case"])
+        if healthy not in femurs:
+            case = cohort.case(healthy) if healthy in {c.id for c in cohort.cases} else None
+            femurs[healthy] = (Volume.read(case.femur_mask).array.astype(bool)
+                               if case is not None and case.femur_mask is not None else None)
+        femur = femurs[healthy]
+        if femur is not None and femur.shape != label.shape:
+            femur = None
+        feats = lesion_features(image.array, comps[0], image.spacing, femur, config.ring_mm)
+        size = _patch_size(image.spacing, config.patch_mm)
+        group = str(cohort.case(str(row["donor_case"])).group) if str(row["donor_case"]) in {
+            c.id for c in cohort.cases} else str(row["donor_case"])
+        out.append(LesionSample(f"{source}/{vid}", group, source, feats, lesion_patch(image.array, comps[0], size)))
+    return out
+
+
+def _matrix(samples: list[LesionSample]) -> np.ndarray:
+    return np.array([[s.features[k] for k in FEATURES] for s in samples], dtype=np.float64)
+
+
+def _patches(samples: list[LesionSample]) -> np.ndarray:
+    return np.stack([s.patch for s in samples])
+
+
+def _tests(a: list[LesionSample], b: list[LesionSample], config: RealismConfig, seed: int) -> dict[str, C2STResult]:
+    y = np.array([0] * len(a) + [1] * len(b))
+    groups = np.array([s.group for s in a + b])
+    out = {"features": c2st(_matrix(a + b), y, groups, feature_scores, config.folds, config.repeats, seed,
+                            config.bootstrap)}
+    if config.cnn:
+        def scorer(xt, yt, xe, s):
+            return cnn_scores(xt, yt, xe, s, epochs=config.cnn_epochs)
+
+        out["cnn"] = c2st(_patches(a + b), y, groups, scorer, config.folds, 1, seed, config.bootstrap)
+    return out
+
+
+def _halves(samples: list[LesionSample], seed: int) -> tuple[list[LesionSample], list[LesionSample]]:
+    groups = sorted({s.group for s in samples})
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4A1F]))
+    order = [groups[i] for i in rng.permutation(len(groups))]
+    # greedy: give each group to the smaller half, so the halves are about the same size
+    half: dict[str, int] = {}
+    sizes = [0, 0]
+    counts = {g: sum(s.group == g for s in samples) for g in groups}
+    for g in sorted(order, key=lambda g: -counts[g]):
+        side = int(sizes[1] < sizes[0])
+        half[g] = side
+        sizes[side] += counts[g]
+    return [s for s in samples if half[s.group] == 0], [s for s in samples if half[s.group] == 1]
+
+
+def _univariate(a: list[LesionSample], b: list[LesionSample]) -> list[dict[str, Any]]:
+    from sklearn.metrics import roc_auc_score
+
+    rows = []
+    y = np.array([0] * len(a) + [1] * len(b))
+    x = _matrix(a + b)
+    for j, name in enumerate(FEATURES):
+        col = x[:, j]
+        ok = np.isfinite(col)
+        auc = float(roc_auc_score(y[ok], col[ok])) if len(np.unique(y[ok])) == 2 else float("nan")
+        rows.append({"feature": name, "real": float(np.nanmedian(col[y == 0])),
+                     "generated": float(np.nanmedian(col[y == 1])), "auc": auc,
+                     "separation": abs(auc - 0.5) * 2 if np.isfinite(auc) else 0.0})
+    return sorted(rows, key=lambda r: -r["separation"])
+
+
+def compare_sets(real: list[LesionSample], generated: list[LesionSample], config: RealismConfig) -> dict[str, Any]:
+    """Both discriminators and the generated-vs-generated null for one set, and the feature table."""
+    if len(generated) < 4:
+        raise InputError(f"only {len(generated)} generated lesion(s) to compare; the realism test needs at least 4")
+    tests = _tests(real, generated, config, config.seed)
+    ga, gb = _halves(generated, config.seed)
+    result: dict[str, Any] = {name: t.to_dict() for name, t in tests.items()}
+    if len(ga) >= 2 and len(gb) >= 2:
+        result["null"] = {name: t.to_dict() for name, t in _tests(ga, gb, config, config.seed + 1).items()}
+    result["features_table"] = _univariate(real, generated)
+    result["n_volumes"] = len(generated)
+    return result
+
+
+def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLike], out: str | os.PathLike,
+                    config: RealismConfig | None = None, progress: bool = True) -> dict[str, Any]:
+    """Measure every set of ``sets`` (name -> folder) against the real lesions of ``manifest``."""
+    from ..fileio import write_json, write_text
+
+    config = config or RealismConfig()
+    if not sets:
+        raise InputError("no generated set to measure; give at least one synthetic or harmonized folder")
+    for name, folder in sets.items():
+        if not (Path(folder) / "index.csv").is_file():
+            raise InputError(f"{folder}: no index.csv (set {name!r}); point to the output folder of "
+                             "`metsynth synthesize` or `metsynth harmonize`")
+    real = real_lesions(manifest, config)
+    n = config.max_per_set or len(real)
+    first = next(iter(sets.values()))
+    ids = sample_volume_ids(first, n, config.seed)
+    report: dict[str, Any] = {"config": config.model_dump(mode="json"), "n_real": len(real),
+                              "real_groups": len({s.group for s in real}), "sets": {}}
+    ra, rb = _halves(real, config.seed)
+    report["null_real"] = {name: t.to_dict() for name, t in _tests(ra, rb, config, config.seed + 2).items()}
+    all_samples = list(real)
+    items = list(sets.items())
+    from tqdm.auto import tqdm
+
+    for name, folder in tqdm(items, desc="realism", unit="set", disable=not progress or len(items) < 2):
+        generated = generated_lesions(folder, manifest, name, ids, config)
+        report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config)}
+        all_samples += generated
+        log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "realism.json", report)
+    write_text(out / "realism.md", format_report(report))
+    write_text(out / "features.csv", _features_csv(all_samples))
+    return report
+
+
+def _features_csv(samples: list[LesionSample]) -> str:
+    lines = [",".join(["key", "group", "source", *FEATURES])]
+    for s in samples:
+        lines.append(",".join([s.key, s.group, s.source, *(f"{s.features[k]:.6g}" for k in FEATURES)]))
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "-"
+    return f"{t['auc']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]"
+
+
+def format_report(report: dict[str, Any], top: int = 5) -> str:
+    """The realism tables as Markdown (what ``metsynth realism`` prints)."""
+    nr = report["null_real"]
+    lines = [
+        f"Real lesions: {report['n_real']} from {report['real_groups']} patients. AUC 0.5 = cannot be told apart, "
+        "1 = always told apart; [95% bootstrap interval].",
+        "",
+        "| set | lesions | features AUC | CNN AUC | null (generated halves) features / CNN |",
+        "|---|---|---|---|---|",
+        f"| real vs real (null) | {report['n_real']} | {_fmt(nr.get('features'))} | {_fmt(nr.get('cnn'))} | |",
+    ]
+    for name, s in report["sets"].items():
+        null = s.get("null", {})
+        lines.append(f"| {name} | {s['n_volumes']} | {_fmt(s.get('features'))} | {_fmt(s.get('cnn'))} | "
+                     f"{_fmt(null.get('features'))} / {_fmt(null.get('cnn'))} |")
+    for name, s in report["sets"].items():
+        lines += ["", f"What gives **{name}** away (median real vs generated; AUC of the feature alone):", "",
+                  "| feature | real | generated | AUC alone |", "|---|---|---|---|"]
+        for row in s["features_table"][:top]:
+            lines.append(f"| {row['feature']} | {row['real']:.4g} | {row['generated']:.4g} | {row['auc']:.2f} |")
+    return "\n".join(lines) + "\n"
