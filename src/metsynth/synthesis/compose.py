@@ -18,7 +18,7 @@ The same function serves the batch run (:mod:`.run`) and the on-the-fly dataset 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from pydantic import Field
 from ..config import Settings
 from ..errors import InputError
 from ..volume import Volume
+from .edges import donor_edge_sigma, gaussian_weights
 from .placement import FemurSite, NoPlacement, PlacementConfig, draw_placement
 from .transforms import TransformConfig, TransformedLesion, apply_transform, draw_params
 
@@ -137,9 +138,14 @@ def blend_weights(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def paste(healthy: np.ndarray, lesion: TransformedLesion, corner: tuple[int, int, int], edge_filter_size: int,
-          femur: np.ndarray | None = None, value_range: tuple[float, float] | None = None
+          femur: np.ndarray | None = None, value_range: tuple[float, float] | None = None,
+          edge_sigma_mm: float | None = None, spacing: tuple[float, float, float] | None = None
           ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Blend ``lesion`` into a copy of ``healthy`` with its patch's [0,0,0] at ``corner``.
+
+    The blending weight is the mean filter of the label (``edge_filter_size``), or, with
+    ``edge_sigma_mm`` (and the grid's ``spacing``), the label blurred by that Gaussian
+    (:func:`~metsynth.synthesis.edges.gaussian_weights`).
 
     Returns ``(image, label, info)``: image in the healthy dtype, label uint8, and the footprint's
     bounding box and voxel count and the box of the pasted patch (``patch_box``; the label is
@@ -158,7 +164,12 @@ def paste(healthy: np.ndarray, lesion: TransformedLesion, corner: tuple[int, int
     mask = lesion.mask[psl].astype(bool)
     if femur is not None:
         mask &= femur[vsl]
-    alpha = blend_weights(mask, edge_filter_size)
+    if edge_sigma_mm is not None:
+        if spacing is None:
+            raise ValueError("paste: a Gaussian edge (edge_sigma_mm) needs the grid's spacing")
+        alpha = gaussian_weights(mask, edge_sigma_mm, spacing)
+    else:
+        alpha = blend_weights(mask, edge_filter_size)
     footprint = alpha > 0
     region = healthy[vsl]
     before = region[footprint].astype(np.float32)
@@ -194,6 +205,8 @@ def synthesize_one(healthy: HealthyFemur, entry: Any, lesion_image: np.ndarray, 
             f"{spacing} mm; prepare both cohorts at the same spacing (metsynth prepare) and re-extract the bank")
     voxel_mm3 = float(np.prod(spacing))
     params = draw_params(rng, config.transform, entry)
+    if config.transform.edge_model == "donor":
+        params = replace(params, edge_sigma_mm=donor_edge_sigma(lesion_image, lesion_mask, spacing))
     provenance: dict[str, Any] = {"transform": params.to_dict()}
     lesion = apply_transform(lesion_image, lesion_mask, spacing, params)
     mm3 = lesion.voxels * voxel_mm3
@@ -211,7 +224,7 @@ def synthesize_one(healthy: HealthyFemur, entry: Any, lesion_image: np.ndarray, 
     femur = healthy.site.femur if config.placement.clip_to_femur else None
     value_range = healthy.value_range if config.clip_to_intensity_range else None
     image, label, info = paste(healthy.image.array, lesion, placement.corner, params.edge_filter_size, femur,
-                               value_range)
+                               value_range, params.edge_sigma_mm, spacing)
     patch_box = info.pop("patch_box")
     if patch_box is None:
         where = np.zeros((0, 3), int)

@@ -38,12 +38,14 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from ..config import Settings
+from .edges import edge_pad, fill_from_interior
 
 __all__ = [
     "LesionTransformParams",
     "TransformConfig",
     "TransformedLesion",
     "apply_transform",
+    "blend_margin",
     "draw_params",
     "hu_to_units",
     "rotation_matrix",
@@ -86,6 +88,12 @@ class TransformConfig(Settings):
     noise_std: tuple[float, float] = Field(
         (0.1, 0.4), description="Range of the Gaussian noise standard deviation, in the unit set by "
         "noise_reference.")
+    edge_model: Literal["mean_filter", "donor"] = Field(
+        "mean_filter", description="How the pasted lesion meets the bone. 'mean_filter' (paper): the blending "
+        "weight is the mean filter (edge_filter_size) of the label, and the donor's values are carried up to "
+        "its mask's boundary. 'donor': the donor's boundary voxels are replaced by its interior values and the "
+        "weight is the label blurred by the Gaussian that reproduces the donor's own edge (measured on the bank "
+        "patch; metsynth.synthesis.edges), so the edge is as sharp as the scanner made it.")
     noise_reference: Literal["lesion_std", "absolute"] = Field(
         "lesion_std", description="'lesion_std': noise_std is a fraction of the donor lesion's robust intensity "
         "standard deviation (1.4826 x MAD inside its mask; unit-free); 'absolute': noise_std is in the cohort's intensity units.")
@@ -136,6 +144,7 @@ class LesionTransformParams:
     noise_std: float  # as drawn, in the unit of ``noise_reference``
     noise_sigma: float  # resolved, in the cohort's intensity units
     noise_seed: int
+    edge_sigma_mm: float | None = None  # edge_model "donor": Gaussian edge width measured on the donor
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -209,7 +218,7 @@ class TransformedLesion:
     continue the nearest lesion value, so the blending at the edge mixes lesion into healthy
     tissue only. ``mask``: the lesion's label. ``anchor``: index (z, y, x) of the mask's
     centroid in the patch (the point that placement puts on the chosen position). The patch has
-    at least ``edge_filter_size // 2 + 1`` empty voxels around the mask.
+    at least ``blend_margin(params) + 1`` empty voxels around the mask.
     """
 
     values: np.ndarray
@@ -232,9 +241,11 @@ def apply_transform(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, f
 
     sp = np.asarray(spacing, dtype=np.float64)
     mask = np.asarray(mask).astype(bool)
-    pad = params.edge_filter_size // 2 + 1
+    pad = blend_margin(params, spacing) + 1
     if not mask.any():
         return _empty(pad)
+    if params.edge_sigma_mm is not None:  # edge_model "donor": carry the donor's interior, not its edge
+        image = fill_from_interior(image, mask)
     idx = np.argwhere(mask)
     centroid = idx.mean(axis=0)
 
@@ -298,6 +309,13 @@ def apply_transform(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, f
         values = values + np.float32(params.noise_sigma) * noise
     anchor = tuple(int(round(c)) for c in np.argwhere(out_mask).mean(axis=0))
     return TransformedLesion(values.astype(np.float32), out_mask.astype(np.uint8), anchor)  # type: ignore[arg-type]
+
+
+def blend_margin(params: LesionTransformParams, spacing: tuple[float, float, float]) -> int:
+    """How many voxels beyond the label the blending of a lesion drawn with ``params`` reaches."""
+    if params.edge_sigma_mm is not None:
+        return edge_pad(params.edge_sigma_mm, spacing)
+    return params.edge_filter_size // 2
 
 
 def _empty(pad: int) -> TransformedLesion:
