@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "metsynth.diffusion.commands",
     "metsynth.segmentation.commands",
     "metsynth.evaluation.commands",
+    "metsynth.realism.commands",
     "metsynth.export.commands",
     "metsynth.experiment_commands",
 )

@@ -9,9 +9,10 @@ A classifier is trained to separate two samples and scored on held-out data; its
   so the classifier cannot score by recognising a donor it saw in training;
 * cross-validation is repeated ``repeats`` times with other fold assignments and each lesion's
   held-out scores are averaged, which takes out most of the luck of one split;
-* the 95% interval is a stratified bootstrap of the lesions over those held-out scores (it
-  shows how much the AUC would move with other lesions of the same kind, not with other
-  classifier trainings);
+* the 95% interval is a cluster bootstrap over those held-out scores: whole groups are
+  resampled, since the lesions cut from one donor are near-copies (it shows how much the AUC
+  would move with other patients and donors of the same kind, not with other classifier
+  trainings);
 * two discriminators: gradient-boosted trees on :mod:`.features` (interpretable) and a small
   MONAI 3D CNN on lesion-centred patches trained from scratch (:func:`cnn_scores`).
 
@@ -57,16 +58,33 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -
     return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
-def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95% interval of the AUC over stratified bootstrap resamples of the samples."""
+def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                  groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile 95% interval of the AUC over bootstrap resamples.
+
+    With ``groups``, whole groups are resampled (a cluster bootstrap): lesions of one donor are
+    near-copies of each other, so resampling them one by one would pretend to far more
+    independent samples than there are. Without, the samples are resampled within each class.
+    """
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-    values = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        values[b] = roc_auc_score(y[idx], scores[idx])
+    y = np.asarray(y).astype(int)
+    values: list[float] = []
+    if groups is None:
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        for _ in range(n_boot):
+            idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+            values.append(roc_auc_score(y[idx], scores[idx]))
+    else:
+        names, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(len(names))]
+        for _ in range(n_boot):
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
+            if 0 < y[idx].sum() < len(idx):
+                values.append(roc_auc_score(y[idx], scores[idx]))
+    if not values:
+        return float("nan"), float("nan")
     lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -95,7 +113,7 @@ def c2st(x: np.ndarray, y: np.ndarray, groups: np.ndarray, scorer: Scorer, n_spl
             total[test] += _fractional_ranks(s)
     scores = total / repeats
     auc = float(roc_auc_score(y, scores))
-    return C2STResult(auc, bootstrap_auc(y, scores, n_boot, seed), int((y == 0).sum()), int((y == 1).sum()),
+    return C2STResult(auc, bootstrap_auc(y, scores, n_boot, seed, groups), int((y == 0).sum()), int((y == 1).sum()),
                       len(np.unique(groups)), scores)
 
 
@@ -106,13 +124,19 @@ def _fractional_ranks(s: np.ndarray) -> np.ndarray:
 
 
 def feature_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int) -> np.ndarray:
-    """Gradient-boosted trees (scikit-learn, NaN-aware) on lesion features."""
+    """Gradient-boosted trees (scikit-learn, NaN-aware) on lesion features.
+
+    On one OpenMP thread: with a hundred samples, threads cost more than they give, and they
+    spin-wait badly when another process (a training) holds the other cores.
+    """
     from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
 
     model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_depth=3, min_samples_leaf=5,
                                            l2_regularization=1.0, class_weight="balanced", random_state=seed)
-    model.fit(x_train, y_train)
-    return model.predict_proba(x_test)[:, 1]
+    with threadpool_limits(limits=1, user_api="openmp"):
+        model.fit(x_train, y_train)
+        return model.predict_proba(x_test)[:, 1]
 
 
 def cnn_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int, epochs: int = 30,

@@ -7,8 +7,7 @@ are real lesions, the same volume ids in every set where they exist (so the sets
 the same pasted lesions). For each set, two classifier two-sample tests (:mod:`.c2st`):
 gradient-boosted trees on the lesion features and a small 3D CNN on lesion-centred patches,
 grouped by patient (real) and donor case (generated). Beside them, always, the null controls:
-real vs real (the real lesions split in two halves by patient) and generated vs generated (each
-set split in two halves by donor); they show the AUC that chance alone gives with these sample
+real vs real and generated vs generated (each set split at random into two halves); they show the AUC that chance alone gives with these sample
 sizes. Per feature, the median of real and generated lesions and the AUC of that feature alone
 name what gives a set away.
 
@@ -34,8 +33,8 @@ from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LesionSample", "RealismConfig", "compare_sets", "generated_lesions", "measure_realism",
-           "real_lesions"]
+__all__ = ["LesionSample", "RealismConfig", "compare_sets", "format_report", "generated_lesions", "measure_realism",
+           "real_lesions", "run_sets"]
 
 
 class RealismConfig(Settings):
@@ -52,6 +51,11 @@ class RealismConfig(Settings):
     repeats: int = Field(3, ge=1, description="Repetitions of the cross-validation with other fold assignments.")
     cnn_epochs: int = Field(30, ge=1, description="Training epochs of the CNN discriminator per fold.")
     cnn: bool = Field(True, description="Run the CNN discriminator (the feature one always runs).")
+    cnn_sets: tuple[str, ...] | None = Field(
+        ("synthetic", "harmonized"), description="Sets the CNN discriminator measures (None: every set; the "
+        "sweep's t<T> sets get the feature discriminator only by default, to keep the measure fast).")
+    null_splits: int = Field(5, ge=1, description="Random halves the feature null controls are averaged over "
+                             "(one split alone moves by +-0.15 with 50 lesions); the CNN null uses the first.")
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% interval.")
     seed: int = Field(0, ge=0, description="Seed of the sampling, the folds, the classifiers and the bootstrap.")
 
@@ -92,6 +96,19 @@ def real_lesions(manifest: str | os.PathLike, config: RealismConfig) -> list[Les
         raise InputError(f"{manifest}: only {len(out)} real lesion(s) of at least {config.min_lesion_voxels} voxels "
                          f"in the {'/'.join(config.roles)} cases; the realism test needs at least 4")
     return out
+
+
+def real_lesion_count(manifest: str | os.PathLike, config: RealismConfig) -> int:
+    """How many real lesions :func:`real_lesions` finds (without measuring them)."""
+    from ..cohort import load_cohort
+    from ..volume import Volume
+
+    total = 0
+    for case in load_cohort(manifest).by_role(*config.roles):
+        ref = case.reference_lesion()
+        if ref is not None:
+            total += len(lesion_components(Volume.read(ref.path).array, config.min_lesion_voxels))
+    return total
 
 
 def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int) -> list[str]:
@@ -141,6 +158,26 @@ def generated_lesions(folder: str | os.PathLike, manifest: str | os.PathLike, so
     return out
 
 
+def run_sets(run: str | os.PathLike) -> tuple[Path, dict[str, Path]]:
+    """A study run's prepared manifest and its generated sets: ``synthetic``, ``harmonized`` and
+    each start timestep of the sweep (``t<T>``, :mod:`metsynth.diffusion.sweep`), where present."""
+    from ..layout import RunLayout
+
+    layout = RunLayout(Path(run))
+    if not layout.prepared_manifest.is_file():
+        raise InputError(f"{run}: no prepared cohort ({layout.prepared_manifest}); is this a study run folder? "
+                         "Run `metsynth experiment run CONFIG -o RUN --until synthesize` first")
+    sets: dict[str, Path] = {}
+    for name, folder in (("synthetic", layout.synthetic), ("harmonized", layout.harmonized)):
+        if (folder / "index.csv").is_file():
+            sets[name] = folder
+    for folder in layout.sweep_sets():
+        sets[folder.name] = folder
+    if not sets:
+        raise InputError(f"{run}: no synthetic or harmonized set yet (index.csv); run the study up to synthesize")
+    return layout.prepared_manifest, sets
+
+
 def _matrix(samples: list[LesionSample]) -> np.ndarray:
     return np.array([[s.features[k] for k in FEATURES] for s in samples], dtype=np.float64)
 
@@ -149,12 +186,13 @@ def _patches(samples: list[LesionSample]) -> np.ndarray:
     return np.stack([s.patch for s in samples])
 
 
-def _tests(a: list[LesionSample], b: list[LesionSample], config: RealismConfig, seed: int) -> dict[str, C2STResult]:
+def _tests(a: list[LesionSample], b: list[LesionSample], config: RealismConfig, seed: int,
+           cnn: bool = True) -> dict[str, C2STResult]:
     y = np.array([0] * len(a) + [1] * len(b))
     groups = np.array([s.group for s in a + b])
     out = {"features": c2st(_matrix(a + b), y, groups, feature_scores, config.folds, config.repeats, seed,
                             config.bootstrap)}
-    if config.cnn:
+    if config.cnn and cnn:
         def scorer(xt, yt, xe, s):
             return cnn_scores(xt, yt, xe, s, epochs=config.cnn_epochs)
 
@@ -162,19 +200,40 @@ def _tests(a: list[LesionSample], b: list[LesionSample], config: RealismConfig, 
     return out
 
 
+def null_control(samples: list[LesionSample], config: RealismConfig, seed: int, cnn: bool = True) -> dict[str, Any]:
+    """Both discriminators on random halves of one set: the AUC chance gives with these sizes.
+
+    The feature test is repeated over ``config.null_splits`` splits (one cross-validation each) and
+    reported as the median with the range (``ci95`` holds the min and max over the splits); the CNN
+    test runs on the first split.
+    """
+    if len(samples) < 4:
+        return {}
+    aucs, out = [], {}
+    config = config.model_copy(update={"repeats": 1})  # the splits themselves are the repetitions
+    for k in range(config.null_splits):
+        first, second = _halves(samples, seed + 7919 * k)
+        tests = _tests(first, second, config, seed + k, cnn=cnn and k == 0)
+        aucs.append(tests["features"].auc)
+        if "cnn" in tests:
+            out["cnn"] = tests["cnn"].to_dict()
+    out["features"] = {"auc": round(float(np.median(aucs)), 4), "ci95": [round(min(aucs), 4), round(max(aucs), 4)],
+                       "splits": len(aucs), "aucs": [round(a, 4) for a in aucs]}
+    return out
+
+
 def _halves(samples: list[LesionSample], seed: int) -> tuple[list[LesionSample], list[LesionSample]]:
-    groups = sorted({s.group for s in samples})
+    """Two random halves of one set, drawn lesion by lesion (a permutation null).
+
+    The label is then independent of the groups, so the grouped cross-validation scores what
+    chance gives with these sample sizes (about 0.5). Halves drawn group by group would not: with
+    few groups, each test fold holds mostly one half and the classifier, trained on the other's
+    majority, scores it systematically low (AUCs well below 0.5).
+    """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4A1F]))
-    order = [groups[i] for i in rng.permutation(len(groups))]
-    # greedy: give each group to the smaller half, so the halves are about the same size
-    half: dict[str, int] = {}
-    sizes = [0, 0]
-    counts = {g: sum(s.group == g for s in samples) for g in groups}
-    for g in sorted(order, key=lambda g: -counts[g]):
-        side = int(sizes[1] < sizes[0])
-        half[g] = side
-        sizes[side] += counts[g]
-    return [s for s in samples if half[s.group] == 0], [s for s in samples if half[s.group] == 1]
+    order = rng.permutation(len(samples))
+    first = set(order[: len(samples) // 2].tolist())
+    return ([s for i, s in enumerate(samples) if i in first], [s for i, s in enumerate(samples) if i not in first])
 
 
 def _univariate(a: list[LesionSample], b: list[LesionSample]) -> list[dict[str, Any]]:
@@ -193,23 +252,27 @@ def _univariate(a: list[LesionSample], b: list[LesionSample]) -> list[dict[str, 
     return sorted(rows, key=lambda r: -r["separation"])
 
 
-def compare_sets(real: list[LesionSample], generated: list[LesionSample], config: RealismConfig) -> dict[str, Any]:
+def compare_sets(real: list[LesionSample], generated: list[LesionSample], config: RealismConfig,
+                 cnn: bool = True) -> dict[str, Any]:
     """Both discriminators and the generated-vs-generated null for one set, and the feature table."""
     if len(generated) < 4:
         raise InputError(f"only {len(generated)} generated lesion(s) to compare; the realism test needs at least 4")
-    tests = _tests(real, generated, config, config.seed)
-    ga, gb = _halves(generated, config.seed)
+    tests = _tests(real, generated, config, config.seed, cnn=cnn)
     result: dict[str, Any] = {name: t.to_dict() for name, t in tests.items()}
-    if len(ga) >= 2 and len(gb) >= 2:
-        result["null"] = {name: t.to_dict() for name, t in _tests(ga, gb, config, config.seed + 1).items()}
+    result["null"] = null_control(generated, config, config.seed + 1, cnn=cnn)
     result["features_table"] = _univariate(real, generated)
     result["n_volumes"] = len(generated)
     return result
 
 
 def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLike], out: str | os.PathLike,
-                    config: RealismConfig | None = None, progress: bool = True) -> dict[str, Any]:
-    """Measure every set of ``sets`` (name -> folder) against the real lesions of ``manifest``."""
+                    config: RealismConfig | None = None, progress: bool = True,
+                    chosen: int | None = None) -> dict[str, Any]:
+    """Measure every set of ``sets`` (name -> folder) against the real lesions of ``manifest``.
+
+    Sets named ``t<T>`` (the start-timestep sweep) are also drawn as the paper's Figure 4
+    (``figure4.png``, ``figure4_lesions.png``; ``chosen``: the study's start timestep, marked).
+    """
     from ..fileio import write_json, write_text
 
     config = config or RealismConfig()
@@ -225,22 +288,37 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
     ids = sample_volume_ids(first, n, config.seed)
     report: dict[str, Any] = {"config": config.model_dump(mode="json"), "n_real": len(real),
                               "real_groups": len({s.group for s in real}), "sets": {}}
-    ra, rb = _halves(real, config.seed)
-    report["null_real"] = {name: t.to_dict() for name, t in _tests(ra, rb, config, config.seed + 2).items()}
+    report["null_real"] = null_control(real, config, config.seed + 2)
     all_samples = list(real)
     items = list(sets.items())
     from tqdm.auto import tqdm
 
     for name, folder in tqdm(items, desc="realism", unit="set", disable=not progress or len(items) < 2):
         generated = generated_lesions(folder, manifest, name, ids, config)
-        report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config)}
+        cnn = config.cnn_sets is None or name in config.cnn_sets
+        report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn)}
         all_samples += generated
         log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
+    sweep = {0: Path(sets["synthetic"])} if "synthetic" in sets else {}
+    sweep.update({int(n[1:]): Path(f) for n, f in sets.items() if n.startswith("t") and n[1:].isdigit()})
+    if len(sweep) > 1:
+        from ..diffusion.sweep import sweep_table
+
+        report["sweep"] = sweep_table(sweep)
+        report["chosen_timestep"] = chosen
+        for row in report["sweep"]:
+            entry = report["sets"].get("synthetic" if row["timestep"] == 0 else f"t{row['timestep']}", {})
+            row["features_auc"] = entry.get("features", {}).get("auc")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "realism.json", report)
     write_text(out / "realism.md", format_report(report))
     write_text(out / "features.csv", _features_csv(all_samples))
+    if len(sweep) > 1:
+        from .figure import figure4, figure4_lesions
+
+        figure4(report, report["sweep"], out / "figure4.png", chosen=chosen)
+        figure4_lesions(sweep, out / "figure4_lesions.png")
     return report
 
 
@@ -262,7 +340,9 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     nr = report["null_real"]
     lines = [
         f"Real lesions: {report['n_real']} from {report['real_groups']} patients. AUC 0.5 = cannot be told apart, "
-        "1 = always told apart; [95% bootstrap interval].",
+        "1 = always told apart; [95% bootstrap interval, whole patients/donors resampled]. Null controls: the same "
+        "test between two random halves of one set (features: median [range] over "
+        f"{report['config'].get('null_splits', 1)} splits; CNN: one split), the AUC chance alone gives.",
         "",
         "| set | lesions | features AUC | CNN AUC | null (generated halves) features / CNN |",
         "|---|---|---|---|---|",
@@ -277,4 +357,13 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
                   "| feature | real | generated | AUC alone |", "|---|---|---|---|"]
         for row in s["features_table"][:top]:
             lines.append(f"| {row['feature']} | {row['real']:.4g} | {row['generated']:.4g} | {row['auc']:.2f} |")
+    if report.get("sweep"):
+        lines += ["", "Start-timestep sweep (Figure 4; contrast kept: lesion contrast after / before harmonization):", "",
+                  "| start timestep | features AUC | contrast kept (median) | 10th percentile | collapsed |",
+                  "|---|---|---|---|---|"]
+        for row in report["sweep"]:
+            auc = "-" if row.get("features_auc") is None else f"{row['features_auc']:.2f}"
+            kept = "-" if row.get("contrast_kept") is None else f"{row['contrast_kept']:.2f}"
+            p10 = "-" if row.get("contrast_kept_p10") is None else f"{row['contrast_kept_p10']:.2f}"
+            lines.append(f"| {row['timestep']} | {auc} | {kept} | {p10} | {row.get('collapsed', 0)} |")
     return "\n".join(lines) + "\n"
