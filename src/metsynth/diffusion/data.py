@@ -113,13 +113,16 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, cases: list[TrainingCase], patch_size, patches_per_case: int,
-                 num_train_timesteps: int, seed: int = 0) -> None:
+                 num_train_timesteps: int, seed: int = 0, max_timestep: int | None = None) -> None:
         if not cases:
             raise InputError("no training cases")
         self.cases = cases
         self.patch_size = tuple(int(p) for p in patch_size)
         self.patches_per_case = int(patches_per_case)
         self.num_train_timesteps = int(num_train_timesteps)
+        # timesteps are drawn in 0..max_timestep (TrainConfig.max_timestep), by default all of 0..T-1
+        self.timestep_high = self.num_train_timesteps if max_timestep is None else min(int(max_timestep) + 1,
+                                                                                         self.num_train_timesteps)
         self.seed = int(seed)
 
     def __len__(self) -> int:
@@ -132,7 +135,7 @@ class PatchDataset(Dataset):
         centre = np.array(np.unravel_index(flat, case.image.shape))
         corner = patch_corner(centre, self.patch_size, case.image.shape)
         patch = extract_patch(case.image, corner, self.patch_size)
-        timestep = int(rng.integers(self.num_train_timesteps))
+        timestep = int(rng.integers(self.timestep_high))
         noise = rng.standard_normal(self.patch_size, dtype=np.float32)
         return {
             "image": torch.from_numpy(patch[None]),

@@ -639,6 +639,7 @@ def harmonize_set(
     preview: int = 0,
     limit: int | None = None,
     threads: int | None = None,
+    volume_ids: list[str] | None = None,
 ) -> HarmonizeSummary:
     """Harmonize every kept volume of a synthetic set into ``out_dir`` (resumable, parallel).
 
@@ -647,6 +648,8 @@ def harmonize_set(
     loads the network once. ``device``: auto (cuda if available), cpu, gpu/cuda.
     ``preview``: write ``preview.png`` with that many lesions (synthetic / harmonized / difference).
     ``limit``: harmonize only the first ``limit`` kept volumes of the set (trials, previews).
+    ``volume_ids``: harmonize only these kept volumes (the start-timestep sweep harmonizes the
+    volumes the realism measure samples); an id the set does not have is an error.
     ``threads``: torch CPU threads per task (default: the cores divided among local workers;
     with one worker, the process's setting). Results are byte-identical on CPU for the same
     settings and the same threads per task, whatever the number of workers.
@@ -665,19 +668,27 @@ def harmonize_set(
                 else load_denoiser(checkpoint, "cpu", str(precision)))
     config = config or denoiser.config.harmonize
     try:
-        check_harmonize(config, denoiser.config.noise)
+        check_harmonize(config, denoiser.config.noise, denoiser.config.train)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     items, columns = read_synthetic_set(synthetic_dir)
     resolved = {"source": str(synthetic_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
                 "checkpoint_sha256": denoiser.sha256, "harmonize": config.model_dump(mode="json")}
-    _claim_out_dir(out, synthetic_dir, resolved, force)
 
     kept = [i for i in items if i.kept]
+    if volume_ids is not None:
+        known = {i.volume_id for i in kept}
+        missing = sorted(set(volume_ids) - known)
+        if missing:
+            raise ConfigError(f"{synthetic_dir}: no kept volume {missing[:3]}{' ...' if len(missing) > 3 else ''} "
+                              f"to harmonize ({len(missing)} of {len(volume_ids)} requested ids)")
+        wanted = set(volume_ids)
+        kept = [i for i in kept if i.volume_id in wanted]
     if limit is not None:
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, got {limit}")
         kept = kept[:limit]
+    _claim_out_dir(out, synthetic_dir, resolved, force)
     todo = [i for i in kept if not _harmonized(out, i)]
     done_before = len(kept) - len(todo)
     local_workers = workers if scheduler is None else 1

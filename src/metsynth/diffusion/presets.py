@@ -135,6 +135,10 @@ class TrainConfig(Settings):
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="Exponential moving average of the weights (None: off; not in the paper). "
                                       "The export then holds the EMA weights.")
+    max_timestep: int | None = Field(
+        None, ge=0, description="Draw training timesteps in 0..max_timestep only (None: all of 0..T-1, the paper). "
+        "SDEdit harmonization never runs above its start timestep, so a network trained only there spends all "
+        "its steps on the noise levels it is used at (not in the paper; the demo's choice, docs/realism.md).")
     checkpoint_every_n_steps: int = Field(100, ge=1, description="Save last.ckpt every n optimizer steps (and at each epoch end).")
     log_every_n_steps: int = Field(10, ge=1, description="Lightning logging interval (the loss CSV records every step).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (patches are cheap: 0 is usually fine).")
@@ -200,13 +204,18 @@ class DiffusionConfig(Settings):
             raise ValueError(
                 f"train.patch_size {self.train.patch_size} must be divisible by {factor} on every axis "
                 f"(the U-Net has {len(self.model.channels)} levels)")
-        check_harmonize(self.harmonize, self.noise)
+        check_harmonize(self.harmonize, self.noise, self.train)
         return self
 
 
-def check_harmonize(harmonize: HarmonizeConfig, noise: NoiseConfig) -> None:
-    """Raise ValueError if the harmonization settings do not fit the model's noise schedule."""
+def check_harmonize(harmonize: HarmonizeConfig, noise: NoiseConfig, train: TrainConfig | None = None) -> None:
+    """Raise ValueError if the harmonization settings do not fit the model's noise schedule (and,
+    with ``train``, the timesteps it was trained on)."""
     big_t = noise.num_train_timesteps
+    if train is not None and train.max_timestep is not None and harmonize.start_timestep > train.max_timestep:
+        raise ValueError(f"harmonize.start_timestep {harmonize.start_timestep} is above train.max_timestep "
+                         f"{train.max_timestep}: the network never learned to denoise from there; start at most "
+                         f"at {train.max_timestep} or retrain with a larger train.max_timestep")
     if harmonize.start_timestep > big_t - 1:
         raise ValueError(f"harmonize.start_timestep {harmonize.start_timestep} must be <= T - 1 = {big_t - 1}")
     if harmonize.ddim_steps > big_t:

@@ -262,7 +262,7 @@ def train_diffusion(
     train = config.train
     cases = load_training_cases(cohort, train.mask_margin_mm)
     dataset = PatchDataset(cases, train.patch_size, train.patches_per_case,
-                           config.noise.num_train_timesteps, seed=train.seed)
+                           config.noise.num_train_timesteps, seed=train.seed, max_timestep=train.max_timestep)
     sampler = EpochSampler(len(dataset), seed=train.seed)
     loader = ResumableLoader(
         dataset, batch_size=train.batch_size, sampler=sampler, num_workers=train.num_workers,
