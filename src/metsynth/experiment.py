@@ -1,7 +1,7 @@
 """The paper's study from one config: a chain of resumable stages in one run directory.
 
-``cohort -> prepare -> bank -> synthesize -> diffusion -> harmonize -> splits -> train ->
-size_study -> predict -> evaluate -> stats -> variability -> report``
+``cohort -> prepare -> bank -> synthesize -> diffusion -> harmonize -> sweep -> realism -> splits ->
+train -> size_study -> predict -> evaluate -> stats -> variability -> report``
 
 Each stage calls the library function of its step (which itself skips finished outputs), and
 :mod:`metsynth.stages` skips stages whose settings and inputs did not change. Paths follow
@@ -26,7 +26,9 @@ from .errors import ConfigError
 from .evaluation.evaluate import EvaluationConfig
 from .evaluation.splits import SplitConfig
 from .layout import PAPER_MODELS, RunLayout, size_model
+from .diffusion.sweep import SweepConfig
 from .prepare import PrepareConfig
+from .realism.measure import RealismConfig
 from .stages import RunContext, Stage, StageResult, run_stages
 from .synthesis.bank import BankConfig
 from .synthesis.compose import SynthesisConfig
@@ -102,6 +104,8 @@ class ExperimentConfig(Settings):
     bank: BankConfig = Field(default_factory=BankConfig)
     synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
     diffusion: DiffusionSpec = Field(default_factory=DiffusionSpec)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+    realism: RealismConfig = Field(default_factory=RealismConfig)
     splits: SplitConfig = Field(default_factory=SplitConfig)
     segmentation: SegmentationSpec = Field(default_factory=SegmentationSpec)
     models: list[str] = Field(default_factory=lambda: list(PAPER_MODELS),
@@ -169,13 +173,17 @@ def _demo() -> dict[str, Any]:
         "name": "demo",
         # 10 healthy femurs: the synthetic set needs their spread of bone density (4 gave a set whose
         # backgrounds were all denser than half the metastatic cases, and false positives there)
-        "cohort": {"phantom": {"healthy": 10, "metastatic": 6, "test": 2, "preset": "small"}},
+        # 24 test-only cases (cheap: predicted, never trained on): with the 6 held-out metastatic cases every
+        # model is scored on 30 cases, enough for the paired test to see a 0.05 Dice difference
+        "cohort": {"phantom": {"healthy": 10, "metastatic": 6, "test": 24, "preset": "small"}},
         "prepare": {"spacing": 1.7},
         # the paper's 3-5 voxel edge filter is 2.6-4.3 mm at 0.85 mm; at 1.7 mm, 3 voxels is closest.
         # Lesions stay in the femoral region they came from (a shaft lesion keeps marrow around it):
         # pasted uniformly, 70 % landed in the dense bone of the head and trochanter; fewer false
         # positives and a better Synthetic+FT this way (docs/demo.md)
-        "synthesis": {"repeats": 2, "transform": {"edge_filter_size": [3, 3]},
+        # edge_model donor: the pasted edge as sharp as the donor's own (the paper's mean filter made it
+        # twice as soft and gave the lesions away: realism AUC 0.98 -> 0.53, benchmarks/RESULTS.md)
+        "synthesis": {"repeats": 2, "transform": {"edge_filter_size": [3, 3], "edge_model": "donor"},
                       "placement": {"same_region_as_donor": True}},
         "diffusion": {"preset": "tiny", "overrides": {"train": {"max_steps": 60, "checkpoint_every_n_steps": 20}}},
         # 2 folds: 3 real training cases per fold, the few-cases setting where synthetic data should help
@@ -205,6 +213,8 @@ def _tiny() -> dict[str, Any]:
         "splits": {"n_folds": 2},
         "segmentation": {"preset": "tiny", "overrides": {"max_epochs": 2, "val_cases": 1, "num_workers": 0}},
         "size_study": [4],
+        "sweep": {"timesteps": [0, 10, 20]},
+        "realism": {"folds": 2, "repeats": 1, "cnn_epochs": 2, "bootstrap": 100, "null_splits": 2},
         "parallel": {"trainings": 2},  # the tests kill and resume folds that train at once
         "preview": 2,
     }
@@ -253,7 +263,7 @@ def load_experiment_config(path: str | os.PathLike) -> ExperimentConfig:
 
 
 # ------------------------------------------------------------------ stages
-STAGE_NAMES = ("cohort", "prepare", "bank", "synthesize", "diffusion", "harmonize", "splits", "train",
+STAGE_NAMES = ("cohort", "prepare", "bank", "synthesize", "diffusion", "harmonize", "sweep", "realism", "splits", "train",
                "size_study", "predict", "evaluate", "stats", "variability", "report")
 
 
@@ -271,6 +281,12 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               lambda ctx: [c.seed, c.diffusion.model_dump(mode="json"), c.trainer.model_dump()], "DDPM training"),
         Stage("harmonize", _stage_harmonize, ("synthesize", "diffusion"), lambda ctx: c.seed,
               "SDEdit/DDIM harmonization of the synthetic set"),
+        Stage("sweep", _stage_sweep, ("synthesize", "diffusion"),
+              lambda ctx: [c.seed, c.sweep.model_dump(mode="json"), c.realism.seed, c.diffusion.model_dump(mode="json")],
+              "the synthetic volumes harmonized from each start timestep (Figure 4)"),
+        Stage("realism", _stage_realism, ("synthesize", "harmonize", "sweep"),
+              lambda ctx: c.realism.model_dump(mode="json"),
+              "can a classifier tell generated lesions from real ones (C2ST, null controls)"),
         Stage("splits", _stage_splits, ("prepare",), lambda ctx: c.splits.model_dump(mode="json"), "CV folds"),
         Stage("train", _stage_train, ("synthesize", "harmonize", "splits"),
               lambda ctx: [c.seed, c.models, c.segmentation.model_dump(mode="json"), c.trainer.model_dump()],
@@ -288,9 +304,9 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
         Stage("report", _stage_report, ("stats", "variability"), lambda ctx: None, "HTML report"),
     ]
     if not config.needs_harmonized():
-        stages = [s for s in stages if s.name not in ("diffusion", "harmonize")]
+        stages = [s for s in stages if s.name not in ("diffusion", "harmonize", "sweep")]
         for s in stages:
-            s.needs = tuple(n for n in s.needs if n not in ("diffusion", "harmonize"))
+            s.needs = tuple(n for n in s.needs if n not in ("diffusion", "harmonize", "sweep"))
     return stages
 
 
@@ -388,6 +404,30 @@ def _stage_harmonize(ctx: RunContext) -> None:
     harmonize_set(layout.synthetic, layout.harmonized, layout.diffusion / "model.pt", settings,
                   workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler, progress=ctx.progress,
                   force=True, preview=cfg.preview)
+
+
+def _stage_sweep(ctx: RunContext) -> None:
+    from .diffusion.sweep import sweep_start_timesteps
+    from .realism.measure import real_lesion_count, sample_volume_ids
+
+    cfg: ExperimentConfig = ctx.config
+    layout = _layout(ctx)
+    n = cfg.sweep.volumes or cfg.realism.max_per_set or real_lesion_count(layout.prepared_manifest, cfg.realism)
+    ids = sample_volume_ids(layout.synthetic, n, cfg.realism.seed)
+    settings = diffusion_settings(cfg).harmonize.merged(seed=cfg.seed)
+    sweep_start_timesteps(layout.synthetic, layout.diffusion / "model.pt", layout.sweep, ids, cfg.sweep.timesteps,
+                          settings, workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler,
+                          progress=ctx.progress, force=True)
+
+
+def _stage_realism(ctx: RunContext) -> None:
+    from .realism.measure import measure_realism, run_sets
+
+    cfg: ExperimentConfig = ctx.config
+    layout = _layout(ctx)
+    manifest, sets = run_sets(layout.root)
+    measure_realism(manifest, sets, layout.realism, cfg.realism, progress=ctx.progress,
+                    chosen=diffusion_settings(cfg).harmonize.start_timestep if "harmonized" in sets else None)
 
 
 def _stage_splits(ctx: RunContext) -> None:

@@ -11,6 +11,8 @@
       synthetic/{images,labels,sidecars}/, index.csv, preview.png
       diffusion/                      DDPM training run (checkpoints, model.pt, loss curve)
       harmonized/{images,labels,sidecars}/, index.csv, preview.png
+      sweep/t<T>/                     the synthetic set harmonized from start timestep T (Figure 4 sweep)
+      realism/                        realism.json/.md, features.csv: real vs generated lesions (C2ST)
       splits.json                     CV folds over metastatic cases (+ test-only cases)
       models/<model>/fold<k>/         one segmentation training run per model and fold
       cache/                          training volumes unpacked to .npy, shared by every training
@@ -92,6 +94,24 @@ class RunLayout:
     @property
     def harmonized(self) -> Path:
         return self.root / "harmonized"
+
+    @property
+    def sweep(self) -> Path:
+        return self.root / "sweep"
+
+    def sweep_set(self, timestep: int) -> Path:
+        return self.sweep / f"t{int(timestep)}"
+
+    def sweep_sets(self) -> list[Path]:
+        """The sweep's harmonized sets that exist (index.csv written), by start timestep."""
+        if not self.sweep.is_dir():
+            return []
+        found = [p for p in self.sweep.glob("t*") if p.name[1:].isdigit() and (p / "index.csv").is_file()]
+        return sorted(found, key=lambda p: int(p.name[1:]))
+
+    @property
+    def realism(self) -> Path:
+        return self.root / "realism"
 
     @property
     def splits(self) -> Path:

@@ -400,9 +400,120 @@ def statistics_section(run: "RunData") -> Section:
     parts = [
         _subpart("Tests: the five training sets", tests_html, run, paper_comparison(run), True),
         _subpart("Tests: size of the synthetic set", tests_html, run, size_comparison(run), False),
+        _subpart("What difference this run could detect", _detectable, run),
         _subpart("Lesion-wise detection", detection_html, run),
     ]
     return Section("statistics", "Statistics", "\n".join(parts))
+
+
+def _detectable(run: "RunData") -> str:
+    """What difference in Dice this run's paired tests could see (80% power, Holm's level)."""
+    from ..evaluation.stats import detectable_difference
+
+    models = run.paper_models
+    if "real" not in models or len(models) < 2:
+        return not_run("needs Real and at least one other model of Table 3 evaluated.")
+    labels = [display_name(m) for m in models]
+    table = detectable_difference(run.results_for(models), "dice", display_name("real"), labels)
+    rows = [[r.model, r.n_paired, fmt(r.sd_diff, 3), fmt(r.detectable, 3)] for r in table.itertuples()]
+    n = int(table["n_paired"].min()) if len(table) else 0
+    return (data_table(["model vs Real", "paired cases", "sd of the Dice differences", "detectable Dice difference"],
+                       rows, caption="Smallest mean Dice difference to Real each paired test could detect")
+            + f'<p class="tablenote">80% power at Holm\'s strictest level (0.05 / {len(table)}), normal approximation '
+              f"of the paired test over the {n} cases scored per model, with the spread of per-case differences this "
+              "run shows. A difference smaller than this can be real and still not reach p &lt; 0.05 here.</p>")
+
+
+# =========================================================================== realism
+def realism_section(run: "RunData") -> Section:
+    """Can a classifier tell the generated lesions from the real ones (RUN/realism, stage realism)."""
+    import json
+
+    path = run.layout.realism / "realism.json"
+    if not path.is_file():
+        return Section("realism", "Realism of the generated lesions",
+                       not_run("no <code>realism/realism.json</code> (stage realism, or <code>metsynth realism RUN</code>)."),
+                       False)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    parts = [_subpart("Classifier two-sample tests", _realism_table, report),
+             _subpart("What gives each set away", _realism_features, report)]
+    if report.get("sweep"):
+        parts.append(_subpart("Start timestep of the harmonization (Figure 4)", _figure4, run, report))
+    return Section("realism", "Realism of the generated lesions", "\n".join(parts))
+
+
+def _auc_cell(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "-"
+    return f"{fmt(t['auc'])} [{fmt(t['ci95'][0])}, {fmt(t['ci95'][1])}]"
+
+
+def _realism_table(report: dict[str, Any]) -> str:
+    null = report.get("null_real", {})
+    rows = [["real vs real (null)", report["n_real"], _auc_cell(null.get("features")), _auc_cell(null.get("cnn")), ""]]
+    for name, s in report["sets"].items():
+        n = s.get("null", {})
+        rows.append([name, s["n_volumes"], _auc_cell(s.get("features")), _auc_cell(s.get("cnn")),
+                     f"{_auc_cell(n.get('features'))} / {_auc_cell(n.get('cnn'))}"])
+    cfg = report.get("config", {})
+    return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null: generated halves (features / CNN)"], rows,
+                       caption=f"Real lesions: {report['n_real']} from {report['real_groups']} patients")
+            + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions (reference masks '
+              "of the metastatic and test cases) from the set's (0.5: cannot be told apart; 1: always told apart), "
+              f"{cfg.get('folds', '?')} folds grouped so that no patient or donor is on both sides, repeated "
+              f"{cfg.get('repeats', '?')} times; [95% bootstrap interval, whole patients and donors resampled]. Features: "
+              "gradient-boosted trees on the lesion features below; 3D CNN: a small MONAI classifier on lesion-centred "
+              f"patches ({fmt(cfg.get('patch_mm'), 0)} mm), trained from scratch. Null controls: the same test between "
+              f"random halves of one set (features: median [range] over {cfg.get('null_splits', 1)} splits; CNN: one "
+              "split): the AUC chance alone gives with these sizes.</p>")
+
+
+def _realism_features(report: dict[str, Any], top: int = 5) -> str:
+    from ..realism.features import FEATURES
+
+    html = []
+    for name, s in report["sets"].items():
+        rows = [[r["feature"], FEATURES.get(r["feature"], ""), f"{r['real']:.4g}", f"{r['generated']:.4g}", fmt(r["auc"])]
+                for r in s["features_table"][:top]]
+        html.append(data_table(["feature", "what it measures", "real (median)", f"{name} (median)", "AUC alone"], rows,
+                               caption=f"{name}: the {top} features that separate it most"))
+    return "\n".join(html)
+
+
+def _figure4(run: "RunData", report: dict[str, Any]) -> str:
+    from ..realism.figure import figure4
+
+    dice = _sweep_dice(run, report.get("chosen_timestep"))
+    png = figures.png_of(lambda p: figure4(report, report["sweep"], p, dice=dice or None,
+                                           chosen=report.get("chosen_timestep")))
+    rows = [[r["timestep"], fmt(r.get("features_auc")), fmt(r.get("contrast_kept")), fmt(r.get("contrast_kept_p10")),
+             r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
+    html = figure(png, "Realism (C2ST AUC; grey band: real vs real null), lesion contrast kept after / before "
+                       "harmonization, and the Dice of the models trained on the set where the study trained one, "
+                       "against the start timestep (0: not harmonized; dashed: the study's choice).", "Figure 4", width=980)
+    html += data_table(["start timestep", "features AUC", "contrast kept (median)", "10th percentile", "lesions collapsed"],
+                       rows, caption="The sweep")
+    lesions = run.layout.realism / "figure4_lesions.png"
+    if lesions.is_file():
+        html += figure(lesions.read_bytes(), "The same synthetic lesions harmonized from each start timestep (the "
+                                             "paper's Figure 4), one axial slice, label outlined.", "Figure 4 lesions",
+                       width=980)
+    return html
+
+
+def _sweep_dice(run: "RunData", chosen: int | None) -> dict[int, tuple[float, float, float]]:
+    """Dice of the study's models at the timesteps they were trained at: synthetic (0), harmonized (chosen)."""
+    if run.results is None:
+        return {}
+    out = {}
+    for model, t in (("synthetic", 0), ("harmonized", chosen)):
+        if t is None or model not in run.evaluated:
+            continue
+        values = run.results.loc[run.results["model"] == model, "dice"].dropna().to_numpy(dtype=float)
+        if values.size:
+            half = 1.96 * float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else 0.0
+            out[int(t)] = (float(values.mean()), float(values.mean()) - half, float(values.mean()) + half)
+    return out
 
 
 # =========================================================================== 7. config & provenance
@@ -462,5 +573,5 @@ def _provenance(run: "RunData") -> str:
     return html
 
 
-SECTIONS = (summary_section, tables_section, boxplots_section, examples_section, qc_section, statistics_section,
-            config_section)
+SECTIONS = (summary_section, tables_section, boxplots_section, examples_section, qc_section, realism_section,
+            statistics_section, config_section)
