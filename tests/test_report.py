@@ -24,7 +24,7 @@ from metsynth.report.page import fmt, fmt_p, fmt_seconds
 from metsynth.volume import Volume
 
 MODELS = ("real", "synthetic", "harmonized_ft", "size_100")
-SECTIONS = ("summary", "tables", "boxplots", "examples", "qc", "statistics", "config")
+SECTIONS = ("summary", "tables", "boxplots", "examples", "qc", "realism", "statistics", "config")
 
 
 # ------------------------------------------------------------------------------------ builders

@@ -158,6 +158,8 @@ def _paper() -> dict[str, Any]:
         "prepare": {"spacing": 0.85},
         "synthesis": {"repeats": 10, "min_lesion_mm3": 16.0},
         "diffusion": {"preset": "paper"},
+        # Figure 4 shows lambda 5..50 DDIM steps of stride 4, i.e. training timesteps 20..200
+        "sweep": {"timesteps": [0, 10, 20, 40, 80, 160]},
         "splits": {"n_folds": 5},
         "segmentation": {"preset": "paper"},
         "size_study": [100, 500, 2000],

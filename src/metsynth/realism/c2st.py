@@ -105,6 +105,10 @@ def c2st(x: np.ndarray, y: np.ndarray, groups: np.ndarray, scorer: Scorer, n_spl
     groups = np.asarray(groups)
     if min((y == 0).sum(), (y == 1).sum()) < 2:
         raise ValueError(f"c2st: need at least 2 samples of each set, got {(y == 0).sum()} and {(y == 1).sum()}")
+    few = [c for c in (0, 1) if len(np.unique(groups[y == c])) < 2]
+    if few:
+        raise ValueError(f"c2st: set {few[0]} comes from a single group (patient or donor); the grouped "
+                         "cross-validation needs at least 2 groups per set to hold one out")
     total = np.zeros(len(y))
     for r in range(repeats):
         # ranks, not raw scores: folds' classifiers are on different scales
