@@ -187,7 +187,16 @@ def _demo() -> dict[str, Any]:
         # twice as soft and gave the lesions away: realism AUC 0.98 -> 0.53, benchmarks/RESULTS.md)
         "synthesis": {"repeats": 2, "transform": {"edge_filter_size": [3, 3], "edge_model": "donor"},
                       "placement": {"same_region_as_donor": True}},
-        "diffusion": {"preset": "tiny", "overrides": {"train": {"max_steps": 60, "checkpoint_every_n_steps": 20}}},
+        # The DDPM and its start timestep, from the realism sweep (docs/realism.md): every CPU-sized DDPM
+        # tried (60-250 steps, timesteps drawn in 0..10 or 0..20, EMA, batch 2-4) made the lesions easier,
+        # not harder, to tell from real ones (interior noise it cannot remove), more so the higher the start;
+        # so the demo trains on the low timesteps only and harmonizes from the lowest of the sweep
+        "diffusion": {"preset": "tiny", "overrides": {
+            "train": {"max_steps": 200, "checkpoint_every_n_steps": 50, "max_timestep": 10, "ema_decay": 0.99},
+            "harmonize": {"start_timestep": 2}}},
+        "sweep": {"timesteps": [0, 2, 5, 10]},
+        # under a minute on 2 cores: 3 null splits, 20 CNN epochs (the defaults 5 and 30 took 68 s)
+        "realism": {"null_splits": 3, "cnn_epochs": 20},
         # 2 folds: 3 real training cases per fold, the few-cases setting where synthetic data should help
         "splits": {"n_folds": 2},
         # every model gets the same compute (40 patches per epoch whatever its set's size); with 3
@@ -417,7 +426,9 @@ def _stage_sweep(ctx: RunContext) -> None:
     n = cfg.sweep.volumes or cfg.realism.max_per_set or real_lesion_count(layout.prepared_manifest, cfg.realism)
     ids = sample_volume_ids(layout.synthetic, n, cfg.realism.seed)
     settings = diffusion_settings(cfg).harmonize.merged(seed=cfg.seed)
-    sweep_start_timesteps(layout.synthetic, layout.diffusion / "model.pt", layout.sweep, ids, cfg.sweep.timesteps,
+    # the study's own start timestep is the harmonized set itself (the realism stage reads it there)
+    timesteps = tuple(t for t in cfg.sweep.timesteps if t != settings.start_timestep or not cfg.needs_harmonized())
+    sweep_start_timesteps(layout.synthetic, layout.diffusion / "model.pt", layout.sweep, ids, timesteps,
                           settings, workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler,
                           progress=ctx.progress, force=True)
 

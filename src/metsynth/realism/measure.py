@@ -310,13 +310,18 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
     sweep = {0: Path(sets["synthetic"])} if "synthetic" in sets else {}
     sweep.update({int(n[1:]): Path(f) for n, f in sets.items() if n.startswith("t") and n[1:].isdigit()})
+    if chosen is not None and "harmonized" in sets and len(sweep) > 1:
+        sweep.setdefault(int(chosen), Path(sets["harmonized"]))
     if len(sweep) > 1:
         from ..diffusion.sweep import sweep_table
 
         report["sweep"] = sweep_table(sweep)
         report["chosen_timestep"] = chosen
         for row in report["sweep"]:
-            entry = report["sets"].get("synthetic" if row["timestep"] == 0 else f"t{row['timestep']}", {})
+            entry = report["sets"].get("synthetic" if row["timestep"] == 0 else f"t{row['timestep']}")
+            if entry is None and row["timestep"] == chosen:
+                entry = report["sets"].get("harmonized", {})
+            entry = entry or {}
             row["features_auc"] = entry.get("features", {}).get("auc")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
