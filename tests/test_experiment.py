@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -115,6 +116,12 @@ def test_tiny_study_killed_and_resumed_gives_the_same_metrics(tmp_path):
     assert resumed.returncode == 0, out
     assert "cohort       skipped" in out and "report       done" in out
     assert (layout.report / "index.html").exists()
+    # the realism stage measured the synthetic, harmonized and sweep sets and drew Figure 4
+    realism = json.loads((layout.realism / "realism.json").read_text())
+    assert {"synthetic", "harmonized", "t10"} <= set(realism["sets"]) and realism["chosen_timestep"] == 20
+    assert [r["timestep"] for r in realism["sweep"]] == [0, 10, 20]
+    assert (layout.realism / "figure4.png").is_file() and (layout.realism / "figure4_lesions.png").is_file()
+    assert "Start timestep of the harmonization (Figure 4)" in (layout.report / "index.html").read_text()
     resumed_metrics = final_metrics(run_dir)
     assert set(resumed_metrics["model"]) >= {"real", "synthetic", "synthetic_ft", "harmonized", "harmonized_ft"}
 

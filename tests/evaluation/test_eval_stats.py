@@ -142,3 +142,18 @@ def test_load_results_names_and_worst_case(tmp_path):
     pd.DataFrame({"case": [1]}).to_csv(tmp_path / "bad.csv", index=False)
     with pytest.raises(InputError, match="case_id"):
         load_results([str(tmp_path / "bad.csv")])
+
+
+def test_detectable_difference_follows_the_paired_spread_and_holm(long_table):
+    from metsynth.evaluation.stats import detectable_difference
+
+    table = detectable_difference(long_table, "dice", "Real", ["Real", "Synthetic", "Diffusion+FT"]).set_index("model")
+    z = sps.norm.ppf(1 - 0.05 / 2 / 2) + sps.norm.ppf(0.8)  # two comparisons: Holm's strictest level 0.025
+    for model, values in (("Synthetic", SYNTH), ("Diffusion+FT", DIFF)):
+        sd = np.std(np.subtract(values, REAL), ddof=1)
+        assert table.loc[model, "n_paired"] == 10
+        assert table.loc[model, "detectable"] == pytest.approx(z * sd / np.sqrt(10))
+    # four times the cases, half the detectable difference
+    big = pd.concat([long_table.assign(case_id=long_table["case_id"].astype(str) + f"-{k}") for k in range(4)])
+    bigger = detectable_difference(big, "dice", "Real", ["Real", "Synthetic", "Diffusion+FT"]).set_index("model")
+    assert bigger.loc["Synthetic", "detectable"] == pytest.approx(table.loc["Synthetic", "detectable"] / 2, rel=0.05)

@@ -95,3 +95,17 @@ def test_bad_realism_inputs_are_named(tiny_run, tmp_path):
     assert result.exit_code != 0 and "--cohort" in result.output
     manifest, sets = run_sets(tiny_run)
     assert set(sets) == {"synthetic"} and manifest == RunLayout(tiny_run).prepared_manifest
+
+
+def test_the_report_shows_the_realism_section(tiny_run, tmp_path):
+    from metsynth.report import write_report
+
+    config = RealismConfig(**FAST, cnn=False)
+    layout = RunLayout(tiny_run)
+    measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic}, layout.realism, config, progress=False)
+    text = write_report(tiny_run, tmp_path / "report.html").read_text()
+    section = text[text.index('id="realism"'):]
+    section = section[: section.index("</section>")]
+    assert "Classifier two-sample tests" in section and "real vs real (null)" in section
+    assert "What gives each set away" in section and "edge_inner" in section
+    assert "Not run" not in section

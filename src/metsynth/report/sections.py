@@ -417,11 +417,17 @@ def _detectable(run: "RunData") -> str:
     table = detectable_difference(run.results_for(models), "dice", display_name("real"), labels)
     rows = [[r.model, r.n_paired, fmt(r.sd_diff, 3), fmt(r.detectable, 3)] for r in table.itertuples()]
     n = int(table["n_paired"].min()) if len(table) else 0
+    need = ""
+    ok = table.dropna(subset=["detectable"])
+    if len(ok) and n > 1:
+        # the detectable difference shrinks as 1 / sqrt(n): the cases a 0.05 difference would need
+        cases = int(math.ceil(n * (float(ok["detectable"].median()) / 0.05) ** 2))
+        need = f" Detecting a 0.05 difference with this spread would take about {cases} cases per model."
     return (data_table(["model vs Real", "paired cases", "sd of the Dice differences", "detectable Dice difference"],
                        rows, caption="Smallest mean Dice difference to Real each paired test could detect")
             + f'<p class="tablenote">80% power at Holm\'s strictest level (0.05 / {len(table)}), normal approximation '
               f"of the paired test over the {n} cases scored per model, with the spread of per-case differences this "
-              "run shows. A difference smaller than this can be real and still not reach p &lt; 0.05 here.</p>")
+              f"run shows. A difference smaller than this can be real and still not reach p &lt; 0.05 here.{need}</p>")
 
 
 # =========================================================================== realism
