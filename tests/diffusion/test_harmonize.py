@@ -261,10 +261,20 @@ def trained_harmonize(trained):
 
 
 def test_workers_give_the_same_bytes(tmp_path, builders, trained):
+    """In-process and in two spawned worker processes (network loaded once per worker), at the
+    defaults: the thread count per task must not follow the worker count."""
+    import torch
+
     src = builders.write_synthetic_set(tmp_path / "syn")
-    """In-process and in two spawned worker processes (network loaded once per worker)."""
-    harmonize_set(src, tmp_path / "one", trained.export, progress=False, threads=1)
-    harmonize_set(src, tmp_path / "two", trained.export, progress=False, workers=2, threads=1)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)  # the in-process run must not inherit the process's threads
+    try:
+        harmonize_set(src, tmp_path / "one", trained.export, progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    harmonize_set(src, tmp_path / "two", trained.export, progress=False, workers=2)
+    side = json.loads((tmp_path / "one" / "sidecars" / "syn000.json").read_text())
+    assert side["harmonization"]["threads"] == 1
     for name in ("syn000.nii.gz", "syn001.nii.gz"):
         assert (tmp_path / "one" / "images" / name).read_bytes() == (tmp_path / "two" / "images" / name).read_bytes()
 
@@ -310,8 +320,8 @@ def test_bad_inputs_are_named(tmp_path, builders, trained):
 def test_a_dask_scheduler_gives_the_same_bytes(tmp_path, builders, trained):
     distributed = pytest.importorskip("distributed")
     src = builders.write_synthetic_set(tmp_path / "syn", n_volumes=1)
-    harmonize_set(src, tmp_path / "local", trained.export, progress=False, threads=1)
+    harmonize_set(src, tmp_path / "local", trained.export, progress=False)
     with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
-        harmonize_set(src, tmp_path / "dask", trained.export, progress=False, scheduler=client, threads=1)
+        harmonize_set(src, tmp_path / "dask", trained.export, progress=False, scheduler=client)
     name = "images/syn000.nii.gz"
     assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()

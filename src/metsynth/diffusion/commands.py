@@ -89,8 +89,9 @@ def harmonize(
         None, "--scheduler", help="Dask scheduler address (tcp://host:8786); workers must see the same files."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or gpu."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="CPU threads per worker (default: cores / workers); outputs are byte-"
-                                       "identical for the same threads whatever --workers."),
+        None, "--threads", min=1, help="CPU threads per worker (default 1, so that --workers never changes the "
+                                       "bytes; use --workers for speed); outputs are byte-identical for the same "
+                                       "threads whatever --workers or --scheduler."),
     precision: str = typer.Option("32", "--precision", help="32, 16-mixed or bf16-mixed (autocast, GPU only)."),
     preview: int = typer.Option(0, "--preview", min=0, help="Write preview.png: K lesions, synthetic | harmonized | difference."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Harmonize only the first N kept volumes (a trial)."),

@@ -16,9 +16,11 @@ step, so the whole region shares one noise field and one trajectory: no seams.
 
 Determinism: each volume's noise comes from a CPU ``torch.Generator`` seeded with
 ``SeedSequence([seed, stable_hash(volume_id)])``, so the same settings give the same bytes on CPU
-whatever the number of workers or their order, given the same number of torch threads per task
-(``threads``; floating-point sums in the convolutions depend on it). GPU kernels are not
-bit-reproducible in general.
+whatever the number of workers, their order or the scheduler: every task runs on the same number
+of torch threads (``threads``, 1 by default; floating-point sums in the convolutions depend on
+it, so a default of "the cores divided among the workers" gave other bytes for ``--workers 1``
+and ``--workers 2``). Parallelism comes from the worker processes. The sidecar records the
+threads. GPU kernels are not bit-reproducible in general.
 
 Input: a synthetic set folder (``images/``, ``labels/``, optional ``sidecars/`` and
 ``index.csv``; any folder with that layout works). Output: the same layout in a new folder;
@@ -650,9 +652,9 @@ def harmonize_set(
     ``limit``: harmonize only the first ``limit`` kept volumes of the set (trials, previews).
     ``volume_ids``: harmonize only these kept volumes (the start-timestep sweep harmonizes the
     volumes the realism measure samples); an id the set does not have is an error.
-    ``threads``: torch CPU threads per task (default: the cores divided among local workers;
-    with one worker, the process's setting). Results are byte-identical on CPU for the same
-    settings and the same threads per task, whatever the number of workers.
+    ``threads``: torch CPU threads per task (default 1, whatever the workers, so that the bytes
+    do not depend on them; use ``workers`` for speed). Results are byte-identical on CPU for the
+    same settings and the same threads per task, whatever the number of workers or the scheduler.
     """
     from ..parallel import TasksFailed, map_tasks
 
@@ -691,11 +693,10 @@ def harmonize_set(
     _claim_out_dir(out, synthetic_dir, resolved, force)
     todo = [i for i in kept if not _harmonized(out, i)]
     done_before = len(kept) - len(todo)
-    local_workers = workers if scheduler is None else 1
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
-    if threads is None and local_workers > 1:
-        threads = max(1, (os.cpu_count() or 1) // local_workers)
+    if threads is None:
+        threads = 1
     tasks = [HarmonizeTask(i, str(out.resolve()), str(checkpoint.resolve()), config.model_dump(mode="json"),
                            str(torch_device), str(precision), threads) for i in todo]
     timesteps = ddim_timesteps(denoiser.config.noise.num_train_timesteps, config.ddim_steps, config.start_timestep)
