@@ -74,6 +74,15 @@ def test_grouping_by_patient_and_centre():
     assert all(len({c.centre for c in cohort.cases if c.id in f}) == 1 for f in by_centre.folds)
     with pytest.raises(ConfigError, match="3 centre groups for n_folds=5"):
         make_splits(cohort, n_folds=5, group_by="centre")
+    # by default the manifest's patients are kept together (issue 16: they were split unless asked)
+    default = make_splits(cohort, n_folds=4, seed=1)
+    assert default.group_by == "patient" and default.folds == s.folds
+    assert SplitConfig().group_by == "patient"
+    loose = make_splits(cohort, n_folds=4, seed=1, group_by=None)
+    assert any(len({loose.fold_of(f"M{i:02d}") for i, q in enumerate(patients) if q == p}) > 1 for p in set(patients))
+    # without patient: every case is its own patient, the same folds as no grouping
+    plain = make_cohort()
+    assert make_splits(plain, n_folds=5, seed=3).folds == make_splits(plain, n_folds=5, seed=3, group_by=None).folds
 
 
 def test_saved_once_reloaded_and_conflicts_are_errors(tmp_path):

@@ -28,8 +28,9 @@ def splits(
     out: Path = typer.Option(..., "--out", "-o", help="splits.json to write (reloaded if it exists and matches)."),
     folds: int = typer.Option(5, "--folds", min=2, help="Number of folds (paper: 5)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the fold assignment (saved in the file)."),
-    group_by: Optional[str] = typer.Option(
-        None, "--group-by", help="Keep the cases of one 'patient' or one 'centre' in one fold."),
+    group_by: str = typer.Option(
+        "patient", "--group-by", help="Keep the cases of one 'patient' (the manifest's patient:; a case without "
+                                      "one is its own patient) or one 'centre' in one fold, or 'none'."),
 ) -> None:
     """Make the cross-validation folds once (splits.json); every training and the nnU-Net export reuse them.
 
@@ -39,9 +40,9 @@ def splits(
     from ..config import look_up_option
     from .splits import load_or_make_splits
 
-    if group_by is not None:
-        look_up_option(group_by, ["patient", "centre"], "--group-by value")
-    result = load_or_make_splits(out, cohort, n_folds=folds, seed=seed, group_by=group_by)
+    look_up_option(group_by, ["patient", "centre", "none"], "--group-by value")
+    result = load_or_make_splits(out, cohort, n_folds=folds, seed=seed,
+                                 group_by=None if group_by == "none" else group_by)  # type: ignore[arg-type]
     for fold in range(result.n_folds):
         typer.echo(f"fold {fold}: test {', '.join(result.test(fold))}")
     if result.test_only:

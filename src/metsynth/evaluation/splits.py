@@ -1,8 +1,8 @@
 """Cross-validation splits over the metastatic cases, saved once, and the leakage filter.
 
 * :func:`make_splits`: ``n_folds`` folds (default 5) over the cases with role ``metastatic``,
-  from a seed; optionally grouped so that all cases sharing a ``patient`` (or ``centre``) land
-  in one fold. Cases with role ``test`` are never in a fold: they are listed as ``test_only``
+  from a seed; grouped by default so that all cases sharing a ``patient`` land in one fold (a case
+  without ``patient:`` is its own patient), or by ``centre``, or not at all (``group_by: null``). Cases with role ``test`` are never in a fold: they are listed as ``test_only``
   (tested by every fold's model, never trained on).
 * :func:`load_or_make_splits`: the splits are written to ``splits.json`` the first time and
   reloaded afterwards; a file that disagrees with the requested cases, seed, number of folds or
@@ -51,7 +51,9 @@ class SplitConfig(Settings):
 
     n_folds: int = Field(5, ge=2, description="Number of folds over the metastatic cases (paper: 5).")
     seed: int = Field(0, description="Seed of the fold assignment (saved in splits.json).")
-    group_by: GroupBy | None = Field(None, description="Keep cases of one 'patient' or one 'centre' in one fold.")
+    group_by: GroupBy | None = Field(
+        "patient", description="Keep cases of one 'patient' (the manifest's patient:, else each case is its own "
+        "patient) or one 'centre' in one fold; null: every case on its own, even two femurs of one patient.")
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def _case_groups(cohort: "Cohort", group_by: GroupBy | None) -> dict[str, str]:
 
 
 def make_splits(
-    cohort: "Cohort | str | os.PathLike", n_folds: int = 5, seed: int = 0, group_by: GroupBy | None = None
+    cohort: "Cohort | str | os.PathLike", n_folds: int = 5, seed: int = 0, group_by: GroupBy | None = "patient"
 ) -> Splits:
     """Assign the cohort's metastatic cases to ``n_folds`` folds (deterministic in ``seed``)."""
     cohort = _as_cohort(cohort)
@@ -183,7 +185,7 @@ def load_or_make_splits(
     cohort: "Cohort | str | os.PathLike",
     n_folds: int = 5,
     seed: int = 0,
-    group_by: GroupBy | None = None,
+    group_by: GroupBy | None = "patient",
 ) -> Splits:
     """Reload ``path`` if it exists and matches the request; else make the splits and save them.
 
