@@ -222,12 +222,18 @@ def test_rerun_is_a_no_op_and_other_content_needs_force(app, run_dir, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["Dataset012_Femur"]
 
 
-def test_errors_name_the_fix(app, run_dir, tmp_path):
+def test_errors_name_the_fix(app, run_dir, tmp_path, monkeypatch):
     no_splits = tmp_path / "run"
     shutil.copytree(run_dir / "prepared", no_splits / "prepared")
     result = invoke(app, "export", "nnunet", str(no_splits), "--dataset-id", "3", "--out", str(tmp_path / "raw"),
                     "--sources", "real")
     assert result.exit_code == 2 and "splits file not found" in result.output and "--until splits" in result.output
+    # no --out and no $nnUNet_raw: refused, nothing written in the working directory
+    monkeypatch.delenv("nnUNet_raw", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = invoke(app, "export", "nnunet", str(run_dir), "--dataset-id", "4")
+    assert result.exit_code != 0 and "nnUNet_raw" in result.output and "--out" in result.output
+    assert not (tmp_path / "nnUNet_raw").exists()
     with pytest.raises(InputError, match="no synthetic set here.*--until synthesize"):
         export_nnunet(tmp_path / "raw", NnunetExportConfig(dataset_id=3), no_splits, splits=run_dir / "splits.json")
     (tmp_path / "raw" / "Dataset003_Other").mkdir(parents=True)

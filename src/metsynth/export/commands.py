@@ -16,8 +16,9 @@ def nnunet(
         "harmonized/). Optional when --cohort and --splits are given."),
     dataset_id: int = typer.Option(..., "--dataset-id", min=1, max=999, help="nnU-Net dataset id (DatasetNNN_Name)."),
     name: str = typer.Option("Femur", "--name", help="Dataset name: letters, digits, '-' and '_'."),
-    out: Path = typer.Option(Path("nnUNet_raw"), "--out", "-o", envvar="nnUNet_raw",
-                             help="nnU-Net raw folder to write DatasetNNN_Name into ($nnUNet_raw when set)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", envvar="nnUNet_raw",
+                                       help="nnU-Net raw folder to write DatasetNNN_Name into [default: "
+                                            "$nnUNet_raw; one of the two is required]."),
     sources: str = typer.Option(
         "real,synthetic", "--sources",
         help="What the folds train on, comma-separated: real, synthetic, harmonized. Real cases are always "
@@ -56,7 +57,12 @@ def nnunet(
     splits_final.json into nnUNet_preprocessed. See docs/nnunet_export.md.
     """
     from ..cli import quiet
+    from ..errors import InputError
     from .nnunet import NnunetExportConfig, export_nnunet
+
+    if out is None:  # never a folder of the working directory the user did not name
+        raise InputError("no output folder: give --out DIR (your nnUNet_raw folder) or set the nnUNet_raw "
+                         "environment variable, as nnU-Net itself expects")
 
     config = NnunetExportConfig.from_dict(
         {"dataset_id": dataset_id, "name": name, "sources": sources, "limit": limit, "seed": seed, "link": link,
