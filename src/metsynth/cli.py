@@ -98,8 +98,24 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted: finished outputs are kept; rerun the same command to resume", err=True)
             raise typer.Exit(130) from None
+        except Exception as err:
+            if not _is_trainer_configuration_error(err):
+                raise
+            log_path = _write_error_log()
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            typer.echo(f"error: the trainer settings do not fit this machine: {first} "
+                       "(check --accelerator, --devices, --strategy, --precision; `--accelerator auto` picks "
+                       "what is there)", err=True)
+            typer.echo(f"(details: {log_path})", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_trainer_configuration_error(err: BaseException) -> bool:
+    """Lightning's own "this configuration cannot run here" errors (no GPU, bad devices or strategy)."""
+    return type(err).__name__ == "MisconfigurationException" and type(err).__module__.startswith(
+        ("lightning", "pytorch_lightning", "lightning_fabric"))
 
 
 def command(target: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:

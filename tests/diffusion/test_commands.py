@@ -57,3 +57,21 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, builders):
     result = runner.invoke(app, ["diffusion", "train", str(tmp_path), "--out", str(tmp_path / "t"),
                                  "--preset", "papr"])
     assert result.exit_code == 2 and "did you mean 'paper'" in result.output
+
+
+def test_a_gpu_request_without_a_gpu_is_one_line(tmp_path, prepared_cohort):
+    import pytest
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = runner.invoke(app, ["--quiet", "diffusion", "train", str(prepared_cohort), "--out", str(tmp_path / "d"),
+                                 "--preset", "tiny", "--max-steps", "1", "--accelerator", "gpu", "--devices", "1"])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "cannot run here" in result.output
+    assert "--accelerator auto" in result.output
+    assert not (tmp_path / "d").exists(), "checked before the run folder is claimed"
+    result = runner.invoke(app, ["--quiet", "train", str(prepared_cohort), "--out", str(tmp_path / "s"),
+                                 "--preset", "tiny", "--accelerator", "gpu"])
+    assert result.exit_code == 2 and "cannot run here" in result.output, result.output
+    assert not (tmp_path / "s").exists()

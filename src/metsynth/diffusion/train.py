@@ -246,9 +246,12 @@ def train_diffusion(
     ``force`` allows a run folder holding a training with other model/noise/train settings
     (its checkpoints are deleted). Returns where the exported weights are.
     """
+    from ..devices import check_trainer
+
     config = config or diffusion_config()
     out_dir = Path(out_dir)
     precision = _precision(precision)
+    check_trainer(accelerator, devices, strategy, num_nodes, precision)  # before anything is written
     if not isinstance(cohort, Cohort):
         cohort = load_cohort(cohort)
     # the healthy cases' files as they are now: a preparation that wrote them again makes this another training

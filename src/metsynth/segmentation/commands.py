@@ -49,6 +49,10 @@ def train(
             trainer[key] = value
     settings = segmentation_config(preset, config, seed=seed, max_epochs=max_epochs, val_cases=val_cases,
                                    num_workers=workers, trainer=trainer or None)
+    from ..devices import check_trainer
+
+    t = settings.trainer
+    check_trainer(t.accelerator, t.devices, t.strategy, t.num_nodes, t.precision)  # before the cache is written
     training_set = build_training_set(cohort, sources, fold=fold, splits=splits, synthetic=synthetic,
                                       harmonized=harmonized, limit=limit, val_cases=settings.val_cases,
                                       seed=settings.seed, bank=bank, synthesis=synthesis_config)

@@ -395,9 +395,13 @@ def train_segmentation(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from ..devices import check_trainer
+
     config = config or segmentation_config("cpu")
     out = Path(out_dir)
     start = time.perf_counter()
+    t = config.trainer
+    check_trainer(t.accelerator, t.devices, t.strategy, t.num_nodes, t.precision)  # before anything is written
     finetune = init is not None
     result_file = out / "result.json"
     previous = out / "config.yaml"
