@@ -493,7 +493,8 @@ def train_segmentation(
     tcfg = config.trainer
     trainer = L.Trainer(
         accelerator=tcfg.accelerator, devices=tcfg.devices, strategy=tcfg.strategy, num_nodes=tcfg.num_nodes,
-        precision=tcfg.precision, deterministic=tcfg.deterministic, max_epochs=config.epoch_bound(finetune),
+        precision=tcfg.precision, deterministic=tcfg.deterministic, gradient_clip_val=tcfg.gradient_clip_val,
+        max_epochs=config.epoch_bound(finetune),
         max_steps=config.max_steps, check_val_every_n_epoch=config.val_every_n_epochs,
         logger=CSVLogger(save_dir=out, name="", version="logs"), callbacks=callbacks,
         default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=tcfg.log_every_n_steps,
