@@ -42,8 +42,9 @@ def sweep_points(realism: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str | os.PathLike,
             dice: dict[int, tuple[float, float, float]] | None = None, chosen: int | None = None,
-            dpi: int = 110) -> Path:
-    """PNG of the three panels (module docstring). ``dice``: timestep -> (mean, low, high)."""
+            dpi: int = 110, real_dice: float | None = None) -> Path:
+    """PNG of the three panels (module docstring). ``dice``: timestep -> (mean, low, high);
+    ``real_dice``: the Real model's mean Dice, drawn as a reference line."""
     from matplotlib.figure import Figure
 
     from ..fileio import atomic_path
@@ -91,7 +92,10 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
         xs = sorted(dice)
         ys = np.array([dice[t][0] for t in xs])
         ax.errorbar(xs, ys, yerr=[ys - np.array([dice[t][1] for t in xs]), np.array([dice[t][2] for t in xs]) - ys],
-                    marker="s", color="#9467bd", capsize=3, ls="none")
+                    marker="s", color="#9467bd", capsize=3, ls="none", label="trained on the set")
+        if real_dice is not None:
+            ax.axhline(real_dice, color="#555555", ls="--", lw=1.0, label="Real (reference)")
+        ax.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("start timestep")
         ax.set_ylabel("Dice (mean, 95% CI)")
         ax.set_title("segmentation (trained on the set)")

@@ -490,8 +490,12 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
     from ..realism.figure import figure4
 
     dice = _sweep_dice(run, report.get("chosen_timestep"))
+    real = None
+    if run.results is not None and "real" in run.evaluated:
+        values = run.results.loc[run.results["model"] == "real", "dice"].dropna()
+        real = float(values.mean()) if len(values) else None
     png = figures.png_of(lambda p: figure4(report, report["sweep"], p, dice=dice or None,
-                                           chosen=report.get("chosen_timestep")))
+                                           chosen=report.get("chosen_timestep"), real_dice=real))
     rows = [[r["timestep"], fmt(r.get("features_auc")), fmt(r.get("contrast_kept")), fmt(r.get("contrast_kept_p10")),
              r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
     html = figure(png, "Realism (C2ST AUC; grey band: real vs real null), lesion contrast kept after / before "
