@@ -65,6 +65,14 @@ def test_config_errors_are_clear(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({**base, "cohort": {"manifest": "data/cohort.yaml"}}))
     assert load_experiment_config(path).cohort.manifest == (tmp_path / "data" / "cohort.yaml").resolve()
+    # an unknown stage is refused before the run folder is written (issue 16 item 16)
+    from metsynth.experiment import run_experiment
+
+    with pytest.raises(ConfigError, match="unknown stage 'bogus'"):
+        run_experiment(experiment_preset("tiny"), tmp_path / "run", only=["bogus"], progress=False)
+    with pytest.raises(ConfigError, match="did you mean 'realism'"):
+        run_experiment(experiment_preset("tiny"), tmp_path / "run", until="realsm", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_folds_train_at_once_only_on_a_local_cpu_run():

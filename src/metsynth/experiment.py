@@ -324,6 +324,10 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
 def run_experiment(config: ExperimentConfig, run_dir: str | os.PathLike, until: str | None = None,
                    only: list[str] | None = None, progress: bool = True, force: bool = False) -> list[StageResult]:
     """Run (or resume) the study in ``run_dir``; the resolved config is saved there."""
+    from .stages import select
+
+    stages = build_stages(config)
+    select(stages, until, only)  # an unknown stage name is an error before anything is written
     layout = RunLayout(Path(run_dir))
     saved = layout.config
     if saved.exists():
@@ -334,7 +338,7 @@ def run_experiment(config: ExperimentConfig, run_dir: str | os.PathLike, until: 
     layout.root.mkdir(parents=True, exist_ok=True)
     config.to_yaml(saved)
     ctx = RunContext(layout.root, config, progress=progress, force=force)
-    return run_stages(build_stages(config), ctx, until=until, only=only)
+    return run_stages(stages, ctx, until=until, only=only)
 
 
 # ------------------------------------------------------------------ stage bodies
