@@ -286,6 +286,10 @@ def test_write_report_checks_its_arguments(tmp_path):
         write_report(tmp_path / "missing")
     with pytest.raises(InputError, match="ending in .html"):
         write_report(tmp_path, tmp_path / "report.pdf")
+    (tmp_path / "notes.txt").write_text("not a run")
+    with pytest.raises(InputError, match="not a run directory"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report").exists()
 
 
 def test_number_formats_follow_the_paper():

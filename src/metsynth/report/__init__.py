@@ -67,6 +67,11 @@ def render_report(run_dir: str | os.PathLike) -> str:
     if not root.is_dir():
         raise InputError(f"{root}: run directory not found; pass the folder given to `metsynth experiment run` "
                          "(it holds config.yaml, stages/, evaluation/, ...)")
+    known = ("config.yaml", "stages", "prepared", "bank", "synthetic", "harmonized", "evaluation", "predictions",
+             "realism", "stats", "variability")
+    if not any((root / name).exists() for name in known):
+        raise InputError(f"{root}: not a run directory (none of {', '.join(known)} is in it); pass the folder "
+                         "given to `metsynth experiment run --run-dir`")
     run = RunData(root)
     sections = build_sections(run)
     subtitle = (f"Run directory <code>{esc(root.resolve())}</code> · written {time.strftime('%Y-%m-%d %H:%M')} by "
