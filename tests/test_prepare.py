@@ -203,3 +203,12 @@ def test_cli_femur_on_real_ct(real_data, tmp_path):
     bad = CliRunner().invoke(app, ["--quiet", "femur", str(ct), "--out", str(tmp_path / "x.nii.gz"), "--side", "rigth"])
     assert bad.exit_code == 2 and "did you mean 'right'" in bad.output
     assert not (tmp_path / "x.nii.gz").exists()
+
+
+@pytest.mark.parametrize("spacing", [float("nan"), float("inf"), 0.0, -1.0, 1e-9, 500.0])
+def test_spacing_that_is_not_a_voxel_size_is_refused(spacing):
+    from metsynth.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="spacing"):
+        PrepareConfig.from_dict({"spacing": spacing})
+    assert PrepareConfig.from_dict({"spacing": 1.7}).spacing == (1.7, 1.7, 1.7)

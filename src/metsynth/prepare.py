@@ -60,8 +60,12 @@ class PrepareConfig(Settings):
     @field_validator("spacing")
     @classmethod
     def _positive(cls, value):
-        if min(value) <= 0:
-            raise ValueError(f"spacing must be positive, got {value}")
+        import math
+
+        if not all(math.isfinite(v) for v in value) or min(value) <= 0:
+            raise ValueError(f"spacing must be positive and finite, got {value}")
+        if min(value) < 0.05 or max(value) > 20:
+            raise ValueError(f"spacing {value} mm is outside 0.05-20 mm, not a CT voxel size; the paper uses 0.85")
         return value
 
     @field_validator("hu_window")
