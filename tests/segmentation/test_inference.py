@@ -215,3 +215,16 @@ def test_online_training_draws_fresh_synthetic_volumes(tmp_path, builders):
     config = builders.overfit_config(max_epochs=1, online_volumes_per_epoch=2, patches_per_volume=2)
     result = train_segmentation(ts, tmp_path / "run", config, progress=False)
     assert result.steps == 2
+
+
+def test_missing_or_non_image_inputs_write_nothing(trained_model, tmp_path):
+    from metsynth.errors import InputError
+
+    model = trained_model["run"] / "model.pt"
+    with pytest.raises(InputError, match="not found"):
+        predict_cohort(model, [str(tmp_path / "absent.nii.gz")], tmp_path / "p1", progress=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    with pytest.raises(InputError, match="not an image file"):
+        predict_cohort(model, [str(notes)], tmp_path / "p2", progress=False)
+    assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
