@@ -83,6 +83,17 @@ def test_not_a_bank(tmp_path):
         load_bank(tmp_path)
 
 
+def test_a_bank_missing_a_patch_is_refused_on_load(toy_bank, tmp_path_factory):
+    import shutil
+
+    copy = tmp_path_factory.mktemp("bank-copy") / "bank"  # not under the bank's own folder
+    shutil.copytree(toy_bank, copy)
+    victim = load_bank(copy).entries[0]
+    (copy / victim.mask).unlink()
+    with pytest.raises(InputError, match=f"lesion {victim.id} of the bank is missing its file"):
+        load_bank(copy)
+
+
 def test_cli_extract(toy_cohort, tmp_path):
     config = tmp_path / "bank.yaml"
     config.write_text(yaml.safe_dump({"bank": {"margin_mm": 2.0}}))

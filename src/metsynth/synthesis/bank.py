@@ -136,6 +136,11 @@ def load_bank(path: str | os.PathLike) -> LesionBank:
         entries = [BankEntry(**e, root=root.resolve()) for e in data["entries"]]
     except (KeyError, TypeError) as err:
         raise InputError(f"{file}: malformed bank file ({err}); re-extract it with `metsynth lesions extract`") from None
+    for e in entries:  # every patch is there before anything uses the bank
+        for rel in (e.image, e.mask):
+            if not (root / rel).is_file():
+                raise InputError(f"{root / rel}: lesion {e.id} of the bank is missing its file; re-extract the bank "
+                                 "with `metsynth lesions extract` (or restore the file)")
     return LesionBank(root.resolve(), entries, list(data.get("skipped", [])),
                       {k: v for k, v in data.items() if k not in ("entries", "skipped")})
 
