@@ -106,11 +106,12 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Random seed of the phantom, synthesis and trainings."),
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Local processes for the batch stages."),
 ) -> None:
-    """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7 minutes on 2 cores).
+    """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 8 minutes on 2 cores).
 
-    phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> 2-fold
-    cross-validation of the five models of Table 3 and a size-study model -> evaluation ->
-    statistics -> operator variability -> HTML report. The settings are the `demo` preset
+    phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
+    sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold
+    cross-validation of the five models of Table 3 and a size-study model -> evaluation on 30
+    held-out cases -> statistics -> operator variability -> HTML report. The settings are the `demo` preset
     (`configs/demo.yaml`; `metsynth experiment run configs/demo.yaml -o DIR` is the same study).
     """
     from .cli import quiet
