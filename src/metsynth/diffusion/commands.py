@@ -144,8 +144,8 @@ def harmonize_sweep(
                                                       "reference lesions are the real sample of the realism measure."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: t<T>/ sets, realism/ (tables, figure4.png)."),
     timesteps: str = typer.Option("0,5,10,20", "--timesteps", help="Comma-separated start timesteps (0: not harmonized)."),
-    volumes: Optional[int] = typer.Option(None, "--volumes", min=4, help="Volumes per timestep [default: as many "
-                                                                        "as there are real lesions]."),
+    volumes: Optional[int] = typer.Option(None, "--volumes", min=4, help="Volumes per timestep (default: as many "
+                                                                        "as there are real lesions)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the volume sample and the realism classifiers."),
     cnn: bool = typer.Option(False, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator on every timestep."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes for the harmonization."),

@@ -17,8 +17,8 @@ def nnunet(
     dataset_id: int = typer.Option(..., "--dataset-id", min=1, max=999, help="nnU-Net dataset id (DatasetNNN_Name)."),
     name: str = typer.Option("Femur", "--name", help="Dataset name: letters, digits, '-' and '_'."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", envvar="nnUNet_raw",
-                                       help="nnU-Net raw folder to write DatasetNNN_Name into [default: "
-                                            "$nnUNet_raw; one of the two is required]."),
+                                       help="nnU-Net raw folder to write DatasetNNN_Name into (default: "
+                                            "$nnUNet_raw; one of the two is required)."),
     sources: str = typer.Option(
         "real,synthetic", "--sources",
         help="What the folds train on, comma-separated: real, synthetic, harmonized. Real cases are always "

@@ -17,7 +17,7 @@ def realism(
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Prepared cohort manifest (instead of RUN)."),
     sets: list[str] = typer.Option(
         [], "--set", help="NAME=FOLDER of a synthetic or harmonized set (repeatable; with RUN, added to its sets)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder [default: RUN/realism]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/realism)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with realism settings (flat, or a "
                                                                  "'realism:' section of a study config)."),
     cnn: Optional[bool] = typer.Option(None, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator."),
