@@ -219,17 +219,10 @@ class Volume:
     def read(cls, path: str | os.PathLike) -> "Volume":
         """Read a NIfTI / NRRD / MHA file, or a folder holding one DICOM series."""
         path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path}: file not found; check the path (relative paths in a manifest "
-                             "are relative to the manifest's folder)")
+        check_readable(path)
         sitk = _sitk()
         if path.is_dir():
             return cls.from_sitk(_read_dicom_series(path), path)
-        if not _has_suffix(path, READABLE_SUFFIXES) and not _looks_like_dicom(path):
-            raise InputError(
-                f"{path}: unsupported file type; use NIfTI (.nii/.nii.gz), NRRD, MHA, or a folder "
-                "with one DICOM series"
-            )
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as err:
@@ -389,6 +382,19 @@ def _nifti_nonfinite_count(path: Path) -> int:
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:
     name = path.name.lower()
     return any(name.endswith(s) for s in suffixes)
+
+
+def check_readable(path: str | os.PathLike, what: str = "") -> None:
+    """Raise InputError unless ``path`` exists and is a kind :meth:`Volume.read` reads (cheap: no
+    pixel data is read). ``what`` names the input in the message, e.g. "image of 'M001'"."""
+    path = Path(path)
+    where = f"{path}: {what + ' ' if what else ''}"
+    if not path.exists():
+        raise InputError(f"{where}file not found; check the path (relative paths in a manifest "
+                         "are relative to the manifest's folder)")
+    if not path.is_dir() and not _has_suffix(path, READABLE_SUFFIXES) and not _looks_like_dicom(path):
+        raise InputError(f"{where}unsupported file type, not an image file; use NIfTI (.nii/.nii.gz), NRRD, MHA, "
+                         "or a folder with one DICOM series")
 
 
 def _looks_like_dicom(path: Path) -> bool:

@@ -31,7 +31,7 @@ def realism(
     generated) beside every number. Writes realism.json, realism.md and features.csv.
     """
     from ..errors import InputError
-    from .measure import RealismConfig, measure_realism, run_sets
+    from .measure import RealismConfig, format_report, measure_realism, run_sets
 
     settings = RealismConfig.from_dict(read_section(config, "realism") or {}, source=str(config or "defaults"))
     changes = {k: v for k, v in {"cnn": cnn, "seed": seed}.items() if v is not None}
@@ -58,8 +58,6 @@ def realism(
     from ..cli import quiet
 
     report = measure_realism(manifest, named, out, settings, progress=not quiet())
-    from .measure import format_report
-
     typer.echo(format_report(report).rstrip())
     typer.echo(f"\nwritten: {out / 'realism.json'}, {out / 'realism.md'}, {out / 'features.csv'}")
 

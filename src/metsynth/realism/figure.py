@@ -25,19 +25,8 @@ __all__ = ["figure4", "figure4_lesions", "sweep_points"]
 
 
 def sweep_points(realism: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """timestep -> the realism entry of that set (``synthetic`` is 0, ``t<T>`` is T, and ``harmonized``
-    is the study's chosen timestep where the sweep has no set of its own there)."""
-    points: dict[int, dict[str, Any]] = {}
-    sets = realism.get("sets", {})
-    if "synthetic" in sets:
-        points[0] = sets["synthetic"]
-    chosen = realism.get("chosen_timestep")
-    if chosen is not None and "harmonized" in sets and f"t{chosen}" not in sets:
-        points[int(chosen)] = sets["harmonized"]
-    for name, entry in sets.items():
-        if name.startswith("t") and name[1:].isdigit():
-            points.setdefault(int(name[1:]), entry)
-    return points
+    """timestep -> the realism entry of the set the sweep measured there (its rows name the set)."""
+    return {row["timestep"]: realism["sets"][row["set"]] for row in realism.get("sweep", [])}
 
 
 def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str | os.PathLike,

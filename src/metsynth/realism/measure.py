@@ -308,21 +308,20 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn)}
         all_samples += generated
         log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
-    sweep = {0: Path(sets["synthetic"])} if "synthetic" in sets else {}
-    sweep.update({int(n[1:]): Path(f) for n, f in sets.items() if n.startswith("t") and n[1:].isdigit()})
-    if chosen is not None and "harmonized" in sets and len(sweep) > 1:
-        sweep.setdefault(int(chosen), Path(sets["harmonized"]))
+    # the sweep: start timestep -> set name (0: synthetic; the study's own timestep: its harmonized set)
+    names = {0: "synthetic"} if "synthetic" in sets else {}
+    names.update({int(n[1:]): n for n in sets if n.startswith("t") and n[1:].isdigit()})
+    if chosen is not None and "harmonized" in sets and len(names) > 1:
+        names.setdefault(int(chosen), "harmonized")
+    sweep = {t: Path(sets[n]) for t, n in names.items()}
     if len(sweep) > 1:
         from ..diffusion.sweep import sweep_table
 
         report["sweep"] = sweep_table(sweep)
         report["chosen_timestep"] = chosen
         for row in report["sweep"]:
-            entry = report["sets"].get("synthetic" if row["timestep"] == 0 else f"t{row['timestep']}")
-            if entry is None and row["timestep"] == chosen:
-                entry = report["sets"].get("harmonized", {})
-            entry = entry or {}
-            row["features_auc"] = entry.get("features", {}).get("auc")
+            row["set"] = names[row["timestep"]]
+            row["features_auc"] = report["sets"][row["set"]]["features"]["auc"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "realism.json", report)

@@ -489,13 +489,12 @@ def _realism_features(report: dict[str, Any], top: int = 5) -> str:
 def _figure4(run: "RunData", report: dict[str, Any]) -> str:
     from ..realism.figure import figure4
 
-    dice = _sweep_dice(run, report.get("chosen_timestep"))
-    real = None
-    if run.results is not None and "real" in run.evaluated:
-        values = run.results.loc[run.results["model"] == "real", "dice"].dropna()
-        real = float(values.mean()) if len(values) else None
-    png = figures.png_of(lambda p: figure4(report, report["sweep"], p, dice=dice or None,
-                                           chosen=report.get("chosen_timestep"), real_dice=real))
+    chosen = report.get("chosen_timestep")
+    dice = {t: d for t, d in ((0, _mean_dice(run, "synthetic")), (chosen, _mean_dice(run, "harmonized")))
+            if t is not None and d is not None}
+    real = _mean_dice(run, "real")
+    png = figures.png_of(lambda p: figure4(report, report["sweep"], p, dice=dice or None, chosen=chosen,
+                                           real_dice=None if real is None else real[0]))
     rows = [[r["timestep"], fmt(r.get("features_auc")), fmt(r.get("contrast_kept")), fmt(r.get("contrast_kept_p10")),
              r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
     html = figure(png, "Realism (C2ST AUC; grey band: real vs real null), lesion contrast kept after / before "
@@ -511,19 +510,15 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
     return html
 
 
-def _sweep_dice(run: "RunData", chosen: int | None) -> dict[int, tuple[float, float, float]]:
-    """Dice of the study's models at the timesteps they were trained at: synthetic (0), harmonized (chosen)."""
-    if run.results is None:
-        return {}
-    out = {}
-    for model, t in (("synthetic", 0), ("harmonized", chosen)):
-        if t is None or model not in run.evaluated:
-            continue
-        values = run.results.loc[run.results["model"] == model, "dice"].dropna().to_numpy(dtype=float)
-        if values.size:
-            half = 1.96 * float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else 0.0
-            out[int(t)] = (float(values.mean()), float(values.mean()) - half, float(values.mean()) + half)
-    return out
+def _mean_dice(run: "RunData", model: str) -> tuple[float, float, float] | None:
+    """A model's mean Dice over its cases with a normal 95% interval, or None where it was not evaluated."""
+    if run.results is None or model not in run.evaluated:
+        return None
+    values = run.results.loc[run.results["model"] == model, "dice"].dropna().to_numpy(dtype=float)
+    if not values.size:
+        return None
+    half = 1.96 * float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else 0.0
+    return float(values.mean()), float(values.mean()) - half, float(values.mean()) + half
 
 
 # =========================================================================== 7. config & provenance

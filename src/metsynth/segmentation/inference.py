@@ -350,16 +350,12 @@ def predict_cohort(
             raise ConfigError("grid 'source' needs a prepared manifest; image files are always written on their own grid")
     if len({key for key, *_ in items}) != len(items):
         raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
-    image_suffixes = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+    from ..volume import check_readable
+
     for key, img, fem, *_ in items:  # every input checked before anything is written
         for what, path in (("image", img), ("femur mask", fem)):
-            if path is None:
-                continue
-            if not Path(path).exists():
-                raise InputError(f"{path}: {what} of {key!r} not found; check the path")
-            if not Path(path).is_dir() and not str(path).lower().endswith(image_suffixes):
-                raise InputError(f"{path}: {what} of {key!r} is not an image file (expected "
-                                 f"{', '.join(image_suffixes)} or a DICOM series folder)")
+            if path is not None:
+                check_readable(path, f"{what} of {key!r}")
 
     settings = {"model": str(model_path), "model_sha256": file_sha256(model_path, 16), "grid": grid,
                 "postprocess": post.model_dump(), "inference": inf.model_dump(),
