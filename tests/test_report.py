@@ -252,6 +252,25 @@ def test_report_of_a_run_has_every_section_table_and_picture(run_dir):
     assert "tiny-report" in text and "ab12ab12" in section_html(text, "config")
 
 
+
+def test_report_table3_shows_each_models_difference_to_real(run_dir):
+    import pandas as pd
+
+    from metsynth.evaluation.stats import hodges_lehmann_ci
+    from metsynth.report.data import RunData
+    from metsynth.report.tables import table3_html
+
+    html = table3_html(RunData(run_dir))
+    rows = rows_by_label(parse_text(html).tables[0])
+    real = pd.read_csv(run_dir / "evaluation" / "real" / "metrics.csv").set_index("case_id")["dice"]
+    synthetic = pd.read_csv(run_dir / "evaluation" / "synthetic" / "metrics.csv").set_index("case_id")["dice"]
+    # two comparisons with Real: 97.5% each; three cases cannot reach it, so the interval is unbounded
+    est, lo, hi = hodges_lehmann_ci(synthetic.loc[real.index], real, confidence=1 - 0.05 / 2)
+    assert (lo, hi) == (-np.inf, np.inf)
+    assert f"Δ {est:+.2f} [-∞, +∞]" in rows["Synthetic"][1]
+    assert all("Δ" in cell for cell in rows["Diffusion+FT"][1:]) and not any("Δ" in c for c in rows["Real (ref.)"])
+    assert "Hodges-Lehmann" in html and "97.5%" in html and "Holm" in html
+
 def test_report_of_an_empty_run_says_what_was_not_run(tmp_path):
     (tmp_path / "config.yaml").write_text("name: nothing-yet\n")
     out = write_report(tmp_path, tmp_path / "elsewhere" / "r.html")

@@ -144,3 +144,59 @@ def test_variability_command(cohort, tmp_path):
     assert np.isin(Volume.read(tmp_path / "var" / "staple" / "M00.nii.gz").array, (0, 1)).all()
     res = invoke("variability", manifest, "--no-staple")
     assert res.exit_code == 0 and "Automatic" not in res.output
+
+
+def test_stats_command_tables_show_the_differences_to_the_reference(tmp_path):
+    from metsynth.evaluation.stats import hodges_lehmann_ci
+
+    rng = np.random.default_rng(5)
+    real = rng.uniform(0.2, 0.6, 12)
+    dice = {"real": real, "synthetic": real + rng.normal(0.1, 0.05, 12), "diffusion": real + rng.normal(0.0, 0.05, 12)}
+    for name, values in dice.items():
+        pd.DataFrame({"case_id": [f"C{i:02d}" for i in range(12)], "dice": values, "hd": 50 - 40 * values,
+                      "hd95": 40 - 30 * values, "assd": 9 - 8 * values}).to_csv(tmp_path / f"{name}.csv", index=False)
+    res = invoke("stats", *(tmp_path / f"{n}.csv" for n in dice), "--out", tmp_path / "stats")
+    assert res.exit_code == 0, res.output
+    est, lo, hi = hodges_lehmann_ci(dice["synthetic"], real, confidence=1 - 0.05 / 2)
+    shown = f"Δ {est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    md = (tmp_path / "stats" / "table.md").read_text()
+    assert f"({shown})" in next(line for line in md.splitlines() if line.startswith("| synthetic"))
+    assert "Hodges-Lehmann" in md and "97.5%" in md
+    assert shown in (tmp_path / "stats" / "table.html").read_text()
+    assert f"$\\Delta\\,{est:+.2f}\\;[" in (tmp_path / "stats" / "table.tex").read_text()
+    tests = pd.read_csv(tmp_path / "stats" / "tests.csv").set_index(["metric", "model"])
+    assert tests.loc[("dice", "synthetic"), "diff_ci_low"] == pytest.approx(lo)
+    saved = json.loads((tmp_path / "stats" / "stats.json").read_text())
+    assert any(r["diff_ci_high"] == pytest.approx(hi) for r in saved["pairwise"])
+    assert "difference (HL)" in res.output
+
+
+def test_variability_without_out_writes_beside_the_manifest_and_guards_the_folder(cohort, tmp_path):
+    from metsynth.fileio import read_json
+
+    manifest, refs = cohort
+    preds = write_predictions(tmp_path / "pred", refs)
+    other = write_predictions(tmp_path / "pred2", refs, shift=2)
+    out = manifest.parent / "variability"
+    res = invoke("variability", manifest, "--pred", preds)
+    assert res.exit_code == 0, res.output
+    assert f"output folder: {out}" in res.output and f"wrote {out}/table1.md" in res.output
+    for f in ("table1.md", "table1.html", "table1.tex", "variability_pairs.csv", "staple.csv", "variability.json"):
+        assert (out / f).is_file(), f
+    assert sorted(p.name for p in (out / "staple").iterdir()) == sorted(f"{cid}.nii.gz" for cid in refs)
+    assert read_json(out / "variability_inputs.json")["predictions"] == str(preds.resolve())
+    assert invoke("variability", manifest, "--pred", preds).exit_code == 0  # same inputs: recomputed in place
+    before = (out / "variability_pairs.csv").read_bytes()
+    res = invoke("variability", manifest, "--pred", other)
+    assert res.exit_code == 2 and "other inputs" in res.output and "--force" in res.output, res.output
+    assert (out / "variability_pairs.csv").read_bytes() == before  # nothing overwritten
+    res = invoke("variability", manifest, "--pred", other, "--force")
+    assert res.exit_code == 0, res.output
+    assert read_json(out / "variability_inputs.json")["predictions"] == str(other.resolve())
+    assert (out / "variability_pairs.csv").read_bytes() != before
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "todo.txt").write_text("mine")
+    res = invoke("variability", manifest, "--out", foreign, "--no-staple")
+    assert res.exit_code == 2 and "other files (todo.txt)" in res.output, res.output
+    assert sorted(p.name for p in foreign.iterdir()) == ["todo.txt"]

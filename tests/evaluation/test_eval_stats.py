@@ -157,3 +157,96 @@ def test_detectable_difference_follows_the_paired_spread_and_holm(long_table):
     big = pd.concat([long_table.assign(case_id=long_table["case_id"].astype(str) + f"-{k}") for k in range(4)])
     bigger = detectable_difference(big, "dice", "Real", ["Real", "Synthetic", "Diffusion+FT"]).set_index("model")
     assert bigger.loc["Synthetic", "detectable"] == pytest.approx(table.loc["Synthetic", "detectable"] / 2, rel=0.05)
+
+
+# ------------------------------------------------------------------ differences against the reference
+def _walsh(d):
+    return sorted((d[i] + d[j]) / 2 for i in range(len(d)) for j in range(i, len(d)))
+
+
+def _inverted_wilcoxon(d, confidence):
+    """Slow reference: the shifts mu whose exact two-sided signed-rank test of d - mu keeps p > 1 - confidence,
+    tried between every two consecutive Walsh averages (where d - mu has neither zeros nor ties)."""
+    w = _walsh(d)
+    mids = [w[0] - 1.0] + [(a + b) / 2 for a, b in zip(w, w[1:]) if b > a] + [w[-1] + 1.0]
+    kept = [mu for mu in mids if sps.wilcoxon(np.subtract(d, mu), method="exact").pvalue > 1 - confidence]
+    lo = max((v for v in w if v < min(kept)), default=-np.inf)
+    hi = min((v for v in w if v > max(kept)), default=np.inf)
+    return lo, hi
+
+
+@pytest.mark.parametrize("n", [6, 9, 13])
+def test_hodges_lehmann_interval_inverts_the_exact_wilcoxon_test(n):
+    from metsynth.evaluation.stats import hodges_lehmann_ci
+
+    rng = np.random.default_rng(n)
+    x, y = rng.normal(0.5, 0.2, n), rng.normal(0.4, 0.2, n)
+    d = list(x - y)
+    for confidence in (0.95, 1 - 0.05 / 4):
+        est, lo, hi = hodges_lehmann_ci(x, y, confidence=confidence)
+        assert est == pytest.approx(np.median(_walsh(d)), abs=1e-12)
+        ref_lo, ref_hi = _inverted_wilcoxon(d, confidence)
+        assert (lo, hi) == (pytest.approx(ref_lo, abs=1e-12), pytest.approx(ref_hi, abs=1e-12)), (n, confidence)
+    assert hodges_lehmann_ci(d) == hodges_lehmann_ci(x, y)  # y=None: x are the differences
+
+
+def test_hodges_lehmann_small_samples_nan_and_normal_approximation(monkeypatch):
+    import metsynth.evaluation.stats as st
+
+    # three pairs: P(T+ = 0) = 1/8 > 0.025, no finite 95% interval exists
+    assert st.hodges_lehmann_ci([1.0, 2.0, 4.0], confidence=0.95)[1:] == (-np.inf, np.inf)
+    assert st.hodges_lehmann_ci([1.0, np.nan, 2.0, 4.0, 3.0, 5.0, 6.0], [0.0] * 7)[0] == pytest.approx(3.5)
+    assert all(np.isnan(st.hodges_lehmann_ci([np.nan], [1.0])))
+    assert st.hodges_lehmann_ci([0.0] * 8) == (0.0, 0.0, 0.0)  # identical models
+    with pytest.raises(InputError, match="confidence"):
+        st.hodges_lehmann_ci([1.0, 2.0], confidence=95)
+    exact = [st._signrank_critical(n, 0.0125) for n in (40, 80)]
+    monkeypatch.setattr(st, "EXACT_SIGNRANK_MAX_N", 0)
+    approx = [st._signrank_critical(n, 0.0125) for n in (40, 80)]
+    assert all(0 <= e - a <= 4 for e, a in zip(exact, approx)), (exact, approx)
+
+
+def test_difference_intervals_are_holm_matched_wider_and_deterministic(long_table):
+    from metsynth.evaluation.stats import hodges_lehmann_ci
+
+    df = pairwise_tests(long_table, "dice", reference="Real").set_index("model")
+    for model, values in (("Synthetic", SYNTH), ("Diffusion+FT", DIFF)):
+        row = df.loc[model]
+        assert row["diff_ci_confidence"] == pytest.approx(1 - 0.05 / 2)  # two comparisons with Real
+        adjusted = hodges_lehmann_ci(values, REAL, confidence=1 - 0.05 / 2)
+        assert (row["diff_hl"], row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx(adjusted)
+        _, lo, hi = hodges_lehmann_ci(values, REAL, confidence=0.95)  # unadjusted
+        assert row["diff_ci_low"] <= lo and row["diff_ci_high"] >= hi
+        assert row["diff_ci_low"] < lo or row["diff_ci_high"] > hi  # strictly wider
+        assert row["diff_ci_low"] <= row["diff_hl"] <= row["diff_ci_high"]
+    one = pairwise_tests(long_table, "dice", reference="Real", models=["Real", "Synthetic"]).iloc[0]
+    assert one["diff_ci_confidence"] == pytest.approx(0.95)  # a single comparison: no adjustment
+    shuffled = long_table.sample(frac=1.0, random_state=3)
+    again = pairwise_tests(shuffled, "dice", reference="Real").set_index("model")
+    cols = ["diff_hl", "diff_ci_low", "diff_ci_high", "diff_ci_confidence"]
+    pd.testing.assert_frame_equal(again.loc[df.index, cols], df[cols])
+
+
+def test_tables_show_the_difference_intervals(long_table):
+    from metsynth.evaluation.stats import hodges_lehmann_ci
+
+    cmp = compare_models(long_table, reference="Real", title="Table 3")
+    est, lo, hi = hodges_lehmann_ci(SYNTH, REAL, confidence=0.975)
+    shown = f"Δ {est:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+    md = cmp.table.to_markdown()
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ")}
+    assert f"({shown})" in lines["Synthetic"].split("|")[2]
+    assert lines["Synthetic"].count("(Δ ") == 4 and lines["Diffusion+FT"].count("(Δ ") == 4
+    assert "Δ" not in lines["Real (ref.)"]
+    assert "Hodges-Lehmann" in md and "97.5%" in md and "m = 2" in md and "Holm" in md
+    assert shown in cmp.table.to_html() and "Hodges-Lehmann" in cmp.table.to_html()
+    tex = cmp.table.to_latex()
+    assert f"$\\Delta\\,{est:+.2f}\\;[{lo:+.2f}, {hi:+.2f}]$" in tex and "Δ" not in tex and "−" not in tex
+    report = cmp.report()
+    assert f"difference (HL) {est:+.3f} [{lo:+.3f}, {hi:+.3f}] (97.5% CI)" in report
+    record = next(r for r in cmp.to_dict()["pairwise"] if r["model"] == "Synthetic" and r["metric"] == "dice")
+    assert (record["diff_ci_low"], record["diff_ci_high"]) == pytest.approx((lo, hi))
+    assert "Hodges-Lehmann" in cmp.to_dict()["difference_intervals"]
+    assert "Δ" not in results_table(long_table).to_markdown()  # no reference, no differences
+    tiny = long_table[long_table["case_id"].isin(["C00", "C01", "C02"])]
+    assert "[-∞, +∞]" in compare_models(tiny, reference="Real").table.to_markdown()

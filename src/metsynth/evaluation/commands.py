@@ -108,12 +108,13 @@ def stats(
     metrics: str = typer.Option("dice,hd,hd95,assd", "--metrics", help="Comma-separated metric columns."),
     worst_case: str = typer.Option("diagonal", "--worst-case", help="Fill for undefined distances: 'diagonal', mm, or 'none'."),
     marker_test: str = typer.Option("wilcoxon", "--marker-test", help="Test behind the * marks: wilcoxon (paired) or mannwhitney."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the * marks (after Holm correction)."),
+    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the * marks (after Holm correction) and the "
+                                                      "family-wise level of the difference intervals."),
     ci: bool = typer.Option(False, "--ci", help="Add bootstrap 95% confidence intervals of the means."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     title: str = typer.Option("", "--title", help="Table caption."),
 ) -> None:
-    """Compare models as in the paper's Tables 2-3: Kruskal-Wallis, then each model against the reference with Mann-Whitney U and paired Wilcoxon (Holm-corrected); mean ± std, best in bold."""
+    """Compare models as in the paper's Tables 2-3: Kruskal-Wallis, then each model against the reference with Mann-Whitney U and paired Wilcoxon (Holm-corrected); mean ± std, best in bold, and each model's paired difference to the reference (Hodges-Lehmann) with its signed-rank interval at the Bonferroni level alpha/m that goes with Holm's correction."""
     from ..fileio import write_json, write_text
     from .evaluate import _json_safe
     from .stats import compare_models, load_results
@@ -135,17 +136,40 @@ def stats(
 def variability(
     manifest: Path = typer.Argument(..., help="Cohort manifest whose cases carry several annotations (annotator, round, expertise)."),
     pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of the model's masks (<case_id>.nii.gz) for 'automatic vs operators'."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for Table 1 (md/html/tex), the pair/case/STAPLE CSVs and a JSON summary."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for Table 1 (md/html/tex), the pair/case/STAPLE CSVs, a JSON summary and the STAPLE "
+                            "consensus masks (default: variability/ beside the manifest)."),
     include_reference: bool = typer.Option(False, "--include-reference", help="Count the 'reference' annotation as an expert operator."),
     staple: bool = typer.Option(True, "--staple/--no-staple", help="Compute the STAPLE consensus of the operators."),
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Cases without a prediction are left out of the automatic comparison."),
+    force: bool = typer.Option(False, "--force", help="Replace a variability study of other inputs in the output folder."),
 ) -> None:
-    """Operator variability (paper Table 1): inter-operator Dice (novice/novice, novice/expert), intra-operator Dice (same annotator, later round), automatic vs operators, STAPLE consensus, and whether the model's Dice lies within the inter-rater range."""
-    from ..cli import quiet
-    from .variability import operator_variability, write_variability
+    """Operator variability (paper Table 1): inter-operator Dice (novice/novice, novice/expert), intra-operator Dice (same annotator, later round), automatic vs operators, STAPLE consensus, and whether the model's Dice lies within the inter-rater range.
 
-    result = operator_variability(manifest, pred, include_reference=include_reference, run_staple=staple,
-                                  staple_dir=(out / "staple") if out is not None and staple else None,
+    Writes Table 1, the CSVs, variability.json and the STAPLE consensus masks (staple/<case_id>.nii.gz) to --out, by default variability/ beside the manifest. A folder holding a study of other inputs is refused (--force replaces it).
+    """
+    from ..cli import quiet
+    from ..cohort import load_cohort
+    from ..errors import InputError
+    from .variability import (
+        claim_variability_dir,
+        default_variability_dir,
+        operator_variability,
+        variability_inputs,
+        write_variability,
+    )
+
+    cohort = load_cohort(manifest)  # inputs checked before the output folder is touched
+    if pred is not None and not pred.is_dir():
+        raise InputError(f"{pred}: predictions folder not found (expected files <case_id>.nii.gz)")
+    if out is None:
+        out = default_variability_dir(manifest)
+        typer.echo(f"output folder: {out} (default: beside the manifest; --out to choose another)")
+    inputs = variability_inputs(manifest, pred, include_reference=include_reference, staple=staple,
+                                allow_missing=allow_missing)
+    claim_variability_dir(out, inputs, force=force)
+    result = operator_variability(cohort, pred, include_reference=include_reference, run_staple=staple,
+                                  staple_dir=(out / "staple") if staple else None,
                                   allow_missing=allow_missing, progress=not quiet())
     typer.echo(result.table().to_markdown())
     summary = result.summary()
@@ -153,6 +177,7 @@ def variability(
     if rng:
         typer.echo(f"model within the inter-rater Dice range on {rng['n_within_range']}/{rng['n_cases']} case(s); "
                    f"at or above the lowest inter-rater Dice on {rng['n_at_or_above_min']}/{rng['n_cases']}")
-    if out is not None:
-        write_variability(result, out)
-        typer.echo(f"wrote {out}/table1.md, variability_pairs.csv, variability_cases.csv, staple.csv, variability.json")
+    write_variability(result, out, inputs=inputs)
+    masks = len(list((out / "staple").glob("*.nii.gz"))) if staple else 0
+    typer.echo(f"wrote {out}/table1.md, table1.html, table1.tex, variability_pairs.csv, variability_cases.csv, "
+               f"staple.csv, variability.json" + (f", staple/ ({masks} consensus mask(s))" if masks else ""))

@@ -8,10 +8,13 @@ Input: a long table with one row per (model, case) and one column per metric (``
 * each model against a reference model (the paper's "Real"): Mann-Whitney U (unpaired) and
   Wilcoxon signed-rank paired by case (cases present for both models, NaN pairs dropped), with
   Holm's correction over the comparisons of one metric and one test (:func:`pairwise_tests`);
+* for each of those comparisons, the paired difference (model - reference) as a Hodges-Lehmann
+  estimate with its Wilcoxon signed-rank confidence interval at the Bonferroni level
+  ``1 - alpha/m``, simultaneous over the ``m`` comparisons of a metric (:func:`hodges_lehmann_ci`);
 * bootstrap confidence intervals of means (:func:`bootstrap_ci`, percentile method, with a
   ``numpy.random.Generator``);
-* tables of mean +/- std per metric, best value in bold (higher Dice, lower distances), in
-  Markdown, HTML and LaTeX (:func:`results_table`).
+* tables of mean +/- std per metric, best value in bold (higher Dice, lower distances), with the
+  difference to the reference and its interval, in Markdown, HTML and LaTeX (:func:`results_table`).
 
 Distances undefined for a case (one mask empty) must be filled before the tests (see
 :func:`metsynth.evaluation.metrics.fill_worst_case`); :func:`load_results` does it by default.
@@ -68,6 +71,70 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return out
 
 
+EXACT_SIGNRANK_MAX_N = 400  # exact null distribution up to this many pairs, normal approximation above
+
+
+def _signrank_cdf(n: int) -> np.ndarray:
+    """``P(T+ <= t)``, t = 0..n(n+1)/2, of the signed-rank statistic of ``n`` untied pairs under H0."""
+    total = n * (n + 1) // 2
+    prob = np.zeros(total + 1)
+    prob[0] = 1.0
+    for k in range(1, n + 1):  # rank k enters the positive sum with probability 1/2
+        shifted = np.zeros_like(prob)
+        shifted[k:] = prob[:total + 1 - k]
+        prob = 0.5 * (prob + shifted)
+    return np.cumsum(prob)
+
+
+def _signrank_critical(n: int, level: float) -> int:
+    """The largest ``c`` with ``P(T+ <= c - 1) <= level / 2`` for ``n`` pairs (0: there is none)."""
+    if n <= EXACT_SIGNRANK_MAX_N:
+        return int(np.searchsorted(_signrank_cdf(n), level / 2 * (1 + 1e-12), side="right"))
+    from scipy import stats
+
+    sd = math.sqrt(n * (n + 1) * (2 * n + 1) / 24)  # continuity-corrected normal approximation
+    return max(0, math.floor(n * (n + 1) / 4 + 0.5 - float(stats.norm.isf(level / 2)) * sd))
+
+
+def hodges_lehmann_ci(
+    x: Sequence[float],
+    y: Sequence[float] | None = None,
+    confidence: float = 0.95,
+) -> tuple[float, float, float]:
+    """Hodges-Lehmann estimate of the paired difference ``x - y`` and its Wilcoxon signed-rank interval.
+
+    The estimate is the median of the Walsh averages ``(d_i + d_j) / 2`` (``i <= j``) of the
+    per-pair differences ``d`` (NaN pairs dropped; ``y`` None: ``x`` are the differences). The
+    interval inverts the two-sided exact signed-rank test: it holds every shift ``mu`` at which the
+    test of ``d - mu`` has p > ``1 - confidence``, i.e. ``[W_(c), W_(N+1-c)]`` of the ``N = n(n+1)/2``
+    sorted Walsh averages, ``c`` the largest count with ``P(T+ <= c - 1) <= (1 - confidence) / 2``
+    (Hollander & Wolfe; R's ``wilcox.test(conf.int=TRUE)``). Exact null distribution up to
+    ``EXACT_SIGNRANK_MAX_N`` pairs, normal approximation above. Coverage is at least
+    ``confidence`` (for untied differences); with too few pairs to reach it
+    (``2 ** -n > (1 - confidence) / 2``) the interval is ``(-inf, inf)``. Deterministic (no
+    resampling). Returns (estimate, low, high), NaNs when no pair is left.
+    """
+    if not 0 < confidence < 1:
+        raise InputError(f"confidence must be in (0, 1), got {confidence}")
+    d = np.asarray(x, dtype=float)
+    if y is not None:
+        other = np.asarray(y, dtype=float)
+        if other.shape != d.shape:
+            raise InputError(f"paired samples differ in length ({d.size} and {other.size})")
+        d = d - other
+    d = d[~np.isnan(d)]
+    n = d.size
+    if n == 0:
+        return (math.nan, math.nan, math.nan)
+    i, j = np.triu_indices(n)
+    walsh = np.sort((d[i] + d[j]) / 2.0)
+    estimate = float(np.median(walsh))
+    c = _signrank_critical(n, 1.0 - confidence)
+    if c == 0:
+        return (estimate, -math.inf, math.inf)
+    return (estimate, float(walsh[c - 1]), float(walsh[walsh.size - c]))
+
+
 def _groups(data: "pd.DataFrame", metric: str, models: Sequence[str] | None) -> dict[str, np.ndarray]:
     _check_columns(data, ["model", metric])
     models = list(models) if models is not None else list(dict.fromkeys(data["model"]))
@@ -118,20 +185,34 @@ def pairwise_tests(
     reference: str,
     models: Sequence[str] | None = None,
     alternative: str = "two-sided",
+    alpha: float = 0.05,
 ) -> "pd.DataFrame":
     """Every other model against ``reference``: Mann-Whitney U and paired Wilcoxon, Holm-corrected.
 
     Columns: model, reference, metric, n, n_paired, mean, reference_mean, mean_diff,
-    mannwhitney_u, mannwhitney_p, mannwhitney_p_holm, wilcoxon_w, wilcoxon_p, wilcoxon_p_holm.
+    mannwhitney_u, mannwhitney_p, mannwhitney_p_holm, wilcoxon_w, wilcoxon_p, wilcoxon_p_holm,
+    diff_hl, diff_ci_low, diff_ci_high, diff_ci_confidence.
     Holm's correction runs over the comparisons in this table (one metric, one test).
+
+    ``diff_*``: the paired difference model - reference over the cases of the Wilcoxon test, as
+    the Hodges-Lehmann estimate with its signed-rank interval (:func:`hodges_lehmann_ci`, always
+    two-sided) at confidence ``1 - alpha / m``, ``m`` the comparisons with a Wilcoxon p (Holm's
+    ``m``): Bonferroni intervals, simultaneous ``1 - alpha`` coverage over the table. Holm's
+    step-down test has no exact interval counterpart; these are the usual simultaneous intervals
+    that go with it. An interval excludes 0 exactly where the exact signed-rank test (untied
+    differences) has p <= alpha / m; Holm is less strict, so it can mark a comparison whose
+    interval holds 0.
     """
     import pandas as pd
     from scipy import stats
 
     groups = _groups(data, metric, models)
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must be in (0, 1), got {alpha}")
     if reference not in groups:
         groups.update(_groups(data, metric, [reference]))
     rows = []
+    differences = []
     for model, values in groups.items():
         if model == reference:
             continue
@@ -155,13 +236,19 @@ def pairwise_tests(
             w = stats.wilcoxon(x, y, alternative=alternative)
             row["wilcoxon_w"], row["wilcoxon_p"] = float(w.statistic), float(w.pvalue)
         rows.append(row)
+        differences.append(x - y)
     columns = ["model", "reference", "metric", "n", "n_paired", "mean", "reference_mean", "mean_diff",
-               "mannwhitney_u", "mannwhitney_p", "mannwhitney_p_holm", "wilcoxon_w", "wilcoxon_p", "wilcoxon_p_holm"]
+               "mannwhitney_u", "mannwhitney_p", "mannwhitney_p_holm", "wilcoxon_w", "wilcoxon_p", "wilcoxon_p_holm",
+               "diff_hl", "diff_ci_low", "diff_ci_high", "diff_ci_confidence"]
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=columns)
     df["mannwhitney_p_holm"] = holm(df["mannwhitney_p"].to_numpy())
     df["wilcoxon_p_holm"] = holm(df["wilcoxon_p"].to_numpy())
+    confidence = 1.0 - alpha / max(int(df["wilcoxon_p"].notna().sum()), 1)
+    intervals = [hodges_lehmann_ci(d, confidence=confidence) for d in differences]
+    df["diff_hl"], df["diff_ci_low"], df["diff_ci_high"] = (list(v) for v in zip(*intervals))
+    df["diff_ci_confidence"] = [confidence if d.size else math.nan for d in differences]
     return df[columns]
 
 
@@ -234,6 +321,7 @@ class Comparison:
             "reference": self.reference,
             "kruskal_wallis": [vars(t) for t in self.kruskal],
             "pairwise": self.pairwise.to_dict(orient="records"),
+            "difference_intervals": DIFF_CI_METHOD,
         }
 
     def report(self) -> str:
@@ -245,8 +333,14 @@ class Comparison:
             lines.append("")
             lines.append(f"Against {self.reference} (Holm-corrected per metric and test):")
             for r in self.pairwise.itertuples():
+                d = DEFAULT_DECIMALS.get(r.metric, 2) + 1
+                diff = ""
+                if not math.isnan(r.diff_hl):
+                    diff = (f", difference (HL) {_signed(r.diff_hl, d)} [{_signed(r.diff_ci_low, d)}, "
+                            f"{_signed(r.diff_ci_high, d)}] ({100 * r.diff_ci_confidence:.4g}% CI)")
                 lines.append(f"  {r.metric:5s} {r.model}: Mann-Whitney p={_fmt_p(r.mannwhitney_p_holm)}, "
-                             f"Wilcoxon (paired, n={r.n_paired}) p={_fmt_p(r.wilcoxon_p_holm)}")
+                             f"Wilcoxon (paired, n={r.n_paired}) p={_fmt_p(r.wilcoxon_p_holm)}{diff}")
+            lines.append(f"  difference: model - {self.reference}; {DIFF_CI_METHOD}")
         return "\n".join(lines)
 
 
@@ -262,7 +356,11 @@ def compare_models(
     n_resamples: int = 10_000,
     title: str = "",
 ) -> Comparison:
-    """Kruskal-Wallis per metric, pairwise tests against ``reference`` (default: first model), table."""
+    """Kruskal-Wallis per metric, pairwise tests against ``reference`` (default: first model), table.
+
+    The table shows, beside each model's mean, its paired difference to ``reference`` with the
+    Bonferroni-level interval that goes with the Holm-corrected tests (see :func:`pairwise_tests`).
+    """
     import pandas as pd
 
     models = list(models) if models is not None else list(dict.fromkeys(data["model"]))
@@ -270,7 +368,7 @@ def compare_models(
     if reference not in models:
         raise InputError(f"reference model {reference!r} is not among the results ({', '.join(models)})")
     kw = [kruskal_wallis(data, m, models) for m in metrics]
-    pw = [pairwise_tests(data, m, reference, models) for m in metrics]
+    pw = [pairwise_tests(data, m, reference, models, alpha=alpha) for m in metrics]
     pairwise = pd.concat(pw, ignore_index=True) if pw else pd.DataFrame()
     table = results_table(data, metrics, models, reference=reference, pairwise=pairwise, alpha=alpha,
                           marker_test=marker_test, ci=ci, rng=rng, n_resamples=n_resamples, title=title)
@@ -289,6 +387,7 @@ class Cell:
     marker: str = ""
     ci: tuple[float, float] | None = None
     n: int | None = None
+    diff: tuple[float, float, float] | None = None  # (estimate, low, high) of the difference to a reference
 
     def plain(self) -> tuple[str, str, str]:
         """(mean, std, extra) as text."""
@@ -298,6 +397,12 @@ class Cell:
         std = "" if self.std is None or math.isnan(self.std) else f"{self.std:.{self.decimals}f}"
         extra = "" if self.ci is None else f"[{self.ci[0]:.{self.decimals}f}, {self.ci[1]:.{self.decimals}f}]"
         return mean, std, extra
+
+    def diff_parts(self) -> tuple[str, str, str] | None:
+        """(estimate, low, high) of the difference as signed text ("+0.12", "-∞"), or None."""
+        if self.diff is None or math.isnan(self.diff[0]):
+            return None
+        return tuple(_signed(v, self.decimals) for v in self.diff)  # type: ignore[return-value]
 
 
 @dataclass
@@ -325,7 +430,11 @@ class Table:
                     text += f" ± {std}"
                 if extra:
                     text += f" {extra}"
-                texts.append(text + c.marker)
+                text += c.marker
+                diff = c.diff_parts()
+                if diff:
+                    text += f" (Δ {diff[0]} [{diff[1]}, {diff[2]}])"
+                texts.append(text)
             lines.append("| " + " | ".join([_md_escape(label)] + texts) + " |")
         lines += [""] + [f"{n}" for n in self.notes] if self.notes else []
         return "\n".join(lines).rstrip() + "\n"
@@ -347,7 +456,11 @@ class Table:
                     text += f" &plusmn; <small>{esc(std)}</small>"
                 if extra:
                     text += f" <small>{esc(extra)}</small>"
-                tds.append(f"<td>{text}{esc(c.marker)}</td>")
+                text += esc(c.marker)
+                diff = c.diff_parts()
+                if diff:
+                    text += f'<br><small class="diff">Δ {esc(diff[0])} [{esc(diff[1])}, {esc(diff[2])}]</small>'
+                tds.append(f"<td>{text}</td>")
             out.append(f"    <tr><th>{esc(label)}</th>" + "".join(tds) + "</tr>")
         out.append("  </tbody>")
         out.append("</table>")
@@ -378,6 +491,10 @@ class Table:
                     text += f" {{\\scriptsize {extra}}}"
                 if c.marker:
                     text += f"$^{{{c.marker}}}$"
+                diff = c.diff_parts()
+                if diff:
+                    est, lo, hi = (v.replace("∞", "\\infty") for v in diff)
+                    text += f" {{\\scriptsize $\\Delta\\,{est}\\;[{lo}, {hi}]$}}"
                 texts.append(text)
             out.append(" & ".join([_tex_escape(label)] + texts) + " \\\\")
         out += ["\\hline", "\\end{tabular}"]
@@ -414,7 +531,11 @@ def results_table(
     The best mean of each metric (after rounding to the shown decimals) is bold: highest Dice,
     lowest distances; ties are all bold. With ``pairwise`` (from :func:`pairwise_tests`), models
     that differ from ``reference`` with Holm-adjusted p < ``alpha`` in ``marker_test``
-    ("wilcoxon" or "mannwhitney") get a ``*``. ``ci=True`` adds bootstrap 95% CIs of the mean.
+    ("wilcoxon" or "mannwhitney") get a ``*``, and every compared model's cell shows its paired
+    difference to ``reference`` as ``Δ estimate [low, high]``: the Hodges-Lehmann estimate and its
+    Wilcoxon signed-rank interval at the Bonferroni level ``1 - alpha/m`` (simultaneous
+    ``1 - alpha`` over the ``m`` comparisons of a metric; see :func:`pairwise_tests`), explained in
+    a footnote. ``ci=True`` adds bootstrap 95% CIs of the mean.
     """
     _check_columns(data, ["model", *metrics])
     if marker_test not in ("wilcoxon", "mannwhitney"):
@@ -447,15 +568,47 @@ def results_table(
                 p = getattr(r, col)
                 if r.model in cells and not math.isnan(p) and p < alpha:
                     cells[r.model][-1].marker = "*"
+                if r.model in cells and r.model != reference and hasattr(r, "diff_hl"):
+                    cells[r.model][-1].diff = (float(r.diff_hl), float(r.diff_ci_low), float(r.diff_ci_high))
     columns = [f"{METRIC_LABELS.get(m, m)} {'↑' if HIGHER_IS_BETTER.get(m, False) else '↓'}" for m in metrics]
     label = {m: f"{m} (ref.)" if m == reference and pairwise is not None else m for m in models}
     notes = ["mean ± std over cases; bold: best per metric"]
     if pairwise is not None and not pairwise.empty:
         test_name = "paired Wilcoxon signed-rank" if marker_test == "wilcoxon" else "Mann-Whitney U"
         notes.append(f"*: {test_name} against {reference}, Holm-adjusted p < {alpha:g}")
+        if "diff_ci_confidence" in pairwise:
+            note = _diff_note(pairwise, reference, alpha)
+            if note:
+                notes.append(note)
     if ci:
         notes.append(f"[..]: bootstrap {n_resamples}-resample 95% CI of the mean")
     return Table(columns, [(label[m], cells[m]) for m in models], row_header="Model", title=title, notes=notes)
+
+
+DIFF_CI_METHOD = (
+    "Hodges-Lehmann estimate of the paired difference (median of the Walsh averages of the per-case "
+    "differences) with its Wilcoxon signed-rank confidence interval at the Bonferroni level 1 - alpha/m, "
+    "m = comparisons with the reference per metric: simultaneous 1 - alpha coverage, the intervals that go "
+    "with Holm's correction (which has no exact interval counterpart)"
+)
+
+
+def _diff_note(pairwise: "pd.DataFrame", reference: str | None, alpha: float) -> str:
+    """The footnote of the Δ intervals: method, per-interval level and family-wise coverage."""
+    sub = pairwise.dropna(subset=["diff_ci_confidence"])
+    if sub.empty:
+        return ""
+    counts = sorted({int(g["wilcoxon_p"].notna().sum()) for _, g in pairwise.groupby("metric", sort=False)})
+    levels = sorted(set(sub["diff_ci_confidence"].round(10)))
+    m = f"m = {counts[0]}" if len(counts) == 1 else "m = comparisons per metric"
+    each = f"{100 * levels[0]:.4g}% " if len(levels) == 1 else ""
+    text = (f"Δ [..]: model − {reference}, paired by case: Hodges-Lehmann estimate and Wilcoxon signed-rank "
+            f"{each}confidence interval (Bonferroni 1 − α/m, α = {alpha:g}, {m}: simultaneous "
+            f"{100 * (1 - alpha):.4g}% over a metric's comparisons, the intervals that go with Holm's correction; "
+            "Holm is less strict, so a * may stand beside an interval that holds 0)")
+    if (np.isinf(sub["diff_ci_low"]) | np.isinf(sub["diff_ci_high"])).any():
+        text += "; ∞: too few paired cases to reach that level"
+    return text
 
 
 # ---------------------------------------------------------------------------------- loading
@@ -526,6 +679,14 @@ def _fmt_p(p: float) -> str:
     return f"{p:.2e}" if p < 1e-3 else f"{p:.3f}"
 
 
+def _signed(value: float, decimals: int) -> str:
+    """``+0.12`` / ``-0.12`` / ``0.00`` / ``+∞`` / ``-∞``: a difference with its sign."""
+    if math.isinf(value):
+        return "+∞" if value > 0 else "-∞"
+    text = f"{value:+.{decimals}f}"
+    return text[1:] if float(text) == 0 else text  # 0.00, not -0.00
+
+
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -535,7 +696,8 @@ _TEX = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", 
 
 
 def _tex_escape(text: str) -> str:
-    return "".join(_TEX.get(ch, ch) for ch in str(text)).replace("±", r"$\pm$")
+    return ("".join(_TEX.get(ch, ch) for ch in str(text)).replace("±", r"$\pm$").replace("−", "-")
+            .replace("Δ", r"$\Delta$").replace("α", r"$\alpha$").replace("∞", r"$\infty$"))
 
 
 def _tex_header(text: str) -> str:
@@ -543,6 +705,7 @@ def _tex_header(text: str) -> str:
 
 
 __all__ = [
-    "Cell", "Comparison", "Table", "TestResult", "bootstrap_ci", "compare_models", "detectable_difference", "holm", "kruskal_wallis",
+    "Cell", "Comparison", "DIFF_CI_METHOD", "Table", "TestResult", "bootstrap_ci", "compare_models", "detectable_difference",
+    "hodges_lehmann_ci", "holm", "kruskal_wallis",
     "load_results", "pairwise_tests", "parse_result_spec", "results_table",
 ]

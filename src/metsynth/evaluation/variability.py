@@ -18,6 +18,12 @@ From a cohort whose cases carry several lesion annotations (``annotator``, ``rou
 Operators are the annotations with expertise ``novice`` or ``expert``; the ``reference``
 annotation is left out unless ``include_reference`` is set (it then counts as an expert).
 Every pair also gets HD, HD95 and ASSD; the table shows Dice unless asked otherwise.
+
+Output folder (:func:`write_variability`): Table 1 (``table1.md/.html/.tex``), the pair, case and
+STAPLE CSVs, ``variability.json`` and the consensus masks ``staple/<case_id>.nii.gz``; the command
+records its inputs in ``variability_inputs.json`` and refuses a folder holding a study of other
+inputs (:func:`claim_variability_dir`); its default folder is ``variability/`` beside the cohort
+manifest (:func:`default_variability_dir`).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .metrics import METRIC_LABELS, compute_metrics
 from .stats import Cell, Table
 
@@ -289,8 +295,70 @@ def operator_variability(
     return VariabilityResult(pairs, pd.DataFrame(case_rows), staple_df)
 
 
-def write_variability(result: VariabilityResult, out_dir: str | os.PathLike, metrics: Sequence[str] = ("dice",)) -> dict[str, Path]:
-    """Write the pairs, cases and STAPLE tables (CSV), Table 1 (md/html/tex) and a summary JSON."""
+VARIABILITY_INPUTS = "variability_inputs.json"
+VARIABILITY_FILES = ("variability_pairs.csv", "variability_cases.csv", "staple.csv", "table1.md", "table1.html",
+                     "table1.tex", "variability.json")
+
+
+def default_variability_dir(manifest: str | os.PathLike) -> Path:
+    """Where ``metsynth variability`` writes without ``--out``: ``variability/`` beside the manifest
+    (as ``realism`` and ``report`` default to a folder of their main input, never the working directory)."""
+    return Path(manifest).parent / "variability"
+
+
+def variability_inputs(manifest: str | os.PathLike, predictions: str | os.PathLike | None,
+                       **settings: Any) -> dict[str, Any]:
+    """What a variability study was made from (absolute paths and settings), as recorded in its folder."""
+    return {"manifest": str(Path(manifest).resolve()),
+            "predictions": str(Path(predictions).resolve()) if predictions is not None else None, **settings}
+
+
+def claim_variability_dir(out_dir: str | os.PathLike, inputs: dict[str, Any], force: bool = False) -> Path:
+    """Check that ``out_dir`` may take a study of ``inputs``, then clear the previous study's outputs there.
+
+    Allowed: a new or empty folder, the study of the same inputs (recomputed), or what an
+    interrupted run leaves (STAPLE masks, no tables). Refused unless ``force``: a study of other
+    inputs (``variability_inputs.json`` differs), a study whose inputs were not recorded, or a
+    folder of other files. ``force`` replaces the study's own files and leaves other files alone.
+    """
+    from ..fileio import read_json
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
+    record = out / VARIABILITY_INPUTS
+    ours = {VARIABILITY_INPUTS, *VARIABILITY_FILES, "staple"}
+    if not force and out.is_dir():
+        if record.is_file():
+            try:
+                old = read_json(record)
+            except ValueError:
+                old = {}
+            old = old if isinstance(old, dict) else {}
+            diffs = [f"{k}: {old.get(k)!r} -> {inputs.get(k)!r}" for k in dict.fromkeys([*inputs, *old])
+                     if old.get(k) != inputs.get(k)]
+            if diffs:
+                raise ConfigError(f"{out}: holds a variability study of other inputs ({'; '.join(diffs)}); "
+                                  "choose another --out folder, or pass --force to replace it")
+        elif any((out / name).exists() for name in VARIABILITY_FILES):
+            raise ConfigError(f"{out}: holds a variability study whose inputs are not recorded (no "
+                              f"{VARIABILITY_INPUTS}); choose another --out folder, or pass --force to replace it")
+        elif others := sorted(p.name for p in out.iterdir() if p.name not in ours):
+            raise ConfigError(f"{out}: folder holds other files ({', '.join(others[:3])}"
+                              f"{', ...' if len(others) > 3 else ''}); choose an empty or new --out folder "
+                              "(or --force)")
+    for name in (VARIABILITY_INPUTS, *VARIABILITY_FILES):
+        (out / name).unlink(missing_ok=True)
+    for mask in (out / "staple").glob("*.nii*"):
+        mask.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def write_variability(result: VariabilityResult, out_dir: str | os.PathLike, metrics: Sequence[str] = ("dice",),
+                      inputs: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write the pairs, cases and STAPLE tables (CSV), Table 1 (md/html/tex) and a summary JSON;
+    with ``inputs`` (:func:`variability_inputs`), last, the record :func:`claim_variability_dir` checks."""
     from ..fileio import write_json, write_text
     from .evaluate import _json_safe
 
@@ -305,8 +373,11 @@ def write_variability(result: VariabilityResult, out_dir: str | os.PathLike, met
         "table_tex": write_text(out / "table1.tex", table.to_latex()),
         "summary": write_json(out / "variability.json", _json_safe(result.summary())),
     }
+    if inputs is not None:
+        paths["inputs"] = write_json(out / VARIABILITY_INPUTS, _json_safe(inputs))
     return paths
 
 
-__all__ = ["StapleResult", "TABLE1_COLUMNS", "VariabilityResult", "operator_variability", "staple",
+__all__ = ["StapleResult", "TABLE1_COLUMNS", "VARIABILITY_FILES", "VARIABILITY_INPUTS", "VariabilityResult",
+           "claim_variability_dir", "default_variability_dir", "operator_variability", "staple", "variability_inputs",
            "write_variability"]

@@ -224,7 +224,9 @@ def tests_html(run: "RunData", comp: "Comparison | None", pairwise: bool) -> str
         html += _pairwise_matrix(comp)
         html += f'<p class="tablenote">{esc(PAPER_ANALYSIS)} Δ: model mean minus {esc(comp.reference)} mean; ' \
                 "MW: Mann-Whitney U p; W: Wilcoxon signed-rank p (paired by case); both Holm-adjusted; " \
-                "bold: p &lt; 0.05.</p>"
+                "bold: p &lt; 0.05. The results table gives each paired difference as a Hodges-Lehmann estimate " \
+                "with its Wilcoxon signed-rank interval at the Bonferroni level that goes with Holm's " \
+                "correction.</p>"
     return html
 
 
