@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from metsynth.bone import FemurSegConfig, find_femurs, segment_bone, segment_femur
+from metsynth.bone import FemurSegConfig, check_femur, find_femurs, measure_femur, segment_bone, segment_femur
 from metsynth.config import Settings
 from metsynth.errors import ConfigError, InputError
 from metsynth.volume import Volume
@@ -280,6 +280,106 @@ def test_nan_raises():
         segment_femur(image.with_array(array))
 
 
+# ----------------------------------------------------------------------------- no femur in view
+def make_trunk_with_arms(spacing=(2.5, 2.5, 2.5)):
+    """A 50 mm slab of an upper abdomen with the arms down beside it: a spine in the trunk and, in
+    each arm (touching the trunk, as on a real CT), a long bone about 210 mm from the midline. The
+    femur search takes the arm bones (the most lateral cross-sections) for femurs."""
+    grid = _grid(np.array([0.0, -130.0, -280.0]), np.array([50.0, 130.0, 280.0]), spacing, np.eye(3))
+    p = grid.index_to_world(np.indices(grid.shape).reshape(3, -1).T).reshape(*grid.shape, 3)
+    y, x = p[..., 1], p[..., 2]
+    hu = np.full(grid.shape, -1000.0)
+    hu[(x / 165.0) ** 2 + (y / 115.0) ** 2 < 1] = 40.0  # trunk
+    r_spine = np.hypot(x, y - 60.0)
+    hu[r_spine < 20.0] = 250.0
+    hu[(r_spine < 20.0) & (r_spine > 16.0)] = 900.0
+    for s in (-1.0, 1.0):
+        r_arm = np.hypot(x - s * 215.0, y)
+        hu[r_arm < 56.0] = 40.0
+        hu[r_arm < 11.0] = 0.0  # marrow
+        hu[(r_arm < 11.0) & (r_arm > 6.0)] = 1200.0  # cortex
+    hu = ndi.gaussian_filter(hu, 0.6 / np.asarray(spacing)) + np.random.default_rng(0).normal(0.0, 15.0, grid.shape)
+    return grid.with_array(np.round(hu).astype(np.int16))
+
+
+def _named(volume: Volume, name: str) -> Volume:
+    from pathlib import Path
+
+    return volume.with_array(volume.array, path=Path(name))
+
+
+def test_arms_beside_a_trunk_are_not_femurs():
+    image = _named(make_trunk_with_arms(), "thorax_case.nii.gz")
+    found = find_femurs(image, FemurSegConfig(check_femur=False))  # the search alone takes the arms
+    assert set(found.masks) == {"left", "right"}
+    with pytest.raises(InputError) as err:
+        segment_femur(image)
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("thorax_case.nii.gz: no femur found")
+    for part in ("the left candidate", "the right candidate", "volume < 30 cm3", "largest axial section < 900 mm2",
+                 "> 175 mm from the midline", "covers the proximal femur", "femur mask in the manifest"):
+        assert part in message, part
+
+
+def test_thin_slab_of_a_phantom_is_not_a_femur(phantom_cases):
+    phantom, _ = phantom_cases
+    case = phantom.generate_case("H0", "healthy", 0, phantom.PhantomConfig.preset("tiny"))
+    image = case.image
+    assert np.argmax(np.abs(image.direction[0])) == 0 and image.direction[0, 0] > 0  # axis 0 runs foot -> head
+    slab = _named(image.crop((0, 0, 0), (8, *image.shape[1:])), "slab.nii.gz")  # the lowest 16 mm
+    with pytest.raises(InputError, match=r"slab\.nii\.gz: no femur found.*16 mm tall.*volume < 30 cm3.*height < 20 mm"):
+        segment_femur(slab)
+
+
+def test_phantom_cut_above_the_lesser_trochanter_is_kept_with_a_warning(phantom_cases, caplog):
+    phantom, _ = phantom_cases
+    case = phantom.generate_case("H0", "healthy", 0, phantom.PhantomConfig.preset("tiny"))
+    top = _named(case.image.crop((20, 0, 0), case.image.shape), "cut_high.nii.gz")  # head, neck, greater trochanter
+    with caplog.at_level("WARNING", logger="metsynth.bone"):
+        mask = segment_femur(top, side=case.side)
+    truth = case.femur.crop((20, 0, 0), case.image.shape).array
+    assert dice(mask.array, truth) > 0.9
+    assert "cut_high.nii.gz: doubtful" in caplog.text and "above the lesser trochanter" in caplog.text
+
+
+def test_faint_bone_is_not_a_femur(one_hip):
+    image = one_hip[0]
+    faint = _named(image.with_array(np.round(image.array * 0.3).astype(np.int16)), "faint.nii.gz")
+    assert find_femurs(faint, FemurSegConfig(check_femur=False)).masks  # found by the search alone
+    with pytest.raises(InputError, match=r"faint\.nii\.gz: no femur found.*99th percentile < 400 HU.*in HU"):
+        segment_femur(faint)
+
+
+def test_a_dropped_side_is_named_and_the_other_kept(two_hips, caplog):
+    image, femurs, _, _ = two_hips
+    # the left femur (thinner shaft) measures ~68 cm3, the right ~79 cm3
+    config = FemurSegConfig(femur_min_volume_cm3=73)
+    dropped = r"no left femur found \(found: right; the left candidate was dropped: .*volume < 73 cm3"
+    with pytest.raises(InputError, match=dropped):
+        segment_femur(image, side="left", config=config)
+    with caplog.at_level("WARNING", logger="metsynth.bone"):
+        found = find_femurs(image, config)
+    assert list(found.masks) == ["right"] and set(found.candidates) == {"left", "right"}
+    assert dice(found.masks["right"], femurs["right"]) > 0.88
+    assert "left candidate is not a proximal femur and is ignored" in caplog.text
+
+
+def test_femur_measurements_and_limits(one_hip):
+    image, femurs, _, _ = one_hip
+    c = measure_femur(image, femurs["right"], midline_x_mm=0.0)
+    # the synthetic femur: shaft radius 13 mm from z = -50 (below the field of view) up, head radius 20 mm at z = 80
+    assert c.height_mm == pytest.approx(102, abs=3)  # from the lower edge (z = 0) to the head's top (z = 100)
+    assert c.offset_mm == pytest.approx(110, abs=2)
+    assert c.section_mm2 == pytest.approx(np.pi * HEAD_RADIUS ** 2, rel=0.1)  # the head's equator
+    assert c.cortex_hu > 1000 and 0 < c.median_hu < 700
+    assert check_femur(c) == ([], [])
+    hard, doubtful = check_femur(c, FemurSegConfig(femur_max_offset_mm=100, femur_warn_height_mm=150))
+    assert hard == ["> 100 mm from the midline (an arm?)"] and "lesser trochanter" in doubtful[0]
+    with pytest.raises(ConfigError, match="femur_warn_height_mm"):
+        FemurSegConfig.from_dict({"femur_min_height_mm": 80, "femur_warn_height_mm": 70})
+
+
 # ----------------------------------------------------------------------------- real CT
 @pytest.fixture(scope="module")
 def real_ct(real_data):
@@ -317,3 +417,24 @@ def test_real_ct_prosthesis_side_does_not_crash(real_ct):
     left = found.masks["left"].astype(bool)
     assert (image.array[left] > 2000).any()  # the implant is inside the left femur's mask
     assert (left & refs["femur_left"]).sum() > 0.8 * refs["femur_left"].sum()
+
+
+def test_real_ct_right_femur_is_found_but_doubtful(real_ct):
+    # 16 slices of 3 mm: the scan ends at the trochanters, so the right femur is kept with a warning.
+    _, _, found = real_ct
+    right = found.candidates["right"]
+    assert 80 < right.volume_cm3 < 130 and right.height_mm < 70 and right.section_mm2 > 2000
+    assert 100 < right.offset_mm < 140
+    assert not found.rejected and "lesser trochanter" in found.doubts["right"]
+
+
+def test_thorax_ct_has_no_femur(real_data):
+    folder = real_data / "totalsegmentator" / "example_ct_dicom"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is missing")
+    image = Volume.read(folder)  # thorax and upper abdomen, arms down beside the trunk
+    with pytest.raises(InputError) as err:
+        find_femurs(image)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{folder}: no femur found")
+    assert "largest axial section < 900 mm2" in message and "mm from the midline" in message

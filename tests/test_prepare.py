@@ -212,3 +212,45 @@ def test_spacing_that_is_not_a_voxel_size_is_refused(spacing):
     with pytest.raises((ConfigError, ValueError), match="spacing"):
         PrepareConfig.from_dict({"spacing": spacing})
     assert PrepareConfig.from_dict({"spacing": 1.7}).spacing == (1.7, 1.7, 1.7)
+
+
+def test_a_case_without_femur_fails_by_name_and_writes_nothing(tmp_path):
+    import yaml
+
+    from metsynth.errors import MetsynthError
+    from metsynth.phantom import PhantomConfig, generate_case
+
+    manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=1)
+    # a scan of the wrong part: the lowest 16 mm of a phantom hip (a slab of bone), no femur mask
+    image = generate_case("S0", "healthy", 0, PhantomConfig.preset("tiny")).image
+    image.crop((0, 0, 0), (8, *image.shape[1:])).write(manifest.parent / "images" / "SLAB.nii.gz")
+    data = yaml.safe_load(manifest.read_text())
+    data["cases"].append({"id": "SLAB", "image": "images/SLAB.nii.gz", "role": "healthy"})
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "prepared"
+    with pytest.raises(MetsynthError) as err:
+        prepare_cohort(load_cohort(manifest), out, PrepareConfig(spacing=2.0), progress=False)
+    message = str(err.value)
+    assert "1 of 3" in message and "case SLAB: " in message and "SLAB.nii.gz: no femur found" in message
+    assert "volume < 30 cm3" in message and "femur mask in the manifest" in message
+    assert not list(out.rglob("SLAB*"))  # nothing written for that case
+    assert (out / "images" / "H00.nii.gz").exists() and (out / "sources" / "M01.json").exists()  # the others are
+
+
+def test_cli_femur_on_a_thorax_ct_fails_in_one_line(real_data, tmp_path):
+    thorax = real_data / "totalsegmentator" / "example_ct_dicom"
+    if not thorax.is_dir():
+        pytest.skip(f"{thorax} is missing")
+    out = tmp_path / "femur.nii.gz"
+    result = CliRunner().invoke(app, ["--quiet", "femur", str(thorax), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and f"{thorax}: no femur found" in error[0]
+    assert "covers the proximal femur" in error[0] and "femur mask in the manifest" in error[0]
+    assert not out.exists()
+    # the limits are settings: with the check off, the arm bones are written as before
+    settings = tmp_path / "femur.yaml"
+    settings.write_text("check_femur: false\n")
+    unchecked = CliRunner().invoke(app, ["--quiet", "femur", str(thorax), "--out", str(out), "--config", str(settings)])
+    assert unchecked.exit_code == 0, unchecked.output
+    assert out.exists()

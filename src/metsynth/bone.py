@@ -35,6 +35,14 @@ x towards the patient's left), never from the array's axis order.
    bones, and mapped back to the image's grid: the working-grid mask decides where the femur is,
    its surface is redrawn from the full-resolution voxels above ``surface_hu``, then closed and
    filled again at full resolution.
+4. **Is it a femur?** (:func:`measure_femur`, :func:`check_femur`). The search above finds "femurs"
+   in any CT with bone near its lower edge (the arms beside a thorax, a vertebra, a slab of shaft).
+   Each femur found is measured (volume, head-foot height, largest axial cross-section, distance of
+   its shaft from the body midline when both hips are in view, median and 99th-percentile HU) and
+   checked against the ``femur_*`` limits of :class:`FemurSegConfig`: one that is certainly not a
+   proximal femur is dropped, and when none is left an :class:`InputError` names the image, the
+   measurements and the failed limits; a doubtful one (a scan that ends above the lesser trochanter,
+   bone denser than a femur with its marrow) is kept with a logged warning naming the image.
 
 Side convention: "left" and "right" are the patient's; the left femur is the one at larger
 world x. When the body is narrower than ``bilateral_min_width_mm`` (one leg in view), the midline
@@ -136,6 +144,43 @@ class FemurSegConfig(Settings):
     min_seam_contrast_hu: float = Field(
         5.0, ge=0, description="Least mean contrast of the joint seam (darker than the bone on both sides) for a "
         "fitted head sphere to be used, HU; below it the split is left to the intensity watershed alone.")
+    # Femur-presence check (step 4 of the module docstring). The limits were set from the femurs of the
+    # real 3 mm CT (TotalSegmentator example: right femur 103 cm3, 54 mm tall, largest section 2880 mm2,
+    # 121 mm from the midline, median 150 HU, 99th percentile 638 HU), the phantoms (tiny/small/default
+    # presets: 173-249 cm3, 96-192 mm, sections >= 2580 mm2, medians 326-456 HU, 99th percentiles >=
+    # 1356 HU), the synthetic hips of the tests (68-79 cm3, 100 mm, sections >= 1320 mm2, 110 mm from
+    # the midline) and the arm bones of a thorax CT that the search took for femurs (17 and 23 cm3,
+    # sections 485 and 751 mm2, 207 and 213 mm from the midline, medians 773 and 536 HU).
+    check_femur: bool = Field(
+        True, description="Check that each femur found is a plausible proximal femur (the femur_min_* and "
+        "femur_max_* limits, measured on its mask on the image's grid): a candidate outside one is dropped, "
+        "and an InputError names the image when none is left; a femur outside a femur_warn_* limit is kept "
+        "with a logged warning. False: every candidate is returned unchecked.")
+    femur_min_volume_cm3: float = Field(
+        30.0, ge=0, description="Smallest volume of a femur, cm3: a femoral head alone (radius >= 17 mm) is "
+        "over 20 cm3; femurs measured: >= 68 cm3 (103 cm3 for a real femur cut 54 mm below its head top).")
+    femur_min_section_mm2: float = Field(
+        900.0, ge=0, description="Smallest largest axial cross-section of a femur, mm2: the equator of the "
+        "smallest femoral head (radius 17 mm, ~900 mm2); head, neck and trochanters are wider. Femurs "
+        "measured: >= 1320 mm2; arm bones and femoral shafts alone (no proximal femur in view): ~450-810 mm2.")
+    femur_min_height_mm: float = Field(
+        20.0, ge=0, description="Least head-foot extent of a femur, mm: thinner slabs of bone cannot be "
+        "told from other bone nor used (femurs measured: >= 54 mm).")
+    femur_max_offset_mm: float = Field(
+        175.0, gt=0, description="Largest distance of a femur's lowest part (its shaft) from the body midline, "
+        "mm; checked when both hips are in view (femurs measured: 109-121 mm; an adult's shafts lie within "
+        "~150 mm; arms beside the trunk: > 200 mm).")
+    femur_min_cortex_hu: float = Field(
+        400.0, description="Least 99th percentile of the HU inside a femur: its cortex (over 1000 HU, still "
+        "638 HU on 3 mm voxels); fainter 'bone' is not cortical bone, or the image is not in HU.")
+    femur_warn_height_mm: float = Field(
+        70.0, ge=0, description="A femur less tall than this (mm) is kept with a warning: the scan probably "
+        "ends above the lesser trochanter (head top to lesser trochanter: ~70-90 mm in adults), so the "
+        "shaft and trochanteric regions are missing.")
+    femur_warn_median_hu: float = Field(
+        700.0, description="A femur whose median HU is above this is kept with a warning: a femur with its "
+        "marrow reads 150-460 HU (measured); denser is a small dense bone, a sclerotic femur, or an image "
+        "not in HU (e.g. stored values without the -1024 rescale).")
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -143,6 +188,9 @@ class FemurSegConfig(Settings):
             raise ValueError(f"head_radius_mm must be (min, max) with 0 < min <= max, got {self.head_radius_mm}")
         if self.bone_high_hu < self.bone_low_hu:
             raise ValueError(f"bone_high_hu ({self.bone_high_hu}) must be >= bone_low_hu ({self.bone_low_hu})")
+        if self.femur_warn_height_mm < self.femur_min_height_mm:
+            raise ValueError(f"femur_warn_height_mm ({self.femur_warn_height_mm}) must be >= femur_min_height_mm "
+                             f"({self.femur_min_height_mm})")
         return self
 
     @classmethod
@@ -187,8 +235,9 @@ def segment_femur(image: Volume, side: Side | None = None, config: FemurSegConfi
                         "side=%s", image.name, only, side)
             wanted = [only]
         else:
+            why = f"; the {side} candidate was dropped: {found.rejected[side]}" if side in found.rejected else ""
             raise InputError(
-                f"{image.name}: no {side} femur found (found: {', '.join(found.masks) or 'none'}); check the "
+                f"{image.name}: no {side} femur found (found: {', '.join(found.masks) or 'none'}{why}); check the "
                 "case's side in the manifest, or that the field of view includes that hip")
     else:
         if side == "both" and len(found.masks) < 2:
@@ -211,6 +260,9 @@ class FemurSearch:
     midline_x_mm: float | None = None  # world x of the body midline when bilateral
     heads: dict[str, tuple[tuple[float, float, float], float]] = field(default_factory=dict)
     # side -> (centre (z, y, x) in world mm, radius mm) of the fitted femoral head, when one was needed
+    candidates: dict[str, "FemurCandidate"] = field(default_factory=dict)  # side -> measurements (kept or not)
+    rejected: dict[str, str] = field(default_factory=dict)  # side -> why that candidate is not a femur
+    doubts: dict[str, str] = field(default_factory=dict)  # side -> why a kept femur is doubtful
 
 
 def find_femurs(image: Volume, config: FemurSegConfig | None = None) -> FemurSearch:
@@ -221,9 +273,7 @@ def find_femurs(image: Volume, config: FemurSegConfig | None = None) -> FemurSea
     _require_bone(image, bone, config)
     seeds = _find_markers(work, bone, config)
     if not seeds.femurs:
-        raise InputError(
-            f"{image.name}: no femur found ({seeds.problem}); check that the image is in HU and that the field "
-            "of view includes the proximal femur, its lower end cutting through the femur shaft(s)")
+        raise InputError(f"{image.name}: no femur found ({seeds.problem}); {_NO_FEMUR_HINT}")
     result = FemurSearch(bilateral=seeds.bilateral, midline_x_mm=seeds.midline_x)
     for k, side in enumerate(seeds.femurs, start=1):
         head = _add_head_markers(work, bone, seeds.array, k, config, image.name, side, seeds.midline_x)
@@ -237,7 +287,106 @@ def find_femurs(image: Volume, config: FemurSegConfig | None = None) -> FemurSea
         others = (labels > 0) & (labels != k)
         result.masks[side] = work.to_native(femur, image, config, exclude=others,
                                             closing_mm=config.lesion_closing_mm).astype(np.uint8)
+    if config.check_femur:
+        _require_femur(image, result, config)
     return result
+
+
+# =================================================================== is it a femur?
+@dataclass
+class FemurCandidate:
+    """Measurements of a femur found (its mask on the image's grid), for :func:`check_femur`."""
+
+    volume_cm3: float
+    height_mm: float  # head-foot (world z) extent
+    section_mm2: float  # largest cross-section in an axial plane (perpendicular to the head-foot axis)
+    offset_mm: float | None  # distance of its lowest seed_slab_mm (the shaft) from the body midline, when known
+    median_hu: float
+    cortex_hu: float  # 99th percentile of the HU inside
+
+    def describe(self) -> str:
+        parts = [f"{self.volume_cm3:.0f} cm3", f"{self.height_mm:.0f} mm tall",
+                 f"largest axial section {self.section_mm2:.0f} mm2"]
+        if self.offset_mm is not None:
+            parts.append(f"{self.offset_mm:.0f} mm from the midline")
+        parts.append(f"median {self.median_hu:.0f} HU, 99th percentile {self.cortex_hu:.0f} HU")
+        return ", ".join(parts)
+
+
+def measure_femur(image: Volume, mask: np.ndarray, config: FemurSegConfig | None = None,
+                  midline_x_mm: float | None = None) -> FemurCandidate:
+    """Volume, height, largest axial section, distance from the midline (when ``midline_x_mm`` is
+    given) and HU of a femur mask on ``image``'s grid."""
+    config = config or FemurSegConfig()
+    inside = np.asarray(mask) > 0
+    if not inside.any():
+        raise ValueError("measure_femur: empty mask")
+    si_axis = int(np.argmax(np.abs(image.direction[0])))
+    spacing = np.asarray(image.spacing)
+    idx = np.argwhere(inside)
+    world = image.index_to_world(idx)
+    z = world[:, 0]
+    voxel_height = float(np.abs(image.direction[0]) @ spacing)  # a voxel's extent along world z
+    per_slice = np.bincount(idx[:, si_axis])
+    lowest = z <= z.min() + config.seed_slab_mm
+    hu = image.array[inside].astype(np.float32)
+    median, cortex = np.percentile(hu, [50, 99])
+    return FemurCandidate(
+        volume_cm3=float(idx.shape[0] * image.voxel_volume_mm3 / 1000.0),
+        height_mm=float(np.ptp(z)) + voxel_height,
+        section_mm2=float(per_slice.max() * np.prod(np.delete(spacing, si_axis))),
+        offset_mm=None if midline_x_mm is None else float(abs(world[lowest, 2].mean() - midline_x_mm)),
+        median_hu=float(median),
+        cortex_hu=float(cortex),
+    )
+
+
+def check_femur(candidate: FemurCandidate, config: FemurSegConfig | None = None) -> tuple[list[str], list[str]]:
+    """The limits of ``config`` that ``candidate`` fails: (hard, certainly not a proximal femur;
+    doubtful, kept with a warning)."""
+    config = config or FemurSegConfig()
+    c = candidate
+    hard = []
+    if c.volume_cm3 < config.femur_min_volume_cm3:
+        hard.append(f"volume < {config.femur_min_volume_cm3:g} cm3")
+    if c.section_mm2 < config.femur_min_section_mm2:
+        hard.append(f"largest axial section < {config.femur_min_section_mm2:g} mm2, a femoral head's")
+    if c.height_mm < config.femur_min_height_mm:
+        hard.append(f"height < {config.femur_min_height_mm:g} mm")
+    if c.offset_mm is not None and c.offset_mm > config.femur_max_offset_mm:
+        hard.append(f"> {config.femur_max_offset_mm:g} mm from the midline (an arm?)")
+    if c.cortex_hu < config.femur_min_cortex_hu:
+        hard.append(f"99th percentile < {config.femur_min_cortex_hu:g} HU, no cortical bone (is the image in HU?)")
+    doubtful = []
+    if c.height_mm < config.femur_warn_height_mm:
+        doubtful.append(f"height < {config.femur_warn_height_mm:g} mm: the scan may end above the lesser trochanter")
+    if c.median_hu > config.femur_warn_median_hu:
+        doubtful.append(f"median > {config.femur_warn_median_hu:g} HU: denser than a femur with its marrow (a "
+                        "smaller bone, or an image not in HU?)")
+    return hard, doubtful
+
+
+def _require_femur(image: Volume, result: FemurSearch, config: FemurSegConfig) -> None:
+    """Like :func:`_require_bone`, one level up: measure and check every femur of ``result`` (in
+    place), drop those that are not proximal femurs, warn about doubtful ones; raise when none is left."""
+    for side, mask in list(result.masks.items()):
+        candidate = measure_femur(image, mask, config, result.midline_x_mm if result.bilateral else None)
+        result.candidates[side] = candidate
+        hard, doubtful = check_femur(candidate, config)
+        if hard:
+            result.rejected[side] = f"{candidate.describe()}: {'; '.join(hard)}"
+            del result.masks[side]
+            result.heads.pop(side, None)
+        elif doubtful:
+            result.doubts[side] = f"{candidate.describe()}: {'; '.join(doubtful)}"
+    if not result.masks and result.rejected:
+        what = "; ".join(f"the {side} candidate ({why})" for side, why in result.rejected.items())
+        raise InputError(f"{image.name}: no femur found (the bone taken for one is not a proximal femur): {what}; "
+                         f"{_NO_FEMUR_HINT}")
+    for side, why in result.rejected.items():
+        log.warning("%s: the %s candidate is not a proximal femur and is ignored (%s)", image.name, side, why)
+    for side, why in result.doubts.items():
+        log.warning("%s: doubtful %s femur (%s); check its mask", image.name, side, why)
 
 
 # =================================================================== working grid
@@ -462,6 +611,11 @@ def _drop_streaks(candidate: np.ndarray, work: _WorkGrid, config: FemurSegConfig
     out = candidate.copy()
     out[box] = np.where(near, opened | metal[box], sub)
     return out
+
+
+_NO_FEMUR_HINT = ("check that the image is in HU and that the field of view covers the proximal femur (from the hip "
+                  "joint to below the lesser trochanter, its lower edge cutting the femur shaft(s)), or give the femur "
+                  "mask in the manifest (femur_mask)")
 
 
 def _require_bone(image: Volume, bone: np.ndarray, config: FemurSegConfig) -> None:

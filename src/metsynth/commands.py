@@ -89,14 +89,23 @@ def femur(
     out: Path = typer.Option(..., "--out", "-o", help="Femur mask to write (.nii.gz), on the image's grid."),
     side: Optional[str] = typer.Option(None, "--side", help="left, right or both [default: every femur found]."),
     bone: bool = typer.Option(False, "--all-bone", help="Write the mask of all bone instead of the femur."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML file with femur segmentation settings (FemurSegConfig), e.g. the limits of "
+                               "the femur-presence check (femur_min_volume_cm3, ...) or check_femur: false."),
 ) -> None:
-    """Segment the femur (or all bone) of one CT automatically; lesions inside stay inside."""
-    from .bone import segment_bone, segment_femur
+    """Segment the femur (or all bone) of one CT automatically; lesions inside stay inside.
+
+    A CT without a proximal femur in view (a thorax, a slab of shaft) is an error naming the
+    image and what was measured; a doubtful femur (e.g. a scan ending above the lesser
+    trochanter) is written with a warning.
+    """
+    from .bone import FemurSegConfig, segment_bone, segment_femur
     from .volume import Volume, check_finite
 
+    settings = FemurSegConfig.from_yaml(config) if config else FemurSegConfig()
     ct = Volume.read(image)
     check_finite(ct)
-    mask = segment_bone(ct) if bone else segment_femur(ct, side=side)
+    mask = segment_bone(ct, settings) if bone else segment_femur(ct, side=side, config=settings)
     mask.write(out)
     typer.echo(f"{'bone' if bone else 'femur'} mask: {out} ({int(mask.array.sum()) * ct.voxel_volume_mm3 / 1000:.1f} cm3)")
 

@@ -3,7 +3,10 @@
 For each case, in this order:
 
 1. femur mask: the manifest's, or computed by :func:`metsynth.bone.segment_femur` (on the
-   original grid, in HU); lesion masks are merged into it (a lesion is part of the femur);
+   original grid, in HU; a scan in which it finds no proximal femur, e.g. a thorax, fails that case
+   with an error naming it and nothing is written for it; a doubtful femur, e.g. a scan ending above
+   the lesser trochanter, is logged as a warning naming the image); lesion masks are merged into it
+   (a lesion is part of the femur);
 2. crop to the femur's bounding box plus a margin (done first, so only the femur region is
    resampled);
 3. resample to the target spacing (default 0.85 mm isotropic, the paper's median voxel size)
