@@ -103,3 +103,63 @@ def test_healthy_cases_written_again_make_another_training(tmp_path, builders, t
     redone = train_diffusion(cohort, tmp_path / "run", config, accelerator="cpu", devices=1, progress=False,
                              force=True)
     assert redone.steps == 2 and (tmp_path / "run" / "model.pt").stat().st_mtime_ns != stamp
+
+
+# ------------------------------------------------------------------ a bad checkpoint on resume
+def _hashes(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_cli_run(tmp_path_factory, prepared_cohort):
+    """A finished two-step `metsynth diffusion train` run of the tiny preset."""
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+
+    args = ["--quiet", "diffusion", "train", str(prepared_cohort), "--preset", "tiny", "--accelerator", "cpu",
+            "--devices", "1"]
+    run = tmp_path_factory.mktemp("ddpm-resume") / "run"
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    return run, args
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "weights only"])
+def test_resume_from_a_bad_checkpoint_changes_nothing(finished_cli_run, tmp_path, how):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+
+    finished, args = finished_cli_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    last = run / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.write_bytes({"truncated": data[: len(data) // 2], "garbage": bytes(range(256)) * 64,
+                      "weights only": (run / "model.pt").read_bytes()}[how])
+    before = _hashes(run)
+    assert {"diffusion.yaml", "inputs.json", "loss.csv", "model.pt", "checkpoints/last.ckpt"} <= set(before)
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--max-steps", "3"])  # continues from last.ckpt
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "Traceback" not in result.output
+    assert str(last) in error[0] and "delete it" in error[0]
+    assert _hashes(run) == before
+
+
+def test_checkpoint_of_another_model_is_refused(finished_cli_run, tiny_config):
+    from metsynth.diffusion.train import DiffusionModule, check_resume_checkpoint
+    from metsynth.errors import InputError
+
+    last = finished_cli_run[0] / "checkpoints" / "last.ckpt"
+    tiny = DiffusionConfig.from_yaml(finished_cli_run[0] / "diffusion.yaml")
+    check_resume_checkpoint(last, DiffusionModule(tiny.model_dump(mode="json")))  # its own model: fine
+    wider = tiny.merged(model={**tiny.model.model_dump(), "channels": [8, 16, 32]})
+    with pytest.raises(InputError, match="weights (are not of|do not fit) this model"):
+        check_resume_checkpoint(last, DiffusionModule(wider.model_dump(mode="json")))

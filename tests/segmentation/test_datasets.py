@@ -233,3 +233,75 @@ def test_cache_checks_the_label_grid(tmp_path):
     missing = TrainingVolume(key="real/b", source="real", image=str(tmp_path / "nope.nii.gz"), label="x", case="b")
     with pytest.raises(InputError, match="not found"):
         cache_volume(missing, tmp_path / "cache")
+
+
+# ------------------------------------------------------------------ online mixed with listed volumes
+def _mixed_set(n_real: int) -> TrainingSet:
+    real = [TrainingVolume(key=f"real/M{i}", source="real", image=f"M{i}.nii.gz", label=f"M{i}_l.nii.gz", case=f"M{i}")
+            for i in range(n_real)]
+    return TrainingSet(sources=("real", "online"), train=real, val=[], online={"bank": "unused"})
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"online_share": 0.25}, {"real": 36, "online": 12}),         # online part 3 x 4; real 3 times as many
+    ({}, {"real": 24, "online": 12}),                             # proportional: every volume 4 patches
+    ({"online_share": 0.25, "patches_per_epoch": 40}, {"real": 30, "online": 10}),
+])
+def test_online_mixed_with_real_draws_both_in_the_stated_share(changes, expected):
+    from metsynth.segmentation.datasets import patch_sampler
+
+    config = segmentation_config("tiny", {"online_volumes_per_epoch": 3, "patches_per_volume": 4, **changes})
+    ts = _mixed_set(6)
+    sampler = patch_sampler(ts, config)
+    sources = [v.source for v in ts.train]
+    keys = list(sampler)
+    drawn = {"real": sum(k[2] < 6 for k in keys), "online": sum(k[2] >= 6 for k in keys)}
+    assert drawn == expected and len(sampler) == len(keys) == sum(expected.values())
+    assert sampler.source_counts(sources) == expected
+    described = sampler.describe(sources)
+    assert described["online_share"] == pytest.approx(expected["online"] / len(keys))
+    assert described["online_share_setting"] == changes.get("online_share", "proportional")
+    real = np.bincount([k[2] for k in keys if k[2] < 6], minlength=6)
+    assert real.max() - real.min() <= 1  # whole passes over the real volumes
+    online = [k[2] - 6 for k in keys if k[2] >= 6]
+    assert set(online) <= {0, 1, 2} and all(  # each fresh volume's patches stay together (one synthesis)
+        online[i] == online[i - 1] or online[i] not in online[:i] for i in range(1, len(online)))
+    assert sum(k[3] for k in keys) == round(len(keys) * config.pos_fraction)
+    # seeded: the same seed draws the same list, another epoch or seed another one
+    assert list(patch_sampler(ts, config)) == keys
+    sampler.set_epoch(1)
+    assert list(sampler) != keys and sampler.source_counts(sources) == expected
+    assert list(patch_sampler(ts, config.merged(seed=1))) != keys
+
+
+def test_online_share_is_a_validated_preset_setting():
+    assert segmentation_config("paper").online_share is None
+    assert segmentation_config("tiny", {"online_share": 0.5}).online_share == 0.5
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(ConfigError, match="online_share"):
+            segmentation_config("tiny", {"online_share": bad})
+
+
+def test_mixed_patches_come_from_the_real_volumes_and_the_online_source(tmp_path, builders):
+    """The dataset reads key volume v < n from the listed volumes and v >= n from the online source."""
+    from metsynth.segmentation.datasets import patch_sampler
+
+    manifest = builders.write_prepared_cohort(tmp_path / "c", n_metastatic=2, n_healthy=0)
+    ts = build_training_set(manifest, "real", val_cases=0)
+    stems = [str(cache_volume(v, tmp_path / "cache")) for v in ts.train]
+    made = []
+
+    def online_source(epoch, volume):  # a constant image: its patches are recognisable
+        made.append((epoch, volume))
+        label = np.zeros((40, 40, 40), np.uint8)
+        label[18:22, 18:22, 18:22] = 1
+        return np.full((40, 40, 40), 0.25, np.float32), label
+
+    config = segmentation_config("tiny", {"online_volumes_per_epoch": 2, "patches_per_volume": 3,
+                                          "online_share": 0.5, "augment": {"enabled": False}})
+    ts = TrainingSet(sources=("real", "online"), train=ts.train, val=[], online={"bank": "unused"})
+    dataset = PatchDataset(stems, config, online_source=online_source)
+    patches = [dataset[key]["image"] for key in patch_sampler(ts, config)]
+    from_online = sum(bool((p == 0.25).all()) for p in patches)
+    assert (from_online, len(patches) - from_online) == (6, 6)
+    assert sorted(set(made)) == [(0, 0), (0, 1)] and len(made) == 2  # two fresh volumes, one synthesis each

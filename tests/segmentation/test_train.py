@@ -284,3 +284,125 @@ def test_trainer_flags_pass_to_lightning(trained_model, tmp_path, builders):
     assert result.steps == 1
     assert json.loads((tmp_path / "run" / "result.json").read_text())["steps"] == 1
     assert "bf16-mixed" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+# ------------------------------------------------------------------ online mixed with real volumes
+class _ConstantOnline:
+    """Stands in for OnlineSource: constant-intensity volumes, so their patches are recognisable."""
+
+    def __init__(self, settings, seed):
+        pass
+
+    def __call__(self, epoch, volume):
+        import numpy as np
+
+        label = np.zeros((40, 40, 40), np.uint8)
+        label[18:22, 18:22, 18:22] = 1
+        return np.full((40, 40, 40), 0.25, np.float32), label
+
+
+class _CountSources(Callback):
+    def __init__(self):
+        self.drawn = {"real": 0, "online": 0}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        for image in batch["image"]:
+            self.drawn["online" if bool((image == 0.25).all()) else "real"] += 1
+
+
+def test_real_and_online_training_draws_both_in_the_stated_share(tmp_path, builders, monkeypatch):
+    import metsynth.segmentation.datasets as datasets
+    from metsynth.segmentation.datasets import build_training_set
+
+    monkeypatch.setattr(datasets, "OnlineSource", _ConstantOnline)
+    manifest = builders.write_prepared_cohort(tmp_path / "cohort", n_metastatic=1, n_healthy=0)
+    ts = dataclasses.replace(build_training_set(manifest, "real", val_cases=0), sources=("real", "online"),
+                             online={"bank": "stand-in"})
+    # one real volume; online part 2 fresh volumes x 2 patches; share 0.25: 12 real patches per epoch
+    config = builders.overfit_config(max_epochs=1, val_cases=0, patches_per_volume=2, online_volumes_per_epoch=2,
+                                     online_share=0.25)
+    counter = _CountSources()
+    result = train_segmentation(ts, tmp_path / "run", config, progress=False, extra_callbacks=[counter])
+    assert counter.drawn == {"real": 12, "online": 4} and result.steps == 8
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())["sampling"]
+    assert saved == result.sampling and saved["patches_per_epoch"] == {"real": 12, "online": 4}
+    assert (saved["online_share"], saved["online_share_setting"]) == (0.25, 0.25)
+    assert "online_share: 0.25" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+# ------------------------------------------------------------------ a bad checkpoint on resume
+def _hashes(folder):
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _spoil(ckpt, how):
+    data = ckpt.read_bytes()
+    if how == "truncated":
+        ckpt.write_bytes(data[: len(data) // 2])
+    elif how == "garbage":
+        ckpt.write_bytes(bytes(range(256)) * 64)
+    else:  # a readable file that is not a Lightning training checkpoint: exported weights
+        ckpt.write_bytes((ckpt.parent.parent / "model.pt").read_bytes())
+
+
+@pytest.fixture(scope="module")
+def finished_cli_run(tmp_path_factory, builders):
+    """A finished one-epoch `metsynth train` run of the tiny preset (seconds)."""
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+
+    root = tmp_path_factory.mktemp("seg-resume")
+    manifest = builders.write_prepared_cohort(root / "cohort", n_metastatic=2, n_healthy=0)
+    args = ["--quiet", "train", str(manifest), "--preset", "tiny", "--val-cases", "0", "--accelerator", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--out", str(root / "run"), "--max-epochs", "1"])
+    assert result.exit_code == 0, result.output
+    return root / "run", args
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "weights only"])
+def test_resume_from_a_bad_checkpoint_changes_nothing(finished_cli_run, tmp_path, how):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+
+    finished, args = finished_cli_run
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    _spoil(run / "checkpoints" / "last.ckpt", how)
+    before = _hashes(run)
+    assert {"config.yaml", "result.json", "logs/metrics.csv", "checkpoints/last.ckpt"} <= set(before)
+    # --max-epochs 2: a finished run continues from last.ckpt
+    result = CliRunner().invoke(app, [*args, "--out", str(run), "--max-epochs", "2"])
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "Traceback" not in result.output
+    assert str(run / "checkpoints" / "last.ckpt") in error[0] and "delete it" in error[0]
+    assert _hashes(run) == before
+    if how == "truncated":  # the fix it names works: without the checkpoint the training starts over
+        (run / "checkpoints" / "last.ckpt").unlink()
+        result = CliRunner().invoke(app, [*args, "--out", str(run), "--max-epochs", "2"])
+        assert result.exit_code == 0, result.output
+        assert json.loads((run / "result.json").read_text())["epochs"] == 2
+
+
+def test_checkpoint_of_another_network_is_refused(finished_cli_run):
+    from metsynth.errors import InputError
+    from metsynth.segmentation.presets import segmentation_config
+    from metsynth.segmentation.train import build_network, check_resume_checkpoint
+
+    last = finished_cli_run[0] / "checkpoints" / "last.ckpt"
+    net = build_network(segmentation_config("tiny"))
+    shapes = {f"net.{k}": v.shape for k, v in net.state_dict().items()}
+    assert check_resume_checkpoint(last, shapes, optimizer_params=len(list(net.parameters())))["epoch"] == 0
+    wider = build_network(segmentation_config("tiny", {"network": {"channels": [8, 16, 32]}}))
+    with pytest.raises(InputError, match="do not fit this model"):
+        check_resume_checkpoint(last, {f"net.{k}": v.shape for k, v in wider.state_dict().items()},
+                                optimizer_params=len(list(wider.parameters())))
+    with pytest.raises(InputError, match="no state of the callback"):
+        check_resume_checkpoint(last, shapes, optimizer_params=len(list(net.parameters())), callbacks=("Other",))

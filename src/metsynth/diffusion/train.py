@@ -13,7 +13,8 @@ Run folder (``out_dir``)::
     model.pt                the exported weights (EMA if enabled, else final): a plain state_dict
     model.yaml              the settings the weights belong to (what ``metsynth harmonize`` reads)
 
-A rerun of the same command resumes from ``last.ckpt``; raising ``max_steps`` or
+A rerun of the same command resumes from ``last.ckpt`` (checked first: a damaged or foreign one
+stops with a one-line error before anything in the run folder is written); raising ``max_steps`` or
 ``max_epochs`` continues a finished training. Resuming from a checkpoint written at an epoch
 end reproduces the uninterrupted run exactly on CPU (patches, timesteps and noise are drawn per
 (seed, epoch, sample), see :mod:`metsynth.diffusion.data`); from a mid-epoch checkpoint Lightning
@@ -256,9 +257,11 @@ def train_diffusion(
         cohort = load_cohort(cohort)
     # the healthy cases' files as they are now: a preparation that wrote them again makes this another training
     healthy_files = files_stamp(p for case in cohort.by_role("healthy") for p in (case.image, case.femur_mask))
-    _claim_run_dir(out_dir, config, healthy_files, force)
+    module = DiffusionModule(config.model_dump(mode="json"))  # before the run folder: a resume checks against it
     checkpoint_dir = out_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
+    resumes = _claim_run_dir(out_dir, config, healthy_files, force, module=module,
+                             resume_from=last if resume and last.exists() else None)
     if not resume and last.exists():
         shutil.rmtree(checkpoint_dir)
 
@@ -274,10 +277,9 @@ def train_diffusion(
     log.info("DDPM training on %d healthy case(s): %d patches of %s per epoch, batch %d",
              len(cases), len(dataset), train.patch_size, train.batch_size)
 
-    module = DiffusionModule(config.model_dump(mode="json"))
     history = LossHistory(out_dir)
     checkpoint = StepCheckpoint(last, train.checkpoint_every_n_steps)
-    ckpt_path = str(last) if resume and last.exists() else None
+    ckpt_path = str(last) if resumes and last.exists() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     with _lightning_chatter_off():
@@ -315,9 +317,15 @@ def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path,
     return path, yaml_path
 
 
-def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | None, force: bool) -> None:
+def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | None, force: bool, *,
+                   module: DiffusionModule | None = None, resume_from: Path | None = None) -> bool:
+    """Save diffusion.yaml and inputs.json; refuse a folder holding another training. With
+    ``resume_from`` (the checkpoint to resume from), check it against ``module`` first, before
+    anything is written or deleted. Returns whether the training resumes from it (``force`` over
+    another training deletes it)."""
     settings = out_dir / "diffusion.yaml"
     inputs = out_dir / "inputs.json"
+    diff = ""
     if settings.exists():
         previous = DiffusionConfig.from_yaml(settings)
         diff = _training_diff(previous, config)
@@ -328,16 +336,32 @@ def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | 
             raise ConfigError(
                 f"{out_dir}: holds another DDPM training ({diff}); choose another --out "
                 "folder, or pass --force to start over there with the new settings")
-        if diff and force:
-            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-            for name in ("loss.csv", "loss.png", "model.pt", "model.yaml"):
-                (out_dir / name).unlink(missing_ok=True)
     elif out_dir.exists() and any(out_dir.iterdir()) and not force:
         raise ConfigError(f"{out_dir}: folder exists and is not a metsynth DDPM training; choose an empty "
                           "or new --out folder (or --force)")
+    resumes = resume_from is not None and not diff
+    if resumes and module is not None:
+        check_resume_checkpoint(resume_from, module)
+    if diff:  # force over another training: start over
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        for name in ("loss.csv", "loss.png", "model.pt", "model.yaml"):
+            (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.to_yaml(settings)
     write_json(inputs, {"healthy_files": healthy_files})
+    return resumes
+
+
+def check_resume_checkpoint(path: Path, module: DiffusionModule) -> None:
+    """A one-line :class:`~metsynth.errors.InputError` unless ``path`` is a Lightning checkpoint
+    this training can resume from: readable with ``torch.load(weights_only=True)``, with
+    Lightning's training state and the loss history, and weights that fit ``module``
+    (:func:`metsynth.segmentation.train.check_resume_checkpoint` does the checks)."""
+    from ..segmentation.train import check_resume_checkpoint as check
+
+    check(path, {k: v.shape for k, v in module.state_dict().items()},
+          optimizer_params=len(list(module.model.parameters())), callbacks=(LossHistory(path.parent).state_key,),
+          run=path.parent.parent)
 
 
 def _training_diff(a: DiffusionConfig, b: DiffusionConfig) -> str:

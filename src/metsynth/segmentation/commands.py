@@ -56,7 +56,12 @@ def train(
     training_set = build_training_set(cohort, sources, fold=fold, splits=splits, synthetic=synthetic,
                                       harmonized=harmonized, limit=limit, val_cases=settings.val_cases,
                                       seed=settings.seed, bank=bank, synthesis=synthesis_config)
-    counts = ", ".join(f"{n} {s}" for s, n in training_set.counts().items()) or "online only"
+    counts = ", ".join(f"{n} {s}" for s, n in training_set.counts().items())
+    if "online" in training_set.sources:
+        share = "online only" if not counts else (f"online share {settings.online_share:g}"
+                                                 if settings.online_share is not None else "online share proportional")
+        counts = " + ".join(filter(None, [counts, f"online ({settings.online_volumes_per_epoch} fresh volumes per "
+                                                  f"epoch, {share})"]))
     typer.echo(f"training set: {counts}; {len(training_set.val)} validation case(s)"
                + (f"; fold {fold}: {training_set.dropped_leaking} leaking volume(s) dropped" if fold is not None else ""))
     result = train_segmentation(training_set, out, settings, init=init, resume=resume, force=force,

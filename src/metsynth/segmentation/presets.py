@@ -150,6 +150,13 @@ class SegmentationConfig(Settings):
         "250 iterations): real-only and synthetic trainings then get the same compute per epoch and the same "
         "validation cadence. None: patches_per_volume x volumes (not in the paper).")
     online_volumes_per_epoch: int = Field(200, ge=1, description="Fresh synthetic volumes per epoch for the 'online' source.")
+    online_share: float | None = Field(
+        None, gt=0, lt=1, description="Share of an epoch's patches drawn from the fresh 'online' volumes when 'online' "
+        "is mixed with real, synthetic or harmonized volumes (e.g. 0.5: half online, half from the listed volumes, "
+        "whose count then follows from the online part, online_volumes_per_epoch x patches_per_volume). None: "
+        "proportional, as in an offline mix: each fresh volume counts like one listed volume, every volume gives "
+        "patches_per_volume patches (with patches_per_epoch: that many patches, split in the same proportion). "
+        "The share drawn is recorded in result.json (sampling). Not used without 'online' or without another source.")
     pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion voxel (the rest on background).")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

@@ -23,6 +23,8 @@ Lightning does the loops, checkpoints, early stopping (on validation Dice) and l
 they are, so multi-GPU and multi-node (DDP, SLURM) need no code here. Both the Lightning
 checkpoints and ``model.pt`` hold only tensors and plain Python data, and load with
 ``torch.load(..., weights_only=True)``; resuming passes ``weights_only=True`` to Lightning.
+A resume first checks ``checkpoints/last.ckpt`` (:func:`check_resume_checkpoint`): a damaged or
+foreign one stops with a one-line error before anything in the run folder is written.
 """
 
 from __future__ import annotations
@@ -363,6 +365,8 @@ class TrainResult:
     seconds: float
     timing: dict[str, float]
     finetune: bool
+    # patches per epoch and source, and with 'online' the share of online patches (PatchSampler.describe)
+    sampling: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainResult":
@@ -409,7 +413,12 @@ def train_segmentation(
     if previous.exists() and result_file.exists() and not force:
         old = segmentation_config(None, previous)
         same_length = (old.epoch_bound(finetune), old.max_steps) == (config.epoch_bound(finetune), config.max_steps)
-    _claim_run_dir(out, config, training_set, init, resume=resume, force=force)
+    ckpt_dir = out / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    # the checkpoint this call will resume from (force deletes it; a finished run of the same length is returned)
+    resume_from = last if resume and not force and last.exists() and not (result_file.exists() and same_length) \
+        else None
+    _claim_run_dir(out, config, training_set, init, resume=resume, force=force, resume_from=resume_from)
     if result_file.exists() and not force and (same_length or not resume):
         log.info("%s: training already complete (result.json); pass force to train again", out)
         return TrainResult.load(result_file)
@@ -424,7 +433,7 @@ def train_segmentation(
         online_source = OnlineSource(training_set.online, config.seed)
 
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
-    from .datasets import PatchDataset, PatchSampler, VolumeDataset, cache_volumes
+    from .datasets import PatchDataset, VolumeDataset, cache_volumes, patch_sampler
 
     stems = cache_volumes(training_set.train + training_set.val, cache_dir,
                           workers=max(1, min(config.num_workers, 8)), progress=progress)
@@ -454,9 +463,11 @@ def train_segmentation(
                 f"({str(err).splitlines()[0]})") from None
         log.info("fine-tuning from %s (lr %g, decay %g, patience %d)", init, lr, decay, patience)
 
-    sampler = PatchSampler(len(train_stems), config.patches_per_volume, config.pos_fraction, config.seed,
-                           online=online_source is not None, online_volumes=config.online_volumes_per_epoch,
-                           patches_per_epoch=config.patches_per_epoch)
+    sampler = patch_sampler(training_set, config)
+    sampling = sampler.describe([v.source for v in training_set.train])
+    log.info("patches per epoch: %s%s", ", ".join(f"{n} {s}" for s, n in sampling["patches_per_epoch"].items()),
+             f" (online share {sampling['online_share']:.2f}, {sampling['online_share_setting']})"
+             if "online_share" in sampling else "")
     workers = config.num_workers
     loader_args: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
     if workers > 0:
@@ -470,7 +481,6 @@ def train_segmentation(
             VolumeDataset(val_stems, [v.key for v in training_set.val]), batch_size=1,
             num_workers=min(workers, 1), persistent_workers=workers > 0)
 
-    ckpt_dir = out / "checkpoints"
     # last.ckpt every epoch: after validation when it runs every epoch (the saved state then includes
     # it), else at the end of each training epoch
     last_ckpt = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
@@ -501,14 +511,12 @@ def train_segmentation(
         enable_progress_bar=progress and not _quiet(), enable_model_summary=False,
         use_distributed_sampler=False,
     )
-    last = ckpt_dir / "last.ckpt"
     ckpt_path = None
-    if resume:
-        if last.exists():
-            ckpt_path = str(last)
-            log.info("resuming from %s", last)
-        else:
-            log.info("no %s to resume from: starting a new training", last)
+    if resume_from is not None:
+        ckpt_path = str(resume_from)
+        log.info("resuming from %s", resume_from)
+    elif resume:
+        log.info("no %s to resume from: starting a new training", last)
     result_file.unlink(missing_ok=True)
     if ckpt_path is not None and trainer.is_global_zero:
         _set_aside_log(out / "logs")
@@ -535,7 +543,7 @@ def train_segmentation(
         out_dir=str(out), model=str(model_path), best_checkpoint=best, last_checkpoint=str(last) if last.exists() else None,
         best_val_dice=float(score) if score is not None else None, epochs=int(trainer.current_epoch),
         steps=int(trainer.global_step), stopped_early=bool(early is not None and early.stopped_epoch > 0),
-        seconds=time.perf_counter() - start, timing=timing, finetune=finetune,
+        seconds=time.perf_counter() - start, timing=timing, finetune=finetune, sampling=sampling,
     )
     if trainer.is_global_zero:
         write_json(result_file, asdict(result))
@@ -543,6 +551,74 @@ def train_segmentation(
                  result.epochs, result.steps, _fmt(result.best_val_dice), 100 * timing["data_wait_share"]
                  if not math.isnan(timing["data_wait_share"]) else float("nan"), model_path)
     return result
+
+
+def check_resume_checkpoint(path: str | os.PathLike, state_shapes: dict[str, Any], *, optimizer_params: int,
+                            callbacks: tuple[str, ...] = (), run: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Check that the Lightning checkpoint ``path`` can resume a training, before anything of the
+    run is written: it loads with ``torch.load(weights_only=True)``, holds what Lightning restores
+    (weights, epoch and step, loop state, one optimizer and its scheduler, callback states,
+    ``callbacks``' among them) and its weights fit the model (``state_shapes``: every key of the
+    module's state_dict with its shape; ``optimizer_params``: the parameters the optimizer steps).
+
+    Raises a one-line :class:`InputError` naming the file and the fix (delete it to start over,
+    or copy another checkpoint of its folder over it); returns the loaded checkpoint.
+    """
+    import torch
+
+    path = Path(path)
+
+    def refuse(reason: str) -> InputError:
+        reason = " ".join(reason.split())  # one line
+        reason = reason if len(reason) <= 200 else reason[:197] + "..."
+        others = sorted(p.name for p in path.parent.glob("*.ckpt") if p.name != path.name)
+        alternative = (f", or copy another checkpoint of {path.parent} ({', '.join(others)}) over it to resume from "
+                       "there" if others else "")
+        unchanged = f"; nothing in {run} was changed" if run is not None else ""
+        return InputError(f"{path}: cannot resume from this checkpoint ({reason}){unchanged}; delete it to start "
+                          f"the training over{alternative}")
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, garbage or foreign: the file's fault
+        import zipfile
+
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive, its directory at the end
+            raise refuse("damaged or truncated: not the zip archive torch.save writes") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        line = next((x for x in lines if "Unsupported global" in x), lines[0] if lines else "")
+        raise refuse(f"unreadable with torch.load(weights_only=True): {type(err).__name__}: {line}") from None
+    if not isinstance(ckpt, dict):
+        raise refuse(f"not a Lightning checkpoint: it holds a {type(ckpt).__name__}")
+    needed = {"state_dict": dict, "epoch": int, "global_step": int, "loops": dict, "optimizer_states": list,
+              "lr_schedulers": list, "callbacks": dict}
+    missing = [k for k, kind in needed.items() if not isinstance(ckpt.get(k), kind)]
+    if missing:
+        raise refuse(f"not a full Lightning training checkpoint: no {', '.join(missing)}"
+                     + (" (a model.pt or a weights-only checkpoint?)" if "state_dict" not in missing else ""))
+    if not isinstance(ckpt["loops"].get("fit_loop"), dict):
+        raise refuse("no training-loop state (loops.fit_loop)")
+    absent = [c for c in callbacks if c not in ckpt["callbacks"]]
+    if absent:
+        raise refuse(f"no state of the callback(s) {', '.join(absent)}")
+    state = ckpt["state_dict"]
+    lacking = [k for k in state_shapes if k not in state]
+    extra = [k for k in state if k not in state_shapes]
+    if lacking or extra:
+        detail = "; ".join(filter(None, [f"missing {', '.join(lacking[:3])}" if lacking else "",
+                                         f"unexpected {', '.join(extra[:3])}" if extra else ""]))
+        raise refuse(f"its weights are not of this model: {detail}")
+    for key, shape in state_shapes.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(shape):
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise refuse(f"its weights do not fit this model: {key} is {got}, the model's {tuple(shape)}")
+    optim = ckpt["optimizer_states"]
+    groups = optim[0].get("param_groups") if len(optim) == 1 and isinstance(optim[0], dict) else None
+    if not isinstance(groups, list) or sum(len(g.get("params", ())) for g in groups) != optimizer_params \
+            or len(ckpt["lr_schedulers"]) != 1:
+        raise refuse("its optimizer or learning-rate schedule state is not of this model")
+    return ckpt
 
 
 def _set_aside_log(log_dir: Path) -> None:
@@ -626,12 +702,20 @@ def other_training(out: str | os.PathLike, config: SegmentationConfig, training_
 
 
 def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: TrainingSet, init, *,
-                   resume: bool, force: bool) -> None:
-    """Save config.yaml and training_set.json; refuse a folder holding another training."""
+                   resume: bool, force: bool, resume_from: Path | None = None) -> None:
+    """Save config.yaml and training_set.json; refuse a folder holding another training, or a
+    checkpoint to resume from that cannot be resumed (before anything is written)."""
     if not force:
         reason = other_training(out, config, training_set, init)
         if reason is not None:
             raise ConfigError(f"{out}: {reason}; choose another --out folder, or pass --force to start over there")
+    if resume_from is not None:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # the network's shapes only; the global RNG stays as it is
+            net = build_network(config)
+        check_resume_checkpoint(resume_from, {f"net.{k}": v.shape for k, v in net.state_dict().items()},
+                                optimizer_params=len(list(net.parameters())), run=out)
     if force or not resume:
         if force:
             for stale in ("result.json", "model.pt", "model.yaml", "timing.json"):
@@ -652,7 +736,7 @@ def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: Training
 
 __all__ = [
     "CurvePlotter", "DataWaitMonitor", "MODEL_FORMAT", "SegmentationModule", "TrainResult", "build_network",
-    "dice_of", "export_weights", "history_from_csv", "load_weights", "other_training", "plot_curves",
-    "sliding_window_logits",
+    "check_resume_checkpoint", "dice_of", "export_weights", "history_from_csv", "load_weights", "other_training",
+    "plot_curves", "sliding_window_logits",
     "train_segmentation",
 ]
