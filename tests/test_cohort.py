@@ -163,3 +163,17 @@ def test_cli_error_is_one_line(tiny_cohort):
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert "error: 1 problem(s)" in result.output and "file not found" in result.output
+
+
+def test_image_cut_short_is_a_problem_not_zeros(tiny_cohort):
+    # ITK reads the missing half of a cut .nii.gz as 0; the check names the file instead
+    image = tiny_cohort.parent / "images" / "M01.nii.gz"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"case M01: .*M01\.nii\.gz: the file is incomplete"):
+        check_cohort(load_cohort(tiny_cohort))
+    before = snapshot(tiny_cohort.parent)
+    result = CliRunner().invoke(app, ["--quiet", "cohort", "check", str(tiny_cohort)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "M01.nii.gz: the file is incomplete" in result.output and "copy or export it again" in result.output
+    assert snapshot(tiny_cohort.parent) == before

@@ -287,3 +287,71 @@ def test_bad_counts_are_config_errors(tmp_path):
         generate_cohort(tmp_path, 0, 0, 0, config=TINY)
     with pytest.raises(ConfigError, match="n_metastatic"):
         generate_cohort(tmp_path, 1, -1, config=TINY)
+
+
+# ----------------------------------------------------------------------------- disk space
+def test_unbounded_request_is_refused_before_writing(tmp_path):
+    import time
+
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+
+    out = tmp_path / "ph"
+    start = time.perf_counter()
+    result = CliRunner().invoke(app, ["--quiet", "phantom", "--out", str(out), "--healthy", "1000000000",
+                                      "--metastatic", "0", "--size", "tiny"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1,000,000,000 phantom cases would need about" in errors[0]
+    assert "is free there" in errors[0] and "fewer cases" in errors[0] and "another --out" in errors[0]
+    assert time.perf_counter() - start < 10 and not out.exists()
+
+
+def test_estimate_follows_the_files(tmp_path, monkeypatch):
+    from metsynth import fileio
+    from metsynth.errors import MetsynthError
+    from metsynth.phantom.dataset import estimate_cohort_bytes
+
+    generate_cohort(tmp_path / "a", n_healthy=1, n_metastatic=1, n_test=1, seed=0, config=TINY)
+    written = sum(p.stat().st_size for p in (tmp_path / "a").rglob("*.nii.gz"))
+    estimate = estimate_cohort_bytes({"healthy": 1, "metastatic": 1, "test": 1}, TINY)
+    assert written < estimate < 3 * written
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: int(estimate) // 2)
+    with pytest.raises(MetsynthError, match=r"b: 3 phantom cases would need about"):
+        generate_cohort(tmp_path / "b", n_healthy=1, n_metastatic=1, n_test=1, seed=0, config=TINY)
+    assert not (tmp_path / "b").exists()
+    # a completed folder needs no more space
+    assert generate_cohort(tmp_path / "a", n_healthy=1, n_metastatic=1, n_test=1, seed=0, config=TINY).is_file()
+
+
+def test_disk_full_midway_stops_leaves_no_partial_file_and_a_rerun_finishes(tmp_path, monkeypatch):
+    import errno
+
+    from metsynth import volume as volume_module
+    from metsynth.errors import MetsynthError
+
+    reference = generate_cohort(tmp_path / "ref", n_healthy=2, n_metastatic=1, seed=5, config=TINY).parent
+    real = volume_module._gzip_file
+    calls = []
+
+    def fills_up(src, dst, level):  # the 3rd file: some bytes, then the disk is full
+        calls.append(dst)
+        real(src, dst, level)
+        if len(calls) >= 3:
+            data = dst.read_bytes()
+            dst.write_bytes(data[: len(data) // 3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(volume_module, "_gzip_file", fills_up)
+    out = tmp_path / "ph"
+    with pytest.raises(MetsynthError, match=r"^disk full writing .*\.nii\.gz: free space or choose another --out$"):
+        generate_cohort(out, n_healthy=2, n_metastatic=1, seed=5, config=TINY)
+    assert len(calls) == 3  # stopped at the first full write
+    assert not list(out.rglob(".tmp-*")) and not (out / "cohort.yaml").exists()
+    for path in out.rglob("*.nii.gz"):
+        Volume.read(path)  # what is there is whole
+    monkeypatch.undo()
+    generate_cohort(out, n_healthy=2, n_metastatic=1, seed=5, config=TINY)
+    for path in reference.rglob("*.nii.gz"):
+        assert (out / path.relative_to(reference)).read_bytes() == path.read_bytes()

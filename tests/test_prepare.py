@@ -254,3 +254,51 @@ def test_cli_femur_on_a_thorax_ct_fails_in_one_line(real_data, tmp_path):
     unchecked = CliRunner().invoke(app, ["--quiet", "femur", str(thorax), "--out", str(out), "--config", str(settings)])
     assert unchecked.exit_code == 0, unchecked.output
     assert out.exists()
+
+
+def test_prepare_refuses_an_image_cut_short_and_writes_nothing(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=1)
+    image = manifest.parent / "images" / "M01.nii.gz"
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "prepared"
+    result = CliRunner().invoke(app, ["--quiet", "prepare", str(manifest), "--out", str(out), "--spacing", "2"])
+    assert result.exit_code == 2, result.output
+    assert "M01.nii.gz: the file is incomplete" in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_disk_full_during_prepare_stops_leaves_no_partial_file_and_a_rerun_finishes(tmp_path, monkeypatch):
+    import errno
+
+    from metsynth import volume as volume_module
+
+    manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=2)
+    config = PrepareConfig(spacing=2.0)
+    reference = prepare_cohort(load_cohort(manifest), tmp_path / "reference", config, progress=False).parent
+    real = volume_module._gzip_file
+    calls = []
+
+    def fills_up(src, dst, level):  # the 4th file: some bytes, then the disk is full
+        calls.append(dst)
+        real(src, dst, level)
+        if len(calls) >= 4:
+            data = dst.read_bytes()
+            dst.write_bytes(data[: len(data) // 3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(volume_module, "_gzip_file", fills_up)
+    out = tmp_path / "prepared"
+    result = CliRunner().invoke(app, ["--quiet", "prepare", str(manifest), "--out", str(out), "--spacing", "2"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: disk full writing ")
+    assert errors[0].endswith(": free space or choose another --out")
+    assert len(calls) == 4  # stopped at the first full write: the third case was not started
+    assert not list(out.rglob(".tmp-*")) and not (out / "cohort.yaml").exists()
+    for path in out.rglob("*.nii.gz"):  # what is there is whole
+        Volume.read(path)
+    monkeypatch.undo()
+    assert prepare_cohort(load_cohort(manifest), out, config, progress=False) == out / "cohort.yaml"
+    for path in reference.rglob("*.nii.gz"):
+        assert (out / path.relative_to(reference)).read_bytes() == path.read_bytes()

@@ -187,3 +187,122 @@ def test_gzip_level_is_honoured_and_bytes_are_reproducible(tmp_path):
     again = vol.write(tmp_path / "again.nii.gz", compression_level=1).read_bytes()
     assert again == fast  # no timestamp in the gzip header
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.nii.gz", "fast.nii.gz", "small.nii.gz"]
+
+
+# ----------------------------------------------------------------------------- incomplete files, full disks
+def _cut(path, keep: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+def test_nifti_cut_short_is_refused_not_zero_filled(tmp_path, suffix, dtype):
+    # ITK reads the missing half of a cut .nii/.nii.gz as 0 without a word
+    path = make_volume().with_array(np.ones((24, 28, 32), dtype)).write(tmp_path / f"cut{suffix}")
+    _cut(path, 0.5)
+    with pytest.raises(InputError, match=r"cut\.nii(\.gz)?: the file is incomplete .*copy or export it again"):
+        Volume.read(path)
+
+
+def test_gzip_of_a_cut_nifti_is_refused(tmp_path):
+    # a complete gzip stream holding a NIfTI cut short (what gzipping ITK's short write gave)
+    import gzip
+
+    raw = make_volume().write(tmp_path / "a.nii", compression_level=None).read_bytes()
+    bad = tmp_path / "b.nii.gz"
+    bad.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    with pytest.raises(InputError, match=r"b\.nii\.gz: the file is incomplete .*once decompressed"):
+        Volume.read(bad)
+
+
+def test_multi_member_gzip_is_still_read(tmp_path):
+    # bgzip and concatenated gzips have several members: the trailer alone is not the length
+    import gzip
+
+    vol = make_volume()
+    raw = vol.write(tmp_path / "a.nii", compression_level=None).read_bytes()
+    path = tmp_path / "m.nii.gz"
+    path.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    assert np.array_equal(Volume.read(path).array, vol.array)
+
+
+def _itk_short_write(monkeypatch, keep=0.4):
+    """SimpleITK's writer as it behaves on a full disk: it leaves a short file and reports nothing."""
+    from pathlib import Path
+
+    import SimpleITK as sitk
+
+    real = sitk.WriteImage
+
+    def short(image, name, *args):
+        real(image, name, *args)
+        _cut(Path(name), keep)
+
+    monkeypatch.setattr(sitk, "WriteImage", short)
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".nrrd"])
+def test_disk_full_during_itk_write_leaves_no_file(tmp_path, monkeypatch, suffix):
+    from metsynth import volume as volume_module
+    from metsynth.fileio import DiskFullError
+
+    target = tmp_path / "out" / f"img{suffix}"
+    _itk_short_write(monkeypatch)
+    monkeypatch.setattr(volume_module, "free_bytes", lambda folder: 0)
+    with pytest.raises(DiskFullError, match=rf"^disk full writing .*img{suffix}: free space or choose another --out$"):
+        make_volume().write(target)
+    assert sorted(p.name for p in target.parent.iterdir()) == []  # no final name, no temporary file
+    monkeypatch.undo()
+    assert make_volume().write(target).is_file() and Volume.read(target).shape == (24, 28, 32)
+
+
+def test_short_write_with_free_space_is_an_error_too(tmp_path, monkeypatch):
+    from metsynth.fileio import WriteError
+
+    _itk_short_write(monkeypatch)
+    with pytest.raises(WriteError, match=r"img\.nii: the image writer stopped after .* bytes without an error"):
+        make_volume().write(tmp_path / "img.nii")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_enospc_while_gzipping_keeps_the_existing_file(tmp_path, monkeypatch):
+    import errno
+
+    from metsynth import volume as volume_module
+    from metsynth.errors import MetsynthError
+
+    target = tmp_path / "img.nii.gz"
+    old = make_volume(seed=1).write(target).read_bytes()
+    real = volume_module._gzip_file
+
+    def fails_partway(src, dst, level):
+        real(src, dst, level)
+        _cut(dst, 0.3)  # some bytes reached the temporary file...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk was full
+
+    monkeypatch.setattr(volume_module, "_gzip_file", fails_partway)
+    with pytest.raises(MetsynthError, match=r"^disk full writing .*img\.nii\.gz: free space or choose another --out$"):
+        make_volume(seed=2).write(target)
+    assert target.read_bytes() == old and [p.name for p in tmp_path.iterdir()] == ["img.nii.gz"]
+
+
+def test_enospc_in_atomic_text_writes(tmp_path, monkeypatch):
+    import errno
+    import pathlib
+
+    from metsynth.errors import MetsynthError
+    from metsynth.fileio import write_json
+
+    real = pathlib.Path.write_text
+
+    def fails_partway(self, text, *args, **kwargs):
+        real(self, text[:5], *args, **kwargs)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", fails_partway)
+    with pytest.raises(MetsynthError,
+                       match=r"^disk full writing .*a\.json: free space or choose another --out$") as info:
+        write_json(tmp_path / "a.json", {"x": 1})
+    assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC  # still an OSError for callers
+    assert list(tmp_path.iterdir()) == []

@@ -1,18 +1,51 @@
 """Atomic file output: write to a temporary file beside the target, then rename.
 
 An interrupted run therefore never leaves a half-written file under a final name, and a rerun
-can treat "the file exists" as "the file is complete".
+can treat "the file exists" as "the file is complete". A write that fails because the disk (or
+the quota) is full raises :class:`DiskFullError`, one line naming the file, and leaves nothing
+under the final name; :func:`check_free_space` refuses a request before it starts writing when
+its estimated output cannot fit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from .errors import MetsynthError
+
+DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
+
+
+class WriteError(MetsynthError, OSError):
+    """A file could not be written completely (nothing is left under its final name).
+
+    Also an :class:`OSError` (``errno`` is kept), so code that handles OSError still does; its
+    text is the one-line message alone.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror if self.strerror is not None else super().__str__())
+
+
+class DiskFullError(WriteError):
+    """The disk (or the user's quota) filled up while writing a file."""
+
+    @classmethod
+    def writing(cls, path: str | os.PathLike) -> "DiskFullError":
+        return cls(errno.ENOSPC, f"disk full writing {path}: free space or choose another --out")
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` is an OSError saying the disk or the quota is full."""
+    return isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS
 
 
 def temp_path_for(path: Path) -> Path:
@@ -23,15 +56,23 @@ def temp_path_for(path: Path) -> Path:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it is renamed to ``path``, else removed."""
+    """Yield a temporary path to write; on success it is renamed to ``path``, else removed.
+
+    An OSError saying the disk or the quota is full (raised by the writer, by the rename or by
+    the folder's creation) becomes :class:`DiskFullError` naming ``path``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if is_disk_full(err) and not isinstance(err, WriteError):
+            raise DiskFullError.writing(path) from err
+        raise
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
 
 
@@ -91,6 +132,38 @@ def files_stamp(paths: Iterable[str | os.PathLike | None]) -> str | None:
     return digest.hexdigest()[:20]
 
 
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``'1.5 KiB'`` (binary units, for messages)."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free space for this user in ``folder`` (or in its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return int(shutil.disk_usage(folder).free)
+
+
+def check_free_space(out: str | os.PathLike, count: int, estimate_bytes: float, what: str, fix: str) -> None:
+    """Refuse, before anything is written, a request whose output cannot fit in ``out``.
+
+    ``count`` items (``what``, e.g. "synthetic volumes") of ``estimate_bytes`` in all: a
+    :class:`DiskFullError` naming the count, the estimate, the free space and ``fix`` when the
+    estimate exceeds the free space of ``out``'s file system.
+    """
+    free = free_bytes(out)
+    if estimate_bytes > free:
+        raise DiskFullError(errno.ENOSPC, (
+            f"{out}: {count:,} {what} would need about {format_bytes(estimate_bytes)} but only "
+            f"{format_bytes(free)} is free there; {fix}"))
+
+
 def remove_stale_temps(folder: str | os.PathLike) -> int:
     """Delete temporary files left by an interrupted run in ``folder`` (recursively)."""
     n = 0
@@ -108,7 +181,9 @@ def finished_sidecar(folder: str | os.PathLike, volume_id: str) -> dict[str, Any
     The sidecar is written last, atomically, so a readable ``sidecars/<id>.json`` whose named files
     (``image``, ``label``) all exist marks the volume done; a kept volume must name its image, a
     dropped one (``kept: false``) may name none. Used by synthesis and harmonization to resume
-    (harmonization also checks what the sidecar records of its sources).
+    (harmonization also checks what the sidecar records of its sources). Named NIfTI files must
+    also be whole (:func:`metsynth.volume.nifti_complete`, a cheap check of their size against
+    their header): a file cut short by a full disk under an older version is redone.
     """
     folder = Path(folder)
     sidecar = folder / "sidecars" / f"{volume_id}.json"
@@ -121,5 +196,10 @@ def finished_sidecar(folder: str | os.PathLike, volume_id: str) -> dict[str, Any
     if data.get("kept", True) and not data.get("image"):
         return None
     if not all((folder / data[key]).is_file() for key in ("image", "label") if data.get(key)):
+        return None
+    from .volume import nifti_complete
+
+    if not all(nifti_complete(folder / data[key]) for key in ("image", "label")
+               if data.get(key) and str(data[key]).lower().endswith((".nii", ".nii.gz"))):
         return None
     return data

@@ -24,8 +24,10 @@ same folder is refused unless ``force``.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +37,7 @@ from pydantic import Field, field_validator
 from .cohort import Case, Cohort, LesionAnnotation, PreparedInfo, check_cohort, load_case
 from .config import Settings
 from .errors import ConfigError, InputError
+from .fileio import DiskFullError
 from .volume import Volume
 
 log = logging.getLogger(__name__)
@@ -237,7 +240,9 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
 
     The input cohort is fully checked before anything is written. Finished cases are skipped.
     Cases run through :func:`metsynth.parallel.map_tasks` (``workers`` local processes, or a
-    Dask ``scheduler``); a case that fails does not stop the others.
+    Dask ``scheduler``); a case that fails does not stop the others, except a full disk, which
+    stops the run with :class:`~metsynth.fileio.DiskFullError` (every write is atomic: nothing
+    is left under a final name, and a rerun resumes).
     """
     from .parallel import map_tasks
 
@@ -250,8 +255,16 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
 
     tasks = [{"key": case.id, "case": case, "out_dir": out_dir, "config": config, "femur_config": femur_config}
              for case in cohort.cases]
-    done = {case.id: case for case in map_tasks(_prepare_task, tasks, workers=workers, scheduler=scheduler,
-                                                progress=progress, desc="prepare")}
+    done: dict[str, Case] = {}
+    iterator = iter(map_tasks(_prepare_task, tasks, workers=workers, scheduler=scheduler, progress=progress,
+                              desc="prepare"))
+    try:
+        for case in iterator:
+            if isinstance(case, _DiskFull):  # stop at once: every other write would fail too
+                raise DiskFullError(errno.ENOSPC, case.message)
+            done[case.id] = case
+    finally:
+        iterator.close()  # pending cases are cancelled
     cases = [done[case.id] for case in cohort.cases]
     prepared = Cohort(
         name=f"{cohort.name}-prepared",
@@ -282,8 +295,18 @@ def _claim_run_dir(out_dir: Path, settings_file: Path, config: PrepareConfig, fo
     config.to_yaml(settings_file)
 
 
-def _prepare_task(task: dict) -> Case:
-    return _prepare_and_write(task["case"], task["out_dir"], task["config"], task["femur_config"])
+@dataclass(frozen=True)
+class _DiskFull:
+    """What a task returns instead of raising when the disk filled up (so the run stops at once)."""
+
+    message: str
+
+
+def _prepare_task(task: dict) -> Case | _DiskFull:
+    try:
+        return _prepare_and_write(task["case"], task["out_dir"], task["config"], task["femur_config"])
+    except DiskFullError as err:
+        return _DiskFull(str(err))
 
 
 def _prepare_and_write(case: Case, out_dir: Path, config: PrepareConfig, femur_config) -> Case:

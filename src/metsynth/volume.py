@@ -13,10 +13,18 @@ So the world position of voxel ``idx`` (array order) is
 
 Files: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd) and DICOM series
 (a folder) are read; NIfTI (and the other single-file formats) are written, atomically.
+
+ITK neither reports a NIfTI file cut short (it fills the missing voxels with 0) nor a write
+that the disk could not hold (it prints ``NWAD: wrote only N of M bytes`` and carries on), so
+both are checked here: a NIfTI file is read only when it holds all the bytes its header
+announces (and, gzipped, when its gzip stream is complete), and a written file is renamed to
+its final name only when it holds all of them (a full disk is a
+:class:`~metsynth.fileio.DiskFullError`).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .fileio import atomic_path
+from .fileio import DiskFullError, WriteError, atomic_path, free_bytes
 
 READABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
@@ -223,18 +231,17 @@ class Volume:
         sitk = _sitk()
         if path.is_dir():
             return cls.from_sitk(_read_dicom_series(path), path)
+        bad = _scan_nifti(path) if _has_suffix(path, (".nii", ".nii.gz")) else 0  # before ITK zero-fills
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as err:
             first = str(err).strip().splitlines()[-1] if str(err).strip() else "unknown error"
             raise InputError(f"{path}: cannot be read as an image ({first}); is the file complete?") from None
-        if _has_suffix(path, (".nii", ".nii.gz")):
-            bad = _nifti_nonfinite_count(path)
-            if bad:
-                raise InputError(
-                    f"{path}: image has {bad} NaN or infinite voxels (NIfTI readers silently turn them "
-                    "into 0); replace them (e.g. with the air value) before using the file"
-                )
+        if bad:
+            raise InputError(
+                f"{path}: image has {bad} NaN or infinite voxels (NIfTI readers silently turn them "
+                "into 0); replace them (e.g. with the air value) before using the file"
+            )
         return cls.from_sitk(image, path)
 
     def write(self, path: str | os.PathLike, compression_level: int | None = 1) -> Path:
@@ -255,17 +262,35 @@ class Volume:
                 raw = tmp.with_name(tmp.name[: -len(".gz")])
                 try:
                     sitk.WriteImage(self.to_sitk(), str(raw), False)
+                    _check_written(raw, path, self)
                     _gzip_file(raw, tmp, 6 if compression_level is None else compression_level)
                 finally:
                     raw.unlink(missing_ok=True)
             else:
                 compress = compression_level is not None and path.suffix in (".nrrd", ".mha")
                 sitk.WriteImage(self.to_sitk(), str(tmp), compress, compression_level if compress else -1)
+                _check_written(tmp, path, self)
         return path
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
     return Volume.read(path)
+
+
+def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], int]:
+    """``(shape in [z, y, x] order, bytes per voxel)`` of an image file, from its header only
+    (no voxel is read; for estimating output sizes). Raises InputError if it cannot be read."""
+    path = Path(path)
+    check_readable(path)
+    reader = _sitk().ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise InputError(f"{path}: cannot read the image header ({str(err).strip().splitlines()[-1]})") from None
+    itemsize = np.dtype(_sitk().GetArrayViewFromImage(_sitk().Image([1] * reader.GetDimension(),
+                                                                     reader.GetPixelID())).dtype).itemsize
+    return tuple(int(n) for n in reversed(reader.GetSize())), int(itemsize * reader.GetNumberOfComponents())
 
 
 def check_finite(volume: Volume, what: str = "image") -> None:
@@ -343,40 +368,159 @@ def _gzip_file(src: Path, dst: Path, level: int) -> None:
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
 
 
-def _nifti_nonfinite_count(path: Path) -> int:
-    """Count NaN/inf voxels in a float NIfTI file from its raw bytes (0 for integer types).
+@dataclass(frozen=True)
+class NiftiLayout:
+    """Where a NIfTI file's voxels are: byte order, datatype code, data offset and data size."""
 
-    ITK's NIfTI reader replaces non-finite values by 0, so they must be found before it does.
-    """
-    import gzip
+    endian: str
+    datatype: int
+    offset: int
+    data_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """Size of a complete single-file NIfTI (header, extensions, voxels), uncompressed."""
+        return self.offset + self.data_bytes
+
+
+def nifti_layout(head: bytes) -> NiftiLayout | None:
+    """Parse the first bytes (>= 348, or 540 for NIfTI-2) of a NIfTI file; None if not NIfTI."""
     import struct
 
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as fh:
-        head = fh.read(540)
-        if len(head) < 348:
-            return 0
-        for endian in "<>":
-            size = struct.unpack(endian + "i", head[:4])[0]
-            if size in (348, 540):
-                break
-        else:
-            return 0
-        if size == 348:
-            datatype = struct.unpack(endian + "h", head[70:72])[0]
-            offset = int(struct.unpack(endian + "f", head[108:112])[0])
-        else:
-            datatype = struct.unpack(endian + "h", head[12:14])[0]
-            offset = int(struct.unpack(endian + "q", head[168:176])[0])
-        if datatype not in _NIFTI_FLOAT_TYPES:
-            return 0
-        fh.seek(offset)
-        dtype = np.dtype(endian + _NIFTI_FLOAT_TYPES[datatype])
-        count = 0
-        while chunk := fh.read(1 << 24):
-            usable = len(chunk) - len(chunk) % dtype.itemsize
-            count += int((~np.isfinite(np.frombuffer(chunk[:usable], dtype=dtype))).sum())
-        return count
+    if len(head) < 348:
+        return None
+    for endian in "<>":
+        size = struct.unpack(endian + "i", head[:4])[0]
+        if size in (348, 540):
+            break
+    else:
+        return None
+    if size == 348:
+        dims = struct.unpack(endian + "8h", head[40:56])
+        datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
+        offset = int(struct.unpack(endian + "f", head[108:112])[0])
+    else:
+        if len(head) < 540:
+            return None
+        datatype, bitpix = struct.unpack(endian + "2h", head[12:16])
+        dims = struct.unpack(endian + "8q", head[16:80])
+        offset = int(struct.unpack(endian + "q", head[168:176])[0])
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8:
+        return None
+    count = 1
+    for n in dims[1:ndim + 1]:
+        count *= max(int(n), 0)
+    return NiftiLayout(endian, int(datatype), max(offset, size + 4 if size == 348 else size), count * bitpix // 8)
+
+
+def _incomplete(path: Path, detail: str) -> InputError:
+    return InputError(
+        f"{path}: the file is incomplete ({detail}), cut short by an interrupted copy or a full disk; "
+        "copy or export it again (ITK would read the missing voxels as 0)")
+
+
+def _scan_nifti(path: Path, nonfinite: bool = True) -> int:
+    """Check that a NIfTI file holds every byte its header announces; return its number of NaN or
+    infinite voxels (0 for integer types, or when ``nonfinite`` is False: then float images get
+    the cheap check of integer ones). Raises InputError naming the file when it is incomplete.
+
+    Uncompressed: the file size. Gzipped: float images are decompressed to count NaNs, which also
+    checks the gzip stream to its end (CRC and length); for integer images the gzip trailer's
+    length field is compared first (cheap) and the stream decompressed only when it differs.
+    """
+    import gzip
+    import zlib
+
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            try:
+                head = fh.read(540)
+            except (gzip.BadGzipFile, zlib.error):
+                return 0  # not gzip at all: ITK's reader reports it
+            layout = nifti_layout(head)
+            if layout is None:
+                return 0  # not NIfTI (or a header cut short): ITK's reader reports it
+            floating = nonfinite and layout.datatype in _NIFTI_FLOAT_TYPES
+            if not gz:
+                size = os.fstat(fh.fileno()).st_size
+                if size < layout.total_bytes:
+                    raise _incomplete(path, f"{size:,} of {layout.total_bytes:,} bytes")
+            elif not floating and _gzip_trailer_size(path) == layout.total_bytes % (1 << 32):
+                return 0  # the stream's own length field says it is complete
+            if not floating and not gz:
+                return 0
+            fh.seek(layout.offset)
+            dtype = np.dtype(layout.endian + _NIFTI_FLOAT_TYPES.get(layout.datatype, "u1"))
+            count = 0
+            seen = fh.tell()  # short of the offset when the stream ends before it
+            while chunk := fh.read(1 << 24):
+                seen += len(chunk)
+                if floating:
+                    usable = len(chunk) - len(chunk) % dtype.itemsize
+                    count += int((~np.isfinite(np.frombuffer(chunk[:usable], dtype=dtype))).sum())
+    except EOFError:
+        raise _incomplete(path, "its gzip stream ends before its end marker") from None
+    except (gzip.BadGzipFile, zlib.error) as err:
+        raise _incomplete(path, f"corrupt gzip data: {err}") from None
+    if seen < layout.total_bytes:
+        raise _incomplete(path, f"{seen:,} of {layout.total_bytes:,} bytes once decompressed")
+    return count
+
+
+def _gzip_trailer_size(path: Path) -> int | None:
+    """The ISIZE field of a gzip file (uncompressed length of its last member, mod 2^32)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            return int.from_bytes(fh.read(4), "little")
+    except OSError:
+        return None
+
+
+def nifti_complete(path: str | os.PathLike) -> bool:
+    """Cheap check that a NIfTI file written by :meth:`Volume.write` is whole: the size of a .nii,
+    the header and the gzip trailer of a .nii.gz (then the whole stream only if they differ)."""
+    try:
+        _scan_nifti(Path(path), nonfinite=False)
+    except (InputError, OSError):
+        return False
+    return True
+
+
+def _check_written(file: Path, target: Path, volume: Volume) -> None:
+    """Raise unless ``file`` (just written by ITK for ``target``) holds the whole image.
+
+    ITK reports no error when the disk fills up: it prints ``NWAD: wrote only N of M bytes`` and
+    leaves a short file. NIfTI files are checked against their header (or, with no header, the
+    array's size); other formats are read back.
+    """
+    size = file.stat().st_size if file.exists() else 0
+    if _has_suffix(file, (".nii",)):
+        layout = None
+        if size:
+            with open(file, "rb") as fh:
+                layout = nifti_layout(fh.read(540))
+        expected = layout.total_bytes if layout is not None else 352 + volume.array.size * max(
+            volume.array.dtype.itemsize, 1)
+        if layout is not None and size >= expected:
+            return
+    else:
+        try:
+            back = Volume.from_sitk(_sitk().ReadImage(str(file)))
+            if back.shape == volume.shape and np.array_equal(back.array, volume.array,
+                                                             equal_nan=np.issubdtype(volume.array.dtype, np.floating)):
+                return
+        except (RuntimeError, InputError):
+            pass
+        expected = size + 1  # unknown: at least one byte is missing
+    missing = expected - size
+    if free_bytes(file.parent) < missing + (1 << 20):
+        raise DiskFullError.writing(target)
+    raise WriteError(
+        errno.EIO, f"{target}: the image writer stopped after {size:,} of {expected:,} bytes without an error; "
+        "check the disk (free space, quota, a failing or network drive) or choose another --out")
 
 
 def _has_suffix(path: Path, suffixes: tuple[str, ...]) -> bool:

@@ -106,3 +106,13 @@ def test_cli_extract(toy_cohort, tmp_path):
     bad = CliRunner().invoke(app, ["lesions", "extract", str(toy_cohort), "--out", str(tmp_path / "c"),
                                    "--min-mm3", "-1"])
     assert bad.exit_code == 2 and "min_lesion_mm3" in bad.output
+
+
+def test_bank_records_the_units_and_spacing_of_its_cohort(toy_bank, tmp_path):
+    from synthesis.synth_toy import write_toy_cohort
+
+    assert load_bank(toy_bank).info["intensity"] == {"units": "standardized", "hu_window": [-1000.0, 2000.0],
+                                                     "spacing": [1.0, 1.0, 1.0]}
+    raw = write_toy_cohort(tmp_path / "raw", n_healthy=0, n_metastatic=1, prepared=False)
+    bank = extract_bank(raw, tmp_path / "b", progress=False)
+    assert bank.info["intensity"] == {"units": "HU", "hu_window": None, "spacing": [1.0, 1.0, 1.0]}

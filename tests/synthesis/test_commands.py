@@ -91,3 +91,28 @@ def test_help_texts():
     for args in (["synthesize", "--help"], ["lesions", "extract", "--help"], ["lesions", "--help"]):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_unbounded_repeats_are_refused_in_one_line(toy_cohort, toy_bank, tmp_path):
+    out = tmp_path / "run"
+    result = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(toy_bank), "--out", str(out),
+                    "--repeats", "1000000000")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "4,000,000,000 synthetic volumes" in errors[0] and "is free there" in errors[0]
+    assert "fewer --repeats" in errors[0] and "another --out" in errors[0]
+    assert not out.exists()
+
+
+def test_raw_bank_into_prepared_cohort_is_refused_in_one_line(toy_cohort, tmp_path):
+    from metsynth.synthesis.bank import extract_bank
+    from synthesis.synth_toy import write_toy_cohort
+
+    raw = write_toy_cohort(tmp_path / "raw", n_healthy=0, n_metastatic=1, prepared=False)
+    extract_bank(raw, tmp_path / "bank", progress=False)
+    out = tmp_path / "run"
+    result = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(tmp_path / "bank"), "--out", str(out))
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "bank.json does not fit cohort" in errors[0] and "metsynth lesions extract" in errors[0]
+    assert not out.exists()

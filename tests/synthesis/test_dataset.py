@@ -79,3 +79,14 @@ def test_module_does_not_import_torch():
     code = "import sys, metsynth.synthesis.dataset; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_dataset_refuses_a_bank_of_other_units(toy_cohort, tmp_path):
+    from metsynth.errors import InputError
+    from metsynth.synthesis.bank import extract_bank
+    from synthesis.synth_toy import write_toy_cohort
+
+    raw = write_toy_cohort(tmp_path / "raw", n_healthy=0, n_metastatic=1, prepared=False)
+    extract_bank(raw, tmp_path / "bank", progress=False)
+    with pytest.raises(InputError, match="does not fit cohort .*their intensity units differ"):
+        SyntheticLesionDataset(toy_cohort, tmp_path / "bank", length=2)

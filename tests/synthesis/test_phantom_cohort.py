@@ -43,7 +43,8 @@ def test_phantom_end_to_end(phantom_cohort, tmp_path):
     bank = extract_bank(phantom_cohort, tmp_path / "bank", progress=False)
     assert bank.entries and all(e.case in ("M2", "M3") for e in bank.entries)
     assert all(e.region in ("head", "neck", "trochanter", "shaft", "outside") for e in bank.entries)
-    summary = run_synthesis(phantom_cohort, bank, tmp_path / "run", SynthesisConfig(repeats=2), progress=False)
+    summary = run_synthesis(phantom_cohort, bank, tmp_path / "run", SynthesisConfig(repeats=2), progress=False,
+                            allow_unprepared=True)  # a raw cohort and a bank of raw HU lesions, on purpose
     assert summary.attempts == 2 * len(bank.entries) * 2 and summary.kept > 0
     with open(tmp_path / "run" / "index.csv", newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["kept"] == "true"]

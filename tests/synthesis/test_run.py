@@ -223,3 +223,169 @@ def test_compression_choices(toy_cohort, toy_bank, tmp_path):
     assert labels and all(p.name.endswith(".nii") for p in labels)
     assert volume_id("H00", "M00-L1", 0) + ".nii.gz" in {p.name for p in images}
     assert Volume.read(images[0]).array.dtype == np.float32
+
+
+# ----------------------------------------------------------------------------- full disks, units, spacing
+def test_disk_full_midway_stops_leaves_no_partial_file_and_a_rerun_resumes(reference, toy_cohort, toy_bank, tmp_path,
+                                                                          monkeypatch):
+    import SimpleITK as sitk
+    from typer.testing import CliRunner
+
+    from metsynth import volume as volume_module
+    from metsynth.cli import app
+    from metsynth.volume import nifti_complete
+
+    real = sitk.WriteImage
+    calls = []
+
+    def full_disk(image, name, *args):  # ITK on a full disk: a short file, no error
+        calls.append(name)
+        real(image, name, *args)
+        if len(calls) >= 5:
+            data = Path(name).read_bytes()
+            Path(name).write_bytes(data[: len(data) // 4])
+
+    monkeypatch.setattr(sitk, "WriteImage", full_disk)
+    monkeypatch.setattr(volume_module, "free_bytes", lambda folder: 0)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["--quiet", "synthesize", "--cohort", str(toy_cohort), "--bank", str(toy_bank),
+                                      "--out", str(out), "--repeats", str(REPEATS)])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: disk full writing {out.resolve()}/")
+    assert errors[0].endswith(": free space or choose another --out")
+    assert len(calls) == 5  # stopped at the first short write: no other task ran
+    assert 0 < finished(out) < 12
+    assert not list(out.rglob(".tmp-*"))
+    assert all(nifti_complete(p) for p in out.rglob("*.nii*"))  # nothing cut short under a final name
+    monkeypatch.undo()
+    summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    assert summary.done_before == finished(reference) - summary.done_now > 0
+    ref, got = snapshot(reference), snapshot(out)
+    assert {k: v for k, v in got.items() if k != "config.yaml"} == {k: v for k, v in ref.items() if k != "config.yaml"}
+
+
+@pytest.fixture(scope="module")
+def raw_toy(tmp_path_factory) -> tuple[Path, Path]:
+    """A toy cohort without a `prepared:` record (raw scans) and the bank extracted from it."""
+    from metsynth.synthesis.bank import extract_bank
+    from synthesis.synth_toy import write_toy_cohort
+
+    root = tmp_path_factory.mktemp("raw")
+    manifest = write_toy_cohort(root / "cohort", prepared=False)
+    extract_bank(manifest, root / "bank", progress=False)
+    return manifest, root / "bank"
+
+
+def test_a_bank_of_raw_scans_is_refused_for_a_prepared_cohort(raw_toy, toy_cohort, tmp_path):
+    from metsynth.errors import InputError
+
+    out = tmp_path / "run"
+    with pytest.raises(InputError) as info:
+        run_synthesis(toy_cohort, raw_toy[1], out, SynthesisConfig(repeats=1), progress=False)
+    message = str(info.value)
+    assert f"{raw_toy[1]}/bank.json does not fit cohort {toy_cohort}, their intensity units differ" in message
+    assert "raw (HU, not prepared)" in message and "prepared ([-1, 1] from the HU window -1000..2000)" in message
+    assert f"metsynth lesions extract {toy_cohort} --out NEW_BANK" in message and "\n" not in message
+    assert not out.exists()
+
+
+def test_an_unprepared_cohort_is_refused_unless_allowed(raw_toy, toy_bank, tmp_path):
+    from metsynth.errors import InputError
+
+    manifest, bank = raw_toy
+    with pytest.raises(InputError, match=rf"{manifest}: cohort is not prepared .*metsynth prepare"):
+        run_synthesis(manifest, bank, tmp_path / "a", SynthesisConfig(repeats=1), progress=False)
+    assert not (tmp_path / "a").exists()
+    # allowed explicitly: raw lesions into raw scans, but not prepared lesions into raw scans
+    assert run_synthesis(manifest, bank, tmp_path / "b", SynthesisConfig(repeats=1), progress=False,
+                         allow_unprepared=True).attempts == 4
+    with pytest.raises(InputError, match="their intensity units differ|does not fit cohort"):
+        run_synthesis(manifest, toy_bank, tmp_path / "c", SynthesisConfig(repeats=1), progress=False,
+                      allow_unprepared=True)
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("prepared, differs", [
+    ({"spacing": [0.85, 0.85, 0.85], "hu_window": [-1000.0, 2000.0]}, r"their voxel sizes differ \(2 of 2 lesions\)"),
+    ({"spacing": [1.0, 1.0, 1.0], "hu_window": [-500.0, 2000.0]}, "their HU windows differ"),
+])
+def test_a_cohort_prepared_otherwise_is_refused(toy_cohort, toy_bank, tmp_path, prepared, differs):
+    import yaml
+
+    from metsynth.errors import InputError
+
+    data = yaml.safe_load(toy_cohort.read_text())
+    data["prepared"] = prepared
+    for case in data["cases"]:  # the same files, under another preparation record
+        for key in ("image", "femur_mask"):
+            case[key] = str(toy_cohort.parent / case[key])
+        for ann in case.get("lesion_masks", []):
+            ann["path"] = str(toy_cohort.parent / ann["path"])
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(InputError, match=rf"does not fit cohort {other}, {differs}"):
+        run_synthesis(other, toy_bank, tmp_path / "run", SynthesisConfig(repeats=1), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bank_without_the_record_is_judged_by_its_intensities(raw_toy, toy_cohort, toy_bank, tmp_path, caplog):
+    from metsynth.errors import InputError
+
+    # as extract_bank wrote it before the `intensity` record: lesion means in HU -> refused
+    old = tmp_path / "old_hu"
+    shutil.copytree(raw_toy[1], old)
+    data = json.loads((old / "bank.json").read_text())
+    del data["intensity"]
+    for entry in data["entries"]:
+        entry["intensity_mean"], entry["intensity_std"] = 45.0, 30.0
+    (old / "bank.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="inferred from the lesions' intensities, which go beyond"):
+        run_synthesis(toy_cohort, old, tmp_path / "a", SynthesisConfig(repeats=1), progress=False)
+    # an old bank of a prepared cohort (its hu_window recorded) is accepted
+    old2 = tmp_path / "old_std"
+    shutil.copytree(toy_bank, old2)
+    data = json.loads((old2 / "bank.json").read_text())
+    del data["intensity"]
+    (old2 / "bank.json").write_text(json.dumps(data))
+    assert run_synthesis(toy_cohort, old2, tmp_path / "b", SynthesisConfig(repeats=1), progress=False).attempts == 4
+    # ... and one with neither record, lesions inside [-1, 1]: accepted with a warning (window unknown)
+    data["hu_window"] = None
+    (old2 / "bank.json").write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        run_synthesis(toy_cohort, old2, tmp_path / "c", SynthesisConfig(repeats=1), progress=False)
+    assert "HU window" in caplog.text and "re-extract" in caplog.text
+
+
+def test_a_request_that_cannot_fit_is_refused_before_writing(toy_cohort, toy_bank, tmp_path, monkeypatch):
+    from metsynth import fileio
+    from metsynth.errors import MetsynthError
+
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    with pytest.raises(MetsynthError, match=r"run: 4,000,000,000 synthetic volumes \(every attempt kept\) would need "
+                                            r"about [\d.]+ [PT]iB but only .* is free there; ask for fewer --repeats"):
+        run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=10**9), progress=False)
+    assert time.perf_counter() - start < 10 and not out.exists()
+    # 12 volumes of ~630 KB: refused on a disk with 1 MiB free, fine with 100 MiB
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 1 << 20)
+    with pytest.raises(MetsynthError, match=r"12 synthetic volumes .* would need about 7\.\d MiB but only 1\.0 MiB"):
+        run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    assert not out.exists()
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 100 << 20)
+    run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=1), progress=False)
+    # a resumed run counts only what is still to do
+    monkeypatch.setattr(fileio, "free_bytes", lambda folder: 0)
+    assert run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=1), progress=False).done_now == 0
+
+
+def test_an_image_cut_short_under_its_final_name_is_redone(reference, toy_cohort, toy_bank, tmp_path):
+    # what an older version left after a full disk: a short image whose sidecar says "done"
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    image = sorted((out / "images").iterdir())[0]
+    data = image.read_bytes()
+    image.write_bytes(data[: len(data) // 3])
+    summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    assert summary.done_now == 1
+    assert snapshot(out) == snapshot(reference)

@@ -16,6 +16,14 @@ femoral region (majority of its voxels, from the case's femur mask; ``unknown`` 
 the lesion radius and the intensity mean, standard deviation and robust standard deviation
 (1.4826 x MAD, the reference for relative noise: bits of cortex inside a mask do not inflate it)
 inside the mask. Test-only cases are never used as donors.
+
+``bank.json`` also records the intensity units of the cohort the lesions came from
+(``intensity``: ``units`` "standardized" with the ``hu_window`` that `prepare` mapped to [-1, 1],
+or "HU" for a raw cohort, and the voxel ``spacing``), so that :func:`check_bank_matches` can
+refuse to paste lesions into a cohort of other units or another spacing (a bank cut from raw HU
+scans pasted into [-1, 1] images gives lesions a thousand times too bright). Banks written before
+this record are judged from what they hold: the ``hu_window`` they recorded, else the lesions'
+intensities (inside [-1, 1]: standardized, window unknown; beyond: HU), with a warning.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ from ..volume import Volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BankConfig", "BankEntry", "LesionBank", "extract_bank", "load_bank"]
+__all__ = ["BankConfig", "BankEntry", "LesionBank", "bank_intensity", "check_bank_matches", "cohort_intensity",
+           "extract_bank", "load_bank"]
 
 BANK_FILE = "bank.json"
 
@@ -251,14 +260,114 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
             f"{manifest_path}: no lesion above {config.min_lesion_mm3:g} mm^3 in the metastatic cases "
             f"({len(skipped)} skipped); check the lesion masks or lower min_lesion_mm3")
     prepared = getattr(cohort, "prepared", None)
+    intensity = cohort_intensity(cohort)
+    if intensity["spacing"] is None:  # a raw cohort: the lesions' own spacing when they share one
+        spacings = {tuple(e.spacing) for e in entries}
+        intensity["spacing"] = list(spacings.pop()) if len(spacings) == 1 else None
     write_json(out / BANK_FILE, {
         "metsynth_version": __version__,
         "cohort": str(manifest_path.resolve()),
         "cohort_name": cohort.name,
         **settings,
         "hu_window": list(prepared.hu_window) if prepared is not None else None,
+        "intensity": intensity,
         "entries": [e.to_dict() for e in entries],
         "skipped": skipped,
     })
     log.info("lesion bank: %d lesions from %d cases, %d skipped -> %s", len(entries), len(cases), len(skipped), out)
     return load_bank(out)
+
+
+# ----------------------------------------------------------------------------- units and spacing
+def cohort_intensity(cohort: Any) -> dict[str, Any]:
+    """The units of a cohort's images: ``{"units", "hu_window", "spacing"}`` from its ``prepared:``
+    record (standardized [-1, 1]), or HU with no window and no common spacing for a raw cohort."""
+    prepared = getattr(cohort, "prepared", None)
+    if prepared is None:
+        return {"units": "HU", "hu_window": None, "spacing": None}
+    return {"units": "standardized", "hu_window": [float(v) for v in prepared.hu_window],
+            "spacing": [float(v) for v in prepared.spacing]}
+
+
+def bank_intensity(bank: LesionBank) -> tuple[dict[str, Any], str]:
+    """The units of a bank's lesions and how they are known: ``(record, "recorded" | reason)``.
+
+    Banks extracted before bank.json recorded ``intensity`` are judged from their ``hu_window``
+    (set when the cohort was prepared) or else from the lesions' intensities: inside [-1, 1]
+    they are standardized (window unknown), beyond it they are HU.
+    """
+    recorded = bank.info.get("intensity")
+    if isinstance(recorded, dict) and recorded.get("units") in ("HU", "standardized"):
+        return dict(recorded), "recorded"
+    spacings = {tuple(float(v) for v in e.spacing) for e in bank.entries}
+    spacing = list(spacings.pop()) if len(spacings) == 1 else None
+    window = bank.info.get("hu_window")
+    if window is not None:
+        return ({"units": "standardized", "hu_window": [float(v) for v in window], "spacing": spacing},
+                "inferred from the HU window bank.json records")
+    means = [abs(float(e.intensity_mean)) for e in bank.entries]
+    stds = [float(e.intensity_std) for e in bank.entries]
+    if means and max(means) <= 1.0 + 1e-6 and max(stds) <= 1.0:
+        return ({"units": "standardized", "hu_window": None, "spacing": spacing},
+                "inferred from the lesions' intensities, all inside [-1, 1]; its HU window is unknown")
+    return ({"units": "HU", "hu_window": None, "spacing": spacing},
+            "inferred from the lesions' intensities, which go beyond [-1, 1]")
+
+
+def _describe(record: dict[str, Any]) -> str:
+    if record["units"] == "HU":
+        text = "raw (HU, not prepared)"
+    elif record.get("hu_window") is not None:
+        lo, hi = record["hu_window"]
+        text = f"prepared ([-1, 1] from the HU window {lo:g}..{hi:g})"
+    else:
+        text = "prepared ([-1, 1], HU window unknown)"
+    if record.get("spacing") is not None:
+        text += " at " + "x".join(f"{v:g}" for v in record["spacing"]) + " mm"
+    return text
+
+
+def check_bank_matches(bank: LesionBank, cohort: Any, manifest: str | os.PathLike,
+                       allow_unprepared: bool = False) -> None:
+    """Refuse to paste ``bank``'s lesions into ``cohort`` when their units or spacing differ.
+
+    The recipient cohort must be prepared (``metsynth prepare``), with the HU window and spacing
+    of the cohort the bank was extracted from. ``allow_unprepared`` accepts a raw cohort when the
+    bank's lesions are raw HU too (spacings are then compared volume by volume at synthesis).
+    Raises one-line :class:`InputError`s naming both files and what to do.
+    """
+    bank_file = bank.root / BANK_FILE
+    record, how = bank_intensity(bank)
+    target = cohort_intensity(cohort)
+    manifest = Path(manifest)
+    origin = bank.info.get("cohort")
+    fix = (f"re-extract the bank from this cohort (`metsynth lesions extract {manifest} --out NEW_BANK`)"
+           + (f" or synthesize into the cohort it came from ({origin})" if origin else ""))
+    if target["units"] == "HU":
+        if not allow_unprepared:
+            raise InputError(
+                f"{manifest}: cohort is not prepared (no 'prepared:' record: raw scans in their own units and "
+                f"spacing), so the lesions of {bank_file} ({_describe(record)}) cannot be checked against it; "
+                f"run `metsynth prepare {manifest} --out PREPARED` and synthesize into PREPARED/cohort.yaml with a "
+                "bank extracted from it (or allow a raw cohort explicitly with --unprepared)")
+        if record["units"] != "HU":
+            raise InputError(f"{bank_file} does not fit cohort {manifest}: the bank's lesions are {_describe(record)} "
+                             f"but the cohort is {_describe(target)}; {fix}")
+        return
+    mismatch = None
+    if record["units"] != "standardized":
+        mismatch = "their intensity units differ"
+    elif record.get("hu_window") is not None and not np.allclose(record["hu_window"], target["hu_window"]):
+        mismatch = "their HU windows differ"
+    else:
+        off = [e for e in bank.entries if not np.allclose(e.spacing, target["spacing"], rtol=1e-3)]
+        if off:
+            record = {**record, "spacing": list(off[0].spacing)}
+            mismatch = f"their voxel sizes differ ({len(off)} of {len(bank)} lesions)"
+    if mismatch is not None:
+        where = "" if how == "recorded" else f" ({how})"
+        raise InputError(f"{bank_file} does not fit cohort {manifest}, {mismatch}: the bank's lesions are "
+                         f"{_describe(record)}{where} but the cohort is {_describe(target)}; {fix}")
+    if record.get("hu_window") is None:
+        log.warning("%s: an older bank without a record of its HU window (%s); the window of cohort %s cannot be "
+                    "checked against it; %s to record it", bank_file, how, manifest, fix)

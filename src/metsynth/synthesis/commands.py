@@ -67,11 +67,16 @@ def synthesize(
     force: bool = typer.Option(False, "--force", help="Delete a run of another configuration in --out and start again."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with synthesis settings (or a 'synthesis:' section)."),
     preset: str = typer.Option("paper", "--preset", help="Base settings: paper or tiny."),
+    unprepared: bool = typer.Option(
+        False, "--unprepared", help="Accept a raw (not prepared) cohort, with a bank extracted from raw scans "
+                                    "(HU); by default the cohort must be prepared like the bank's."),
 ) -> None:
     """Paste bank lesions into healthy femurs: every healthy case x lesion x repeat (resumable).
 
     Rerun the same command to resume after an interruption; the outputs are byte-identical
-    whatever --workers or --scheduler.
+    whatever --workers or --scheduler. Refused before anything is written: a bank whose
+    intensity units, HU window or spacing differ from the cohort's, and a request whose
+    estimated output does not fit the free space of --out.
     """
     from ..cli import quiet
     from .compose import SynthesisConfig
@@ -81,7 +86,7 @@ def synthesize(
     settings = SynthesisConfig.from_dict(data, source=str(config or f"preset {preset}"))
     settings = settings.merged(repeats=repeats, seed=seed)
     summary = run_synthesis(cohort, bank, out, settings, workers=workers, scheduler=scheduler,
-                            progress=not quiet(), force=force, preview=preview)
+                            progress=not quiet(), force=force, preview=preview, allow_unprepared=unprepared)
     typer.echo(f"synthesis: {summary.describe()}")
     typer.echo(f"index: {summary.index}")
     if summary.preview is not None:

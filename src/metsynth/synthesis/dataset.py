@@ -15,7 +15,9 @@ replays the attempt, the patch offset), as in the batch run's sidecars. With ``p
 the sample is cropped to a patch around the pasted lesion (randomly shifted by up to
 ``patch_size // 4``; padded with the image's edge values if needed), which is much cheaper to
 train on. Restrict the donors with ``donor_cases`` (e.g. the training cases of a CV fold, to
-avoid leakage) and the recipients with ``healthy_cases``.
+avoid leakage) and the recipients with ``healthy_cases``. As in the batch run, the bank must
+fit the cohort (intensity units, HU window, spacing: :func:`~metsynth.synthesis.bank.check_bank_matches`;
+``allow_unprepared`` accepts a raw cohort with a bank of raw HU lesions).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from .bank import LesionBank, load_bank
+from .bank import LesionBank, check_bank_matches, load_bank
 from .compose import HealthyFemur, SynthesisConfig, synthesize_one
 
 __all__ = ["SyntheticLesionDataset", "crop_patch"]
@@ -67,6 +69,7 @@ class SyntheticLesionDataset:
         healthy_cases: list[str] | None = None,
         donor_cases: list[str] | None = None,
         cache_size: int = 8,
+        allow_unprepared: bool = False,
     ) -> None:
         from ..cohort import load_cohort
 
@@ -97,6 +100,7 @@ class SyntheticLesionDataset:
             raise InputError(f"{manifest}: no healthy case to paste lesions into")
         self.healthy = healthy
         self.bank = bank if isinstance(bank, LesionBank) else load_bank(bank)
+        check_bank_matches(self.bank, cohort, manifest, allow_unprepared=allow_unprepared)
         entries = self.bank.entries
         if donor_cases is not None:
             entries = [e for e in entries if e.case in set(donor_cases)]

@@ -21,11 +21,20 @@ does the rest; ``index.csv`` is rebuilt from the sidecars in a fixed order at th
 interrupted-then-resumed run ends byte-identical to an uninterrupted one. A folder holding a run
 of another configuration (settings, cohort manifest, healthy femurs' files or bank) is refused
 unless ``force``, which removes that run's outputs first.
+
+Before anything is written, the bank must fit the cohort (same intensity units, HU window and
+spacing: :func:`~metsynth.synthesis.bank.check_bank_matches`) and the request must fit the disk:
+the attempts still to do times the size of their files (every attempt kept; each healthy case's
+image size from its header) must not exceed the free space of ``OUT``. A disk that fills up
+anyway stops the run at the first failed write with one line naming the file
+(:class:`~metsynth.fileio.DiskFullError`); nothing is left under a final name, and a rerun
+resumes.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import logging
@@ -44,9 +53,10 @@ import yaml
 from .. import __version__
 from ..config import differences
 from ..errors import ConfigError, InputError
-from ..fileio import files_stamp, finished_sidecar, read_json, remove_stale_temps, write_json, write_text
+from ..fileio import (DiskFullError, check_free_space, files_stamp, finished_sidecar, read_json, remove_stale_temps,
+                      write_json, write_text)
 from ..parallel import TaskFailure, map_tasks
-from .bank import BankEntry, LesionBank, load_bank
+from .bank import BankEntry, LesionBank, check_bank_matches, cohort_intensity, load_bank
 from .compose import HealthyFemur, SynthesisConfig, SynthesisResult, synthesize_one
 
 log = logging.getLogger(__name__)
@@ -56,6 +66,7 @@ __all__ = [
     "RunSummary",
     "SynthesisTask",
     "build_index",
+    "estimate_output_bytes",
     "run_synthesis",
     "run_task",
     "stable_hash",
@@ -192,6 +203,70 @@ def run_task(task: SynthesisTask) -> list[dict[str, Any]]:
     return records
 
 
+@dataclass(frozen=True)
+class DiskFull:
+    """What a task returns instead of raising when the disk filled up (so the run stops at once)."""
+
+    message: str
+
+
+def _run_task_or_disk_full(task: SynthesisTask) -> list[dict[str, Any]] | DiskFull:
+    try:
+        return run_task(task)
+    except DiskFullError as err:
+        return DiskFull(str(err))
+
+
+# ----------------------------------------------------------------------------- output size
+BLOCK = 4096  # every file takes at least a block of the file system
+SIDECAR_BYTES = BLOCK
+INDEX_ROW_BYTES = 200
+GZIP_IMAGE_RATIO = 0.9  # float32 CT with noise shrinks ~15 % with gzip (SynthesisConfig.image_compression_level)
+GZIP_LABEL_BYTES_PER_VOXEL = 0.01  # labels shrink ~1000x; 10x that as a margin
+
+
+def _blocks(n: float) -> float:
+    return BLOCK * np.ceil(max(n, 1.0) / BLOCK)
+
+
+def estimate_output_bytes(healthy: list[Any], n_lesions: int, repeats: int, config: SynthesisConfig) -> float:
+    """Bytes a run writes if every attempt is kept: per healthy case, its lesions x repeats x
+    (image + label + sidecar) from the size and voxel type in its image's header, plus index.csv."""
+    from ..volume import read_header
+
+    total = 0.0
+    for case in healthy:
+        try:
+            shape, itemsize = read_header(case.image)
+        except Exception:  # noqa: BLE001 - an unreadable image fails the run with its own message later
+            continue
+        voxels = float(np.prod(shape, dtype=np.float64))
+        image = 352 + voxels * itemsize
+        if config.image_compression_level is not None:
+            image *= GZIP_IMAGE_RATIO
+        label = 352 + voxels if config.label_compression_level is None else \
+            1024 + voxels * GZIP_LABEL_BYTES_PER_VOXEL
+        total += float(n_lesions) * repeats * (_blocks(image) + _blocks(label) + SIDECAR_BYTES + INDEX_ROW_BYTES)
+    return total
+
+
+def _check_output_fits(out: Path, healthy: list[Any], n_lesions: int, config: SynthesisConfig,
+                       force: bool = False) -> None:
+    """Refuse (before anything is written) a run whose remaining attempts cannot fit on the disk
+    (with ``force`` every attempt counts: the outputs there may be those of another run)."""
+    count = len(healthy) * n_lesions * config.repeats
+    estimate = estimate_output_bytes(healthy, n_lesions, config.repeats, config)
+    sidecars = out / "sidecars"
+    if sidecars.is_dir() and not force:  # a resumed run: only what is not done yet is still to be written
+        done = sum(1 for e in os.scandir(sidecars) if e.name.endswith(".json") and not e.name.startswith("."))
+        remaining = max(count - done, 0)
+        estimate = estimate * remaining / count if count else 0.0
+        count = remaining
+    check_free_space(out, count, estimate, "synthetic volumes (every attempt kept)",
+                     "ask for fewer --repeats, fewer healthy cases or lesions, or choose another --out "
+                     "with more free space")
+
+
 # ----------------------------------------------------------------------------- the run
 @dataclass
 class RunSummary:
@@ -221,7 +296,8 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig, healthy) -> dict[str, Any]:
+def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig, healthy,
+              intensity: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "metsynth_version": __version__,
         "cohort": str(manifest.resolve()),
@@ -231,6 +307,8 @@ def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig, healthy
         "bank": str(bank.root),
         "bank_digest": bank.digest,
         "synthesis": config.model_dump(mode="json"),
+        # units of the volumes (those of the cohort, which the bank was checked against)
+        "intensity": intensity,
     }
 
 
@@ -279,6 +357,7 @@ def run_synthesis(
     progress: bool = True,
     force: bool = False,
     preview: int = 0,
+    allow_unprepared: bool = False,
 ) -> RunSummary:
     """Synthesize every healthy case x bank lesion x ``config.repeats`` into ``out_dir`` (resumable).
 
@@ -286,6 +365,9 @@ def run_synthesis(
     (``metsynth lesions extract``). ``workers``/``scheduler``: see :func:`metsynth.parallel.map_tasks`
     (a Dask cluster's workers must see the same paths). Task failures are reported in the
     summary (and raised as :class:`~metsynth.parallel.TasksFailed` after the index is written).
+    The cohort must be prepared with the bank's units and spacing (``allow_unprepared``: a raw
+    cohort with a bank of raw HU lesions), and the run must fit the free space of ``out_dir``;
+    a disk that fills up stops the run with :class:`~metsynth.fileio.DiskFullError`.
     """
     from ..cohort import load_cohort
 
@@ -303,8 +385,10 @@ def run_synthesis(
     if missing:
         raise InputError(f"{manifest}: healthy case(s) {', '.join(missing)} have no femur_mask; run "
                          "`metsynth prepare` on the cohort (it segments the femurs) and use the prepared manifest")
+    check_bank_matches(bank, cohort, manifest, allow_unprepared=allow_unprepared)
     out = Path(out_dir)
-    _prepare_run_dir(out, _resolved(manifest, bank, config, healthy), force)
+    _check_output_fits(out, healthy, len(bank), config, force)
+    _prepare_run_dir(out, _resolved(manifest, bank, config, healthy, cohort_intensity(cohort)), force)
 
     expected: list[str] = []
     tasks: list[SynthesisTask] = []
@@ -325,10 +409,16 @@ def run_synthesis(
              len(expected), len(healthy), len(bank), config.repeats, done_before, len(tasks))
 
     done_now = 0
-    results = map_tasks(run_task, tasks, workers=workers, scheduler=scheduler, progress=progress,
+    results = map_tasks(_run_task_or_disk_full, tasks, workers=workers, scheduler=scheduler, progress=progress,
                         desc="synthesis", raise_on_failure=False)
-    for records in results:
-        done_now += len(records)
+    iterator = iter(results)
+    try:
+        for records in iterator:
+            if isinstance(records, DiskFull):  # stop at once: every other write would fail too
+                raise DiskFullError(errno.ENOSPC, records.message)
+            done_now += len(records)
+    finally:
+        iterator.close()  # pending tasks are cancelled
     index = build_index(out, expected)
     summary = _summarize(out, index, done_before, done_now, results.failures, time.perf_counter() - start)
     if preview and summary.kept:
