@@ -2,8 +2,12 @@
 
 Each command parses its options, calls one library function and prints where the outputs are.
 Errors the user can fix (:class:`~metsynth.errors.MetsynthError`) print as one line and exit
-with status 2; the full traceback goes to a log file named in that line. Heavy imports (torch,
-MONAI) happen inside the commands, so ``metsynth --help`` stays fast.
+with status 2; the full traceback goes to a log file named in that line. So do, as a last
+resort, the operating system's refusals a user can fix (a file where a folder is needed, no
+permission, a read-only or full disk: :func:`~metsynth.errors.os_error_message`), and an output
+path (``--out``, ``--run-dir``) that cannot be written is refused before the command starts
+(:func:`~metsynth.fileio.check_output_path`). Heavy imports (torch, MONAI) happen inside the
+commands, so ``metsynth --help`` stays fast.
 
 Stage packages add their commands through a ``register(app)`` function in a ``commands``
 module listed in ``COMMAND_MODULES``.
@@ -23,7 +27,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from .errors import MetsynthError
+from .errors import MetsynthError, os_error_message
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("metsynth")
@@ -83,33 +87,57 @@ def configure_logging(level: int) -> None:
         logger.propagate = False
 
 
-def handle_errors(fn: F) -> F:
-    """Turn user errors into one line on stderr and exit code 2; keep the traceback in a log."""
+# Options that name what a command writes; checked before the command runs.
+OUTPUT_OPTIONS = ("--out", "--run-dir")
+
+
+def handle_errors(fn: F, outputs: dict[str, tuple[str, str | None]] | None = None) -> F:
+    """Turn user errors into one line on stderr and exit code 2; keep the traceback in a log.
+
+    ``outputs`` maps parameter names to (option, kind) of the paths the command writes ("folder",
+    "file" or None for either): each given one is checked before the command starts
+    (:func:`~metsynth.fileio.check_output_path`), so an output that cannot be written is refused
+    with nothing written.
+    """
+    outputs = outputs or {}
+    option = next(iter(outputs.values()))[0] if len(outputs) == 1 else "--out"
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            if outputs:
+                from .fileio import check_output_path
+
+                for name, (opt, kind) in outputs.items():
+                    if kwargs.get(name) is not None:
+                        check_output_path(kwargs[name], kind, opt)
             return fn(*args, **kwargs)
         except MetsynthError as err:
-            log_path = _write_error_log()
-            typer.echo(f"error: {err}", err=True)
-            typer.echo(f"(details: {log_path})", err=True)
-            raise typer.Exit(2) from None
+            _fail(str(err))
         except KeyboardInterrupt:
             typer.echo("interrupted: finished outputs are kept; rerun the same command to resume", err=True)
             raise typer.Exit(130) from None
+        except OSError as err:
+            message = os_error_message(err, option)
+            if message is None:
+                raise
+            _fail(message)
         except Exception as err:
             if not _is_trainer_configuration_error(err):
                 raise
-            log_path = _write_error_log()
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            typer.echo(f"error: the trainer settings do not fit this machine: {first} "
-                       "(check --accelerator, --devices, --strategy, --precision; `--accelerator auto` picks "
-                       "what is there)", err=True)
-            typer.echo(f"(details: {log_path})", err=True)
-            raise typer.Exit(2) from None
+            _fail(f"the trainer settings do not fit this machine: {first} (check --accelerator, --devices, "
+                  "--strategy, --precision; `--accelerator auto` picks what is there)")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _fail(message: str) -> None:
+    """Print ``error: message`` (one line) and where the traceback is kept; exit with status 2."""
+    log_path = _write_error_log()
+    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"(details: {log_path})", err=True)
+    raise typer.Exit(2) from None
 
 
 def _is_trainer_configuration_error(err: BaseException) -> bool:
@@ -118,14 +146,43 @@ def _is_trainer_configuration_error(err: BaseException) -> bool:
         ("lightning", "pytorch_lightning", "lightning_fabric"))
 
 
-def command(target: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:
-    """``command(app, name=...)(fn)`` registers ``fn`` on ``target`` with one-line error handling."""
+def command(target: typer.Typer | None = None, outputs: dict[str, str | None] | None = None,
+            **kwargs: Any) -> Callable[[F], F]:
+    """``command(app, name=...)(fn)`` registers ``fn`` on ``target`` with one-line error handling.
+
+    The command's ``--out``/``--run-dir`` option is checked before it runs: a folder if its help
+    says "folder" or "directory", else a file if it says "file" or "to write", else either.
+    ``outputs`` ({parameter name: "folder", "file" or None}) says so explicitly instead.
+    """
 
     def decorate(fn: F) -> F:
-        (target if target is not None else app).command(**kwargs)(handle_errors(fn))
+        (target if target is not None else app).command(**kwargs)(handle_errors(fn, output_options(fn, outputs)))
         return fn
 
     return decorate
+
+
+def output_options(fn: Callable[..., Any], explicit: dict[str, str | None] | None = None
+                   ) -> dict[str, tuple[str, str | None]]:
+    """{parameter: (option, kind)} of the output paths of a command function (see :func:`command`)."""
+    import inspect
+    import re
+
+    found: dict[str, tuple[str, str | None]] = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        info = param.default
+        decls = getattr(info, "param_decls", None) or ()
+        option = next((d for d in decls if d in OUTPUT_OPTIONS), None)
+        if option is None and (explicit is None or name not in explicit):
+            continue
+        if explicit is not None and name in explicit:
+            kind = explicit[name]
+        else:
+            text = (getattr(info, "help", None) or "").lower()
+            kind = ("folder" if re.search(r"\b(folder|directory)\b", text)
+                    else "file" if re.search(r"\bfile\b|\bto write\b", text) else None)
+        found[name] = (option or f"--{name.replace('_', '-')}", kind)
+    return found
 
 
 def _write_error_log() -> Path:

@@ -148,7 +148,7 @@ def load_cohort(path: str | os.PathLike) -> Cohort:
     if not path.is_file():
         raise InputError(f"{path}: cohort manifest not found; create one (see README, 'Bring your own "
                          "data') or generate the phantom with `metsynth phantom`")
-    data = read_yaml(path)
+    data = read_yaml(path, error=InputError)
     if "cases" not in data or not isinstance(data["cases"], list) or not data["cases"]:
         raise InputError(f"{path}: the manifest needs a non-empty 'cases:' list")
     base = path.parent.resolve()

@@ -50,21 +50,46 @@ class Settings(BaseModel):
         return type(self).from_dict(data, source=type(self).__name__)
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike, error: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A YAML file's top-level mapping, read with the safe loader (plain values only: a
+    ``!!python/...`` tag is refused, never run). A missing file, text that is not UTF-8, a YAML
+    syntax error, a tag and a top level that is not a mapping raise ``error`` (ConfigError by
+    default; InputError for manifests) naming the file and the line."""
     path = Path(path)
+    if path.is_dir():
+        raise error(f"{path}: is a folder; give the YAML file itself")
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise error(f"{path}: file not found; check the path")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise error(f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} on line {line}); save the file as "
+                    "UTF-8 (e.g. `iconv -f latin1 -t utf-8`, or 'Save as... UTF-8' in an editor)") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise error(_yaml_problem(path, err)) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(data).__name__}")
+        raise error(f"{path}: expected a mapping of settings (key: value lines) at the top level, "
+                    f"got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(path: Path, err: Exception) -> str:
+    """One line for a YAML error: file, line and column, the problem and how to fix it."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = " ".join(str(getattr(err, "problem", None) or err).split())
+    if isinstance(err, yaml.constructor.ConstructorError) and "tag" in problem:
+        tag = problem.split("tag", 1)[1].strip().strip("'").replace("tag:yaml.org,2002:", "!!")
+        return (f"{path}: YAML tag {tag}{where} is not allowed (metsynth reads plain YAML only and never "
+                "builds Python objects from it); write a plain value (number, string, list or mapping) there")
+    return (f"{path}: invalid YAML{where}: {problem}; fix the syntax there (indentation, a ':' after each key, "
+            "closed brackets and quotes)")
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:

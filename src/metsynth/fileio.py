@@ -19,20 +19,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import MetsynthError
+from .errors import InputError, OutputError, file_ancestor
 
 DISK_FULL_ERRNOS = frozenset(e for e in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if e is not None)
 
 
-class WriteError(MetsynthError, OSError):
+class WriteError(OutputError):
     """A file could not be written completely (nothing is left under its final name).
 
     Also an :class:`OSError` (``errno`` is kept), so code that handles OSError still does; its
     text is the one-line message alone.
     """
-
-    def __str__(self) -> str:
-        return str(self.strerror if self.strerror is not None else super().__str__())
 
 
 class DiskFullError(WriteError):
@@ -86,8 +83,56 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | os.PathLike, what: str = "what metsynth wrote there",
+              fix: str = "delete it and rerun the command that wrote it") -> Any:
+    """A JSON file's content; a file that is not UTF-8 or not JSON (truncated by a crash or a full
+    disk, or another file under that name) raises :class:`InputError` naming it, ``what`` it
+    should be and ``fix``. (InputError is a ValueError, as json's own errors are.)"""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        problem = f"not UTF-8 text (byte 0x{data[err.start]:02x} on line {line})"
+    except json.JSONDecodeError as err:
+        problem = f"not valid JSON ({err.msg}; line {err.lineno}, column {err.colno})"
+    raise InputError(f"{path}: {problem}; it is truncated or not {what}: {fix}")
+
+
+def check_output_path(path: str | os.PathLike, kind: str | None = None, option: str = "--out") -> None:
+    """Refuse, before anything is written, an output path that cannot be written.
+
+    ``kind`` is ``"folder"`` or ``"file"`` (what the command writes at ``path``), or None when
+    either may be. Refused with :class:`OutputError` naming the path and the fix: a path under a
+    file, a file where a folder is to be written and the reverse, and a path to be created in a
+    folder this user cannot write (no permission, read-only file system). An existing output is
+    not checked for write permission: a rerun whose outputs are all done writes nothing.
+    """
+    path = Path(path)
+    blocker = file_ancestor(path.parent) if path.parent != path else None
+    if blocker is not None:
+        raise OutputError(errno.ENOTDIR, f"{path}: cannot be written, {blocker} is a file and not a folder; "
+                                         f"choose another {option}, or move the file away")
+    if path.exists():
+        if kind == "folder" and not path.is_dir():
+            raise OutputError(errno.ENOTDIR, f"{path}: is a file, but {option} is the folder to write into; "
+                                             f"choose another {option} (a new or existing folder), or move "
+                                             "the file away")
+        if kind == "file" and path.is_dir():
+            raise OutputError(errno.EISDIR, f"{path}: is a folder, but {option} is the file to write; give "
+                                            f"the path of a file (e.g. inside {path}), or move the folder away")
+        return
+    existing = path.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not os.access(existing, os.W_OK | os.X_OK):
+        probe = os.statvfs(existing) if hasattr(os, "statvfs") else None
+        if probe is not None and probe.f_flag & getattr(os, "ST_RDONLY", 1):
+            raise OutputError(errno.EROFS, f"{path}: {existing} is on a read-only file system; choose another "
+                                           f"{option} on a writable disk")
+        raise OutputError(errno.EACCES, f"{path}: {existing} is not writable (permission denied); choose "
+                                        f"another {option} in a folder you can write, or fix its permissions")
 
 
 def _json_default(obj: Any) -> Any:

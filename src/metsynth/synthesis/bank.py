@@ -51,6 +51,7 @@ __all__ = ["BankConfig", "BankEntry", "LesionBank", "bank_intensity", "check_ban
            "extract_bank", "load_bank"]
 
 BANK_FILE = "bank.json"
+REEXTRACT = "re-extract the bank with `metsynth lesions extract PREPARED_MANIFEST --out {root} --force`"
 
 
 class BankConfig(Settings):
@@ -140,11 +141,12 @@ def load_bank(path: str | os.PathLike) -> LesionBank:
     if not file.is_file():
         raise InputError(f"{root}: not a lesion bank (no {BANK_FILE}); create one with "
                          "`metsynth lesions extract PREPARED_MANIFEST --out FOLDER`")
-    data = read_json(file)
+    data = read_json(file, what="a lesion bank", fix=REEXTRACT.format(root=root))
     try:
         entries = [BankEntry(**e, root=root.resolve()) for e in data["entries"]]
     except (KeyError, TypeError) as err:
-        raise InputError(f"{file}: malformed bank file ({err}); re-extract it with `metsynth lesions extract`") from None
+        raise InputError(f"{file}: malformed bank file ({type(err).__name__}: {err}); it is truncated or not a "
+                         f"lesion bank: {REEXTRACT.format(root=root)}") from None
     for e in entries:  # every patch is there before anything uses the bank
         for rel in (e.image, e.mask):
             if not (root / rel).is_file():
@@ -182,7 +184,15 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
                 "donor_files": donor_files}
     previous = out / BANK_FILE
     if previous.is_file():
-        old = read_json(previous)
+        try:
+            old = read_json(previous, what="a lesion bank", fix="pass --force to extract the bank again")
+            if not isinstance(old, dict):
+                raise InputError(f"{previous}: not a lesion bank (a JSON {type(old).__name__}); pass --force to "
+                                 "extract the bank again, or choose another --out folder")
+        except InputError:
+            if not force:
+                raise
+            old = {}  # a damaged bank: --force replaces it as any other
         old_settings = {key: old.get(key) for key in settings}
         if old_settings != settings:
             if not force:
