@@ -176,6 +176,10 @@ def test_unsafe_or_incomplete_checkpoints_are_refused(tmp_path, trained):
         load_denoiser(lonely, "cpu")
     with pytest.raises(InputError, match="not found"):
         load_denoiser(tmp_path / "nothing.pt", "cpu")
+    for text, problem in ((b"config: {model: [1,\n", "invalid YAML at line"), (b"\xf4config: 1\n", "not UTF-8")):
+        (lonely.parent / "model.yaml").write_bytes(text)  # a damaged settings file: one line, no traceback
+        with pytest.raises(InputError, match=problem):
+            load_denoiser(lonely, "cpu")
 
 
 def test_gpu_requests_without_a_gpu_are_explained():
@@ -325,3 +329,53 @@ def test_a_dask_scheduler_gives_the_same_bytes(tmp_path, builders, trained):
         harmonize_set(src, tmp_path / "dask", trained.export, progress=False, scheduler=client)
     name = "images/syn000.nii.gz"
     assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()
+
+
+class _Blind(_Identity):
+    """A denoiser that sees no noise at all (estimate 0): SDEdit then returns x0 plus all of it."""
+
+    def __init__(self, patch, config):
+        super().__init__(patch)
+        self.config = config
+        self.alphas_cumprod = config.noise.alphas_cumprod()
+        self.device = torch.device("cpu")
+
+    def predict(self, x, t):
+        self.calls += x.shape[0]
+        return torch.zeros_like(x)
+
+
+def test_antithetic_draws_cancel_the_noise_a_denoiser_leaves(tiny_config):
+    """``draws = 2``: the noise the network does not take out is linear in it, so (eps, -eps) cancel."""
+    cfg = tiny_config.harmonize.merged(start_timestep=10, clip_sample=False)
+    fake = _Blind(tuple(tiny_config.train.patch_size), tiny_config)
+    x = (0.2 * torch.randn(tuple(tiny_config.train.patch_size), generator=torch.Generator().manual_seed(3))).numpy()
+    once = H.refine_array(x, fake, cfg, torch.Generator().manual_seed(5))
+    assert np.abs(once - x).std() > 0.01  # a single run keeps the noise it was given
+    calls = fake.calls
+    pair = H.refine_array(x, fake, cfg.merged(draws=2), torch.Generator().manual_seed(5))
+    np.testing.assert_allclose(pair, x, atol=1e-5)
+    assert fake.calls - calls == 2 * calls  # both draws evaluated (in one batch)
+    three = H.refine_array(x, fake, cfg.merged(draws=3), torch.Generator().manual_seed(5))
+    assert 0 < np.abs(three - x).std() < np.abs(once - x).std() / 2  # a pair plus one fresh draw, averaged
+    big = (0.2 * torch.randn((20, 37, 30), generator=torch.Generator().manual_seed(4))).numpy()  # tiled windows
+    np.testing.assert_allclose(H.refine_array(big, fake, cfg.merged(draws=2), torch.Generator().manual_seed(5)),
+                               big, atol=1e-5)
+
+
+def test_one_draw_consumes_the_generator_as_before(builders, denoiser, tiny_config):
+    """``draws = 1`` (the default) gives the bytes of the single-run code: one randn of the region."""
+    from metsynth.diffusion.schedule import ddim_timesteps, sdedit
+
+    image, _ = _synthetic(builders)
+    region = image.array[: 16, : 32, : 32]
+    cfg = tiny_config.harmonize
+    out = H.refine_array(region, denoiser, cfg, torch.Generator().manual_seed(9))
+    gen = torch.Generator().manual_seed(9)
+    x0 = torch.from_numpy(np.ascontiguousarray(region))[None, None]
+    noise = torch.randn(x0.shape, generator=gen)
+    steps = ddim_timesteps(tiny_config.noise.num_train_timesteps, cfg.ddim_steps, cfg.start_timestep)
+    with torch.no_grad():
+        ref = sdedit(x0, lambda x, t: predict_noise_tiled(denoiser, x, t, cfg), steps, denoiser.alphas_cumprod,
+                     noise, eta=cfg.eta, clip_sample=cfg.clip_sample, generator=gen)
+    assert np.array_equal(out, ref[0, 0].numpy())

@@ -48,6 +48,7 @@ import numpy as np
 import yaml
 from scipy import ndimage
 
+from ..config import read_yaml
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
 from ..fileio import (atomic_path, file_sha256, files_stamp, finished_sidecar, read_json, remove_stale_temps, write_json,
@@ -146,8 +147,8 @@ def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], Diff
     if not yaml_path.is_file():
         raise InputError(f"{path}: its settings file {yaml_path.name} is missing beside it; keep model.pt and "
                          "model.yaml together (both are written by `metsynth diffusion train`)")
-    info = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-    if not isinstance(info, dict) or "config" not in info:
+    info = read_yaml(yaml_path, error=InputError)
+    if "config" not in info:
         raise InputError(f"{yaml_path}: not a metsynth model description (no 'config' key)")
     config = DiffusionConfig.from_dict(info["config"], source=str(yaml_path), error=InputError)
     if not isinstance(data, dict) or not all(hasattr(v, "shape") for v in data.values()):
@@ -162,8 +163,8 @@ def checkpoint_settings(checkpoint: str | os.PathLike) -> DiffusionConfig:
         path = path / "model.pt"
     yaml_path = path.with_suffix(".yaml")
     if path.suffix == ".pt" and path.is_file() and yaml_path.is_file():
-        info = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
-        if isinstance(info, dict) and "config" in info:
+        info = read_yaml(yaml_path, error=InputError)
+        if "config" in info:
             return DiffusionConfig.from_dict(info["config"], source=str(yaml_path), error=InputError)
     return read_checkpoint(path)[1]
 
@@ -214,20 +215,33 @@ def count_windows(shape, patch, overlap: float) -> int:
 
 
 def refine_array(array: np.ndarray, denoiser: Denoiser, config: HarmonizeConfig, generator) -> np.ndarray:
-    """SDEdit on a 3D float array in [-1, 1]: noise to ``start_timestep``, DDIM back to 0."""
+    """SDEdit on a 3D float array in [-1, 1]: noise to ``start_timestep``, DDIM back to 0.
+
+    With ``config.draws > 1`` the result is the mean of that many runs whose start noise comes in
+    antithetic pairs (``eps``, ``-eps``; an odd last draw is a fresh one). What the denoiser does
+    not take out of the noise it was given is, to first order, linear in that noise, so a pair
+    cancels it, while the correction the network makes to the image (its move towards the
+    images it was trained on) is the same in both runs and stays. The runs go through the
+    network as one batch (on a CPU a batch of two windows costs about what one does, see
+    :meth:`Denoiser.predict`). ``draws = 1`` consumes the generator exactly as before (same bytes).
+    """
     import torch
 
     timesteps = ddim_timesteps(denoiser.config.noise.num_train_timesteps, config.ddim_steps, config.start_timestep)
     x0 = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
-    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)  # on the CPU: same bytes anywhere
+    noises = []
+    for draw in range(config.draws):  # on the CPU: same bytes anywhere
+        noises.append(torch.randn(x0.shape, generator=generator, dtype=torch.float32) if draw % 2 == 0
+                      else -noises[-1])
+    noise = torch.cat(noises)
     device = denoiser.device
     with torch.no_grad():
         out = sdedit(
-            x0.to(device), lambda x, t: predict_noise_tiled(denoiser, x, t, config), timesteps,
-            denoiser.alphas_cumprod, noise.to(device), eta=config.eta, clip_sample=config.clip_sample,
+            x0.expand(config.draws, *x0.shape[1:]).to(device), lambda x, t: predict_noise_tiled(denoiser, x, t, config),
+            timesteps, denoiser.alphas_cumprod, noise.to(device), eta=config.eta, clip_sample=config.clip_sample,
             generator=generator,
         )
-    return out[0, 0].float().cpu().numpy()
+    return out[:, 0].float().mean(dim=0).cpu().numpy()
 
 
 @dataclass(frozen=True)
@@ -341,7 +355,8 @@ def harmonize_volume(image: Volume, label: Volume | None, denoiser: Denoiser, co
     patch = tuple(denoiser.config.train.patch_size)
     timesteps = ddim_timesteps(denoiser.config.noise.num_train_timesteps, config.ddim_steps, config.start_timestep)
     generator = torch.Generator().manual_seed(int(seed))
-    info: dict[str, Any] = {"timesteps": timesteps, "network_evaluations_per_window": len(timesteps)}
+    info: dict[str, Any] = {"timesteps": timesteps, "draws": config.draws,
+                            "network_evaluations_per_window": len(timesteps) * config.draws}
     if config.region == "volume":
         out = refine_array(arr, denoiser, config, generator)
         info["boxes"] = [Box((0, 0, 0), tuple(arr.shape)).to_dict()]  # type: ignore[arg-type]
@@ -594,8 +609,8 @@ def _claim_out_dir(out: Path, source: Path, resolved: dict[str, Any], force: boo
     settings = out / "harmonize.yaml"
     if settings.is_file():
         try:
-            old = yaml.safe_load(settings.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            old = read_yaml(settings, error=InputError)
+        except InputError:
             old = {}
         keys = ("source", "checkpoint_sha256", "harmonize")
         diffs = [f"{k}: {old.get(k)!r} -> {resolved[k]!r}" for k in keys if old.get(k) != resolved[k]]

@@ -162,6 +162,12 @@ class HarmonizeConfig(Settings):
         50, ge=1, description="DDIM steps over the full 0..T range (stride T // ddim_steps); only those at "
                               "or below start_timestep are run.")
     eta: float = Field(0.0, ge=0, description="DDIM stochasticity (0: deterministic DDIM, as in the paper).")
+    draws: int = Field(
+        1, ge=1, description="SDEdit runs averaged per region, their noise drawn in antithetic pairs (eps, -eps). "
+                             "1: the paper's single run, which leaves the noise the denoiser does not take out "
+                             "in the image; 2: one pair, which cancels it to first order, so the DDPM's correction "
+                             "stays and its leftover noise goes (the draws share one batch: on a CPU two "
+                             "windows cost about what one does).")
     clip_sample: bool = Field(True, description="Clip each predicted x0 to [-1, 1] (MONAI's default).")
     region: Literal["lesion", "volume"] = Field(
         "lesion", description="lesion: refine a box around each lesion and blend it back (much cheaper, "
