@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import yaml
 from typer.testing import CliRunner
@@ -47,6 +48,13 @@ def test_train_then_harmonize_with_a_preview(tmp_path, prepared_cohort, builders
         rows = list(csv.DictReader(fh))
     assert [r["start_timestep"] for r in rows] == ["10", "10"]
     assert [r["ddim_steps"] for r in rows] == ["20", "20"]  # the tiny preset's, stored with the model
+    pair = tmp_path / "harm2"
+    result = runner.invoke(app, ["--quiet", "harmonize", str(src), "--checkpoint", str(run), "--out", str(pair),
+                                 "--start-timestep", "10", "--draws", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads(next((pair / "sidecars").glob("*.json")).read_text())["harmonization"]
+    assert sidecar["draws"] == 2 and sidecar["settings"]["draws"] == 2
+    assert sidecar["network_evaluations_per_window"] == 2 * len(sidecar["timesteps"])
 
 
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path, builders):

@@ -83,6 +83,9 @@ def harmonize(
                                               "lambda 10 DDIM steps of stride 4; 10 = the other reading)."),
     ddim_steps: Optional[int] = typer.Option(None, "--ddim-steps", min=1, help="DDIM steps over 0..T (paper: 50)."),
     region: Optional[str] = typer.Option(None, "--region", help="lesion (boxes around lesions) or volume (all)."),
+    draws: Optional[int] = typer.Option(
+        None, "--draws", min=1, help="SDEdit runs averaged, their noise in antithetic pairs (1: the paper's single "
+                                     "run; 2: cancels the noise the DDPM leaves inside the lesion)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (each volume: seed + its id)."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (1: in this process)."),
     scheduler: Optional[str] = typer.Option(
@@ -122,7 +125,8 @@ def harmonize(
         if isinstance(data.get("harmonize"), dict):
             data = data["harmonize"]
         base = deep_merge(base, data)
-    flags = {"start_timestep": start_timestep, "ddim_steps": ddim_steps, "region": region, "seed": seed}
+    flags = {"start_timestep": start_timestep, "ddim_steps": ddim_steps, "region": region, "draws": draws,
+             "seed": seed}
     base = deep_merge(base, {k: v for k, v in flags.items() if v is not None})
     settings = HarmonizeConfig.from_dict(base, source=str(config or "harmonize settings"))
     summary = harmonize_set(synthetic, out, checkpoint, settings, workers=workers, scheduler=scheduler,
