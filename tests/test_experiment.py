@@ -180,3 +180,12 @@ def test_tiny_study_killed_and_resumed_gives_the_same_metrics(tmp_path):
     after = model_times()
     assert after["real"] == before["real"], "the real-only model did not need training again"
     assert all(after[m] != before[m] for m in ("synthetic", "synthetic_ft", "harmonized", "harmonized_ft")), out
+
+
+def test_folds_train_one_at_a_time_when_each_training_runs_on_several_ranks():
+    from metsynth.experiment import training_processes
+
+    data = experiment_preset("tiny").model_dump(mode="json")
+    data["trainer"].update(accelerator="cpu", devices=2, strategy="ddp")
+    # parallel.trainings: 2 in the tiny preset; DDP trains each model on both ranks, one model at a time
+    assert training_processes(ExperimentConfig.from_dict(data), 2) == 1

@@ -321,14 +321,56 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
     return stages
 
 
+TRAINING_STAGES = ("diffusion", "train", "size_study")
+
+
+def study_world(config: ExperimentConfig):
+    """The ranks of the study's trainings (:func:`metsynth.devices.trainer_world`)."""
+    from .devices import trainer_world
+
+    t = config.trainer
+    return trainer_world(t.accelerator, t.devices, t.strategy, t.num_nodes, t.precision)
+
+
 def run_experiment(config: ExperimentConfig, run_dir: str | os.PathLike, until: str | None = None,
                    only: list[str] | None = None, progress: bool = True, force: bool = False) -> list[StageResult]:
-    """Run (or resume) the study in ``run_dir``; the resolved config is saved there."""
+    """Run (or resume) the study in ``run_dir``; the resolved config is saved there.
+
+    With trainings on several ranks (``trainer: {strategy: ddp, devices: N}``, SLURM, torchrun),
+    every rank runs this: global rank 0 runs the stages and writes the run folder, the other ranks
+    only join its trainings (:class:`metsynth.devices.StudyRanks`) and return no results.
+    """
     from .stages import select
 
     stages = build_stages(config)
-    select(stages, until, only)  # an unknown stage name is an error before anything is written
-    layout = RunLayout(Path(run_dir))
+    wanted = select(stages, until, only)  # an unknown stage name is an error before anything is written
+    trains = bool(set(wanted) & set(TRAINING_STAGES))
+    world = study_world(config) if trains or _later_rank_by_environment() else None
+    if world is not None and world.follows and world.rank > 0:
+        if trains:
+            from .devices import StudyRanks
+
+            StudyRanks.start(world).follow()
+        return []  # rank 0 runs the stages (alone when none of them trains)
+    ranks = None  # one process, ranks that live inside each training (ddp_spawn), or nothing to train
+    if world is not None and world.follows and trains:
+        from .devices import StudyRanks
+
+        ranks = StudyRanks.start(world)  # first: the other ranks wait for rank 0, also to hear of its errors
+    try:
+        results = _run_on_rank_zero(stages, config, Path(run_dir), until, only, progress, force, ranks)
+    except BaseException as err:
+        if ranks is not None:
+            ranks.finish(err)
+        raise
+    if ranks is not None:
+        ranks.finish()
+    return results
+
+
+def _run_on_rank_zero(stages, config: ExperimentConfig, run_dir: Path, until, only, progress: bool, force: bool,
+                      ranks) -> list[StageResult]:
+    layout = RunLayout(run_dir)
     saved = layout.config
     if saved.exists():
         previous = ExperimentConfig.from_yaml(saved)
@@ -338,7 +380,23 @@ def run_experiment(config: ExperimentConfig, run_dir: str | os.PathLike, until: 
     layout.root.mkdir(parents=True, exist_ok=True)
     config.to_yaml(saved)
     ctx = RunContext(layout.root, config, progress=progress, force=force)
+    if ranks is not None:
+        ctx.extra["ranks"] = ranks
     return run_stages(stages, ctx, until=until, only=only)
+
+
+def _later_rank_by_environment() -> bool:
+    """Whether a launcher (Lightning's for its ranks > 0, torchrun, SLURM, MPI) may have started this
+    process as a rank other than 0 (then the trainer settings must be asked even with nothing to train)."""
+    names = ("LOCAL_RANK", "RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK",
+             "JSM_NAMESPACE_RANK")
+    return any(os.environ.get(name, "0").strip() not in ("", "0") for name in names)
+
+
+def _train(ctx: RunContext, fn, *args, **kwargs):
+    """A training: on every rank of a DDP study (rank 0 hands the call to the others), else here."""
+    ranks = ctx.extra.get("ranks")
+    return fn(*args, **kwargs) if ranks is None else ranks.call(fn, *args, **kwargs)
 
 
 # ------------------------------------------------------------------ stage bodies
@@ -405,9 +463,9 @@ def _stage_diffusion(ctx: RunContext) -> None:
 
     cfg: ExperimentConfig = ctx.config
     t = cfg.trainer
-    train_diffusion(_layout(ctx).prepared_manifest, _layout(ctx).diffusion, diffusion_settings(cfg),
-                    accelerator=t.accelerator, devices=t.devices, precision=_short_precision(t.precision),
-                    strategy=t.strategy, num_nodes=t.num_nodes, resume=True, force=True, progress=ctx.progress)
+    _train(ctx, train_diffusion, _layout(ctx).prepared_manifest, _layout(ctx).diffusion, diffusion_settings(cfg),
+           accelerator=t.accelerator, devices=t.devices, precision=_short_precision(t.precision),
+           strategy=t.strategy, num_nodes=t.num_nodes, resume=True, force=True, progress=ctx.progress)
 
 
 def _stage_harmonize(ctx: RunContext) -> None:
@@ -490,8 +548,8 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
     stale = other_training(out, seg, training_set, init)  # the study's settings changed since it was trained
     if stale is not None:
         log.warning("%s: %s; training it again with the study's settings", out, stale)
-    train_segmentation(training_set, out, seg, init=init, resume=True, force=ctx.force or stale is not None,
-                       progress=ctx.progress)
+    _train(ctx, train_segmentation, training_set, out, seg, init=init, resume=True,
+           force=ctx.force or stale is not None, progress=ctx.progress)
     return out
 
 
@@ -550,8 +608,15 @@ def _train_jobs(ctx: RunContext, fold: int, jobs) -> list[str]:
 
 
 def training_processes(config: ExperimentConfig, n_folds: int) -> int:
-    """How many folds train at once: ``parallel.trainings`` on a local CPU-only run, else 1."""
+    """How many folds train at once: ``parallel.trainings`` on a local CPU-only run, else 1 (also
+    when each training runs on several ranks: DDP spreads one training, and its ranks follow rank 0's
+    trainings one at a time)."""
     if config.parallel.trainings <= 1 or n_folds <= 1 or config.parallel.scheduler:
+        return 1
+    world = study_world(config)
+    if world is not None and world.size > 1:
+        log.info("parallel.trainings: %d ignored: each training runs on %d ranks", config.parallel.trainings,
+                 world.size)
         return 1
     from .devices import resolve_device
 

@@ -24,7 +24,8 @@ def run(
 
     results = run_experiment(load_experiment_config(config), run_dir, until=until, only=only,
                              progress=not quiet(), force=force)
-    print_results(results, run_dir)
+    if results:  # none on ranks > 0 of a DDP study: rank 0 reports
+        print_results(results, run_dir)
 
 
 def init(

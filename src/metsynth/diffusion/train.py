@@ -247,7 +247,7 @@ def train_diffusion(
     ``force`` allows a run folder holding a training with other model/noise/train settings
     (its checkpoints are deleted). Returns where the exported weights are.
     """
-    from ..devices import check_trainer
+    from ..devices import check_trainer, on_rank_zero
 
     config = config or diffusion_config()
     out_dir = Path(out_dir)
@@ -260,10 +260,15 @@ def train_diffusion(
     module = DiffusionModule(config.model_dump(mode="json"))  # before the run folder: a resume checks against it
     checkpoint_dir = out_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
-    resumes = _claim_run_dir(out_dir, config, healthy_files, force, module=module,
-                             resume_from=last if resume and last.exists() else None)
-    if not resume and last.exists():
-        shutil.rmtree(checkpoint_dir)
+
+    def claim() -> bool:
+        resumes = _claim_run_dir(out_dir, config, healthy_files, force, module=module,
+                                 resume_from=last if resume and last.exists() else None)
+        if not resume and last.exists():
+            shutil.rmtree(checkpoint_dir)
+        return resumes
+
+    resumes = on_rank_zero(claim)  # in a DDP study: decided and written by rank 0 alone, for every rank
 
     train = config.train
     cases = load_training_cases(cohort, train.mask_margin_mm)

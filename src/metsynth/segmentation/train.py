@@ -399,7 +399,7 @@ def train_segmentation(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from ..devices import check_trainer
+    from ..devices import check_trainer, on_rank_zero
 
     config = config or segmentation_config("cpu")
     out = Path(out_dir)
@@ -409,16 +409,21 @@ def train_segmentation(
     finetune = init is not None
     result_file = out / "result.json"
     previous = out / "config.yaml"
-    same_length = False
-    if previous.exists() and result_file.exists() and not force:
-        old = segmentation_config(None, previous)
-        same_length = (old.epoch_bound(finetune), old.max_steps) == (config.epoch_bound(finetune), config.max_steps)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    # the checkpoint this call will resume from (force deletes it; a finished run of the same length is returned)
-    resume_from = last if resume and not force and last.exists() and not (result_file.exists() and same_length) \
-        else None
-    _claim_run_dir(out, config, training_set, init, resume=resume, force=force, resume_from=resume_from)
+
+    def claim() -> tuple[bool, Path | None]:
+        same_length = False
+        if previous.exists() and result_file.exists() and not force:
+            old = segmentation_config(None, previous)
+            same_length = (old.epoch_bound(finetune), old.max_steps) == (config.epoch_bound(finetune), config.max_steps)
+        # the checkpoint this call will resume from (force deletes it; a finished run of the same length is returned)
+        resume_from = last if resume and not force and last.exists() and not (result_file.exists() and same_length) \
+            else None
+        _claim_run_dir(out, config, training_set, init, resume=resume, force=force, resume_from=resume_from)
+        return same_length, resume_from
+
+    same_length, resume_from = on_rank_zero(claim)  # in a DDP study: decided and written by rank 0 alone
     if result_file.exists() and not force and (same_length or not resume):
         log.info("%s: training already complete (result.json); pass force to train again", out)
         return TrainResult.load(result_file)
