@@ -200,3 +200,42 @@ def test_variability_without_out_writes_beside_the_manifest_and_guards_the_folde
     res = invoke("variability", manifest, "--out", foreign, "--no-staple")
     assert res.exit_code == 2 and "other files (todo.txt)" in res.output, res.output
     assert sorted(p.name for p in foreign.iterdir()) == ["todo.txt"]
+
+
+def test_evaluate_fold_scores_only_the_folds_held_out_cases(cohort, tmp_path):
+    """Issue 16 item 7: a fold's evaluation never scores the cases its model trained on."""
+    from metsynth.evaluation.splits import load_or_make_splits
+    from metsynth.fileio import write_json
+
+    manifest, refs = cohort  # M00-M02 metastatic, T03 test-only, H04 healthy
+    splits = tmp_path / "splits.json"
+    saved = load_or_make_splits(splits, manifest, n_folds=2, seed=0, group_by=None)
+    preds = write_predictions(tmp_path / "pred", refs)  # every case predicted, as a careless folder would be
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "-o", tmp_path / "e0", "--fold", "0",
+                 "--splits", splits)
+    assert res.exit_code == 0, res.output
+    held_out = sorted(saved.test(0) + ["T03"])
+    assert sorted(pd.read_csv(tmp_path / "e0" / "metrics.csv")["case_id"]) == held_out
+    summary = json.loads((tmp_path / "e0" / "summary.json").read_text())
+    assert summary["fold"] == 0 and summary["n_cases"] == len(held_out) and res.output.startswith("fold 0: ")
+
+    for args, message in ((("--fold", "2", "--splits", splits), "fold 2 does not exist"),
+                          (("--fold", "0"), "needs the splits file")):
+        res = invoke("evaluate", "--pred", tmp_path / "pred", "--truth", manifest, "-o", tmp_path / "e3", *args)
+        assert res.exit_code == 2 and message in res.output, res.output
+
+    # a folder written by `predict --fold 1` records its fold: used without --fold, another one refused
+    write_json(preds / "predict.json", {"model": "m.pt", "fold": 1, "splits": str(splits.resolve())})
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "-o", tmp_path / "e1")
+    assert res.exit_code == 0, res.output
+    assert sorted(pd.read_csv(tmp_path / "e1" / "metrics.csv")["case_id"]) == sorted(saved.test(1) + ["T03"])
+    assert "fold 1 (recorded by predict)" in res.output
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "-o", tmp_path / "e2", "--fold", "0",
+                 "--splits", splits)
+    assert res.exit_code == 2 and "predictions of fold 1" in res.output and not (tmp_path / "e2").exists()
+
+    other, _ = build_cohort(tmp_path / "other", n_metastatic=2)
+    data = other.read_text().replace("M0", "X0")
+    other.write_text(data)
+    res = invoke("evaluate", "--pred", preds, "--truth", other, "-o", tmp_path / "e3")  # the recorded fold and splits
+    assert res.exit_code == 2 and "another cohort" in res.output and not (tmp_path / "e3").exists()

@@ -228,3 +228,103 @@ def test_missing_or_non_image_inputs_write_nothing(trained_model, tmp_path):
     with pytest.raises(InputError, match="not an image file"):
         predict_cohort(model, [str(notes)], tmp_path / "p2", progress=False)
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
+
+
+# ======================================================================= cross-validation folds (issue 16 item 7)
+def _fold_model(folder, manifest, splits, fold):
+    """An untrained tiny U-Net saved as `metsynth train --fold` saves one: model.pt recording its
+    fold, training_set.json listing its real training cases (what the fold checks read)."""
+    from metsynth.segmentation.datasets import build_training_set
+    from metsynth.segmentation.train import MODEL_FORMAT, build_network
+
+    config = segmentation_config("tiny")
+    ts = build_training_set(manifest, "real", fold=fold, splits=splits, val_cases=0)
+    torch.manual_seed(0)
+    meta = {"format": MODEL_FORMAT, "config": config.model_dump(mode="json"), "fold": fold, "sources": ["real"],
+            "spacing": list(ts.spacing), "hu_window": list(ts.hu_window)}
+    folder.mkdir(parents=True)
+    torch.save({"format": MODEL_FORMAT, "state_dict": build_network(config).state_dict(), "meta": meta},
+               folder / "model.pt")
+    ts.save(folder / "training_set.json")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cv_study(tmp_path_factory, builders):
+    """A prepared cohort (H00 healthy, M01-M03 metastatic, M04 test-only), 2-fold splits and a
+    model per fold."""
+    from metsynth.evaluation.splits import load_or_make_splits
+
+    root = tmp_path_factory.mktemp("cv")
+    manifest = builders.write_prepared_cohort(root / "cohort", n_metastatic=4, n_healthy=1)
+    data = yaml.safe_load(manifest.read_text())
+    data["cases"][-1]["role"] = "test"
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    splits = root / "splits.json"
+    saved = load_or_make_splits(splits, manifest, n_folds=2, seed=0, group_by=None)
+    models = [_fold_model(root / "models" / f"fold{k}", manifest, splits, k) for k in range(2)]
+    return {"root": root, "manifest": manifest, "splits": splits, "saved": saved, "models": models}
+
+
+def test_predict_fold_predicts_only_the_cases_the_folds_model_held_out(cv_study, tmp_path):
+    from metsynth.fileio import read_json
+
+    s = cv_study
+    out = predict_cohort(s["models"][0], s["manifest"], tmp_path / "f0", fold=0, splits=s["splits"], progress=False)
+    held_out = sorted(s["saved"].test(0) + ["M04"])  # its test fold and the test-only case, as the study's stage
+    assert sorted(pd.read_csv(out / "predictions.csv", dtype={"case": str})["case"]) == held_out
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in held_out]
+    marker = read_json(out / "predict.json")
+    assert marker["fold"] == 0 and marker["splits"] == str(s["splits"].resolve())
+    # without --fold, a fold model given the splits predicts its own fold
+    out = predict_cohort(s["models"][1], s["manifest"], tmp_path / "f1", splits=s["splits"], progress=False)
+    assert read_json(out / "predict.json")["fold"] == 1
+    assert sorted(pd.read_csv(out / "predictions.csv", dtype={"case": str})["case"]) == sorted(s["saved"].test(1) + ["M04"])
+
+
+def test_predict_fold_refuses_what_would_predict_training_cases(cv_study, tmp_path, builders):
+    from metsynth.errors import InputError
+
+    s = cv_study
+    model0 = s["models"][0]
+
+    def refused(error, match, *args, **kwargs):
+        with pytest.raises(error, match=match):
+            predict_cohort(*args, progress=False, **kwargs)
+
+    refused(ConfigError, "fold 2 does not exist", model0, s["manifest"], tmp_path / "a", fold=2, splits=s["splits"])
+    refused(ConfigError, "trained for fold 0, so fold 1's cases are among its training cases", model0, s["manifest"],
+            tmp_path / "b", fold=1, splits=s["splits"])
+    refused(ConfigError, "needs the splits file", model0, s["manifest"], tmp_path / "c", fold=0)
+    # a fold model run on the whole cohort without the splits: it holds the model's training cases
+    refused(ConfigError, "trained on .*pass --fold 0 --splits", model0, s["manifest"], tmp_path / "d")
+    refused(ConfigError, "cohort manifest", model0, [s["manifest"].parent / "images" / "M01.nii.gz"], tmp_path / "e",
+            fold=0, splits=s["splits"])
+    other = builders.write_prepared_cohort(tmp_path / "other", n_metastatic=2, n_healthy=0, seed=7)
+    data = yaml.safe_load(other.read_text())
+    for i, case in enumerate(data["cases"]):
+        case["id"] = f"X{i}"
+    other.write_text(yaml.safe_dump(data))
+    refused(InputError, "another cohort", model0, other, tmp_path / "f", fold=0, splits=s["splits"])
+    assert not any((tmp_path / d).exists() for d in "abcdef")  # nothing written
+
+
+def test_predict_command_fold_refuses_another_folds_model_and_gathers_the_folds(cv_study, tmp_path):
+    s = cv_study
+    runner = CliRunner()
+    res = runner.invoke(app, ["-q", "predict", str(s["models"][0]), str(s["manifest"]), "-o", str(tmp_path / "x"),
+                              "--fold", "1", "--splits", str(s["splits"])])
+    assert res.exit_code == 2 and "trained for fold 0" in res.output and not (tmp_path / "x").exists()
+    real = tmp_path / "predictions" / "real"
+    for k in range(2):
+        res = runner.invoke(app, ["-q", "predict", str(s["models"][k]), str(s["manifest"]), "-o", str(real / f"fold{k}"),
+                                  "--fold", str(k), "--splits", str(s["splits"])])
+        assert res.exit_code == 0, res.output
+        assert f"fold {k}: test fold {k}'s cases and the test-only cases" in res.output
+        assert ("every fold predicted" in res.output) == (k == 1)
+    cases = sorted(s["saved"].cases + ("M04",))
+    assert sorted(p.name for p in real.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in cases]
+    for k in range(2):  # each CV case from the fold that held it out
+        for case in s["saved"].test(k):
+            assert np.array_equal(Volume.read(real / f"{case}.nii.gz").array,
+                                  Volume.read(real / f"fold{k}" / f"{case}.nii.gz").array)

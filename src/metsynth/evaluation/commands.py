@@ -53,7 +53,12 @@ def splits(
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks named <case_id>.nii.gz."),
     truth: Path = typer.Option(..., "--truth", help="Cohort manifest (cohort.yaml) with the ground-truth lesion masks."),
-    out: Path = typer.Option(..., "--out", help="Output folder: metrics.csv, lesions.csv, summary.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: metrics.csv, lesions.csv, summary.json."),
+    fold: Optional[int] = typer.Option(
+        None, "--fold", help="Score only CV fold k's held-out cases (test fold k plus the test-only cases; needs "
+                             "--splits). Default: the fold recorded by `metsynth predict --fold` in --pred."),
+    splits: Optional[Path] = typer.Option(
+        None, "--splits", help="splits.json of the folds (default with a recorded fold: the one predict recorded)."),
     annotator: Optional[str] = typer.Option(
         None, "--annotator", help="Score against this annotator's masks (default: each case's reference mask)."),
     allow_missing: bool = typer.Option(
@@ -69,6 +74,8 @@ def evaluate(
     """Score predicted lesion masks: Dice, HD, HD95, ASSD (mm) and lesion-wise detection per case.
 
     Writes metrics.csv (one row per case; distances are NaN when one mask is empty, flagged in the 'empty' column), lesions.csv (one row per true and predicted lesion) and summary.json (means, stds, detection rates and the worst-case rule used for empty masks).
+
+    A fold's predictions (`metsynth predict --fold k -o DIR`) are scored on fold k's held-out cases only, so a fold's evaluation never scores its model's training cases.
     """
     import logging
 
@@ -81,12 +88,14 @@ def evaluate(
         "annotator": annotator, "roles": role_list, "worst_case": _worst(worst_case),
         "connectivity": connectivity, "min_lesion_mm3": min_lesion_mm3, "allow_missing": allow_missing,
     }, source="metsynth evaluate")
-    result = evaluate_cohort(pred, truth, config, progress=not quiet())
+    result = evaluate_cohort(pred, truth, config, progress=not quiet(), fold=fold, splits=splits)
     paths = result.write(out)
     m = result.summary["metrics"]
     det = result.summary["detection"]
-    lines = [f"{result.summary['n_cases']} case(s) scored" + (f", {len(result.missing)} missing (skipped)"
-                                                              if result.missing else "")]
+    scored = result.summary.get("fold")
+    lines = [(f"fold {scored}" + (" (recorded by predict)" if fold is None else "") + ": " if scored is not None else "")
+             + f"{result.summary['n_cases']} case(s) scored"
+             + (f", {len(result.missing)} missing (skipped)" if result.missing else "")]
     for name in ("dice", "hd", "hd95", "assd"):
         if name in m:
             lines.append(f"  {name:5s} {m[name]['mean']:.3f} ± {m[name]['std']:.3f}")

@@ -5,6 +5,12 @@ and must lie on the grid of the case's lesion mask. Every case of the chosen rol
 lesion annotation is scored: the segmentation metrics of :mod:`.metrics` and the lesion-wise
 detection of :mod:`.detection`. A case without a prediction is an error naming the case,
 unless ``allow_missing`` is set (then it is skipped and listed in the summary).
+
+Cross-validation: with ``fold`` and ``splits`` only fold ``fold``'s held-out cases are scored (its
+test fold plus the test-only cases, :func:`metsynth.evaluation.splits.held_out_cases`), so a
+fold's evaluation never scores the cases its model trained on. Without ``fold``, a prediction
+folder written by ``metsynth predict --fold`` (its ``predict.json`` records the fold and the
+splits file) is scored as that fold; a ``fold`` that differs from the recorded one is refused.
 """
 
 from __future__ import annotations
@@ -102,13 +108,62 @@ def read_prediction(path: Path, reference: "Volume", case_id: str) -> "Volume":
         raise InputError(f"case {case_id}: {err} (ground truth: {reference.name})") from None
 
 
+def recorded_fold(pred_dir: str | os.PathLike) -> tuple[int | None, str | None]:
+    """``(fold, splits file)`` recorded by ``metsynth predict --fold`` in ``pred_dir/predict.json``;
+    ``(None, None)`` for a folder predicted without a fold (or not by ``metsynth predict``)."""
+    from ..fileio import read_json
+
+    marker = Path(pred_dir) / "predict.json"
+    if not marker.is_file():
+        return None, None
+    try:
+        data = read_json(marker)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict) or data.get("fold") is None:
+        return None, None
+    return int(data["fold"]), data.get("splits")
+
+
+def _fold_cases(pred_dir: Path, cohort: "Cohort", fold: int | None,
+                splits: str | os.PathLike | None) -> tuple[int | None, str | None, set[str] | None]:
+    """The fold to score, its splits file and its held-out case ids (None: every case)."""
+    from ..errors import ConfigError
+    from .splits import held_out_cases
+
+    recorded, recorded_splits = recorded_fold(pred_dir)
+    if fold is not None and recorded is not None and fold != recorded:
+        raise InputError(f"{pred_dir}: predictions of fold {recorded} (predict.json), not of fold {fold}; pass "
+                         f"--fold {recorded}, or the folder of fold {fold}'s predictions")
+    if fold is None and recorded is not None:
+        fold = recorded
+        log.info("%s: predictions of fold %d (predict.json): scoring that fold's held-out cases", pred_dir, fold)
+        if splits is None:
+            splits = recorded_splits
+            if splits is not None and not Path(splits).is_file():
+                raise InputError(f"{pred_dir}: predict.json names the splits file {splits}, which is gone; pass "
+                                 "--splits splits.json")
+    if fold is None:
+        if splits is not None:
+            raise ConfigError("--splits goes with --fold (which fold's held-out cases to score)")
+        return None, None, None
+    if splits is None:
+        raise ConfigError(f"--fold {fold} needs the splits file: pass --splits splits.json")
+    _, ids = held_out_cases(splits, fold, cohort)
+    return fold, str(splits), set(ids)
+
+
 def evaluate_cohort(
     pred_dir: str | os.PathLike,
     cohort: "Cohort | str | os.PathLike",
     config: EvaluationConfig | None = None,
     progress: bool = False,
+    *,
+    fold: int | None = None,
+    splits: str | os.PathLike | None = None,
 ) -> EvaluationResult:
-    """Score every prediction in ``pred_dir`` against the cohort's lesion annotations."""
+    """Score every prediction in ``pred_dir`` against the cohort's lesion annotations (only fold
+    ``fold``'s held-out cases with ``fold``, or when ``pred_dir`` records a fold: see above)."""
     import pandas as pd
 
     from ..cohort import Cohort, load_cohort
@@ -119,10 +174,12 @@ def evaluate_cohort(
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise InputError(f"{pred_dir}: predictions folder not found (expected files <case_id>.nii.gz)")
-    cases = _cases_to_score(cohort, config)
+    fold, splits, fold_ids = _fold_cases(pred_dir, cohort, fold, splits)
+    cases = [c for c in _cases_to_score(cohort, config) if fold_ids is None or c.id in fold_ids]
     if not cases:
         raise InputError(f"cohort {cohort.name!r} has no case with role {' or '.join(config.roles)} and a lesion "
-                         "annotation; nothing to evaluate")
+                         "annotation" + (f" among fold {fold}'s held-out cases" if fold is not None else "")
+                         + "; nothing to evaluate")
     missing = [c.id for c in cases if find_prediction(pred_dir, c.id) is None]
     if missing and not config.allow_missing:
         shown = ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
@@ -156,6 +213,7 @@ def evaluate_cohort(
     summary: dict[str, Any] = {
         "n_cases": len(rows), "missing": missing, "predictions": str(pred_dir), "cohort": cohort.name,
         "settings": config.model_dump(mode="json"),
+        **({"fold": fold, "splits": splits} if fold is not None else {}),
         "metrics": aggregate_metrics(per_case, worst_case=config.worst_case) if rows else {},
         "detection": summarize_detection(detections),
     }
@@ -205,4 +263,5 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
-__all__ = ["EvaluationConfig", "EvaluationResult", "evaluate_cohort", "find_prediction", "read_prediction"]
+__all__ = ["EvaluationConfig", "EvaluationResult", "evaluate_cohort", "find_prediction", "read_prediction",
+           "recorded_fold"]

@@ -348,5 +348,22 @@ def check_no_leakage(
         )
 
 
-__all__ = ["LeakageReport", "SplitConfig", "Splits", "check_no_leakage", "leakage_filter", "load_or_make_splits",
-           "load_splits", "make_splits", "read_index", "training_index"]
+# ---------------------------------------------------------------------------------- a fold's test set
+def held_out_cases(path: str | os.PathLike, fold: int, cohort: "Cohort | str | os.PathLike") -> tuple[Splits, list[str]]:
+    """The cases fold ``fold``'s model is tested on, as the study's predict stage chooses them: the
+    cases of test fold ``fold`` plus the test-only cases (role ``test``: in no fold, never trained
+    on, tested by every fold's model); sorted.
+
+    ``path`` (``splits.json``) is checked against ``cohort`` as ``metsynth train --fold`` checks it
+    (a fold outside the file, or a cohort whose metastatic cases are in no fold, i.e. splits made
+    for another cohort, are refused in one line). Used by ``metsynth predict --fold`` and
+    ``metsynth evaluate --fold``.
+    """
+    from ..segmentation.datasets import _load_splits
+
+    split_obj = _load_splits(path, fold, _as_cohort(cohort))
+    return split_obj, sorted(set(split_obj.test(fold)) | set(split_obj.test_only))
+
+
+__all__ = ["LeakageReport", "SplitConfig", "Splits", "check_no_leakage", "held_out_cases", "leakage_filter",
+           "load_or_make_splits", "load_splits", "make_splits", "read_index", "training_index"]

@@ -76,6 +76,8 @@ def predict(
     model: Path = typer.Argument(..., help="model.pt from a training folder (or the folder, or a .ckpt)."),
     inputs: list[Path] = typer.Argument(..., help="A cohort manifest (raw or prepared) or image file(s) in HU."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz masks and predictions.csv."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="CV fold k of the model (with --splits and a cohort manifest): predict only the cases it held out, test fold k plus the test-only cases. Default with --splits: the model's own fold. With -o MODEL_DIR/fold<k>, once every fold is predicted, MODEL_DIR/<case>.nii.gz gets each case from the fold that held it out (test-only cases: the folds' majority vote), as `metsynth experiment` does."),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json the model was trained with (needed with --fold)."),
     femur: Optional[Path] = typer.Option(None, "--femur", help="Femur mask of a single input image (crops inference, enables the femur filter)."),
     grid: str = typer.Option("input", "--grid", help="input: masks on each input image's grid; source: prepared cases mapped back onto their original scans."),
     standardized: Optional[bool] = typer.Option(None, "--standardized/--hu", help="Inputs are already standardized to [-1, 1] (default: yes for prepared manifests, else HU)."),
@@ -89,20 +91,36 @@ def predict(
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to spread volumes over a cluster."),
     force: bool = typer.Option(False, "--force", help="Redo predictions in a folder made with another model, settings or input images."),
 ) -> None:
-    """Segment lesions with sliding-window inference and post-processing; masks keep the input's grid."""
+    """Segment lesions with sliding-window inference and post-processing; masks keep the input's grid.
+
+    With --fold k --splits splits.json only fold k's held-out cases are predicted (a model trained
+    for another fold is refused); a model trained with --fold predicting a manifest that holds its
+    training cases without --splits is refused.
+    """
     from ..cli import quiet
     from ..config import look_up_option
-    from .inference import SegmentationModel, predict_cohort
+    from ..fileio import read_json
+    from .inference import SegmentationModel, gather_fold_predictions, predict_cohort
 
     look_up_option(grid, ["input", "source"], "grid")
     loaded = SegmentationModel.load(model, "cpu")
     post = loaded.config.postprocess.merged(min_lesion_mm3=min_lesion_mm3, keep_in_femur=femur_filter,
                                             fill_holes=fill_holes)
     inference = loaded.config.inference.merged(threshold=threshold, overlap=overlap)
-    result = predict_cohort(model, [str(p) for p in inputs] if len(inputs) > 1 else inputs[0], out, femur=femur,
-                            grid=grid, standardized=standardized, postprocess_config=post, inference=inference,  # type: ignore[arg-type]
-                            device=device, workers=workers, scheduler=scheduler, force=force, progress=not quiet())
+    result = predict_cohort(model, [str(p) for p in inputs] if len(inputs) > 1 else inputs[0], out, fold=fold,
+                            splits=splits, femur=femur, grid=grid, standardized=standardized, postprocess_config=post,
+                            inference=inference, device=device, workers=workers, scheduler=scheduler,  # type: ignore[arg-type]
+                            force=force, progress=not quiet())
+    done = read_json(result / "predict.json").get("fold")
+    if done is not None:
+        typer.echo(f"fold {done}" + (" (the model's)" if fold is None else "")
+                   + f": test fold {done}'s cases and the test-only cases, never trained on by this model")
     typer.echo(f"predictions: {result} (table: {result / 'predictions.csv'})")
+    if done is not None and result.name == f"fold{done}":
+        gathered = gather_fold_predictions(result.parent)
+        if gathered:
+            typer.echo(f"every fold predicted: {result.parent}/<case>.nii.gz ({len(gathered)} cases, each from the fold "
+                       "that held it out; test-only cases by majority vote of the folds)")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,19 @@ prepared cohort). :func:`predict_volume` brings any input to that space and back
 Post-processing (:mod:`.postprocess`) runs on the output grid, so its minimum lesion size is in
 true mm^3 of that grid. :func:`predict_cohort` does a whole manifest (in parallel with
 :func:`metsynth.parallel.map_tasks`), skipping cases already written.
+
+Cross-validation (``fold`` and ``splits``, ``metsynth predict --fold K --splits splits.json``):
+only the cases fold K's model was not trained on are predicted, as the study's predict stage
+chooses them: test fold K's cases plus the test-only cases (role ``test``, in no fold, never
+trained on; every fold's model predicts them)
+(:func:`metsynth.evaluation.splits.held_out_cases`, which checks the splits against the cohort
+as training does). A model records the fold it was trained for; predicting another fold with it
+is refused (that fold's cases are among its training cases). Without ``fold``, a model trained
+for fold F is run on fold F when ``splits`` is given; without ``splits``, a manifest holding cases
+it trained on or validated on (its ``training_set.json``) is refused, since their masks would be
+scored as results. The fold and the splits file are recorded in ``predict.json``, where
+``metsynth evaluate`` finds them. :func:`gather_fold_predictions` assembles the folds'
+predictions of one model (``<model>/fold<k>/``) into ``<model>/<case>.nii.gz`` as the study does.
 """
 
 from __future__ import annotations
@@ -280,11 +293,73 @@ def run_predict_task(task: PredictTask) -> dict[str, Any]:
 
 
 
+def _trained_cases(model_path: Path) -> set[str] | None:
+    """Ids of the real cases a model trained or validated on (its folder's ``training_set.json``);
+    None when the file is not beside the model (a bare ``model.pt`` copied elsewhere)."""
+    folder = model_path.parent
+    if model_path.suffix == ".ckpt" and folder.name == "checkpoints":
+        folder = folder.parent
+    path = folder / "training_set.json"
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+        return {str(v["case"]) for part in ("train", "val") for v in data.get(part) or [] if v.get("source") == "real"}
+    except (ValueError, TypeError, KeyError, AttributeError):
+        log.warning("%s: unreadable; cannot tell which cases the model trained on", path)
+        return None
+
+
+def _fold_selection(model: SegmentationModel, model_path: Path, cohort: Any, manifest: Any,
+                    fold: int | None, splits: str | os.PathLike | None) -> tuple[int | None, set[str] | None]:
+    """The fold to predict and its cases (None: every case), refusing what would predict training cases."""
+    trained_for = model.meta.get("fold")
+    if (fold is not None or splits is not None) and trained_for is None:
+        raise ConfigError(f"{model_path}: trained without --fold (on every metastatic case), so no fold is held out "
+                          f"from it; drop --fold/--splits, or use a model trained with --fold")
+    if fold is None and trained_for is not None and splits is not None:
+        fold = int(trained_for)
+        log.info("%s: trained for fold %d; predicting that fold's held-out cases (--fold %d)", model_path, fold, fold)
+    if fold is not None and splits is None:
+        raise ConfigError(f"--fold {fold} needs the splits file the model was trained with: pass --splits splits.json")
+    ids: set[str] | None = None
+    if fold is not None:
+        from ..evaluation.splits import held_out_cases
+
+        _, held_out = held_out_cases(splits, fold, cohort)  # type: ignore[arg-type]  # fold range, cohort
+        if int(trained_for) != fold:
+            raise ConfigError(f"{model_path}: trained for fold {trained_for}, so fold {fold}'s cases are among its "
+                              f"training cases; predict fold {fold} with fold {fold}'s model, or pass --fold {trained_for}")
+        ids = set(held_out) & {c.id for c in cohort.cases}
+        if not ids:
+            raise InputError(f"{manifest}: none of fold {fold}'s test or test-only cases ({', '.join(held_out[:5])}) "
+                             f"is in this cohort; give the cohort the splits were made for")
+    trained = _trained_cases(model_path)
+    chosen = [c.id for c in cohort.cases if ids is None or c.id in ids]
+    seen = sorted(set(chosen) & (trained or set()))
+    if seen and fold is not None:
+        raise InputError(f"{splits}: fold {fold}'s cases {', '.join(seen[:5])} are among the cases {model_path} "
+                         "trained on: not the splits file it was trained with; pass that one")
+    if seen and trained_for is not None:
+        raise ConfigError(f"{manifest}: holds {len(seen)} case(s) that {model_path} trained on ({', '.join(seen[:5])}); "
+                          f"pass --fold {trained_for} --splits splits.json to predict only its held-out cases")
+    if seen:
+        log.warning("%s: %d case(s) of %s are its training cases (%s): their masks are not held-out results; do not "
+                    "score them", model_path, len(seen), manifest, ", ".join(seen[:5]))
+    elif trained is None and trained_for is not None and fold is None:
+        log.warning("%s: trained for fold %s, but no training_set.json beside it tells which cases it trained on; "
+                    "pass --fold %s --splits splits.json to predict only its held-out cases", model_path,
+                    trained_for, trained_for)
+    return fold, ids
+
+
 def predict_cohort(
     model_path: str | os.PathLike,
     inputs: str | os.PathLike | list[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
+    fold: int | None = None,
+    splits: str | os.PathLike | None = None,
     femur: str | os.PathLike | None = None,
     grid: Grid = "input",
     standardized: bool | None = None,
@@ -307,6 +382,9 @@ def predict_cohort(
     predictions of another model, settings or input images is refused, unless ``force`` (redo every
     case) or ``replace_other`` (redo them only in that case; for callers that own the folder, like
     the experiment runner).
+
+    ``fold`` and ``splits`` (a manifest only): predict only fold ``fold``'s held-out cases (its test
+    fold and the test-only cases; see the module's docstring for the checks and the default fold).
     """
     import pandas as pd
 
@@ -330,13 +408,18 @@ def predict_cohort(
         is_prepared = cohort.prepared is not None
         if femur is not None:
             raise ConfigError("--femur is for single image files; a manifest gives each case's femur mask")
+        fold, fold_ids = _fold_selection(model, model_path, cohort, paths[0], fold, splits)
         for case in cohort.cases:
+            if fold_ids is not None and case.id not in fold_ids:
+                continue
             items.append((case.id, str(case.image), str(case.femur_mask) if case.femur_mask else None,
                           is_prepared if standardized is None else standardized, case.source))
         if grid == "source" and not is_prepared:
             raise ConfigError("grid 'source' maps prepared cases back to their original scans; this manifest "
                               "is not prepared, and its masks are written on the input grid anyway (use grid 'input')")
     else:
+        if fold is not None or splits is not None:
+            raise ConfigError("--fold/--splits select the cases of a cohort manifest; image files are predicted as given")
         if femur is not None and len(paths) != 1:
             raise ConfigError("--femur goes with exactly one image file")
         for p in paths:
@@ -361,6 +444,8 @@ def predict_cohort(
                 "postprocess": post.model_dump(), "inference": inf.model_dump(),
                 # the images as they are now: scans written again since are predicted again
                 "inputs": files_stamp(p for _, img, fem, *_ in items for p in (img, fem))}
+    if fold is not None:  # read by `metsynth evaluate` (its default fold) and gather_fold_predictions
+        settings.update(fold=fold, splits=str(Path(splits).resolve()))  # type: ignore[arg-type]
     marker = out / "predict.json"
     if marker.exists() and not force and read_json(marker) != settings:
         if not replace_other:
@@ -405,7 +490,39 @@ def predict_cohort(
     return out
 
 
+def gather_fold_predictions(model_dir: str | os.PathLike) -> list[Path] | None:
+    """Assemble one model's per-fold predictions into the study's layout, once every fold is there.
+
+    ``model_dir`` holds ``fold<k>/`` folders written by ``predict_cohort(..., fold=k)`` (``metsynth
+    predict --fold k -o MODEL_DIR/fold<k>``). When every fold of their splits file is predicted
+    (each folder's ``predict.json`` records its fold and the same splits, and holds all its cases),
+    writes ``MODEL_DIR/<case>.nii.gz`` as ``metsynth experiment`` does: each cross-validated case
+    from the fold that held it out, each test-only case by majority vote of the folds. Returns the
+    masks written, or None while a fold is missing (nothing is written then).
+    """
+    from ..evaluation.splits import load_splits
+    from ..experiment import _gather_predictions
+
+    root = Path(model_dir)
+    records = {}
+    for sub in root.glob("fold*"):
+        marker = sub / "predict.json"
+        if sub.name[4:].isdigit() and marker.is_file():
+            data = read_json(marker)
+            if isinstance(data, dict) and data.get("fold") == int(sub.name[4:]) and data.get("splits"):
+                records[int(sub.name[4:])] = data["splits"]
+    if not records or len(set(records.values())) != 1:
+        return None
+    split_obj = load_splits(next(iter(records.values())))
+    for k in range(split_obj.n_folds):
+        wanted = set(split_obj.test(k)) | set(split_obj.test_only)
+        if k not in records or any(not (root / f"fold{k}" / f"{case}.nii.gz").is_file() for case in wanted):
+            return None
+    _gather_predictions(root, split_obj)
+    return [root / f"{case}.nii.gz" for case in sorted(set(split_obj.cases) | set(split_obj.test_only))]
+
+
 __all__ = [
-    "Prediction", "PredictTask", "SegmentationModel", "predict_cohort", "predict_volume", "resample_linear",
-    "resolve_device", "restore_source_grid", "run_predict_task",
+    "Prediction", "PredictTask", "SegmentationModel", "gather_fold_predictions", "predict_cohort", "predict_volume",
+    "resample_linear", "resolve_device", "restore_source_grid", "run_predict_task",
 ]
