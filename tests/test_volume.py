@@ -306,3 +306,16 @@ def test_enospc_in_atomic_text_writes(tmp_path, monkeypatch):
         write_json(tmp_path / "a.json", {"x": 1})
     assert isinstance(info.value, OSError) and info.value.errno == errno.ENOSPC  # still an OSError for callers
     assert list(tmp_path.iterdir()) == []
+
+
+def test_torch_exports_of_the_same_weights_are_the_same_bytes(tmp_path):
+    """A re-export must hash the same: harmonized sets and fine-tunings are keyed on the sha256."""
+    import torch
+
+    from metsynth.fileio import file_sha256, save_torch
+
+    state = {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "b": torch.ones(2)}
+    first, second = save_torch(tmp_path / "a" / "model.pt", state), save_torch(tmp_path / "b" / "model.pt", state)
+    assert file_sha256(first) == file_sha256(second)
+    again = torch.load(first, weights_only=True)
+    assert torch.equal(again["w"], state["w"]) and not list(tmp_path.glob("*/.tmp-*"))

@@ -79,6 +79,18 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """``torch.save`` atomically, and the same bytes for the same tensors: saved through an open
+    file, the archive's inner folder is always ``archive`` (given a path, torch names it after the
+    file, here a random temporary name, so each export of the same weights hashed differently and a
+    harmonization keyed on the checkpoint's sha256 refused its own folder)."""
+    import torch
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+    return Path(path)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 

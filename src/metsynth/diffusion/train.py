@@ -42,7 +42,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..cohort import Cohort, load_cohort
 from ..errors import ConfigError
-from ..fileio import atomic_path, files_stamp, read_json, temp_path_for, write_json, write_text
+from ..fileio import atomic_path, files_stamp, read_json, save_torch, temp_path_for, write_json, write_text
 from .data import EpochSampler, PatchDataset, ResumableLoader, load_training_cases
 from .presets import DiffusionConfig, diffusion_config
 
@@ -314,8 +314,7 @@ def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path,
     import yaml
 
     state, kind = module.export_state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(path, state)
     info = {"format": EXPORT_FORMAT, "weights": kind, "trained": trained or {},
             "config": config.model_dump(mode="json")}
     write_text(yaml_path, yaml.safe_dump(info, sort_keys=False))

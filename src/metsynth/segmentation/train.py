@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, file_sha256, read_json, write_json
+from ..fileio import atomic_path, file_sha256, read_json, save_torch, write_json
 from .datasets import AIR, TrainingSet
 from .presets import SegmentationConfig, segmentation_config
 
@@ -341,8 +341,7 @@ def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Pa
 
     state, meta = load_weights(checkpoint)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": MODEL_FORMAT, "state_dict": state, "meta": meta}, tmp)
+    save_torch(path, {"format": MODEL_FORMAT, "state_dict": state, "meta": meta})
     from ..fileio import write_text
 
     write_text(path.with_suffix(".yaml"), yaml.safe_dump(meta, sort_keys=False))
