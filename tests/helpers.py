@@ -51,3 +51,25 @@ def written_again(path) -> None:
 
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+
+
+def fill_disk_at(monkeypatch, nth: int) -> list:
+    """Make the ``nth`` gzip write of a volume run out of disk partway (a third of its bytes on
+    disk, then ENOSPC); returns the list of files written so far (the calls)."""
+    import errno
+
+    from metsynth import volume as volume_module
+
+    real = volume_module._gzip_file
+    calls: list = []
+
+    def fills_up(src, dst, level):
+        calls.append(dst)
+        real(src, dst, level)
+        if len(calls) >= nth:
+            data = dst.read_bytes()
+            dst.write_bytes(data[: len(data) // 3])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(volume_module, "_gzip_file", fills_up)
+    return calls

@@ -326,24 +326,12 @@ def test_estimate_follows_the_files(tmp_path, monkeypatch):
 
 
 def test_disk_full_midway_stops_leaves_no_partial_file_and_a_rerun_finishes(tmp_path, monkeypatch):
-    import errno
+    from helpers import fill_disk_at
 
-    from metsynth import volume as volume_module
     from metsynth.errors import MetsynthError
 
     reference = generate_cohort(tmp_path / "ref", n_healthy=2, n_metastatic=1, seed=5, config=TINY).parent
-    real = volume_module._gzip_file
-    calls = []
-
-    def fills_up(src, dst, level):  # the 3rd file: some bytes, then the disk is full
-        calls.append(dst)
-        real(src, dst, level)
-        if len(calls) >= 3:
-            data = dst.read_bytes()
-            dst.write_bytes(data[: len(data) // 3])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(volume_module, "_gzip_file", fills_up)
+    calls = fill_disk_at(monkeypatch, 3)  # the 3rd file: some bytes, then the disk is full
     out = tmp_path / "ph"
     with pytest.raises(MetsynthError, match=r"^disk full writing .*\.nii\.gz: free space or choose another --out$"):
         generate_cohort(out, n_healthy=2, n_metastatic=1, seed=5, config=TINY)

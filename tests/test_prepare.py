@@ -5,7 +5,7 @@ import pytest
 from scipy import ndimage
 from typer.testing import CliRunner
 
-from helpers import make_volume, write_tiny_cohort, written_again
+from helpers import fill_disk_at, make_volume, write_tiny_cohort, written_again
 from metsynth.cli import app
 from metsynth.cohort import load_cohort
 from metsynth.errors import ConfigError, InputError
@@ -269,25 +269,10 @@ def test_prepare_refuses_an_image_cut_short_and_writes_nothing(tmp_path):
 
 
 def test_disk_full_during_prepare_stops_leaves_no_partial_file_and_a_rerun_finishes(tmp_path, monkeypatch):
-    import errno
-
-    from metsynth import volume as volume_module
-
     manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=2)
     config = PrepareConfig(spacing=2.0)
     reference = prepare_cohort(load_cohort(manifest), tmp_path / "reference", config, progress=False).parent
-    real = volume_module._gzip_file
-    calls = []
-
-    def fills_up(src, dst, level):  # the 4th file: some bytes, then the disk is full
-        calls.append(dst)
-        real(src, dst, level)
-        if len(calls) >= 4:
-            data = dst.read_bytes()
-            dst.write_bytes(data[: len(data) // 3])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(volume_module, "_gzip_file", fills_up)
+    calls = fill_disk_at(monkeypatch, 4)  # the 4th file: some bytes, then the disk is full
     out = tmp_path / "prepared"
     result = CliRunner().invoke(app, ["--quiet", "prepare", str(manifest), "--out", str(out), "--spacing", "2"])
     assert result.exit_code == 2, result.output
