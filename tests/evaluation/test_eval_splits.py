@@ -12,6 +12,7 @@ from metsynth.cohort import Case, Cohort
 from metsynth.errors import ConfigError, InputError
 from metsynth.evaluation.splits import (
     SplitConfig,
+    Splits,
     check_no_leakage,
     leakage_filter,
     load_or_make_splits,
@@ -181,3 +182,29 @@ def test_splits_from_a_manifest_file(tmp_path):
     s = load_or_make_splits(tmp_path / "splits.json", manifest, n_folds=2, seed=0)
     assert sorted(s.cases) == ["M00", "M01", "M02", "M03"] and s.test_only == ("T04", "T05")
     assert make_splits(manifest, n_folds=2, seed=0) == s
+
+
+def test_a_healthy_femur_of_a_tested_patient_feeds_no_training_of_that_fold():
+    """Issue 16 item 4: a patient's healthy femur is their anatomy; when their metastatic femur is
+    tested in fold k (or their other femur is test-only), no synthetic volume on it trains fold k."""
+    cohort = make_cohort(patients=[f"P{i}" for i in range(12)])
+    cohort.cases.append(Case(id="HP3", image="/x/HP3.nii.gz", role="healthy", patient="P3"))
+    cohort.cases.append(Case(id="HT", image="/x/HT.nii.gz", role="healthy", patient="PT"))
+    next(c for c in cohort.cases if c.id == "T0").patient = "PT"
+    splits = make_splits(cohort, n_folds=3, seed=0)
+    assert splits.patients == {"M03": "P3", "HP3": "P3", "T0": "PT", "HT": "PT"}  # only patients with several cases
+    k = splits.fold_of("M03")
+    assert {"HP3", "HT"} <= splits.excluded_from_training(k)
+    other = next(i for i in range(3) if i != k)
+    assert "HP3" not in splits.excluded_from_training(other) and "HT" in splits.excluded_from_training(other)
+    third = next(i for i in range(3) if i not in (k, other))
+    index = pd.DataFrame({"volume_id": ["a", "b", "c"], "donor_case": [splits.test(third)[0]] * 3,
+                          "healthy_case": ["HP3", "HT", "H0"]})
+    report = leakage_filter(index, splits, k)
+    assert list(report.kept["volume_id"]) == ["c"]
+    assert "healthy case HP3 is of patient P3, tested in fold" in report.excluded["reason"].iloc[0]
+    assert list(training_index(index, splits, other)["volume_id"]) == ["a", "c"]
+    # the rule survives the file; without grouping by patient (or in an old file) it is off
+    again = Splits.from_dict(splits.to_dict())
+    assert again.patients == splits.patients
+    assert make_splits(cohort, n_folds=3, seed=0, group_by=None).patients == {}

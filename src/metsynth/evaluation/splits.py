@@ -10,7 +10,9 @@
 * :func:`leakage_filter`: given the index of synthetic volumes (columns ``volume_id``,
   ``donor_case``, ``healthy_case``), the training set of fold k drops every volume whose donor
   case (lesion source) is in test fold k or is a test-only case, and every volume built on a
-  healthy case that is itself a test case of fold k or test-only. :func:`check_no_leakage`
+  healthy case that is itself a test case of fold k or test-only, or of the same patient as one
+  (with ``group_by: patient``, ``Splits.patients``: a healthy femur whose patient's other femur is
+  tested in fold k, or is test-only, is that patient's anatomy). :func:`check_no_leakage`
   raises if a training set breaks that rule.
 
 Assignment: groups are shuffled with ``numpy.random.default_rng(seed)``, then taken from the
@@ -65,6 +67,9 @@ class Splits:
     seed: int = 0
     group_by: GroupBy | None = None
     groups: Mapping[str, str] = field(default_factory=dict)
+    # patient of every case of the cohort, all roles (group_by 'patient' only): a healthy femur of a
+    # patient whose other femur is tested in fold k must not feed fold k's synthetic training data
+    patients: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def n_folds(self) -> int:
@@ -96,8 +101,21 @@ class Splits:
         return None
 
     def excluded_from_training(self, k: int) -> set[str]:
-        """Cases whose data (lesions or anatomy) must not reach fold k's training set."""
-        return set(self.test(k)) | set(self.test_only)
+        """Cases whose data (lesions or anatomy) must not reach fold k's training set: its test
+        cases, the test-only cases, and every other case of their patients (``patients``)."""
+        banned = set(self.test(k)) | set(self.test_only)
+        patients = {self.patients[c] for c in banned if c in self.patients}
+        return banned | {c for c, p in self.patients.items() if p in patients}
+
+    def why_excluded(self, case: str, k: int) -> str:
+        """Why ``case`` may not feed fold k's training (empty: it may)."""
+        if case in self.test_only:
+            return "test-only"
+        if case in self.folds[k]:
+            return f"in test fold {k}"
+        if case in self.excluded_from_training(k):
+            return f"of patient {self.patients[case]}, tested in fold {k}"
+        return ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +127,7 @@ class Splits:
             "test_only": list(self.test_only),
             "folds": [{"fold": i, "test": list(f), "train": self.train(i)} for i, f in enumerate(self.folds)],
             "groups": dict(self.groups) if self.group_by else {},
+            **({"patients": dict(self.patients)} if self.patients else {}),
         }
 
     @classmethod
@@ -116,7 +135,8 @@ class Splits:
         try:
             folds = tuple(tuple(str(c) for c in f["test"]) for f in data["folds"])
             return cls(folds=folds, test_only=tuple(str(c) for c in data.get("test_only", [])),
-                       seed=int(data["seed"]), group_by=data.get("group_by"), groups=dict(data.get("groups") or {}))
+                       seed=int(data["seed"]), group_by=data.get("group_by"), groups=dict(data.get("groups") or {}),
+                       patients={str(k): str(v) for k, v in (data.get("patients") or {}).items()})
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{source}: not a valid splits file ({type(err).__name__}: {err}); delete it to "
                              "make new splits") from None
@@ -169,8 +189,14 @@ def make_splits(
         k = min(range(n_folds), key=lambda i: (len(folds[i]), i))
         folds[k].extend(members[g])
     test_only = tuple(sorted(c.id for c in cohort.by_role("test")))
+    # only patients that hold several cases matter; a case without patient: is its own patient
+    shared = {c.id: c.group for c in cohort.cases if c.patient} if group_by == "patient" else {}
+    counts: dict[str, int] = {}
+    for p in shared.values():
+        counts[p] = counts.get(p, 0) + 1
+    patients = {c: p for c, p in shared.items() if counts[p] > 1}
     return Splits(tuple(tuple(sorted(f)) for f in folds), test_only, int(seed), group_by,
-                  groups if group_by else {})
+                  groups if group_by else {}, patients)
 
 
 def load_splits(path: str | os.PathLike) -> Splits:
@@ -304,17 +330,11 @@ def leakage_filter(
                 f"(folds hold {len(splits.cases)} metastatic cases); the index and splits.json come from "
                 "different cohorts: rebuild one of them"
             )
-        why = []
-        for d in donors:
-            if d in splits.test_only:
-                why.append(f"donor {d} is test-only")
-            elif d in banned:
-                why.append(f"donor {d} is in test fold {fold}")
+        why = [f"donor {d} is {splits.why_excluded(d, fold)}" for d in donors if d in banned]
         healthy = getattr(row, "healthy_case")
         healthy = None if healthy is None or (isinstance(healthy, float) and np.isnan(healthy)) else str(healthy)
         if healthy is not None and healthy in banned:
-            why.append(f"healthy case {healthy} is " + ("test-only" if healthy in splits.test_only
-                                                        else f"in test fold {fold}"))
+            why.append(f"healthy case {healthy} is {splits.why_excluded(healthy, fold)}")
         reasons.append("; ".join(why))
     mask = np.array([bool(r) for r in reasons], dtype=bool)
     kept = df.loc[~mask].reset_index(drop=True)
