@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -688,7 +687,7 @@ def trained_models(ctx: RunContext) -> list[str]:
 def _stage_predict(ctx: RunContext) -> None:
     from .cohort import Cohort, load_cohort
     from .evaluation.splits import load_splits
-    from .segmentation.inference import predict_cohort
+    from .segmentation.inference import combine_fold_predictions, predict_cohort
 
     cfg: ExperimentConfig = ctx.config
     layout = _layout(ctx)
@@ -706,22 +705,7 @@ def _stage_predict(ctx: RunContext) -> None:
             # for importing torch, per model and fold); a Dask cluster still gets the cases
             predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir, workers=1,
                            scheduler=cfg.parallel.scheduler, force=ctx.force, replace_other=True, progress=ctx.progress)
-        _gather_predictions(final, splits)
-
-
-def _gather_predictions(final: Path, splits) -> None:
-    """Each CV case from the fold that held it out; each test-only case by majority vote of the folds."""
-    from .fileio import atomic_path
-    from .volume import Volume
-
-    for fold in range(splits.n_folds):
-        for case in splits.test(fold):
-            with atomic_path(final / f"{case}.nii.gz") as tmp:
-                shutil.copyfile(final / f"fold{fold}" / f"{case}.nii.gz", tmp)
-    for case in splits.test_only:
-        masks = [Volume.read(final / f"fold{k}" / f"{case}.nii.gz") for k in range(splits.n_folds)]
-        votes = np.mean([m.array > 0 for m in masks], axis=0)
-        masks[0].with_array((votes > 0.5).astype(np.uint8)).write(final / f"{case}.nii.gz")
+        combine_fold_predictions(final, splits)
 
 
 def _stage_evaluate(ctx: RunContext) -> None:

@@ -369,6 +369,20 @@ def check_no_leakage(
 
 
 # ---------------------------------------------------------------------------------- a fold's test set
+def load_fold_splits(path: str | os.PathLike, fold: int, cohort: "Cohort") -> Splits:
+    """The saved CV splits for training or testing fold ``fold``, checked against the cohort (a
+    metastatic case in no fold would train everywhere: the splits were made for another cohort)."""
+    split_obj = load_splits(path)
+    if not 0 <= fold < split_obj.n_folds:
+        raise ConfigError(f"fold {fold} does not exist in {path}; folds are 0..{split_obj.n_folds - 1}")
+    outside = sorted(c.id for c in cohort.by_role("metastatic")
+                     if split_obj.fold_of(c.id) is None and c.id not in split_obj.test_only)
+    if outside:
+        raise InputError(f"{path}: metastatic case(s) {', '.join(outside[:5])} of cohort {cohort.name!r} are in no "
+                         "fold; the splits were made for another cohort: remake them for this one")
+    return split_obj
+
+
 def held_out_cases(path: str | os.PathLike, fold: int, cohort: "Cohort | str | os.PathLike") -> tuple[Splits, list[str]]:
     """The cases fold ``fold``'s model is tested on, as the study's predict stage chooses them: the
     cases of test fold ``fold`` plus the test-only cases (role ``test``: in no fold, never trained
@@ -379,11 +393,9 @@ def held_out_cases(path: str | os.PathLike, fold: int, cohort: "Cohort | str | o
     for another cohort, are refused in one line). Used by ``metsynth predict --fold`` and
     ``metsynth evaluate --fold``.
     """
-    from ..segmentation.datasets import _load_splits
-
-    split_obj = _load_splits(path, fold, _as_cohort(cohort))
+    split_obj = load_fold_splits(path, fold, _as_cohort(cohort))
     return split_obj, sorted(set(split_obj.test(fold)) | set(split_obj.test_only))
 
 
 __all__ = ["LeakageReport", "SplitConfig", "Splits", "check_no_leakage", "held_out_cases", "leakage_filter",
-           "load_or_make_splits", "load_splits", "make_splits", "read_index", "training_index"]
+           "load_fold_splits", "load_or_make_splits", "load_splits", "make_splits", "read_index", "training_index"]

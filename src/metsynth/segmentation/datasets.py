@@ -182,7 +182,9 @@ def build_training_set(
     excluded: set[str] = set()
     split_obj = None
     if fold is not None:
-        split_obj = _load_splits(splits, fold, cohort)
+        from ..evaluation.splits import load_fold_splits
+
+        split_obj = load_fold_splits(splits, fold, cohort)
         test_cases = sorted(split_obj.test(fold))
         excluded = split_obj.excluded_from_training(fold)
 
@@ -308,22 +310,6 @@ def _index_volumes(folder: Path, source: str, split_obj, fold: int | None,
         for _, row in table.iterrows()
     ]
     return items, n_before - len(table)
-
-
-# ------------------------------------------------------------------ CV splits (evaluation's)
-def _load_splits(path, fold: int, cohort):
-    """The saved CV splits, checked against the cohort (a case in no fold would train everywhere)."""
-    from ..evaluation.splits import load_splits
-
-    split_obj = load_splits(path)
-    if not 0 <= fold < split_obj.n_folds:
-        raise ConfigError(f"fold {fold} does not exist in {path}; folds are 0..{split_obj.n_folds - 1}")
-    outside = sorted(c.id for c in cohort.by_role("metastatic")
-                     if split_obj.fold_of(c.id) is None and c.id not in split_obj.test_only)
-    if outside:
-        raise InputError(f"{path}: metastatic case(s) {', '.join(outside[:5])} of cohort {cohort.name!r} are in no "
-                         "fold; the splits were made for another cohort: remake them for this one")
-    return split_obj
 
 
 # ======================================================================= the volume cache

@@ -490,6 +490,24 @@ def predict_cohort(
     return out
 
 
+def combine_fold_predictions(final: Path, splits) -> None:
+    """``final/<case>.nii.gz`` from ``final/fold<k>/``: each CV case from the fold that held it out,
+    each test-only case by majority vote of the folds (``metsynth experiment``'s predict stage and
+    ``metsynth predict --fold``)."""
+    import shutil
+
+    from ..fileio import atomic_path
+
+    for fold in range(splits.n_folds):
+        for case in splits.test(fold):
+            with atomic_path(final / f"{case}.nii.gz") as tmp:
+                shutil.copyfile(final / f"fold{fold}" / f"{case}.nii.gz", tmp)
+    for case in splits.test_only:
+        masks = [Volume.read(final / f"fold{k}" / f"{case}.nii.gz") for k in range(splits.n_folds)]
+        votes = np.mean([m.array > 0 for m in masks], axis=0)
+        masks[0].with_array((votes > 0.5).astype(np.uint8)).write(final / f"{case}.nii.gz")
+
+
 def gather_fold_predictions(model_dir: str | os.PathLike) -> list[Path] | None:
     """Assemble one model's per-fold predictions into the study's layout, once every fold is there.
 
@@ -501,7 +519,6 @@ def gather_fold_predictions(model_dir: str | os.PathLike) -> list[Path] | None:
     masks written, or None while a fold is missing (nothing is written then).
     """
     from ..evaluation.splits import load_splits
-    from ..experiment import _gather_predictions
 
     root = Path(model_dir)
     records = {}
@@ -518,11 +535,12 @@ def gather_fold_predictions(model_dir: str | os.PathLike) -> list[Path] | None:
         wanted = set(split_obj.test(k)) | set(split_obj.test_only)
         if k not in records or any(not (root / f"fold{k}" / f"{case}.nii.gz").is_file() for case in wanted):
             return None
-    _gather_predictions(root, split_obj)
+    combine_fold_predictions(root, split_obj)
     return [root / f"{case}.nii.gz" for case in sorted(set(split_obj.cases) | set(split_obj.test_only))]
 
 
 __all__ = [
-    "Prediction", "PredictTask", "SegmentationModel", "gather_fold_predictions", "predict_cohort", "predict_volume",
+    "Prediction", "PredictTask", "SegmentationModel", "combine_fold_predictions", "gather_fold_predictions", "predict_cohort",
+    "predict_volume",
     "resample_linear", "resolve_device", "restore_source_grid", "run_predict_task",
 ]
