@@ -360,8 +360,8 @@ def check_resume_checkpoint(path: Path, module: DiffusionModule) -> None:
     """A one-line :class:`~metsynth.errors.InputError` unless ``path`` is a Lightning checkpoint
     this training can resume from: readable with ``torch.load(weights_only=True)``, with
     Lightning's training state and the loss history, and weights that fit ``module``
-    (:func:`metsynth.segmentation.train.check_resume_checkpoint` does the checks)."""
-    from ..segmentation.train import check_resume_checkpoint as check
+    (:func:`metsynth.checkpoints.check_resume_checkpoint` does the checks)."""
+    from ..checkpoints import check_resume_checkpoint as check
 
     check(path, {k: v.shape for k, v in module.state_dict().items()},
           optimizer_params=len(list(module.model.parameters())), callbacks=(LossHistory(path.parent).state_key,),
