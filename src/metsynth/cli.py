@@ -10,7 +10,8 @@ path (``--out``, ``--run-dir``) that cannot be written is refused before the com
 commands, so ``metsynth --help`` stays fast.
 
 Stage packages add their commands through a ``register(app)`` function in a ``commands``
-module listed in ``COMMAND_MODULES``.
+module listed in ``COMMAND_MODULES``. The library sits below this module: ``--quiet`` and the
+log level are set through :mod:`metsynth.progress` and :mod:`metsynth.logs`, which it reads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 import typer
 
 from .errors import MetsynthError, os_error_message
+from .logs import configure_logging
+from .progress import quiet, set_quiet  # noqa: F401 - quiet: read by the commands modules
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("metsynth")
@@ -57,34 +59,15 @@ COMMAND_MODULES = (
     "metsynth.experiment_commands",
 )
 
-_state: dict[str, Any] = {"quiet": False}
-
-
-def quiet() -> bool:
-    """Whether progress bars and chatter are switched off (``metsynth --quiet``)."""
-    return bool(_state["quiet"])
-
-
 @app.callback()
 def main(
     quiet_: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or info messages."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
 ) -> None:
     """metsynth: synthetic femoral metastasis CT, diffusion harmonization, 3D U-Net segmentation."""
-    _state["quiet"] = quiet_
+    set_quiet(quiet_)
     level = logging.DEBUG if verbose else (logging.WARNING if quiet_ else logging.INFO)
     configure_logging(level)
-
-
-def configure_logging(level: int) -> None:
-    """metsynth's messages at ``level`` on stderr (also in worker processes, which start bare)."""
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    # Lightning logs through its own handlers (and advertises services at INFO): keep its
-    # messages once, at WARNING unless --verbose.
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
-        logger.propagate = False
 
 
 # Options that name what a command writes; checked before the command runs.

@@ -273,10 +273,6 @@ def load_experiment_config(path: str | os.PathLike) -> ExperimentConfig:
 
 
 # ------------------------------------------------------------------ stages
-STAGE_NAMES = ("cohort", "prepare", "bank", "synthesize", "diffusion", "harmonize", "sweep", "realism", "splits", "train",
-               "size_study", "predict", "evaluate", "stats", "variability", "report")
-
-
 def build_stages(config: ExperimentConfig) -> list[Stage]:
     c = config
     stages = [
@@ -584,7 +580,7 @@ class FoldTrainings:
 
 def run_fold_trainings(task: FoldTrainings) -> list[str]:
     """A worker process's task: train ``task.jobs`` one after the other; the model folders."""
-    from .cli import configure_logging
+    from .logs import configure_logging
 
     configure_logging(task.log_level)
     if task.threads:

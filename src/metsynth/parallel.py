@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, MetsynthError
+from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class TaskMap:
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
-        bar = _progress_bar(len(self.tasks), self.desc, self.progress)
+        bar = progress_bar(len(self.tasks), self.desc, self.progress)
         try:
             if self.scheduler is not None:
                 yield from self._run_dask(bar)
@@ -248,18 +249,3 @@ def map_tasks(
         fn, tasks, workers=workers, scheduler=scheduler, progress=progress, desc=desc, key=key,
         raise_on_failure=raise_on_failure, max_pending=max_pending,
     )
-
-
-def _progress_bar(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled or total == 0:
-        return None
-    try:
-        from .cli import quiet
-
-        if quiet():
-            return None
-    except Exception:  # noqa: BLE001 - the CLI module is optional for library use
-        pass
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="task", dynamic_ncols=True, leave=False)

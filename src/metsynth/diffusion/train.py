@@ -43,6 +43,7 @@ from lightning.pytorch.callbacks import Callback
 from ..cohort import Cohort, load_cohort
 from ..errors import ConfigError
 from ..fileio import atomic_path, files_stamp, read_json, save_torch, temp_path_for, write_json, write_text
+from ..progress import quiet
 from .data import EpochSampler, PatchDataset, ResumableLoader, load_training_cases
 from .presets import DiffusionConfig, diffusion_config
 
@@ -292,7 +293,7 @@ def train_diffusion(
             accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
             precision=precision, max_epochs=train.max_epochs, max_steps=train.max_steps,
             callbacks=[history, checkpoint, *callbacks], logger=False, enable_checkpointing=False,
-            enable_progress_bar=progress and not _quiet(), enable_model_summary=False,
+            enable_progress_bar=progress and not quiet(), enable_model_summary=False,
             log_every_n_steps=train.log_every_n_steps, default_root_dir=out_dir, num_sanity_val_steps=0,
         )
         start = time.perf_counter()
@@ -404,15 +405,6 @@ def _lightning_chatter_off():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-
-
-def _quiet() -> bool:
-    try:
-        from ..cli import quiet
-
-        return quiet()
-    except Exception:  # noqa: BLE001 - the CLI is optional for library use
-        return False
 
 
 def steps_per_epoch(n_cases: int, config: DiffusionConfig) -> int:

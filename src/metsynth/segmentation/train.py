@@ -43,6 +43,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..checkpoints import check_resume_checkpoint
 from ..fileio import atomic_path, file_sha256, read_json, save_torch, write_json
+from ..progress import quiet
 from .datasets import AIR, TrainingSet
 from .presets import SegmentationConfig, segmentation_config
 
@@ -513,7 +514,7 @@ def train_segmentation(
         max_steps=config.max_steps, check_val_every_n_epoch=config.val_every_n_epochs,
         logger=CSVLogger(save_dir=out, name="", version="logs"), callbacks=callbacks,
         default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=tcfg.log_every_n_steps,
-        enable_progress_bar=progress and not _quiet(), enable_model_summary=False,
+        enable_progress_bar=progress and not quiet(), enable_model_summary=False,
         use_distributed_sampler=False,
     )
     ckpt_path = None
@@ -591,15 +592,6 @@ def _merge_logs(log_dir: Path) -> Path:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
-
-
-def _quiet() -> bool:
-    try:
-        from ..cli import quiet
-
-        return quiet()
-    except Exception:  # noqa: BLE001 - library use without the CLI
-        return False
 
 
 def other_training(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
