@@ -60,7 +60,7 @@ def reference(
 
 def stages() -> None:
     """List the stages in order."""
-    from .experiment import STAGE_NAMES
+    from .stages import STAGE_NAMES
 
     typer.echo("\n".join(STAGE_NAMES))
 

@@ -67,8 +67,6 @@ class RunData:
     @functools.cached_property
     def markers(self) -> list[dict[str, Any]]:
         """Stage markers (``stages/*.json``), in order of finish time (the pipeline's order within a second)."""
-        from ..experiment import STAGE_NAMES
-
         folder = self.layout.stages
         out = []
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
