@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 # The study's stages (``metsynth experiment``), in pipeline order: built by
 # :func:`metsynth.experiment.build_stages`, listed by ``metsynth experiment stages`` and used by
 # the report to order the stage markers. Here, below both, so the report needs no experiment import.
-STAGE_NAMES = ("cohort", "prepare", "bank", "synthesize", "diffusion", "harmonize", "sweep", "realism", "splits", "train",
-               "size_study", "predict", "evaluate", "stats", "variability", "report")
+STAGE_NAMES = ("cohort", "prepare", "bank", "synthesize", "diffusion", "harmonize", "sweep", "realism", "splits",
+               "train", "size_study", "predict", "evaluate", "stats", "variability", "report")
 
 
 @dataclass
