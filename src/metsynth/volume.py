@@ -20,6 +20,13 @@ both are checked here: a NIfTI file is read only when it holds all the bytes its
 announces (and, gzipped, when its gzip stream is complete), and a written file is renamed to
 its final name only when it holds all of them (a full disk is a
 :class:`~metsynth.fileio.DiskFullError`).
+
+Stored precision: ``Volume.write(..., scale=IntensityScale(...))`` stores a float image as int16
+with the NIfTI ``scl_slope``/``scl_inter`` fields set, so that every NIfTI reader (ITK/SimpleITK,
+nibabel, 3D Slicer) returns ``slope * stored + inter`` as floats. :meth:`IntensityScale.hu_step`
+makes the step one HU of a prepared cohort's HU window (CT's own precision: at most 0.5 HU of
+round-trip error). SimpleITK writes 1 and 0 in those fields whatever the image's metadata says,
+so they are written into the header here, between ITK's write and the gzip.
 """
 
 from __future__ import annotations
@@ -244,16 +251,27 @@ class Volume:
             )
         return cls.from_sitk(image, path)
 
-    def write(self, path: str | os.PathLike, compression_level: int | None = 1) -> Path:
+    def write(self, path: str | os.PathLike, compression_level: int | None = 1,
+              scale: "IntensityScale | None" = None) -> Path:
         """Write atomically; NIfTI is gzip-compressed when the name ends in .gz.
 
         ``compression_level``: gzip level for .nii.gz (1 fastest .. 9 smallest; None = 6) and
         for NRRD/MHA (None = uncompressed). Level 1 costs a fraction of level 6's time for a
         few % more bytes (benchmarks/RESULTS.md); masks compress well at any level.
+
+        ``scale``: store the image as int16 ``round((value - inter) / slope)`` with ``scl_slope``
+        and ``scl_inter`` in the NIfTI header (NIfTI only); readers get the values back within
+        half a step. Values that int16 cannot hold at that step, NaN and infinities are refused.
         """
         path = Path(path)
         if not _has_suffix(path, WRITABLE_SUFFIXES):
             raise InputError(f"{path}: can only write {', '.join(WRITABLE_SUFFIXES)}")
+        volume = self
+        if scale is not None:
+            if not _has_suffix(path, (".nii", ".nii.gz")):
+                raise InputError(f"{path}: int16 storage with a scale needs NIfTI (.nii or .nii.gz); NRRD and "
+                                 "MHA have no scl_slope/scl_inter fields")
+            volume = self.with_array(scale.quantize(self.array, what=str(path)), path=self.path)
         sitk = _sitk()
         gz = path.name.lower().endswith(".gz")
         with atomic_path(path) as tmp:
@@ -261,16 +279,109 @@ class Volume:
                 # ITK ignores the compression level for NIfTI: write raw, gzip at our level.
                 raw = tmp.with_name(tmp.name[: -len(".gz")])
                 try:
-                    sitk.WriteImage(self.to_sitk(), str(raw), False)
-                    _check_written(raw, path, self)
+                    sitk.WriteImage(volume.to_sitk(), str(raw), False)
+                    _check_written(raw, path, volume)
+                    if scale is not None:
+                        _set_nifti_scaling(raw, scale)
                     _gzip_file(raw, tmp, 6 if compression_level is None else compression_level)
                 finally:
                     raw.unlink(missing_ok=True)
             else:
                 compress = compression_level is not None and path.suffix in (".nrrd", ".mha")
-                sitk.WriteImage(self.to_sitk(), str(tmp), compress, compression_level if compress else -1)
-                _check_written(tmp, path, self)
+                sitk.WriteImage(volume.to_sitk(), str(tmp), compress, compression_level if compress else -1)
+                _check_written(tmp, path, volume)
+                if scale is not None:
+                    _set_nifti_scaling(tmp, scale)
         return path
+
+
+IMAGE_STORAGES = ("float32", "int16")
+
+
+@dataclass(frozen=True)
+class IntensityScale:
+    """Integer storage of a float image: ``value = slope * stored + inter`` (NIfTI ``scl_slope``,
+    ``scl_inter``). Both are float32 in a NIfTI-1 header, so they are kept as float32 values:
+    what is written is what every reader applies."""
+
+    slope: float
+    inter: float
+
+    def __post_init__(self) -> None:
+        slope, inter = float(np.float32(self.slope)), float(np.float32(self.inter))
+        if not (np.isfinite(slope) and np.isfinite(inter)) or slope <= 0:
+            raise InputError(f"intensity scale: slope must be positive and finite, got {self.slope} "
+                             f"(inter {self.inter})")
+        object.__setattr__(self, "slope", slope)
+        object.__setattr__(self, "inter", inter)
+
+    @classmethod
+    def hu_step(cls, hu_window: tuple[float, float] | None, step_hu: float = 1.0) -> "IntensityScale":
+        """One stored step per ``step_hu`` HU: for a prepared cohort (``hu_window = (lo, hi)`` mapped
+        to [-1, 1]) with the default 1 HU the stored integer is the HU value itself (so the window's
+        low end, -1, is stored exactly); for raw HU images (``None``) too."""
+        if not (np.isfinite(step_hu) and step_hu > 0):
+            raise InputError(f"intensity scale: step_hu must be positive, got {step_hu}")
+        if hu_window is None:
+            return cls(float(step_hu), 0.0)
+        lo, hi = (float(v) for v in hu_window)
+        if not hi > lo:
+            raise InputError(f"intensity scale: hu_window must be (low, high) with low < high, got {hu_window}")
+        slope = 2.0 * step_hu / (hi - lo)
+        return cls(slope, -1.0 - slope * round(lo / step_hu))
+
+    @property
+    def max_error(self) -> float:
+        """Largest round-trip error in the image's units: half a step, plus the float32 rounding of
+        the values read (1/1000 of a step covers it in [-1, 1] for HU windows up to ~8000 HU wide)."""
+        return 0.5 * self.slope * (1 + 1e-3)
+
+    def quantize(self, array: np.ndarray, what: str = "image") -> np.ndarray:
+        """The int16 array stored for ``array`` (raises InputError naming ``what`` if it cannot hold it)."""
+        values = np.asarray(array)
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+            raise InputError(f"{what}: image has NaN or infinite voxels, which int16 storage cannot hold; fix "
+                             "them or store float32")
+        stored = np.rint((values.astype(np.float64) - self.inter) / self.slope)
+        info = np.iinfo(np.int16)
+        if stored.size and (stored.min() < info.min or stored.max() > info.max):
+            lo, hi = float(values.min()), float(values.max())
+            raise InputError(
+                f"{what}: values span [{lo:g}, {hi:g}], beyond what int16 holds at a step of {self.slope:g} "
+                f"({self.restore(np.array([info.min, info.max]))[0]:g} .. "
+                f"{self.restore(np.array([info.min, info.max]))[1]:g}); store float32 instead")
+        return stored.astype(np.int16)
+
+    def restore(self, stored: np.ndarray) -> np.ndarray:
+        """The float32 values a NIfTI reader returns for ``stored``."""
+        return (np.asarray(stored, dtype=np.float64) * self.slope + self.inter).astype(np.float32)
+
+
+def storage_scale(storage: str, hu_window: tuple[float, float] | None) -> IntensityScale | None:
+    """The scale of an ``image_storage`` setting: ``None`` for float32 (the array's own type),
+    one step per HU of ``hu_window`` for int16 (``None`` window: raw HU images)."""
+    if storage == "float32":
+        return None
+    if storage == "int16":
+        return IntensityScale.hu_step(hu_window)
+    raise InputError(f"image_storage must be one of {', '.join(IMAGE_STORAGES)}, got {storage!r}")
+
+
+def _set_nifti_scaling(file: Path, scale: IntensityScale) -> None:
+    """Write ``scl_slope``/``scl_inter`` into an uncompressed NIfTI file's header (in place)."""
+    import struct
+
+    with open(file, "r+b") as fh:
+        head = fh.read(540)
+        layout = nifti_layout(head)
+        if layout is None:
+            raise WriteError(errno.EIO, f"{file}: not a NIfTI header after writing it; cannot record its scaling")
+        if struct.unpack(layout.endian + "i", head[:4])[0] == 348:  # NIfTI-1: float32 at 112, 116
+            fh.seek(112)
+            fh.write(struct.pack(layout.endian + "2f", scale.slope, scale.inter))
+        else:  # NIfTI-2: float64 at 176, 184
+            fh.seek(176)
+            fh.write(struct.pack(layout.endian + "2d", scale.slope, scale.inter))
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
