@@ -255,7 +255,7 @@ def test_limit_picks_the_same_volumes_as_metsynth_training_sets(run_dir, tmp_pat
     final = json.loads((dataset / "splits_final.json").read_text())
     for k in range(2):
         ours = build_training_set(run_dir / "prepared/cohort.yaml", "synthetic", fold=k, splits=run_dir / "splits.json",
-                                  synthetic=run_dir / "synthetic", limit=4, val_cases=0, seed=3)
+                                  synthetic=run_dir / "synthetic", limit=4, val_cases=0, seed=3 + k)
         assert sorted(final[k]["train"]) == sorted(nnunet_id("synthetic", v.case) for v in ours.train)
 
 

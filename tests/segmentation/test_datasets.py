@@ -101,7 +101,7 @@ def test_splits_of_another_cohort_are_refused(tmp_path, builders):
     a = builders.write_prepared_cohort(tmp_path / "a", n_metastatic=4)
     b = builders.write_prepared_cohort(tmp_path / "b", n_metastatic=6)
     make_splits(load_cohort(a), n_folds=2).save(tmp_path / "splits.json")
-    with pytest.raises(InputError, match="in no fold"):
+    with pytest.raises(InputError, match="missing from the splits: M05, M06"):
         build_training_set(b, "real", fold=0, splits=tmp_path / "splits.json", val_cases=1)
 
 

@@ -369,17 +369,30 @@ def check_no_leakage(
 
 
 # ---------------------------------------------------------------------------------- a fold's test set
+def check_splits_match(splits: Splits, cohort: "Cohort", path: str | os.PathLike) -> None:
+    """Refuse splits made for another cohort: the folds must hold exactly the cohort's metastatic
+    cases and ``test_only`` its test cases (a metastatic case in no fold would train everywhere;
+    a fold case the cohort lacks means the folds were drawn over other cases)."""
+    problems = []
+    for what, have, want in (("metastatic cases", set(splits.cases), {c.id for c in cohort.by_role("metastatic")}),
+                             ("test-only cases", set(splits.test_only), {c.id for c in cohort.by_role("test")})):
+        extra, lacking = sorted(have - want), sorted(want - have)
+        if extra:
+            problems.append(f"{what} not in the cohort: {', '.join(extra[:5])}")
+        if lacking:
+            problems.append(f"{what} missing from the splits: {', '.join(lacking[:5])}")
+    if problems:
+        raise InputError(f"{path}: made for another cohort than {cohort.name!r} ({'; '.join(problems)}); remake the "
+                         "splits for this cohort (delete splits.json and rerun `metsynth splits` or the splits stage)")
+
+
 def load_fold_splits(path: str | os.PathLike, fold: int, cohort: "Cohort") -> Splits:
-    """The saved CV splits for training or testing fold ``fold``, checked against the cohort (a
-    metastatic case in no fold would train everywhere: the splits were made for another cohort)."""
+    """The saved CV splits for training or testing fold ``fold``, checked against the cohort
+    (:func:`check_splits_match`)."""
     split_obj = load_splits(path)
     if not 0 <= fold < split_obj.n_folds:
         raise ConfigError(f"fold {fold} does not exist in {path}; folds are 0..{split_obj.n_folds - 1}")
-    outside = sorted(c.id for c in cohort.by_role("metastatic")
-                     if split_obj.fold_of(c.id) is None and c.id not in split_obj.test_only)
-    if outside:
-        raise InputError(f"{path}: metastatic case(s) {', '.join(outside[:5])} of cohort {cohort.name!r} are in no "
-                         "fold; the splits were made for another cohort: remake them for this one")
+    check_splits_match(split_obj, cohort, path)
     return split_obj
 
 
@@ -397,5 +410,5 @@ def held_out_cases(path: str | os.PathLike, fold: int, cohort: "Cohort | str | o
     return split_obj, sorted(set(split_obj.test(fold)) | set(split_obj.test_only))
 
 
-__all__ = ["LeakageReport", "SplitConfig", "Splits", "check_no_leakage", "held_out_cases", "leakage_filter",
-           "load_fold_splits", "load_or_make_splits", "load_splits", "make_splits", "read_index", "training_index"]
+__all__ = ["LeakageReport", "SplitConfig", "Splits", "check_no_leakage", "check_splits_match", "held_out_cases",
+           "leakage_filter", "load_fold_splits", "load_or_make_splits", "load_splits", "make_splits", "read_index", "training_index"]

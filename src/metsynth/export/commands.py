@@ -25,7 +25,10 @@ def nnunet(
         "exported (they are the validation cases)."),
     limit: Optional[int] = typer.Option(
         None, "--limit", min=1, help="Keep N synthetic/harmonized volumes per fold (seeded, as the size study)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --limit selection."),
+    seed: Optional[int] = typer.Option(
+        None, "--seed",
+        help="Seed of the --limit selection; fold k draws with seed + k, as the study trains fold k (default: the "
+        "run's seed with a RUN_DIR, else 0)."),
     link: bool = typer.Option(
         False, "--link/--copy",
         help="Hard-link (else symlink) files usable unchanged (labels; images with --intensity standardized) "
@@ -58,12 +61,14 @@ def nnunet(
     """
     from ..cli import quiet
     from ..errors import InputError
-    from .nnunet import NnunetExportConfig, export_nnunet
+    from .nnunet import NnunetExportConfig, export_nnunet, run_seed
 
     if out is None:  # never a folder of the working directory the user did not name
         raise InputError("no output folder: give --out DIR (your nnUNet_raw folder) or set the nnUNet_raw "
                          "environment variable, as nnU-Net itself expects")
 
+    if seed is None:
+        seed = run_seed(run_dir) if run_dir is not None else 0
     config = NnunetExportConfig.from_dict(
         {"dataset_id": dataset_id, "name": name, "sources": sources, "limit": limit, "seed": seed, "link": link,
          "intensity": intensity, "test_cases": test_cases, "annotator": annotator}, source="export options")

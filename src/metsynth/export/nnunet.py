@@ -23,9 +23,10 @@ fold k: no volume whose donor lesion comes from a case of test fold k or a test-
 built on a test-only healthy case. Each fold is checked again with ``check_no_leakage`` before
 anything is written. Volumes allowed in no fold are not exported, so ``nnUNetv2_train ... all``
 (every case of imagesTr) never sees test-only data either. ``limit`` keeps N synthetic/harmonized
-volumes per fold: the first N of one seeded permutation of the fold's allowed volumes (the rule
-of :func:`metsynth.segmentation.datasets.build_training_set`, so the same seed gives the same
-volumes as metsynth's own size-study training sets).
+volumes per fold: the first N of one seeded permutation of the fold's allowed volumes, fold k
+seeded with ``seed + k`` (:func:`metsynth.synthesis.sets.fold_volumes`, the rule of metsynth's
+own training sets, which the study trains fold k with seed + k: the run's seed gives the run's
+size-study volumes).
 
 Intensities: prepared images are standardized to [-1, 1] from a HU window. By default they are
 mapped back to HU (:func:`metsynth.prepare.destandardize` with the prepared manifest's
@@ -110,7 +111,8 @@ class NnunetExportConfig(Settings):
         "The real cases are always exported: they are the validation cases.")
     limit: int | None = Field(None, ge=1, description="Keep N synthetic/harmonized volumes per fold (size study); "
                               "null keeps all that the leakage filter allows.")
-    seed: int = Field(0, description="Seed of the permutation that --limit takes its first N from.")
+    seed: int = Field(0, description="Seed of the permutation that --limit takes its first N from; fold k draws with "
+                                   "seed + k, as the study trains fold k (so a run's seed picks the run's volumes).")
     intensity: Literal["hu", "standardized"] = Field(
         "hu", description="hu: map the prepared [-1, 1] images back to HU (recommended for nnU-Net's CT "
         "normalization); standardized: keep [-1, 1].")
@@ -168,6 +170,18 @@ class ExportInputs:
     splits: Path
     synthetic: Path | None = None
     harmonized: Path | None = None
+
+
+def run_seed(run_dir: str | os.PathLike) -> int:
+    """The seed of the study in ``run_dir`` (its ``config.yaml``), 0 when it has none."""
+    from ..config import read_yaml
+    from ..layout import RunLayout
+
+    path = RunLayout(Path(run_dir)).config
+    if not path.is_file():
+        return 0
+    data = read_yaml(path) or {}
+    return int(data.get("seed", 0)) if isinstance(data, dict) else 0
 
 
 def resolve_inputs(
@@ -283,49 +297,6 @@ class ExportPlan:
 
 
 
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("true", "1", "yes")
-
-
-def _read_set(folder: Path, source: str) -> "pd.DataFrame":
-    """Kept volumes of a synthetic/harmonized set: volume_id, donor/healthy case, absolute paths."""
-    from ..evaluation.splits import read_index
-
-    table = read_index(folder / "index.csv")
-    missing = [c for c in ("image", "label") if c not in table.columns]
-    if missing:
-        raise InputError(f"{folder / 'index.csv'}: lacks column(s) {', '.join(missing)}; point to the output of "
-                         "`metsynth synthesize` or `metsynth harmonize`")
-    if "kept" in table.columns:
-        table = table[table["kept"].map(_truthy)]
-    table = table[table["image"].map(lambda v: isinstance(v, str) and bool(v.strip()))]
-    dup = table["volume_id"][table["volume_id"].duplicated()].tolist()
-    if dup:
-        raise InputError(f"{folder / 'index.csv'}: duplicate volume id(s) {', '.join(map(str, dup[:5]))}")
-    table = table.copy()
-    for col in ("image", "label"):
-        table[col] = [str(p if Path(str(p)).is_absolute() else folder / str(p)) for p in table[col]]
-    table["source"] = source
-    table["key"] = [f"{source}/{v}" for v in table["volume_id"]]
-    return table.reset_index(drop=True)
-
-
-def _check_splits(splits: "Splits", cohort: "Cohort", path: Path) -> None:
-    metastatic = {c.id for c in cohort.by_role("metastatic")}
-    test_only = {c.id for c in cohort.by_role("test")}
-    problems = []
-    for what, have, want in (("metastatic cases", set(splits.cases), metastatic),
-                             ("test-only cases", set(splits.test_only), test_only)):
-        extra, lacking = sorted(have - want), sorted(want - have)
-        if extra:
-            problems.append(f"{what} not in the cohort: {', '.join(extra[:5])}")
-        if lacking:
-            problems.append(f"{what} missing from the splits: {', '.join(lacking[:5])}")
-    if problems:
-        raise InputError(f"{path}: made for another cohort than {cohort.name!r} ({'; '.join(problems)}); remake the "
-                         "splits for this cohort (delete splits.json and rerun the splits stage)")
-
-
 def _real_case(case, subset: str, annotator: str | None, **extra: Any) -> ExportCase:
     ann = case.reference_lesion(annotator)
     if ann is None and subset == "Tr":
@@ -336,44 +307,34 @@ def _real_case(case, subset: str, annotator: str | None, **extra: Any) -> Export
 
 def plan_export(inputs: ExportInputs, config: NnunetExportConfig) -> ExportPlan:
     """Decide every file and every fold (reads manifests and indexes only; writes nothing)."""
-    import pandas as pd
-
     from ..cohort import load_cohort
-    from ..evaluation.splits import check_no_leakage, leakage_filter, load_splits
+    from ..evaluation.splits import check_splits_match, load_splits
+    from ..synthesis.sets import fold_seed, fold_volumes, read_set
 
     cohort = load_cohort(inputs.cohort)
     if cohort.prepared is None:
         raise InputError(f"{inputs.cohort}: not a prepared cohort (no 'prepared:' block with the HU window); export "
                          "the output of `metsynth prepare` (RUN/prepared/cohort.yaml)")
     splits = load_splits(inputs.splits)
-    _check_splits(splits, cohort, inputs.splits)
+    check_splits_match(splits, cohort, inputs.splits)
     known = [c.id for c in cohort.cases]
     if config.limit is not None and not any(s in ("synthetic", "harmonized") for s in config.sources):
         raise ConfigError(f"limit={config.limit} applies to synthetic/harmonized volumes, but the sources are "
                           f"{','.join(config.sources)}; add 'synthetic' or 'harmonized' or drop --limit")
 
-    sets = [_read_set(folder, source) for source, folder in
+    sets = [read_set(folder, source) for source, folder in
             (("synthetic", inputs.synthetic), ("harmonized", inputs.harmonized))
             if source in config.sources and folder is not None]
-    pool = pd.concat(sets, ignore_index=True) if sets else pd.DataFrame(
-        columns=["volume_id", "donor_case", "healthy_case", "image", "label", "source", "key"])
+    pool = fold_volumes(sets, None, None).volumes
 
     chosen_per_fold: list[list[str]] = []
     dropped: list[int] = []
     for k in range(splits.n_folds):
-        report = leakage_filter(pool, splits, k, known_cases=known)
-        allowed = report.kept
-        dropped.append(len(report.excluded))
-        if config.limit is not None:
-            if config.limit > len(allowed):
-                raise ConfigError(
-                    f"limit={config.limit} but only {len(allowed)} synthetic/harmonized volumes remain for fold {k} "
-                    "after the leakage filter; lower --limit or synthesize more volumes")
-            allowed = allowed.sort_values("key", kind="stable").reset_index(drop=True)
-            perm = np.random.default_rng(np.random.SeedSequence([config.seed, 11])).permutation(len(allowed))
-            allowed = allowed.iloc[perm[:config.limit]].reset_index(drop=True)
-        check_no_leakage(allowed, splits, k, known_cases=known)  # never write a leaking fold
-        chosen_per_fold.append(list(allowed["key"]))
+        # the volumes metsynth's own training of fold k takes (leakage filter, then --limit's subset)
+        chosen = fold_volumes(sets, splits, k, known_cases=known, limit=config.limit,
+                              seed=fold_seed(config.seed, k))
+        dropped.append(chosen.dropped_leaking)
+        chosen_per_fold.append(list(chosen.volumes["key"]))
 
     folds_of: dict[str, list[int]] = {}
     for k, keys in enumerate(chosen_per_fold):
@@ -388,7 +349,7 @@ def plan_export(inputs: ExportInputs, config: NnunetExportConfig) -> ExportPlan:
     for row in pool.itertuples(index=False):
         if row.key not in folds_of:
             continue
-        healthy = row.healthy_case if isinstance(row.healthy_case, str) else None
+        healthy = str(row.healthy_case) or None
         cases.append(ExportCase(nnunet_id(row.source, row.volume_id), "Tr", row.source, str(row.volume_id),
                                 row.image, row.label, str(row.donor_case), healthy, tuple(folds_of[row.key])))
     if config.test_cases:

@@ -103,13 +103,13 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
 
 def figure4_lesions(sets: dict[int, Path], path: str | os.PathLike, k: int = 2) -> Path | None:
     """The same ``k`` lesions (rows) after each start timestep (columns); ``sets``: timestep -> set folder."""
-    from ..segmentation.datasets import read_index
+    from ..synthesis.sets import read_set
     from ..viz import Tile, montage
     from ..volume import Volume
     from ..diffusion.preview import lesion_tiles
 
     ts = sorted(sets)
-    tables = {t: read_index(Path(sets[t])).set_index("volume_id") for t in ts}
+    tables = {t: read_set(sets[t]).set_index("volume_id") for t in ts}
     common = sorted(set.intersection(*(set(tab.index) for tab in tables.values())))
     rows = []
     for vid in common[:k]:

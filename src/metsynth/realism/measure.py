@@ -113,9 +113,9 @@ def real_lesion_count(manifest: str | os.PathLike, config: RealismConfig) -> int
 
 def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int) -> list[str]:
     """``n`` kept volume ids of a set, drawn without replacement (seeded), in a fixed order."""
-    from ..segmentation.datasets import read_index
+    from ..synthesis.sets import read_set
 
-    ids = sorted(read_index(Path(folder))["volume_id"])
+    ids = sorted(read_set(folder)["volume_id"])
     if len(ids) <= n:
         return ids
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EA1]))
@@ -126,10 +126,10 @@ def generated_lesions(folder: str | os.PathLike, manifest: str | os.PathLike, so
                       volume_ids: list[str], config: RealismConfig) -> list[LesionSample]:
     """One lesion per listed volume of a synthetic or harmonized set (ids missing there are skipped)."""
     from ..cohort import load_cohort
-    from ..segmentation.datasets import read_index
+    from ..synthesis.sets import read_set
     from ..volume import Volume
 
-    table = read_index(Path(folder)).set_index("volume_id")
+    table = read_set(folder).set_index("volume_id")
     cohort = load_cohort(manifest)
     femurs: dict[str, np.ndarray | None] = {}
     out: list[LesionSample] = []

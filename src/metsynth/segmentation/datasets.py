@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..fileio import atomic_path, files_stamp, read_json, write_json
+from ..synthesis.sets import fold_volumes, read_set
 from ..volume import Volume
 from .presets import SOURCES, AugmentConfig, SegmentationConfig
 
@@ -202,26 +203,27 @@ def build_training_set(
     if "real" in sources:
         train += [v for v in real_items if v.case not in val_ids]
 
-    dropped = 0
-    synthetic_items: list[TrainingVolume] = []
+    sets = []
     for source, folder in (("synthetic", synthetic), ("harmonized", harmonized)):
         if source not in sources:
             continue
         if folder is None:
             raise ConfigError(f"source '{source}' needs its folder: pass --{source} DIR (with index.csv)")
-        items, n_dropped = _index_volumes(Path(folder), source, split_obj, fold, [c.id for c in cohort.cases])
-        synthetic_items += items
-        dropped += n_dropped
-    if synthetic_items and fold is None:
+        sets.append(read_set(folder, source))
+    chosen = fold_volumes(sets, split_obj, fold, known_cases=[c.id for c in cohort.cases], limit=limit, seed=seed)
+    dropped = chosen.dropped_leaking
+    if chosen.excluded is not None and len(chosen.excluded):
+        first = chosen.excluded.iloc[0]
+        log.info("fold %d: %d synthetic/harmonized volume(s) dropped by the leakage filter (e.g. %s: %s)", fold,
+                 len(chosen.excluded), first["key"], first["reason"])
+    if sets and fold is None:
         log.warning("training on synthetic data without a CV fold: no leakage filter applies (no test set)")
-    if limit is not None:
-        if limit > len(synthetic_items):
-            raise ConfigError(
-                f"limit={limit} but only {len(synthetic_items)} synthetic/harmonized volumes remain after "
-                f"the leakage filter (fold {fold}); lower --limit or synthesize more volumes")
-        synthetic_items.sort(key=lambda v: v.key)
-        perm = np.random.default_rng(np.random.SeedSequence([seed, 11])).permutation(len(synthetic_items))
-        synthetic_items = [synthetic_items[i] for i in perm[:limit]]
+    synthetic_items = [
+        TrainingVolume(key=row["key"], source=row["source"], image=row["image"], label=row["label"],
+                       case=str(row["volume_id"]), donor_case=str(row["donor_case"]),
+                       healthy_case=str(row["healthy_case"]) or None)
+        for _, row in chosen.volumes.iterrows()
+    ]
     train += synthetic_items
 
     online = None
@@ -266,50 +268,6 @@ def _real_volume(case) -> TrainingVolume:
         key=f"real/{case.id}", source="real", image=str(case.image), label=str(ann.path), case=case.id,
         femur=str(case.femur_mask) if case.femur_mask else None,
     )
-
-
-def read_index(folder: Path) -> "Any":
-    """The ``index.csv`` of a synthetic or harmonized set, kept volumes only, paths absolute."""
-    import pandas as pd
-
-    index = folder / "index.csv"
-    if not index.is_file():
-        raise InputError(f"{index}: no index.csv in the synthetic/harmonized folder; point to the output "
-                         "folder of `metsynth synthesize` or `metsynth harmonize`")
-    table = pd.read_csv(index, dtype={"volume_id": str, "donor_case": str, "healthy_case": str})
-    missing = {"volume_id", "image", "label", "donor_case"} - set(table.columns)
-    if missing:
-        raise InputError(f"{index}: missing column(s) {', '.join(sorted(missing))}")
-    if "kept" in table.columns:
-        kept = table["kept"].map(lambda v: str(v).strip().lower() in ("true", "1", "yes"))
-        table = table[kept]
-    table = table.copy()
-    for col in ("image", "label"):
-        table[col] = [str(p if Path(p).is_absolute() else folder / p) for p in table[col]]
-    return table.reset_index(drop=True)
-
-
-def _index_volumes(folder: Path, source: str, split_obj, fold: int | None,
-                   known_cases: list[str]) -> tuple[list[TrainingVolume], int]:
-    table = read_index(folder)
-    n_before = len(table)
-    if fold is not None:
-        from ..evaluation.splits import leakage_filter
-
-        report = leakage_filter(table, split_obj, fold, known_cases=known_cases)
-        table = report.kept
-        if len(report.excluded):
-            log.info("fold %d, %s: %d volume(s) dropped by the leakage filter (e.g. %s: %s)", fold, source,
-                     len(report.excluded), report.excluded.iloc[0]["volume_id"], report.excluded.iloc[0]["reason"])
-    items = [
-        TrainingVolume(
-            key=f"{source}/{row['volume_id']}", source=source, image=row["image"], label=row["label"],
-            case=str(row["volume_id"]), donor_case=str(row["donor_case"]),
-            healthy_case=str(row["healthy_case"]) if "healthy_case" in row and isinstance(row["healthy_case"], str) else None,
-        )
-        for _, row in table.iterrows()
-    ]
-    return items, n_before - len(table)
 
 
 # ======================================================================= the volume cache
@@ -769,5 +727,5 @@ class VolumeDataset:
 __all__ = [
     "AIR", "CachedVolume", "OnlineSource", "PatchDataset", "PatchParams", "PatchSampler", "TrainingSet", "TrainingVolume",
     "VolumeDataset", "build_training_set", "cache_volume", "cache_volumes", "draw_center", "draw_patch_params",
-    "extract_patch", "open_cached", "parse_sources", "patch_rng", "patch_sampler", "read_index", "rotation_matrix",
+    "extract_patch", "open_cached", "parse_sources", "patch_rng", "patch_sampler", "rotation_matrix",
 ]
