@@ -1,5 +1,15 @@
-"""Lightning checkpoints a training resumes from, checked before anything of the run is written
-(the U-Net's and the DDPM's trainings both use :func:`check_resume_checkpoint`)."""
+"""Model files, one format for both networks, and the Lightning checkpoints a training resumes from.
+
+* ``model.pt``: ``{"format": "metsynth-model/2", "network": "unet" | "ddpm", "state_dict": ...,
+  "meta": ...}``, tensors and plain data only (``torch.load(weights_only=True)``), written by
+  :func:`save_model` with ``model.yaml`` beside it (the same ``meta``, for people and for
+  tools that only want the settings). :func:`load_model` reads it, and still reads the two
+  formats before it (a U-Net ``metsynth-unet/1`` dict; a DDPM's bare state_dict with its
+  ``model.yaml``) and a training's Lightning ``.ckpt`` (each network says how to unpack one).
+  A model of the other network is refused in one line that names the command to use.
+* :func:`check_resume_checkpoint`: a ``last.ckpt`` checked before anything of the run is written
+  (the U-Net's and the DDPM's trainings both call it).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,78 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+
+MODEL_FORMAT = "metsynth-model/2"
+LEGACY_FORMATS = {"unet": "metsynth-unet/1", "ddpm": "metsynth-ddpm/1"}
+NETWORKS = {"unet": ("segmentation model", "`metsynth train`", "`metsynth predict` or `train --init`"),
+            "ddpm": ("DDPM", "`metsynth diffusion train`", "`metsynth harmonize --checkpoint`")}
+
+
+def save_model(path: str | os.PathLike, network: str, state_dict: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write ``model.pt`` (weights and ``meta``, plain data) and ``model.yaml`` (``meta``), atomically."""
+    import yaml
+
+    from .fileio import save_torch, write_text
+
+    if network not in NETWORKS:
+        raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
+    path = Path(path)
+    header = {"format": MODEL_FORMAT, "network": network}
+    save_torch(path, {**header, "state_dict": state_dict, "meta": meta})
+    described = {**header, **{k: v for k, v in meta.items() if k not in header}}
+    write_text(path.with_suffix(".yaml"), yaml.safe_dump(described, sort_keys=False))
+    return path
+
+
+def load_model(path: str | os.PathLike, network: str, *,
+               from_lightning: Any = None) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """``(state_dict, meta, file)`` of a model of ``network`` (a ``model.pt``, its folder, or a
+    Lightning ``.ckpt``: ``from_lightning(checkpoint) -> (state_dict, meta)``), loaded with
+    ``torch.load(weights_only=True)``; anything else is a one-line :class:`InputError`."""
+    import torch
+
+    what, made_by, used_by = NETWORKS[network]
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found; give the model.pt written by {made_by} (or its folder, or a "
+                         "Lightning .ckpt of its checkpoints/ folder)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - truncated, garbage or foreign: the file's fault
+        first = next((x.strip() for x in str(err).splitlines() if x.strip()), type(err).__name__)
+        raise InputError(f"{path}: cannot be read as a metsynth {what} with torch.load(weights_only=True) "
+                         f"({type(err).__name__}: {first}); use the model.pt written by {made_by}") from None
+    if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
+        if obj.get("network") != network:
+            other = NETWORKS.get(str(obj.get("network")), (str(obj.get("network")), "", "another command"))
+            raise InputError(f"{path}: a {other[0]}, not a {what}; give it to {other[2]}, and give {used_by} "
+                             f"the model.pt of {made_by}")
+        return obj["state_dict"], obj["meta"], path
+    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:  # Lightning checkpoint
+        if from_lightning is None:
+            raise InputError(f"{path}: a Lightning checkpoint; give the exported model.pt of {made_by}")
+        state, meta = from_lightning(obj)
+        return state, meta, path
+    if isinstance(obj, dict) and obj.get("format") in LEGACY_FORMATS.values():  # metsynth-unet/1
+        if obj["format"] != LEGACY_FORMATS[network]:
+            raise InputError(f"{path}: a model of format {obj['format']}, not a {what}; give {used_by} the "
+                             f"model.pt of {made_by}")
+        return obj["state_dict"], obj["meta"], path
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        # metsynth-ddpm/1: a bare state_dict, its settings in model.yaml beside it
+        from .config import read_yaml
+
+        yaml_path = path.with_suffix(".yaml")
+        info = read_yaml(yaml_path, error=InputError) if yaml_path.is_file() else None
+        if network == "ddpm" and info is not None and "config" in info:
+            return obj, {k: v for k, v in info.items() if k != "format"}, path
+        if network == "ddpm":
+            raise InputError(f"{path}: bare weights without their settings ({yaml_path.name} missing or not a "
+                             f"metsynth model description); keep model.pt and model.yaml together, as {made_by} "
+                             "writes them")
+    raise InputError(f"{path}: not a metsynth {what} (expected the model.pt written by {made_by})")
 
 
 def check_resume_checkpoint(path: str | os.PathLike, state_shapes: dict[str, Any], *, optimizer_params: int,
@@ -78,4 +160,4 @@ def check_resume_checkpoint(path: str | os.PathLike, state_shapes: dict[str, Any
     return ckpt
 
 
-__all__ = ["check_resume_checkpoint"]
+__all__ = ["MODEL_FORMAT", "NETWORKS", "check_resume_checkpoint", "load_model", "save_model"]
