@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InputError
 from ..fileio import read_json
 from ..layout import PAPER_MODELS, RunLayout, display_name
+from ..stages import STAGE_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
