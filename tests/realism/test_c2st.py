@@ -226,3 +226,15 @@ def test_cnn_scores_deterministic_for_a_seed(patch_sets, one_thread):
     np.testing.assert_array_equal(a, b)
     c = cnn_scores(x_train, y_train, x_test, seed=4, epochs=5)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rank_auc_is_roc_auc_score_ties_included(seed):
+    """The bootstrap's fast AUC gives scikit-learn's value, tied scores (coarse CNN outputs) included."""
+    from metsynth.realism.c2st import rank_auc
+
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(6, 150))
+    y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+    scores = np.round(rng.normal(size=n) + 0.7 * y, int(rng.integers(0, 3)))  # rounding makes ties
+    assert rank_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)

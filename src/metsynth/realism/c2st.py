@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["C2STResult", "bootstrap_auc", "c2st", "cnn_scores", "feature_scores", "grouped_folds"]
+__all__ = ["C2STResult", "bootstrap_auc", "c2st", "cnn_scores", "feature_scores", "grouped_folds", "rank_auc"]
 
 
 @dataclass
@@ -58,6 +58,19 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -
     return list(splitter.split(np.zeros(len(y)), y, groups))
 
 
+def rank_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of ``scores`` for ``y == 1`` as the Mann-Whitney statistic (tied scores count one
+    half): the value of scikit-learn's ``roc_auc_score`` without its input validation, which
+    cost most of the bootstrap's time (1000 resamples per test)."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(y) == 1
+    n1 = int(positive.sum())
+    n0 = len(positive) - n1
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: int = 0,
                   groups: np.ndarray | None = None) -> tuple[float, float]:
     """Percentile 95% interval of the AUC over bootstrap resamples.
@@ -66,8 +79,6 @@ def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: i
     near-copies of each other, so resampling them one by one would pretend to far more
     independent samples than there are. Without, the samples are resampled within each class.
     """
-    from sklearn.metrics import roc_auc_score
-
     rng = np.random.default_rng(seed)
     y = np.asarray(y).astype(int)
     values: list[float] = []
@@ -75,14 +86,14 @@ def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: i
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
         for _ in range(n_boot):
             idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-            values.append(roc_auc_score(y[idx], scores[idx]))
+            values.append(rank_auc(y[idx], scores[idx]))
     else:
         names, inverse = np.unique(np.asarray(groups), return_inverse=True)
         members = [np.flatnonzero(inverse == g) for g in range(len(names))]
         for _ in range(n_boot):
             idx = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
             if 0 < y[idx].sum() < len(idx):
-                values.append(roc_auc_score(y[idx], scores[idx]))
+                values.append(rank_auc(y[idx], scores[idx]))
     if not values:
         return float("nan"), float("nan")
     lo, hi = np.percentile(values, [2.5, 97.5])
