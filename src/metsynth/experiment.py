@@ -641,11 +641,10 @@ def _train_folds(ctx: RunContext, jobs: dict[int, list[tuple[str, str, str | Non
 
 def size_study_sizes(ctx: RunContext) -> list[int]:
     """The sizes of Table 2 smaller than the synthetic set (the full set is the 'synthetic' model)."""
-    import pandas as pd
+    from .synthesis.sets import count_kept
 
     cfg: ExperimentConfig = ctx.config
-    index = pd.read_csv(_layout(ctx).synthetic / "index.csv")
-    kept = int(index["kept"].astype(bool).sum())
+    kept = count_kept(_layout(ctx).synthetic)
     sizes = sorted(n for n in set(cfg.size_study) if n < kept)
     skipped = sorted(n for n in set(cfg.size_study) if n >= kept)
     if skipped:
@@ -662,11 +661,11 @@ def _stage_size_study(ctx: RunContext) -> None:
 
 
 def _train_size_model(ctx: RunContext, n: int, fold: int) -> Path:
+    from .synthesis.sets import NotEnoughVolumes
+
     try:
         return _train_one(ctx, size_model(n), fold, "synthetic", None, limit=n)
-    except ConfigError as err:
-        if "fewer than" not in str(err) and "only" not in str(err):
-            raise
+    except NotEnoughVolumes as err:
         # the leakage filter may leave fewer than N volumes in a fold: train on what remains
         log.warning("size study N=%d, fold %d: %s; training on every allowed volume", n, fold, err)
         return _train_one(ctx, size_model(n), fold, "synthetic", None, limit=None)
