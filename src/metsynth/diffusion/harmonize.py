@@ -28,6 +28,12 @@ each sidecar is the synthesis sidecar plus ``harmonization`` (source files, chec
 start timestep, DDIM steps, timesteps, seed, boxes) and ``consistency``
 (:mod:`~metsynth.diffusion.consistency`). Files are written atomically, the sidecar last; a rerun
 skips finished volumes, unless their synthetic files were written again since (``source_stamp``).
+
+Storage: ``image_storage: int16`` stores one HU per step of the HU window the synthetic set's
+cohort was prepared with (the ``intensity`` record of the set's ``config.yaml``), with NIfTI
+``scl_slope``/``scl_inter`` (:class:`~metsynth.volume.IntensityScale`); a set without that record
+gets a step of 2^-14 of [-1, 1] instead. An int16 synthetic set harmonized to int16 keeps the
+stored integers of every voxel the harmonization leaves alone.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ from ..devices import resolve_device
 from ..errors import ConfigError, InputError
 from ..fileio import (atomic_path, file_sha256, files_stamp, finished_sidecar, read_json, remove_stale_temps, write_json,
                       write_text)
-from ..volume import Volume, check_finite
+from ..volume import IntensityScale, Volume, check_finite, storage_scale
 from .consistency import check_consistency
 from .presets import DiffusionConfig, HarmonizeConfig, check_harmonize
 from .schedule import ddim_timesteps, sdedit
@@ -439,6 +445,29 @@ def read_synthetic_set(folder: str | os.PathLike) -> tuple[list[SyntheticItem], 
     return items, columns
 
 
+def source_hu_window(folder: str | os.PathLike) -> tuple[float, float] | None:
+    """The HU window a synthetic set's cohort was prepared with (``intensity`` in its config.yaml,
+    written by ``metsynth synthesize``), or None if the set does not record it."""
+    config_file = Path(folder) / "config.yaml"
+    record = (read_yaml(config_file, error=InputError) or {}).get("intensity") if config_file.is_file() else None
+    window = record.get("hu_window") if isinstance(record, dict) and record.get("units") == "standardized" else None
+    return None if window is None else (float(window[0]), float(window[1]))
+
+
+def output_scale(storage: str, synthetic_dir: str | os.PathLike) -> IntensityScale | None:
+    """The int16 scale of the harmonized images: one HU of the set's HU window; a set that does not
+    record its window (not written by `metsynth synthesize`) gets the fine standardized step."""
+    if storage == "float32":
+        return None
+    window = source_hu_window(synthetic_dir)
+    if window is None:
+        log.warning("%s: config.yaml records no HU window of a prepared cohort (a set not written by `metsynth "
+                    "synthesize`), so one HU is unknown; int16 images are stored at a step of 2^-14 of [-1, 1] "
+                    "instead (under 0.1 HU for usual windows; larger files)", Path(synthetic_dir) / "config.yaml")
+        return IntensityScale.standardized()
+    return storage_scale(storage, window)
+
+
 def _resolve(folder: Path, value: str | None) -> str | None:
     if not value:
         return None
@@ -465,6 +494,7 @@ class HarmonizeTask:
     device: str
     precision: str
     threads: int | None = None
+    image_scale: IntensityScale | None = None  # int16 storage (HarmonizeConfig.image_storage), else None
 
     @property
     def key(self) -> str:
@@ -526,7 +556,7 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
                                    config.min_contrast_ratio, config.min_contrast, config.min_lesion_voxels)
     out = Path(task.out_dir)
     image_rel = f"images/{item.volume_id}.nii.gz"
-    image.with_array(array).write(out / image_rel)
+    image.with_array(array).write(out / image_rel, scale=task.image_scale)
     label_rel = None
     if item.label is not None:
         label_rel = f"labels/{Path(item.label).name}"
@@ -612,6 +642,8 @@ def _claim_out_dir(out: Path, source: Path, resolved: dict[str, Any], force: boo
             old = read_yaml(settings, error=InputError)
         except InputError:
             old = {}
+        if isinstance(old.get("harmonize"), dict):  # from before image_storage existed: float32
+            old["harmonize"].setdefault("image_storage", "float32")
         keys = ("source", "checkpoint_sha256", "harmonize")
         diffs = [f"{k}: {old.get(k)!r} -> {resolved[k]!r}" for k in keys if old.get(k) != resolved[k]]
         if diffs:
@@ -689,6 +721,7 @@ def harmonize_set(
     except ValueError as err:
         raise ConfigError(str(err)) from None
     items, columns = read_synthetic_set(synthetic_dir)
+    scale = output_scale(config.image_storage, synthetic_dir)
     resolved = {"source": str(synthetic_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
                 "checkpoint_sha256": denoiser.sha256, "harmonize": config.model_dump(mode="json")}
 
@@ -713,7 +746,7 @@ def harmonize_set(
     if threads is None:
         threads = 1
     tasks = [HarmonizeTask(i, str(out.resolve()), str(checkpoint.resolve()), config.model_dump(mode="json"),
-                           str(torch_device), str(precision), threads) for i in todo]
+                           str(torch_device), str(precision), threads, scale) for i in todo]
     timesteps = ddim_timesteps(denoiser.config.noise.num_train_timesteps, config.ddim_steps, config.start_timestep)
     log.info("harmonize: %d kept volumes, %d already done; region %s, start t=%d, DDIM timesteps %s on %s",
              len(kept), done_before, config.region, config.start_timestep, timesteps, torch_device)

@@ -191,6 +191,13 @@ class HarmonizeConfig(Settings):
     drop_inconsistent: bool = Field(
         False, description="Mark volumes flagged by the consistency check as not kept (kept=false in index.csv), "
                            "so segmentation training skips them; by default they are only flagged.")
+    image_storage: Literal["float32", "int16"] = Field(
+        "float32", description="Voxel type of the harmonized images (.nii.gz, gzip level 1). float32: the "
+                               "values as computed. int16: one HU per step of the HU window the synthetic set's "
+                               "cohort was prepared with (its config.yaml), round-trip error <= 0.5 HU, with "
+                               "NIfTI scl_slope/scl_inter so every NIfTI reader returns the float values; about "
+                               "40 % of the float32 bytes (benchmarks/RESULTS.md, 'Storage at paper scale'). A "
+                               "set without that record gets a step of 2^-14 of [-1, 1]. Paper preset: int16.")
 
 
 class DiffusionConfig(Settings):
@@ -239,7 +246,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "max_epochs": 5000, "patches_per_case": 1, "ema_decay": None, "num_workers": 4},
         # lambda = 10 read as ten DDIM steps of stride 4 (see the module docstring); the paper
         # harmonized whole volumes.
-        "harmonize": {"start_timestep": 40, "ddim_steps": 50, "region": "volume", "sw_batch_size": 4},
+        "harmonize": {"start_timestep": 40, "ddim_steps": 50, "region": "volume", "sw_batch_size": 4,
+                      "image_storage": "int16"},
     },
     # A laptop CPU: trains in minutes on 2 cores (~1 s per step); same noise process.
     "cpu": {

@@ -19,7 +19,7 @@ The same function serves the batch run (:mod:`.run`) and the on-the-fly dataset 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -57,6 +57,12 @@ class SynthesisConfig(Settings):
         None, ge=1, le=9, description="gzip level of the synthetic images; null (default) writes "
         "uncompressed .nii: float32 CT with noise shrinks only ~15 % with gzip, which costs ~100x the "
         "synthesis compute (benchmarks/RESULTS.md); set 1 to save that disk space anyway.")
+    image_storage: Literal["float32", "int16"] = Field(
+        "float32", description="Voxel type of the synthetic images. float32 (default): the values as "
+        "computed. int16: one HU per step of the cohort's prepared hu_window (round-trip error <= 0.5 HU), "
+        "with NIfTI scl_slope/scl_inter recorded so every NIfTI reader returns the float values; half "
+        "the bytes raw and, with gzip, about a third of float32's (benchmarks/RESULTS.md, 'Storage at "
+        "paper scale'). The paper preset stores int16 with gzip level 1.")
     label_compression_level: int | None = Field(
         1, ge=1, le=9, description="gzip level of the labels (they shrink ~1000x, for ~10 ms); null writes .nii.")
     transform: TransformConfig = Field(default_factory=TransformConfig)
@@ -64,14 +70,16 @@ class SynthesisConfig(Settings):
 
     @classmethod
     def preset(cls, name: str) -> "SynthesisConfig":
-        """Named settings: ``paper`` (the defaults) or ``tiny`` (2 repeats, for tests and demos)."""
+        """Named settings: ``paper`` (the defaults, images stored int16 with gzip level 1: a third of the
+        float32 bytes at <= 0.5 HU, benchmarks/storage_paper.py) or ``tiny`` (2 repeats, for tests and demos)."""
         from ..config import look_up_option
 
         return cls.from_dict(look_up_option(name, PRESETS, "synthesis preset"), source=f"preset {name!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
+    # 5675 kept volumes of 0.85 mm femurs: 68 GB as float32 .nii, ~20 GB as int16 .nii.gz (RESULTS.md)
+    "paper": {"image_storage": "int16", "image_compression_level": 1},
     "tiny": {"repeats": 2},
 }
 

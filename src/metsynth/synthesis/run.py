@@ -4,7 +4,9 @@ Output folder::
 
     OUT/config.yaml               resolved settings + fingerprints of the cohort and the bank
     OUT/images/<volume_id>.nii     synthetic CT on the healthy case's grid (kept volumes only;
-                                  uncompressed by default, see SynthesisConfig.image_compression_level)
+                                  uncompressed float32 by default; SynthesisConfig.image_storage
+                                  int16 stores one HU per step with NIfTI scl_slope/scl_inter, and
+                                  image_compression_level gzips it to .nii.gz)
     OUT/labels/<volume_id>.nii.gz  its lesion label (uint8, gzip level 1)
     OUT/sidecars/<volume_id>.json  provenance of every attempt, kept or dropped
     OUT/index.csv                 one row per attempt (kept and dropped, with the reason)
@@ -56,6 +58,7 @@ from ..errors import ConfigError, InputError
 from ..fileio import (DiskFullError, check_free_space, files_stamp, finished_sidecar, read_json, remove_stale_temps,
                       write_json, write_text)
 from ..parallel import TaskFailure, map_tasks
+from ..volume import IntensityScale, storage_scale
 from .bank import BankEntry, LesionBank, check_bank_matches, cohort_intensity, load_bank
 from .compose import HealthyFemur, SynthesisConfig, SynthesisResult, synthesize_one
 
@@ -139,6 +142,7 @@ class SynthesisTask:
     repeats: tuple[int, ...]
     run_dir: str
     config: SynthesisConfig
+    image_scale: IntensityScale | None = None  # int16 storage (SynthesisConfig.image_storage), else None
 
     @property
     def key(self) -> str:
@@ -196,7 +200,8 @@ def run_task(task: SynthesisTask) -> list[dict[str, Any]]:
             image_level, label_level = task.config.image_compression_level, task.config.label_compression_level
             sidecar["image"] = f"images/{vid}{_suffix(image_level)}"
             sidecar["label"] = f"labels/{vid}{_suffix(label_level)}"
-            healthy.image.with_array(result.image).write(out / sidecar["image"], compression_level=image_level)
+            healthy.image.with_array(result.image).write(out / sidecar["image"], compression_level=image_level,
+                                                         scale=task.image_scale)
             healthy.image.with_array(result.label).write(out / sidecar["label"], compression_level=label_level)
         write_json(out / "sidecars" / f"{vid}.json", sidecar)  # last: marks the attempt as finished
         records.append({"volume_id": vid, "kept": result.kept, "reason": result.reason})
@@ -222,6 +227,9 @@ BLOCK = 4096  # every file takes at least a block of the file system
 SIDECAR_BYTES = BLOCK
 INDEX_ROW_BYTES = 200
 GZIP_IMAGE_RATIO = 0.9  # float32 CT with noise shrinks ~15 % with gzip (SynthesisConfig.image_compression_level)
+# int16 (one HU per step) CT shrinks to ~63 % with gzip level 1 (phantom at 0.85 mm; real CT 60 %:
+# benchmarks/storage_paper.py), 0.75 with a margin for noisier scans
+GZIP_INT16_IMAGE_RATIO = 0.75
 GZIP_LABEL_BYTES_PER_VOXEL = 0.01  # labels shrink ~1000x; 10x that as a margin
 
 
@@ -231,7 +239,8 @@ def _blocks(n: float) -> float:
 
 def estimate_output_bytes(healthy: list[Any], n_lesions: int, repeats: int, config: SynthesisConfig) -> float:
     """Bytes a run writes if every attempt is kept: per healthy case, its lesions x repeats x
-    (image + label + sidecar) from the size and voxel type in its image's header, plus index.csv."""
+    (image + label + sidecar) from the size in its image's header and the voxel type stored (that of
+    the header for float32 storage, 2 bytes for int16), plus index.csv."""
     from ..volume import read_header
 
     total = 0.0
@@ -241,9 +250,10 @@ def estimate_output_bytes(healthy: list[Any], n_lesions: int, repeats: int, conf
         except Exception:  # noqa: BLE001 - an unreadable image fails the run with its own message later
             continue
         voxels = float(np.prod(shape, dtype=np.float64))
-        image = 352 + voxels * itemsize
+        int16 = config.image_storage == "int16"
+        image = 352 + voxels * (2 if int16 else itemsize)
         if config.image_compression_level is not None:
-            image *= GZIP_IMAGE_RATIO
+            image *= GZIP_INT16_IMAGE_RATIO if int16 else GZIP_IMAGE_RATIO
         label = 352 + voxels if config.label_compression_level is None else \
             1024 + voxels * GZIP_LABEL_BYTES_PER_VOXEL
         total += float(n_lesions) * repeats * (_blocks(image) + _blocks(label) + SIDECAR_BYTES + INDEX_ROW_BYTES)
@@ -322,6 +332,8 @@ def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool) -> None:
             old = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError:
             old = {}
+        if isinstance(old.get("synthesis"), dict):  # runs from before image_storage existed stored float32
+            old["synthesis"].setdefault("image_storage", "float32")
         diffs = differences({k: old.get(k) for k in IDENTITY_KEYS}, {k: resolved[k] for k in IDENTITY_KEYS})
         if diffs:
             if not force:
@@ -388,7 +400,10 @@ def run_synthesis(
     check_bank_matches(bank, cohort, manifest, allow_unprepared=allow_unprepared)
     out = Path(out_dir)
     _check_output_fits(out, healthy, len(bank), config, force)
-    _prepare_run_dir(out, _resolved(manifest, bank, config, healthy, cohort_intensity(cohort)), force)
+    intensity = cohort_intensity(cohort)
+    # int16 storage: one HU per step of the window the cohort was prepared with (raw HU cohort: 1 HU)
+    scale = storage_scale(config.image_storage, intensity["hu_window"])
+    _prepare_run_dir(out, _resolved(manifest, bank, config, healthy, intensity), force)
 
     expected: list[str] = []
     tasks: list[SynthesisTask] = []
@@ -404,7 +419,8 @@ def run_synthesis(
                 else:
                     todo.append(r)
             if todo:
-                tasks.append(SynthesisTask(case, entry.id, str(bank.root), tuple(todo), str(out.resolve()), config))
+                tasks.append(SynthesisTask(case, entry.id, str(bank.root), tuple(todo), str(out.resolve()), config,
+                                           scale))
     log.info("synthesis: %d attempts (%d healthy x %d lesions x %d repeats), %d already done, %d tasks to run",
              len(expected), len(healthy), len(bank), config.repeats, done_before, len(tasks))
 
