@@ -70,7 +70,10 @@ def load_model(path: str | os.PathLike, network: str, *,
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:  # Lightning checkpoint
         if from_lightning is None:
             raise InputError(f"{path}: a Lightning checkpoint; give the exported model.pt of {made_by}")
-        state, meta = from_lightning(obj)
+        try:
+            state, meta = from_lightning(obj)
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
         return state, meta, path
     if isinstance(obj, dict) and obj.get("format") in LEGACY_FORMATS.values():  # metsynth-unet/1
         if obj["format"] != LEGACY_FORMATS[network]:

@@ -235,16 +235,16 @@ def _fold_model(folder, manifest, splits, fold):
     """An untrained tiny U-Net saved as `metsynth train --fold` saves one: model.pt recording its
     fold, training_set.json listing its real training cases (what the fold checks read)."""
     from metsynth.segmentation.datasets import build_training_set
-    from metsynth.segmentation.train import MODEL_FORMAT, build_network
+    from metsynth.checkpoints import save_model
+    from metsynth.segmentation.train import build_network
 
     config = segmentation_config("tiny")
     ts = build_training_set(manifest, "real", fold=fold, splits=splits, val_cases=0)
     torch.manual_seed(0)
-    meta = {"format": MODEL_FORMAT, "config": config.model_dump(mode="json"), "fold": fold, "sources": ["real"],
+    meta = {"config": config.model_dump(mode="json"), "fold": fold, "sources": ["real"],
             "spacing": list(ts.spacing), "hu_window": list(ts.hu_window)}
     folder.mkdir(parents=True)
-    torch.save({"format": MODEL_FORMAT, "state_dict": build_network(config).state_dict(), "meta": meta},
-               folder / "model.pt")
+    save_model(folder / "model.pt", "unet", build_network(config).state_dict(), meta)
     ts.save(folder / "training_set.json")
     return folder
 

@@ -41,15 +41,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
-from ..checkpoints import check_resume_checkpoint
-from ..fileio import atomic_path, file_sha256, read_json, save_torch, write_json
+from ..checkpoints import check_resume_checkpoint, load_model, save_model
+from ..fileio import atomic_path, file_sha256, read_json, write_json
 from ..progress import quiet
 from .datasets import AIR, TrainingSet
 from .presets import SegmentationConfig, segmentation_config
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT = "metsynth-unet/1"
 # Lightning warnings that are expected here (a resumed run reuses its folders; a one-volume
 # validation set; the data pipeline deliberately uses few workers on small machines).
 _EXPECTED_WARNINGS = (
@@ -311,43 +310,27 @@ def history_from_csv(metrics_csv: str | os.PathLike) -> dict[str, list[tuple[int
 
 
 # ======================================================================= weights
-def load_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(state_dict of the UNet, meta)`` from ``model.pt`` or a Lightning ``.ckpt``, loaded with
-    ``torch.load(weights_only=True)`` (no code is unpickled)."""
-    import torch
+def _from_lightning(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The U-Net's weights and settings out of one of its training's Lightning checkpoints."""
+    meta = ckpt["hyper_parameters"].get("meta")
+    if meta is None:
+        raise InputError("a Lightning checkpoint, but not of a metsynth segmentation model (no meta); give the "
+                         "model.pt of `metsynth train`")
+    meta = {k: v for k, v in meta.items() if k != "format"}  # checkpoints before metsynth-model/2 carried one
+    return {k[len("net."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}, meta
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise InputError(f"{path}: model not found; give model.pt (or a .ckpt) from a `metsynth train` folder")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is the file's fault
-        raise InputError(f"{path}: cannot be read as metsynth weights ({type(err).__name__}: {err})") from None
-    if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
-        return obj["state_dict"], obj["meta"]
-    if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:  # Lightning checkpoint
-        meta = obj["hyper_parameters"].get("meta")
-        if meta is None:
-            raise InputError(f"{path}: a Lightning checkpoint, but not of a metsynth segmentation model")
-        state = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
-        return state, meta
-    raise InputError(f"{path}: not a metsynth segmentation model (expected model.pt or a training checkpoint)")
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state_dict of the UNet, meta)`` from ``model.pt`` (or its folder) or a Lightning
+    ``.ckpt``, loaded with ``torch.load(weights_only=True)`` (:func:`metsynth.checkpoints.load_model`)."""
+    state, meta, _ = load_model(path, "unet", from_lightning=_from_lightning)
+    return state, meta
 
 
 def export_weights(checkpoint: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Write a checkpoint's UNet weights and settings as ``model.pt`` (+ ``model.yaml``)."""
-    import torch
-    import yaml
-
     state, meta = load_weights(checkpoint)
-    path = Path(path)
-    save_torch(path, {"format": MODEL_FORMAT, "state_dict": state, "meta": meta})
-    from ..fileio import write_text
-
-    write_text(path.with_suffix(".yaml"), yaml.safe_dump(meta, sort_keys=False))
-    return path
+    return save_model(path, "unet", state, meta)
 
 
 # ======================================================================= the run
@@ -448,7 +431,6 @@ def train_segmentation(
 
     lr, decay, patience = config.lr_schedule(training_set.sources, finetune)
     meta = {
-        "format": MODEL_FORMAT,
         "config": config.model_dump(mode="json"),
         "lr": lr, "lr_decay": decay, "patience": patience, "finetune": finetune,
         "init": str(init) if init else None,
@@ -664,7 +646,7 @@ def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: Training
 
 
 __all__ = [
-    "CurvePlotter", "DataWaitMonitor", "MODEL_FORMAT", "SegmentationModule", "TrainResult", "build_network",
+    "CurvePlotter", "DataWaitMonitor", "SegmentationModule", "TrainResult", "build_network",
     "check_resume_checkpoint", "dice_of", "export_weights", "history_from_csv", "load_weights", "other_training",
     "plot_curves", "sliding_window_logits",
     "train_segmentation",
