@@ -191,7 +191,7 @@ def test_hodges_lehmann_interval_inverts_the_exact_wilcoxon_test(n):
 
 
 def test_hodges_lehmann_small_samples_nan_and_normal_approximation(monkeypatch):
-    import metsynth.evaluation.stats as st
+    import metsynth.evaluation.stat_tests as st  # where _signrank_critical reads EXACT_SIGNRANK_MAX_N
 
     # three pairs: P(T+ = 0) = 1/8 > 0.025, no finite 95% interval exists
     assert st.hodges_lehmann_ci([1.0, 2.0, 4.0], confidence=0.95)[1:] == (-np.inf, np.inf)
