@@ -7,142 +7,40 @@
 * :func:`load_or_make_splits`: the splits are written to ``splits.json`` the first time and
   reloaded afterwards; a file that disagrees with the requested cases, seed, number of folds or
   grouping is an error (never silently recomputed), so every model of a study sees the same folds.
-* :func:`leakage_filter`: given the index of synthetic volumes (columns ``volume_id``,
-  ``donor_case``, ``healthy_case``), the training set of fold k drops every volume whose donor
-  case (lesion source) is in test fold k or is a test-only case, and every volume built on a
-  healthy case that is itself a test case of fold k or test-only, or of the same patient as one
-  (with ``group_by: patient``, ``Splits.patients``: a healthy femur whose patient's other femur is
-  tested in fold k, or is test-only, is that patient's anatomy). :func:`check_no_leakage`
-  raises if a training set breaks that rule.
+* :func:`~metsynth.evaluation.leakage.leakage_filter` (:mod:`.leakage`): given the index of synthetic
+  volumes, the training set of fold k drops every volume whose donor case (lesion source) or healthy
+  case is tested in fold k, is test-only, or is of the same patient as such a case.
+  :func:`~metsynth.evaluation.leakage.check_no_leakage` raises if a training set breaks that rule.
+* :func:`held_out_cases`: the cases a fold's model is tested on, from the splits checked against
+  the cohort.
 
 Assignment: groups are shuffled with ``numpy.random.default_rng(seed)``, then taken from the
 largest to the smallest (stable) and each put in the fold with the fewest cases so far (lowest
 fold number on ties). Without grouping every case is its own group, which gives folds whose
 sizes differ by at most one.
+
+Modules: :mod:`.folds` (:class:`Splits`, :class:`SplitConfig`), :mod:`.leakage` (the filter); this
+module makes, saves and checks the folds and re-exports the others.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import Field
 
-from ..config import Settings
 from ..errors import ConfigError, InputError
-from ..fileio import read_json, write_json
+from ..fileio import read_json
+from .folds import GroupBy, SplitConfig, Splits
+from .leakage import LeakageReport, check_no_leakage, leakage_filter, read_index, training_index
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from ..cohort import Cohort
 
 log = logging.getLogger(__name__)
-
-SPLITS_VERSION = 1
-GroupBy = Literal["patient", "centre"]
-
-
-class SplitConfig(Settings):
-    """How the cross-validation folds are made."""
-
-    n_folds: int = Field(5, ge=2, description="Number of folds over the metastatic cases (paper: 5).")
-    seed: int = Field(0, description="Seed of the fold assignment (saved in splits.json).")
-    group_by: GroupBy | None = Field(
-        "patient", description="Keep cases of one 'patient' (the manifest's patient:, else each case is its own "
-        "patient) or one 'centre' in one fold; null: every case on its own, even two femurs of one patient.")
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Folds of test cases; the training cases of fold k are the other folds' cases."""
-
-    folds: tuple[tuple[str, ...], ...]
-    test_only: tuple[str, ...] = ()
-    seed: int = 0
-    group_by: GroupBy | None = None
-    groups: Mapping[str, str] = field(default_factory=dict)
-    # patient of every case of the cohort, all roles (group_by 'patient' only): a healthy femur of a
-    # patient whose other femur is tested in fold k must not feed fold k's synthetic training data
-    patients: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def n_folds(self) -> int:
-        return len(self.folds)
-
-    @property
-    def cases(self) -> tuple[str, ...]:
-        """All cases in folds, sorted."""
-        return tuple(sorted(c for fold in self.folds for c in fold))
-
-    def _check_fold(self, k: int) -> None:
-        if not 0 <= k < self.n_folds:
-            raise InputError(f"fold {k} does not exist; folds are 0..{self.n_folds - 1}")
-
-    def test(self, k: int) -> list[str]:
-        """Cases tested in fold k (not counting the test-only cases, tested in every fold)."""
-        self._check_fold(k)
-        return list(self.folds[k])
-
-    def train(self, k: int) -> list[str]:
-        """Real cases available for training in fold k (all other folds' cases)."""
-        self._check_fold(k)
-        return sorted(c for i, fold in enumerate(self.folds) if i != k for c in fold)
-
-    def fold_of(self, case_id: str) -> int | None:
-        for i, fold in enumerate(self.folds):
-            if case_id in fold:
-                return i
-        return None
-
-    def excluded_from_training(self, k: int) -> set[str]:
-        """Cases whose data (lesions or anatomy) must not reach fold k's training set: its test
-        cases, the test-only cases, and every other case of their patients (``patients``)."""
-        banned = set(self.test(k)) | set(self.test_only)
-        patients = {self.patients[c] for c in banned if c in self.patients}
-        return banned | {c for c, p in self.patients.items() if p in patients}
-
-    def why_excluded(self, case: str, k: int) -> str:
-        """Why ``case`` may not feed fold k's training (empty: it may)."""
-        if case in self.test_only:
-            return "test-only"
-        if case in self.folds[k]:
-            return f"in test fold {k}"
-        if case in self.excluded_from_training(k):
-            return f"of patient {self.patients[case]}, tested in fold {k}"
-        return ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": SPLITS_VERSION,
-            "seed": self.seed,
-            "n_folds": self.n_folds,
-            "group_by": self.group_by,
-            "cases": list(self.cases),
-            "test_only": list(self.test_only),
-            "folds": [{"fold": i, "test": list(f), "train": self.train(i)} for i, f in enumerate(self.folds)],
-            "groups": dict(self.groups) if self.group_by else {},
-            **({"patients": dict(self.patients)} if self.patients else {}),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "splits") -> "Splits":
-        try:
-            folds = tuple(tuple(str(c) for c in f["test"]) for f in data["folds"])
-            return cls(folds=folds, test_only=tuple(str(c) for c in data.get("test_only", [])),
-                       seed=int(data["seed"]), group_by=data.get("group_by"), groups=dict(data.get("groups") or {}),
-                       patients={str(k): str(v) for k, v in (data.get("patients") or {}).items()})
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"{source}: not a valid splits file ({type(err).__name__}: {err}); delete it to "
-                             "make new splits") from None
-
-    def save(self, path: str | os.PathLike) -> Path:
-        return write_json(path, self.to_dict())
 
 
 def _as_cohort(cohort: "Cohort | str | os.PathLike") -> "Cohort":
@@ -256,119 +154,6 @@ def load_or_make_splits(
     return saved
 
 
-# ---------------------------------------------------------------------------------- leakage
-@dataclass
-class LeakageReport:
-    """The training index of one fold and what was removed from it, with reasons."""
-
-    fold: int
-    kept: "pd.DataFrame"
-    excluded: "pd.DataFrame"  # same columns plus "reason"
-
-
-def _donors(value: Any) -> list[str]:
-    """``donor_case`` may hold one id, a list of ids, or ids joined by ';' or ','."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
-    if isinstance(value, (list, tuple, set, np.ndarray)):
-        return [str(v) for v in value]
-    text = str(value)
-    for sep in (";", ","):
-        if sep in text:
-            return [v.strip() for v in text.split(sep) if v.strip()]
-    return [text.strip()] if text.strip() else []
-
-
-def read_index(index: "pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.PathLike") -> "pd.DataFrame":
-    """The synthetic-volume index as a DataFrame (from a DataFrame, records, or a CSV/JSON file)."""
-    import pandas as pd
-
-    if isinstance(index, pd.DataFrame):
-        df = index.copy()
-    elif isinstance(index, (str, os.PathLike)):
-        path = Path(index)
-        if not path.is_file():
-            raise InputError(f"{path}: synthetic index not found")
-        if path.suffix == ".csv":
-            df = pd.read_csv(path, dtype={"volume_id": str, "donor_case": str, "healthy_case": str})
-        elif path.suffix in (".json", ".jsonl"):
-            df = pd.read_json(path, lines=path.suffix == ".jsonl", dtype=False)
-        elif path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        else:
-            raise InputError(f"{path}: index must be .csv, .json, .jsonl or .parquet")
-    else:
-        df = pd.DataFrame(list(index))
-    missing = [c for c in ("volume_id", "donor_case", "healthy_case") if c not in df.columns]
-    if missing:
-        raise InputError(f"synthetic index lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})")
-    return df
-
-
-def leakage_filter(
-    index: "pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.PathLike",
-    splits: Splits,
-    fold: int,
-    known_cases: Sequence[str] | None = None,
-) -> LeakageReport:
-    """Split the synthetic index into fold ``fold``'s training volumes and the excluded ones.
-
-    A volume is excluded when one of its donor cases is in test fold ``fold`` or test-only, or
-    when its healthy case is. Donor cases must be known (in the splits, or in ``known_cases``,
-    e.g. all cohort ids): an unknown donor is an error, since it could hide a leak.
-    """
-    df = read_index(index)
-    banned = splits.excluded_from_training(fold)
-    known = set(splits.cases) | set(splits.test_only) | set(known_cases or ())
-    reasons = []
-    for row in df.itertuples(index=False):
-        donors = _donors(getattr(row, "donor_case"))
-        unknown = [d for d in donors if d not in known]
-        if unknown:
-            raise InputError(
-                f"synthetic volume {getattr(row, 'volume_id')}: donor case {unknown[0]!r} is not in the splits "
-                f"(folds hold {len(splits.cases)} metastatic cases); the index and splits.json come from "
-                "different cohorts: rebuild one of them"
-            )
-        why = [f"donor {d} is {splits.why_excluded(d, fold)}" for d in donors if d in banned]
-        healthy = getattr(row, "healthy_case")
-        healthy = None if healthy is None or (isinstance(healthy, float) and np.isnan(healthy)) else str(healthy)
-        if healthy is not None and healthy in banned:
-            why.append(f"healthy case {healthy} is {splits.why_excluded(healthy, fold)}")
-        reasons.append("; ".join(why))
-    mask = np.array([bool(r) for r in reasons], dtype=bool)
-    kept = df.loc[~mask].reset_index(drop=True)
-    excluded = df.loc[mask].copy()
-    excluded["reason"] = [r for r in reasons if r]
-    return LeakageReport(fold, kept, excluded.reset_index(drop=True))
-
-
-def training_index(
-    index: "pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.PathLike", splits: Splits, fold: int,
-    known_cases: Sequence[str] | None = None,
-) -> "pd.DataFrame":
-    """The synthetic volumes allowed in fold ``fold``'s training set (see :func:`leakage_filter`)."""
-    report = leakage_filter(index, splits, fold, known_cases)
-    if len(report.excluded):
-        log.info("fold %d: %d synthetic volume(s) excluded to prevent leakage", fold, len(report.excluded))
-    return report.kept
-
-
-def check_no_leakage(
-    index: "pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.PathLike", splits: Splits, fold: int,
-    known_cases: Sequence[str] | None = None,
-) -> None:
-    """Raise InputError if a training index for fold ``fold`` contains a leaking volume."""
-    report = leakage_filter(index, splits, fold, known_cases)
-    if len(report.excluded):
-        first = report.excluded.iloc[0]
-        raise InputError(
-            f"fold {fold}: the training set holds {len(report.excluded)} synthetic volume(s) that leak test data "
-            f"(first: {first['volume_id']}: {first['reason']}); build it with training_index()"
-        )
-
-
-# ---------------------------------------------------------------------------------- a fold's test set
 def check_splits_match(splits: Splits, cohort: "Cohort", path: str | os.PathLike) -> None:
     """Refuse splits made for another cohort: the folds must hold exactly the cohort's metastatic
     cases and ``test_only`` its test cases (a metastatic case in no fold would train everywhere;
