@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metsynth import experiment
+from metsynth.experiment import ExperimentConfig, training
 from metsynth.errors import ConfigError
 from metsynth.synthesis.sets import NotEnoughVolumes
 
@@ -16,8 +16,8 @@ from metsynth.synthesis.sets import NotEnoughVolumes
 class _Ctx:
     def __init__(self, run: Path, sizes):
         self.run_dir = run
-        self.config = experiment.ExperimentConfig.from_dict({"cohort": {"manifest": "cohort.yaml"},
-                                                             "size_study": list(sizes)})
+        self.config = ExperimentConfig.from_dict({"cohort": {"manifest": "cohort.yaml"},
+                                                  "size_study": list(sizes)})
 
 
 def _index(folder: Path, kept: list[str]) -> None:
@@ -28,10 +28,10 @@ def _index(folder: Path, kept: list[str]) -> None:
 
 def test_size_study_ceiling_counts_every_spelling_of_kept(tmp_path, monkeypatch):
     _index(tmp_path / "synthetic", ["true", "y", "t", "1", "false", "n", "no", "f"])
-    monkeypatch.setattr(experiment, "_layout", lambda ctx: experiment.RunLayout(tmp_path))
+    monkeypatch.setattr(training, "_layout", lambda ctx: training.RunLayout(tmp_path))
     ctx = _Ctx(tmp_path, [2, 4, 5])
     # 4 kept: 2 is a size-study model, 4 and 5 are the full set (the 'synthetic' model) or more
-    assert experiment.size_study_sizes(ctx) == [2]
+    assert training.size_study_sizes(ctx) == [2]
 
 
 def test_only_not_enough_volumes_falls_back_to_every_volume(monkeypatch):
@@ -43,13 +43,13 @@ def test_only_not_enough_volumes_falls_back_to_every_volume(monkeypatch):
             raise NotEnoughVolumes(limit, 3, fold)
         return Path("trained")
 
-    monkeypatch.setattr(experiment, "_train_one", fake)
-    assert experiment._train_size_model(None, 10, 1) == Path("trained")
+    monkeypatch.setattr(training, "_train_one", fake)
+    assert training._train_size_model(None, 10, 1) == Path("trained")
     assert calls == [10, None]
 
     def other_error(ctx, model, fold, sources, base, limit=None):
         raise ConfigError("the only cohort given has no healthy case")  # says "only", is not about volumes
 
-    monkeypatch.setattr(experiment, "_train_one", other_error)
+    monkeypatch.setattr(training, "_train_one", other_error)
     with pytest.raises(ConfigError, match="no healthy case"):
-        experiment._train_size_model(None, 10, 1)
+        training._train_size_model(None, 10, 1)

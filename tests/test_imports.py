@@ -110,7 +110,7 @@ def test_the_graph_sees_lazy_relative_and_absolute_imports():
     graph = import_graph()
     assert CLI in graph and f"{PACKAGE}.report.data" in graph
     # a lazy import inside a function, a relative one from a subpackage
-    assert f"{PACKAGE}.parallel" in graph[f"{PACKAGE}.experiment"]
+    assert f"{PACKAGE}.parallel" in graph[f"{PACKAGE}.experiment.training"]
     assert f"{PACKAGE}.fileio" in graph[f"{PACKAGE}.report.data"]
     # the CLI registers the commands modules by name (importlib), which the graph does not see
     assert all(not is_cli_module(m) or m == CLI for m in graph[CLI])
