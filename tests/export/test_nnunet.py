@@ -260,10 +260,10 @@ def test_limit_picks_the_same_volumes_as_metsynth_training_sets(run_dir, tmp_pat
 
 
 def test_interrupted_export_leaves_no_dataset_and_resumes(run_dir, tmp_path, monkeypatch):
-    import metsynth.export.nnunet as nnunet
+    from metsynth.export.nnunet import write  # export_nnunet looks write_case up there
     from metsynth.parallel import TasksFailed
 
-    real_write, calls = nnunet.write_case, []
+    real_write, calls = write.write_case, []
 
     def failing(task):
         calls.append(task["key"])
@@ -271,13 +271,13 @@ def test_interrupted_export_leaves_no_dataset_and_resumes(run_dir, tmp_path, mon
             raise OSError("disk full")
         return real_write(task)
 
-    monkeypatch.setattr(nnunet, "write_case", failing)
+    monkeypatch.setattr(write, "write_case", failing)
     config = NnunetExportConfig(dataset_id=20, sources="real")
     with pytest.raises(TasksFailed, match="real_M01"):
         export_nnunet(tmp_path, config, run_dir, progress=False)
     assert not (tmp_path / "Dataset020_Femur").exists()  # nothing under the final name
     assert (tmp_path / ".partial-Dataset020_Femur" / "imagesTr" / "real_M00_0000.nii.gz").is_file()
-    monkeypatch.setattr(nnunet, "write_case", real_write)
+    monkeypatch.setattr(write, "write_case", real_write)
     summary = export_nnunet(tmp_path, config, run_dir, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset020_Femur"]
     assert json.loads((summary.dataset_dir / "dataset.json").read_text())["numTraining"] == 3
