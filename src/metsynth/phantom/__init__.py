@@ -5,8 +5,9 @@ cases, several simulated operators' lesion masks; ``generate_cohort`` writes a w
 NIfTI files with a ``cohort.yaml`` manifest (and optional PNG previews). See ``PhantomConfig``
 for what can be changed (field of view, voxel sizes and scanners per centre, lesions, operators).
 
-Modules: ``config`` (settings), ``fields`` (grids, distance functions, noise), ``anatomy``
-(bone and soft-tissue geometry), ``render`` (tissue HU, scanner), ``lesions``, ``annotators``,
+Modules: ``config`` (settings), ``fields`` (grids, distance functions, noise), ``anatomy_params``
+(the drawn sizes, angles and densities; the local anatomical frame), ``anatomy`` (bone and
+soft-tissue geometry as fields), ``render`` (tissue HU, scanner), ``lesions``, ``annotators``,
 ``case`` (one case), ``dataset`` (a cohort on disk).
 """
 
