@@ -109,3 +109,23 @@ def test_the_report_shows_the_realism_section(tiny_run, tmp_path):
     assert "Classifier two-sample tests" in section and "real vs real (null)" in section
     assert "What gives each set away" in section and "edge_inner" in section
     assert "Not run" not in section
+
+
+def test_a_study_s_realism_results_are_not_replaced_by_other_settings(tiny_run, tmp_path):
+    config_file = tmp_path / "realism.yaml"
+    config_file.write_text("realism:\n" + "".join(f"  {k}: {v}\n" for k, v in FAST.items()))
+    assert invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn").exit_code == 0
+    out = RunLayout(tiny_run).realism / "realism.json"
+    before = out.read_bytes()
+    result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5")
+    assert result.exit_code != 0
+    assert "holds the study's realism results, made with other settings (seed)" in result.output
+    assert "--out DIR" in result.output and out.read_bytes() == before
+    elsewhere = tmp_path / "other"
+    result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5",
+                    "--out", str(elsewhere))
+    assert result.exit_code == 0, result.output
+    assert (elsewhere / "realism.json").is_file() and out.read_bytes() == before
+    result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5", "--force")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["config"]["seed"] == 5

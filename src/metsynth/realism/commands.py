@@ -22,6 +22,8 @@ def realism(
                                                                  "'realism:' section of a study config)."),
     cnn: Optional[bool] = typer.Option(None, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed of the sampling, folds and classifiers."),
+    force: bool = typer.Option(False, "--force", help="Replace a study's realism results (RUN/realism) made with "
+                                                      "other settings or sets."),
 ) -> None:
     """Classifier two-sample tests between real lesions and each generated set (AUC 0.5: not told apart).
 
@@ -29,11 +31,18 @@ def realism(
     set away) and a small 3D CNN on lesion-centred patches; grouped cross-validation (no patient or
     donor on both sides), bootstrap 95% intervals, and the null controls (real vs real, generated vs
     generated) beside every number. Writes realism.json, realism.md and features.csv.
+
+    On a study's run folder the study's own realism settings are the defaults, so the command
+    gives the study's numbers; its results (RUN/realism) are never replaced by a measure with
+    other settings or sets unless --force (give --out for another folder).
     """
     from ..errors import InputError
     from .measure import RealismConfig, format_report, measure_realism, run_sets
 
-    settings = RealismConfig.from_dict(read_section(config, "realism") or {}, source=str(config or "defaults"))
+    source = config
+    if config is None and run is not None and (run / "config.yaml").is_file():
+        source = run / "config.yaml"  # the study's realism settings
+    settings = RealismConfig.from_dict(read_section(source, "realism") or {}, source=str(source or "defaults"))
     changes = {k: v for k, v in {"cnn": cnn, "seed": seed}.items() if v is not None}
     if changes:
         settings = settings.model_copy(update=changes)
@@ -51,15 +60,39 @@ def realism(
         if not sep or not name or not folder:
             raise InputError(f"--set {item!r}: expected NAME=FOLDER, e.g. --set synthetic=runs/demo/synthetic")
         named[name] = Path(folder)
+    chosen = None
     if out is None:
         if run is None:
             raise InputError("--out is needed with --cohort (there is no run folder to write into)")
         out = run / "realism"
+        chosen = _check_study_results(out, settings, named, force)
     from ..cli import quiet
 
-    report = measure_realism(manifest, named, out, settings, progress=not quiet())
+    report = measure_realism(manifest, named, out, settings, progress=not quiet(), chosen=chosen)
     typer.echo(format_report(report).rstrip())
     typer.echo(f"\nwritten: {out / 'realism.json'}, {out / 'realism.md'}, {out / 'features.csv'}")
+
+
+def _check_study_results(out: Path, settings, named: dict[str, Path], force: bool) -> int | None:
+    """Refuse to replace a study's realism results made with other settings or sets (unless
+    ``force``); the start timestep they marked in Figure 4, to mark it again."""
+    from ..errors import ConfigError
+    from ..fileio import read_json
+
+    previous_file = out / "realism.json"
+    if not previous_file.is_file():
+        return None
+    previous = read_json(previous_file)
+    old, new = previous.get("config") or {}, settings.model_dump(mode="json")
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    old_sets = sorted((previous.get("sets") or {}).keys())
+    if old_sets != sorted(named):
+        changed.append(f"sets {', '.join(old_sets)} -> {', '.join(sorted(named))}")
+    if changed and not force:
+        raise ConfigError(f"{out}: holds the study's realism results, made with other settings ({'; '.join(changed)}); "
+                          "give --out DIR to measure into another folder, or --force to replace them (the study's "
+                          "report then shows these)")
+    return previous.get("chosen_timestep")
 
 
 def register(app: typer.Typer) -> None:
