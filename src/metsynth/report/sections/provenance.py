@@ -1,0 +1,73 @@
+"""Section 7: the run's configuration and its provenance (versions, digests, stage markers,
+checkpoints).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ... import __version__
+from ..page import Section, data_table, esc, not_run
+from .parts import _code, _rel, _subpart
+
+if TYPE_CHECKING:
+    from ..data import RunData
+
+
+def config_section(run: "RunData") -> Section:
+    parts = [_subpart("Configuration (config.yaml)", _config, run), _subpart("Provenance", _provenance, run)]
+    return Section("config", "Configuration and provenance", "\n".join(parts), run.config_text is not None)
+
+
+def _config(run: "RunData") -> str:
+    if run.config_text is None:
+        return not_run("no <code>config.yaml</code> in the run directory.")
+    return f"<pre>{esc(run.config_text.rstrip())}</pre>"
+
+
+def _provenance(run: "RunData") -> str:
+    from importlib import metadata
+
+    versions = [("metsynth (this report)", __version__), ("Python", platform.python_version())]
+    for pkg in ("numpy", "scipy", "SimpleITK", "torch", "monai", "lightning", "matplotlib", "pandas"):
+        try:
+            versions.append((pkg, metadata.version(pkg)))
+        except metadata.PackageNotFoundError:
+            continue
+    recorded = []
+    if run.bank is not None:
+        recorded.append(("lesion bank", run.bank.get("metsynth_version"), run.bank.get("cohort_digest")))
+    syn_cfg = run.layout.synthetic / "config.yaml"
+    if syn_cfg.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(syn_cfg.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+        if isinstance(data, dict):
+            recorded.append(("synthetic set", data.get("metsynth_version"), data.get("cohort_digest")))
+    html = data_table([k for k, _ in versions], [[v for _, v in versions]], left=0,
+                      caption="Software (the environment that wrote this report)")
+    if recorded:
+        html += data_table(["output", "metsynth version", "cohort digest"],
+                           [[a, b or "-", c or "-"] for a, b, c in recorded], caption="Versions recorded by the stages")
+    if run.cohort_path is not None:
+        digest = hashlib.sha256(run.cohort_path.read_bytes()).hexdigest()[:16]
+        html += f'<p class="note">Cohort manifest {_code(_rel(run, run.cohort_path))}, sha256 {_code(digest)}.</p>'
+    if run.markers:
+        rows = [[m["stage"], _code(str(m.get("fingerprint", "-"))),
+                 ", ".join(f"{esc(k)} {_code(str(v))}" for k, v in (m.get("inputs") or {}).items()) or "-"]
+                for m in run.markers]
+        html += data_table(["stage", "fingerprint (its config + inputs)", "inputs (their fingerprints)"], rows,
+                           caption="Stage markers (stages/*.json)", raw=True)
+    cks = run.checkpoints()
+    if cks:
+        html += data_table(["DDPM checkpoint", "sha256", "volumes", "start timestep", "DDIM steps"],
+                           [[_rel(run, Path(c["checkpoint"])) if c["checkpoint"] else "-", c["sha256"], c["volumes"],
+                             c["start_timestep"], c["ddim_steps"]] for c in cks],
+                           caption="Checkpoints named in the harmonized sidecars")
+    return html

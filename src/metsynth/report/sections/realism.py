@@ -1,0 +1,105 @@
+"""The realism section: classifier two-sample tests of the generated lesions, the features that
+give them away, and the start-timestep sweep of the harmonization (Figure 4).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from .. import figures
+from ..page import Section, data_table, figure, fmt, not_run
+from .parts import _subpart
+
+if TYPE_CHECKING:
+    from ..data import RunData
+
+
+def realism_section(run: "RunData") -> Section:
+    """Can a classifier tell the generated lesions from the real ones (RUN/realism, stage realism)."""
+    import json
+
+    path = run.layout.realism / "realism.json"
+    if not path.is_file():
+        return Section("realism", "Realism of the generated lesions",
+                       not_run("no <code>realism/realism.json</code> (stage realism, or <code>metsynth realism RUN</code>)."),
+                       False)
+    report = json.loads(path.read_text(encoding="utf-8"))
+    parts = [_subpart("Classifier two-sample tests", _realism_table, report),
+             _subpart("What gives each set away", _realism_features, report)]
+    if report.get("sweep"):
+        parts.append(_subpart("Start timestep of the harmonization (Figure 4)", _figure4, run, report))
+    return Section("realism", "Realism of the generated lesions", "\n".join(parts))
+
+
+def _auc_cell(t: dict[str, Any] | None) -> str:
+    if not t:
+        return "-"
+    return f"{fmt(t['auc'])} [{fmt(t['ci95'][0])}, {fmt(t['ci95'][1])}]"
+
+
+def _realism_table(report: dict[str, Any]) -> str:
+    null = report.get("null_real", {})
+    rows = [["real vs real (null)", report["n_real"], _auc_cell(null.get("features")), _auc_cell(null.get("cnn")), ""]]
+    for name, s in report["sets"].items():
+        n = s.get("null", {})
+        rows.append([name, s["n_volumes"], _auc_cell(s.get("features")), _auc_cell(s.get("cnn")),
+                     f"{_auc_cell(n.get('features'))} / {_auc_cell(n.get('cnn'))}"])
+    cfg = report.get("config", {})
+    return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null: generated halves (features / CNN)"], rows,
+                       caption=f"Real lesions: {report['n_real']} from {report['real_groups']} patients")
+            + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions (reference masks '
+              "of the metastatic and test cases) from the set's (0.5: cannot be told apart; 1: always told apart), "
+              f"{cfg.get('folds', '?')} folds grouped so that no patient or donor is on both sides, repeated "
+              f"{cfg.get('repeats', '?')} times; [95% bootstrap interval, whole patients and donors resampled]. Features: "
+              "gradient-boosted trees on the lesion features below; 3D CNN: a small MONAI classifier on lesion-centred "
+              f"patches ({fmt(cfg.get('patch_mm'), 0)} mm), trained from scratch. Null controls: the same test between "
+              f"random halves of one set (features: median [range] over {cfg.get('null_splits', 1)} splits; CNN: one "
+              "split): the AUC chance alone gives with these sizes.</p>")
+
+
+def _realism_features(report: dict[str, Any], top: int = 5) -> str:
+    from ...realism.features import FEATURES
+
+    html = []
+    for name, s in report["sets"].items():
+        rows = [[r["feature"], FEATURES.get(r["feature"], ""), f"{r['real']:.4g}", f"{r['generated']:.4g}", fmt(r["auc"])]
+                for r in s["features_table"][:top]]
+        html.append(data_table(["feature", "what it measures", "real (median)", f"{name} (median)", "AUC alone"], rows,
+                               caption=f"{name}: the {top} features that separate it most"))
+    return "\n".join(html)
+
+
+def _figure4(run: "RunData", report: dict[str, Any]) -> str:
+    from ...realism.figure import figure4
+
+    chosen = report.get("chosen_timestep")
+    dice = {t: d for t, d in ((0, _mean_dice(run, "synthetic")), (chosen, _mean_dice(run, "harmonized")))
+            if t is not None and d is not None}
+    real = _mean_dice(run, "real")
+    png = figures.png_of(lambda p: figure4(report, report["sweep"], p, dice=dice or None, chosen=chosen,
+                                           real_dice=None if real is None else real[0]))
+    rows = [[r["timestep"], fmt(r.get("features_auc")), fmt(r.get("contrast_kept")), fmt(r.get("contrast_kept_p10")),
+             r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
+    html = figure(png, "Realism (C2ST AUC; grey band: real vs real null), lesion contrast kept after / before "
+                       "harmonization, and the Dice of the models trained on the set where the study trained one, "
+                       "against the start timestep (0: not harmonized; dashed: the study's choice).", "Figure 4", width=980)
+    html += data_table(["start timestep", "features AUC", "contrast kept (median)", "10th percentile", "lesions collapsed"],
+                       rows, caption="The sweep")
+    lesions = run.layout.realism / "figure4_lesions.png"
+    if lesions.is_file():
+        html += figure(lesions.read_bytes(), "The same synthetic lesions harmonized from each start timestep (the "
+                                             "paper's Figure 4), one axial slice, label outlined.", "Figure 4 lesions",
+                       width=980)
+    return html
+
+
+def _mean_dice(run: "RunData", model: str) -> tuple[float, float, float] | None:
+    """A model's mean Dice over its cases with a normal 95% interval, or None where it was not evaluated."""
+    if run.results is None or model not in run.evaluated:
+        return None
+    values = run.results.loc[run.results["model"] == model, "dice"].dropna().to_numpy(dtype=float)
+    if not values.size:
+        return None
+    half = 1.96 * float(values.std(ddof=1)) / math.sqrt(values.size) if values.size > 1 else 0.0
+    return float(values.mean()), float(values.mean()) - half, float(values.mean()) + half
