@@ -42,6 +42,7 @@ app = typer.Typer(
         "-> synthesize -> diffusion train -> harmonize -> train -> predict -> evaluate -> report."
     ),
     no_args_is_help=True,
+    rich_markup_mode="markdown",
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},

@@ -116,3 +116,13 @@ def test_raw_bank_into_prepared_cohort_is_refused_in_one_line(toy_cohort, tmp_pa
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "bank.json does not fit cohort" in errors[0] and "metsynth lesions extract" in errors[0]
     assert not out.exists()
+
+
+def test_help_shows_bracketed_defaults_and_reflows_paragraphs(monkeypatch):
+    """Help texts are markdown: '[default: 10]' is not eaten as a rich markup tag, and a docstring's
+    hard-wrapped lines join into one paragraph instead of breaking mid-sentence."""
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setenv("TERMINAL_WIDTH", "250")
+    output = " ".join(CliRunner().invoke(app, ["synthesize", "--help"]).output.split())
+    assert "[default: 10]" in output
+    assert "the outputs are byte-identical whatever --workers or --scheduler" in output
