@@ -241,11 +241,11 @@ def test_data_wait_monitor_separates_waiting_from_compute():
 def test_curve_plotter_draws_at_most_once_per_interval_and_keeps_every_epoch(monkeypatch, tmp_path):
     from types import SimpleNamespace
 
-    import metsynth.segmentation.train as train_module
+    import metsynth.segmentation.callbacks as callbacks_module
     from metsynth.segmentation.train import CurvePlotter
 
     drawn = []
-    monkeypatch.setattr(train_module, "plot_curves",
+    monkeypatch.setattr(callbacks_module, "plot_curves",  # where CurvePlotter looks it up
                         lambda history, path: drawn.append([e for e, _ in history["train_loss"]]))
     trainer = SimpleNamespace(is_global_zero=True, sanity_checking=False, val_dataloaders=None,
                               current_epoch=0, callback_metrics={})
