@@ -406,3 +406,19 @@ def test_checkpoint_of_another_network_is_refused(finished_cli_run):
                                 optimizer_params=len(list(wider.parameters())))
     with pytest.raises(InputError, match="no state of the callback"):
         check_resume_checkpoint(last, shapes, optimizer_params=len(list(net.parameters())), callbacks=("Other",))
+
+
+def test_a_missing_init_is_one_line_and_writes_nothing(tmp_path, prepared_cohort):
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+
+    out = tmp_path / "finetuned"
+    result = CliRunner().invoke(app, ["--quiet", "train", str(prepared_cohort), "-o", str(out), "--sources", "real",
+                                      "--init", str(tmp_path / "missing" / "model.pt"), "--preset", "tiny",
+                                      "--max-epochs", "1"])
+    assert result.exit_code != 0
+    assert "--init:" in result.output and "segmentation model not found" in result.output
+    assert "Traceback (most recent call last)" not in result.output
+    assert sum(line.startswith("error:") for line in result.output.splitlines()) == 1
+    assert not out.exists()

@@ -126,6 +126,7 @@ def train_segmentation(
     t = config.trainer
     check_trainer(t.accelerator, t.devices, t.strategy, t.num_nodes, t.precision)  # before anything is written
     finetune = init is not None
+    init_state = _initial_weights(init, config) if init is not None else None  # also before anything is written
     result_file = out / "result.json"
     previous = out / "config.yaml"
     ckpt_dir = out / "checkpoints"
@@ -175,15 +176,8 @@ def train_segmentation(
     }
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = SegmentationModule(meta)
-    if init is not None:
-        state, init_meta = load_weights(init)
-        try:
-            module.net.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise ConfigError(
-                f"--init {init}: its network ({init_meta['config']['network']}) does not match this "
-                f"config's ({config.network.model_dump()}); fine-tune with the same network settings "
-                f"({str(err).splitlines()[0]})") from None
+    if init_state is not None:
+        module.net.load_state_dict(init_state, strict=True)
         log.info("fine-tuning from %s (lr %g, decay %g, patience %d)", init, lr, decay, patience)
 
     sampler = patch_sampler(training_set, config)
@@ -309,6 +303,24 @@ def _merge_logs(log_dir: Path) -> Path:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _initial_weights(init: str | os.PathLike, config: SegmentationConfig) -> dict[str, Any]:
+    """The weights ``--init`` names, read and checked against ``config``'s network (one-line errors)."""
+    from ..errors import InputError
+
+    try:
+        state, init_meta = load_weights(init)
+    except InputError as err:
+        raise InputError(f"--init: {err}") from None
+    try:
+        build_network(config).load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ConfigError(
+            f"--init {init}: its network ({init_meta['config']['network']}) does not match this "
+            f"config's ({config.network.model_dump()}); fine-tune with the same network settings "
+            f"({str(err).splitlines()[0]})") from None
+    return state
 
 
 def other_training(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
