@@ -8,6 +8,7 @@ Usage::
 
     .venv/bin/python benchmarks/run_all.py                 # all, about 15-25 min on 2 cores
     .venv/bin/python benchmarks/run_all.py metrics volume_io   # some
+    .venv/bin/python benchmarks/run_all.py storage_paper       # benchmarks/storage_paper.py
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ BENCHMARKS: dict[str, list[str]] = {
     "segmentation": ["--steps", "20", "--workers", "0", "2"],
     "parallel_trainings": ["--steps", "100"],
     "diffusion": ["--steps", "30", "--volumes", "1"],
+    "storage_paper": ["--volumes", "2", "--read-repeats", "2"],
 }
+
+
+def script(name: str) -> Path:
+    """``bench_<name>.py``, or ``<name>.py`` for benchmarks named after what they extrapolate to."""
+    prefixed = HERE / f"bench_{name}.py"
+    return prefixed if prefixed.is_file() else HERE / f"{name}.py"
 
 
 def main(argv: list[str]) -> int:
@@ -39,7 +47,7 @@ def main(argv: list[str]) -> int:
         return 2
     failed = []
     for name in names:
-        command = [sys.executable, str(HERE / f"bench_{name}.py"), *BENCHMARKS[name]]
+        command = [sys.executable, str(script(name)), *BENCHMARKS[name]]
         print(f"\n## {name}: {' '.join(command[1:])}", flush=True)
         start = time.perf_counter()
         if subprocess.run(command).returncode != 0:
