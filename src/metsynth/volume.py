@@ -330,6 +330,12 @@ class IntensityScale:
         slope = 2.0 * step_hu / (hi - lo)
         return cls(slope, -1.0 - slope * round(lo / step_hu))
 
+    @classmethod
+    def standardized(cls) -> "IntensityScale":
+        """For [-1, 1] images whose HU window is unknown: a step of 2^-14 (exact in float32) that holds
+        [-2, 2); the round-trip error, window / 65536 HU, is under 0.1 HU for windows up to 6500 HU."""
+        return cls(2.0**-14, 0.0)
+
     @property
     def max_error(self) -> float:
         """Largest round-trip error in the image's units: half a step, plus the float32 rounding of
