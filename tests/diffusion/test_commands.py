@@ -61,7 +61,7 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, builders):
     src = builders.write_synthetic_set(tmp_path / "syn")
     result = runner.invoke(app, ["harmonize", str(src), "--checkpoint", str(tmp_path / "missing.pt"),
                                  "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "error:" in result.output and "checkpoint not found" in result.output
+    assert result.exit_code == 2 and "error:" in result.output and "DDPM not found" in result.output
     result = runner.invoke(app, ["diffusion", "train", str(tmp_path), "--out", str(tmp_path / "t"),
                                  "--preset", "papr"])
     assert result.exit_code == 2 and "did you mean 'paper'" in result.output

@@ -16,5 +16,5 @@ def test_ddpm_trains_with_ddp_on_two_cpu_processes(tmp_path, prepared_cohort):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 steps" in proc.stdout
-    state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)
+    state = torch.load(out / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
     assert state

@@ -169,9 +169,13 @@ def test_unsafe_or_incomplete_checkpoints_are_refused(tmp_path, trained):
     (tmp_path / "model.yaml").write_text(trained.export_config.read_text())
     with pytest.raises(InputError, match="weights_only"):
         load_denoiser(bad, "cpu")
-    lonely = tmp_path / "other" / "model.pt"
+    alone = tmp_path / "alone" / "model.pt"  # model.pt carries its settings: it loads without model.yaml
+    alone.parent.mkdir()
+    alone.write_bytes(trained.export.read_bytes())
+    assert load_denoiser(alone, "cpu").weights == "ema"
+    lonely = tmp_path / "other" / "model.pt"  # the format before: a bare state_dict needs its model.yaml
     lonely.parent.mkdir()
-    lonely.write_bytes(trained.export.read_bytes())
+    torch.save(torch.load(trained.export, weights_only=True)["state_dict"], lonely)
     with pytest.raises(InputError, match="model.yaml"):
         load_denoiser(lonely, "cpu")
     with pytest.raises(InputError, match="not found"):

@@ -29,9 +29,11 @@ def test_tiny_model_trains_and_its_loss_falls(trained, tiny_config):
 
 
 def test_export_is_plain_weights_with_its_settings(trained, tiny_config):
-    state = torch.load(trained.export, map_location="cpu", weights_only=True)
+    saved = torch.load(trained.export, map_location="cpu", weights_only=True)
+    assert saved["format"] == "metsynth-model/2" and saved["network"] == "ddpm"
+    state = saved["state_dict"]
     info = yaml.safe_load(trained.export_config.read_text())
-    assert info["format"] == "metsynth-ddpm/1" and info["weights"] == "ema"
+    assert info["format"] == "metsynth-model/2" and info["network"] == "ddpm" and info["weights"] == "ema"
     assert info["trained"]["steps"] == 6 and info["trained"]["cases"] == ["H00", "H01"]
     config = DiffusionConfig.from_dict(info["config"])
     assert config == tiny_config
@@ -60,8 +62,8 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, prepared_coh
     assert len(_rows(out / "loss.csv")) == 3
     resumed = train_diffusion(prepared_cohort, out, tiny_config, accelerator="cpu", devices=1, progress=False)
     assert resumed.steps == 6
-    a = torch.load(trained.export, weights_only=True)
-    b = torch.load(resumed.export, weights_only=True)
+    a = torch.load(trained.export, weights_only=True)["state_dict"]
+    b = torch.load(resumed.export, weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # bit-identical to the uninterrupted run
     assert _rows(out / "loss.csv") == _rows(trained.loss_csv)
 

@@ -115,51 +115,32 @@ class Denoiser:
 
 
 
-def _safe_load(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: checkpoint not found") from None
-    except Exception as err:  # noqa: BLE001 - anything unpicklable under weights_only is refused
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(
-            f"{path}: cannot be loaded as plain weights (torch.load(weights_only=True) refused it: {first}); "
-            "use the model.pt exported by `metsynth diffusion train` or its Lightning checkpoint") from None
+def _from_lightning(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The DDPM's weights (the EMA copy when it was updated) and settings out of a training checkpoint."""
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    if config is None:
+        raise InputError("Lightning checkpoint without the metsynth settings (hyper_parameters.config)")
+    state = ckpt["state_dict"]
+    ema = {k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")}
+    n_avg = state.get("ema.n_averaged")
+    if ema and (n_avg is None or int(n_avg) > 0):
+        return ema, {"weights": "ema", "config": config}
+    return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}, {"weights": "final",
+                                                                                       "config": config}
 
 
 def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], DiffusionConfig, str]:
-    """(state_dict, settings, weights kind) of an exported ``.pt`` (+ ``.yaml``) or a Lightning ``.ckpt``."""
-    path = Path(checkpoint)
-    if path.is_dir():
-        path = path / "model.pt"
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found; pass the model.pt written by `metsynth diffusion train` "
-                         "(or a Lightning .ckpt from its checkpoints/ folder)")
-    data = _safe_load(path)
-    if isinstance(data, dict) and "state_dict" in data and "hyper_parameters" in data:  # Lightning
-        config_data = (data.get("hyper_parameters") or {}).get("config")
-        if config_data is None:
-            raise InputError(f"{path}: Lightning checkpoint without the metsynth settings (hyper_parameters.config)")
-        config = DiffusionConfig.from_dict(config_data, source=str(path), error=InputError)
-        state = data["state_dict"]
-        ema = {k[len("ema.module."):]: v for k, v in state.items() if k.startswith("ema.module.")}
-        n_avg = state.get("ema.n_averaged")
-        if ema and (n_avg is None or int(n_avg) > 0):
-            return ema, config, "ema"
-        return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}, config, "final"
-    yaml_path = path.with_suffix(".yaml")
-    if not yaml_path.is_file():
-        raise InputError(f"{path}: its settings file {yaml_path.name} is missing beside it; keep model.pt and "
-                         "model.yaml together (both are written by `metsynth diffusion train`)")
-    info = read_yaml(yaml_path, error=InputError)
-    if "config" not in info:
-        raise InputError(f"{yaml_path}: not a metsynth model description (no 'config' key)")
-    config = DiffusionConfig.from_dict(info["config"], source=str(yaml_path), error=InputError)
-    if not isinstance(data, dict) or not all(hasattr(v, "shape") for v in data.values()):
+    """(state_dict, settings, weights kind) of an exported ``model.pt`` or a Lightning ``.ckpt``
+    (:func:`metsynth.checkpoints.load_model`, ``weights_only``)."""
+    from ..checkpoints import load_model
+
+    state, meta, path = load_model(checkpoint, "ddpm", from_lightning=_from_lightning)
+    if not isinstance(meta.get("config"), dict):
+        raise InputError(f"{path}: not a metsynth DDPM description (no settings 'config')")
+    config = DiffusionConfig.from_dict(meta["config"], source=str(path), error=InputError)
+    if not all(hasattr(v, "shape") for v in state.values()):
         raise InputError(f"{path}: expected a state_dict (name -> tensor)")
-    return data, config, str(info.get("weights", "final"))
+    return state, config, str(meta.get("weights", "final"))
 
 
 def checkpoint_settings(checkpoint: str | os.PathLike) -> DiffusionConfig:

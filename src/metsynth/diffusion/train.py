@@ -42,14 +42,14 @@ from lightning.pytorch.callbacks import Callback
 
 from ..cohort import Cohort, load_cohort
 from ..errors import ConfigError
-from ..fileio import atomic_path, files_stamp, read_json, save_torch, temp_path_for, write_json, write_text
+from ..checkpoints import save_model
+from ..fileio import atomic_path, files_stamp, read_json, temp_path_for, write_json
 from ..progress import quiet
 from .data import EpochSampler, PatchDataset, ResumableLoader, load_training_cases
 from .presets import DiffusionConfig, diffusion_config
 
 log = logging.getLogger(__name__)
 
-EXPORT_FORMAT = "metsynth-ddpm/1"
 # Settings that may change between a run and its resumption (they do not change the model).
 RESUMABLE_CHANGES = ("max_steps", "max_epochs", "checkpoint_every_n_steps", "log_every_n_steps", "num_workers")
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed",
@@ -311,14 +311,12 @@ def train_diffusion(
 
 def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path, yaml_path: Path,
                    trained: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    """Write the weights as a plain state_dict (.pt, loadable with ``weights_only=True``) + YAML."""
-    import yaml
-
+    """Write the weights and settings as ``model.pt`` + ``model.yaml`` (:func:`metsynth.checkpoints.save_model`;
+    ``yaml_path`` must be ``path`` with the suffix .yaml)."""
+    if yaml_path != path.with_suffix(".yaml"):
+        raise ValueError(f"{yaml_path}: the settings go beside the weights, as {path.with_suffix('.yaml').name}")
     state, kind = module.export_state_dict()
-    save_torch(path, state)
-    info = {"format": EXPORT_FORMAT, "weights": kind, "trained": trained or {},
-            "config": config.model_dump(mode="json")}
-    write_text(yaml_path, yaml.safe_dump(info, sort_keys=False))
+    save_model(path, "ddpm", state, {"weights": kind, "trained": trained or {}, "config": config.model_dump(mode="json")})
     return path, yaml_path
 
 
