@@ -24,13 +24,12 @@ def build_network(config: SegmentationConfig):
 
 
 def dice_of(pred, truth) -> float:
-    """Dice of two binary tensors/arrays; both empty gives 1 (as in evaluation.metrics)."""
-    p = pred.bool()
-    t = truth.bool()
-    denom = int(p.sum()) + int(t.sum())
-    if denom == 0:
-        return 1.0
-    return 2.0 * int((p & t).sum()) / denom
+    """Dice of two binary tensors (validation): :func:`metsynth.evaluation.metrics.dice_score`,
+    1.0 when both are empty."""
+    from ..evaluation.metrics import dice_score
+
+    flat = (1, 1, -1)  # a count: the shape does not matter, channel axes included
+    return dice_score(pred.detach().bool().cpu().numpy().reshape(flat), truth.detach().bool().cpu().numpy().reshape(flat))
 
 
 def sliding_window_logits(net, image, config: SegmentationConfig):

@@ -10,12 +10,12 @@ corners).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..synthesis.transforms import rotation_matrix  # the lesion transforms' convention, one copy
 from .cache import CachedVolume
 from .presets import AugmentConfig
 
@@ -87,15 +87,6 @@ def draw_patch_params(cached: CachedVolume, patch_size: Sequence[int], positive:
         gamma = float(rng.uniform(*augment.gamma_range))
     return PatchParams(center=center, positive=positive, flips=flips, angles_deg=angles,  # type: ignore[arg-type]
                        scale=scale, noise_std=noise_std, noise_seed=int(rng.integers(2**31)), gamma=gamma)
-
-
-def rotation_matrix(angles_deg: Sequence[float]) -> np.ndarray:
-    """Rotation about the array axes z, y, x (in that order), acting on (z, y, x) vectors."""
-    a, b, c = (math.radians(v) for v in angles_deg)
-    rz = np.array([[1, 0, 0], [0, math.cos(a), -math.sin(a)], [0, math.sin(a), math.cos(a)]])
-    ry = np.array([[math.cos(b), 0, math.sin(b)], [0, 1, 0], [-math.sin(b), 0, math.cos(b)]])
-    rx = np.array([[math.cos(c), -math.sin(c), 0], [math.sin(c), math.cos(c), 0], [0, 0, 1]])
-    return rz @ ry @ rx
 
 
 def _padded_block(array: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill: float) -> np.ndarray:
