@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..seeds import PHANTOM_ANATOMY
 from .anatomy_params import AnatomyParams, _rot, draw_anatomy
 from .fields import (F32, Grid, capsule, ellipsoid, normalize_distance, smax, smin, smooth_noise, smoothstep,
                      sphere)
@@ -82,7 +83,7 @@ def anatomy_fields(p: AnatomyParams, grid: Grid) -> AnatomyFields:
     """
     lm = p.landmarks()
     s, rh = lm["neck_base"], p.head_radius
-    seq = np.random.SeedSequence([p.noise_seed, 1]).spawn(3)
+    seq = np.random.SeedSequence([p.noise_seed, PHANTOM_ANATOMY]).spawn(3)
     shape = grid.shape
     out = {k: np.full(shape, FAR_MM, dtype=F32) for k in ("femur", "pelvis", "joint")}
     out.update({k: np.zeros(shape, dtype=F32) for k in ("cortex", "density", "grain")})

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..seeds import PHANTOM_ANNOTATOR
 from .config import AnnotatorProfile
 from .fields import F32, Grid, smooth_noise
 from .lesions import LesionShape
@@ -97,7 +98,7 @@ def annotate(draw: AnnotationDraw, profile: AnnotatorProfile, refs: list[Referen
     out = np.zeros(grid.shape, dtype=np.uint8)
     spacing = np.asarray(grid.spacing)
     coarse = resolution_scale(grid.spacing)
-    ss = np.random.SeedSequence([draw.seed, 11])
+    ss = np.random.SeedSequence([draw.seed, PHANTOM_ANNOTATOR])
     for ref, seq in zip(refs, ss.spawn(len(refs))):
         if ref.index in draw.missed:
             continue

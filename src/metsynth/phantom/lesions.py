@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..errors import ConfigError
+from ..seeds import PHANTOM_LESION
 from .anatomy import REGION_CODES, AnatomyFields
 from .config import REGIONS, PhantomConfig
 from .fields import F32, Grid, coverage, eval_plane_waves, plane_waves, smin, smooth_noise, smoothstep
@@ -201,7 +202,7 @@ def render_lesion(hu: np.ndarray, labels: np.ndarray, shape: LesionShape, femur:
     lp = shape.params
     box, phi, mask = shape.box, shape.phi, shape.mask
     h = float(np.mean(grid.spacing))
-    rng = np.random.default_rng(np.random.SeedSequence([lp.seed, 3]))
+    rng = np.random.default_rng(np.random.SeedSequence([lp.seed, PHANTOM_LESION]))
     fem = femur[box]
     sub = hu[box]
     value = F32(lp.hu) + F32(lp.heterogeneity_hu) * smooth_noise(rng, phi.shape, 2.0 / h)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..seeds import PHANTOM_NOISE
 from .anatomy import AnatomyFields, AnatomyParams
 from .config import CentreProfile
 from .fields import F32, Grid, bandpass_noise, chunks, coverage, smoothstep, upsample
@@ -211,7 +212,7 @@ def apply_scanner(hu: np.ndarray, body: np.ndarray, coarse: Grid, grid: Grid, s:
     the noise grain (as in CT); its level after the blur is ``noise_hu``, up to 30% higher in
     deep tissue. ``body`` is the skin SDF on ``coarse``. ``hu`` is used as scratch space.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([s.noise_seed, 7]))
+    rng = np.random.default_rng(np.random.SeedSequence([s.noise_seed, PHANTOM_NOISE]))
     sigma = tuple(f / 2.3548 / sp for f, sp in zip(s.psf_fwhm_mm, s.spacing))
     gain = F32(s.noise_hu / _kernel_norm(sigma))
     for zs, g in chunks(grid, CHUNK_SLICES):

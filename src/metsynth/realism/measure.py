@@ -28,6 +28,7 @@ from pydantic import Field
 
 from ..config import Settings
 from ..errors import InputError
+from ..seeds import REALISM_NULL, REALISM_SAMPLE
 from .c2st import C2STResult, c2st, cnn_scores, feature_scores
 from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 
@@ -118,7 +119,7 @@ def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int) -> list[str]
     ids = sorted(read_set(folder)["volume_id"])
     if len(ids) <= n:
         return ids
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5EA1]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_SAMPLE]))
     return sorted(rng.choice(ids, n, replace=False).tolist())
 
 
@@ -236,7 +237,7 @@ def _halves(samples: list[LesionSample], seed: int) -> tuple[list[LesionSample],
     few groups, each test fold holds mostly one half and the classifier, trained on the other's
     majority, scores it systematically low (AUCs well below 0.5).
     """
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x4A1F]))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_NULL]))
     order = rng.permutation(len(samples))
     first = set(order[: len(samples) // 2].tolist())
     return ([s for i, s in enumerate(samples) if i in first], [s for i, s in enumerate(samples) if i not in first])

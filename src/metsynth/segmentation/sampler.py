@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..seeds import EPOCH_ORDER
 from .presets import SegmentationConfig
 from .training_set import TrainingSet
 
@@ -92,7 +93,7 @@ class PatchSampler:
 
     def epoch_keys(self) -> list[tuple[int, int, int, bool]]:
         """Every key of the epoch (all ranks together)."""
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, 3]))
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch, EPOCH_ORDER]))
         n = self.total
         if self.mixed:
             volumes = self._mixed_volumes(rng)

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import ConfigError, InputError
 from ..fileio import files_stamp, read_json, write_json
+from ..seeds import VALIDATION_CASES
 from ..synthesis.sets import fold_volumes, read_set
 from .presets import SOURCES
 
@@ -181,7 +182,7 @@ def build_training_set(
         raise ConfigError(
             f"val_cases={val_cases} but only {len(candidates)} real metastatic case(s) are outside the test "
             "fold; lower val_cases (a few cases are enough for early stopping)")
-    order = np.random.default_rng(np.random.SeedSequence([seed, 7])).permutation(len(candidates))
+    order = np.random.default_rng(np.random.SeedSequence([seed, VALIDATION_CASES])).permutation(len(candidates))
     val_ids = {candidates[i].id for i in order[:val_cases]}
     real_items = [_real_volume(c) for c in candidates]
     val = [v for v in real_items if v.case in val_ids]

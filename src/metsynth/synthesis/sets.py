@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..seeds import SIZE_STUDY_SUBSET, fold_seed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +42,6 @@ INDEX_COLUMNS = ("volume_id", "healthy_case", "donor_case", "donor_lesion", "rep
 REQUIRED_COLUMNS = ("volume_id", "donor_case", "image", "label")
 KEPT_TRUE = frozenset({"true", "1", "yes", "y", "t"})
 KEPT_FALSE = frozenset({"false", "0", "no", "n", "f"})
-SUBSET_STREAM = 11  # the size-study subset's seed stream (numpy SeedSequence([seed, 11]))
 _DTYPES = {"volume_id": str, "donor_case": str, "healthy_case": str, "donor_lesion": str, "kept": str,
            "image": str, "label": str}
 
@@ -132,18 +132,13 @@ def count_kept(folder: str | os.PathLike) -> int:
     return int(read_rows(folder)["kept"].sum())
 
 
-def fold_seed(seed: int, fold: int) -> int:
-    """The seed the study trains fold ``fold`` with (validation cases, subset, weights)."""
-    return seed + fold
-
-
 def choose_subset(volumes: "pd.DataFrame", limit: int, seed: int, fold: int | None = None) -> "pd.DataFrame":
     """The size-study subset: the first ``limit`` of one permutation (seeded by ``seed``) of
     ``volumes`` sorted by ``key``."""
     if limit > len(volumes):
         raise NotEnoughVolumes(limit, len(volumes), fold)
     ordered = volumes.sort_values("key", kind="stable").reset_index(drop=True)
-    perm = np.random.default_rng(np.random.SeedSequence([seed, SUBSET_STREAM])).permutation(len(ordered))
+    perm = np.random.default_rng(np.random.SeedSequence([seed, SIZE_STUDY_SUBSET])).permutation(len(ordered))
     return ordered.iloc[perm[:limit]].reset_index(drop=True)
 
 
