@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip install -qq --constraint constraints.txt
 NNUNET_VENV  := .venv-nnunet
 NNUNET_STAMP := $(NNUNET_VENV)/.installed
 
-.PHONY: setup nnunet-env demo test bench clean
+.PHONY: setup nnunet-env demo test lint bench clean
 
 setup: $(STAMP)
 
@@ -32,6 +32,9 @@ demo: $(STAMP)
 
 test: $(STAMP) $(NNUNET_STAMP)
 	METSYNTH_NNUNET_PYTHON=$(CURDIR)/$(NNUNET_VENV)/bin/python $(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
