@@ -83,12 +83,11 @@ class SegmentationModel:
 
 # ======================================================================= grids
 def resample_linear(values: Volume, reference: Volume, default: float = 0.0) -> np.ndarray:
-    """``values`` (float) linearly interpolated at ``reference``'s voxel centres (float32 array)."""
-    import SimpleITK as sitk
+    """``values`` (float) linearly interpolated at ``reference``'s voxel centres (float32 array):
+    :func:`metsynth.prepare.resample_image`, the one resampling path."""
+    from ..prepare import resample_image
 
-    src = values.with_array(np.asarray(values.array, dtype=np.float32)).to_sitk()
-    out = sitk.Resample(src, reference.to_sitk(), sitk.Transform(), sitk.sitkLinear, float(default), sitk.sitkFloat32)
-    return Volume.from_sitk(out).array
+    return resample_image(values, reference, "linear", default).array
 
 
 def empty_grid(shape, spacing, origin, direction) -> Volume:
