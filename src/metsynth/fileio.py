@@ -229,34 +229,3 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
             tmp.unlink()
             n += 1
     return n
-
-
-def finished_sidecar(folder: str | os.PathLike, volume_id: str) -> dict[str, Any] | None:
-    """The sidecar of a generated volume of a set folder (``images/``, ``labels/``, ``sidecars/``)
-    when the volume is complete, else None.
-
-    The sidecar is written last, atomically, so a readable ``sidecars/<id>.json`` whose named files
-    (``image``, ``label``) all exist marks the volume done; a kept volume must name its image, a
-    dropped one (``kept: false``) may name none. Used by synthesis and harmonization to resume
-    (harmonization also checks what the sidecar records of its sources). Named NIfTI files must
-    also be whole (:func:`metsynth.volume.nifti_complete`, a cheap check of their size against
-    their header): a file cut short by a full disk under an older version is redone.
-    """
-    folder = Path(folder)
-    sidecar = folder / "sidecars" / f"{volume_id}.json"
-    if not sidecar.is_file():
-        return None
-    try:
-        data = read_json(sidecar)
-    except ValueError:
-        return None
-    if data.get("kept", True) and not data.get("image"):
-        return None
-    if not all((folder / data[key]).is_file() for key in ("image", "label") if data.get(key)):
-        return None
-    from .volume import nifti_complete
-
-    if not all(nifti_complete(folder / data[key]) for key in ("image", "label")
-               if data.get(key) and str(data[key]).lower().endswith((".nii", ".nii.gz"))):
-        return None
-    return data

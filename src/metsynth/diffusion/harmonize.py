@@ -57,8 +57,8 @@ from scipy import ndimage
 from ..config import read_yaml
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..fileio import (atomic_path, file_sha256, files_stamp, finished_sidecar, read_json, remove_stale_temps, write_json,
-                      write_text)
+from ..fileio import atomic_path, file_sha256, files_stamp, read_json, remove_stale_temps, write_json, write_text
+from ..synthesis.sets import finished_sidecar
 from ..volume import IntensityScale, Volume, check_finite, storage_scale
 from .consistency import check_consistency
 from .presets import DiffusionConfig, HarmonizeConfig, check_harmonize

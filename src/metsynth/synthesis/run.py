@@ -55,12 +55,13 @@ import yaml
 from .. import __version__
 from ..config import differences
 from ..errors import ConfigError, InputError
-from ..fileio import (DiskFullError, check_free_space, files_stamp, finished_sidecar, read_json, remove_stale_temps,
+from ..fileio import (DiskFullError, check_free_space, files_stamp, read_json, remove_stale_temps,
                       write_json, write_text)
 from ..parallel import TaskFailure, map_tasks
 from ..volume import IntensityScale, storage_scale
 from .bank import BankEntry, LesionBank, check_bank_matches, cohort_intensity, load_bank
 from .compose import HealthyFemur, SynthesisConfig, SynthesisResult, synthesize_one
+from .sets import finished_sidecar
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,8 @@ harmonization, the realism measure and the study read it here:
   too few volumes raise :class:`NotEnoughVolumes`. The training set and the export call it
   with the same seed for a fold (:func:`fold_seed`: the study trains fold k with ``seed + k``),
   so they pick the same volumes.
+* :func:`finished_sidecar`: whether a volume of a set being written is finished (synthesis and
+  harmonization resume with it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..fileio import read_json
+from ..nifti import nifti_complete
 from ..seeds import SIZE_STUDY_SUBSET, fold_seed
 
 if TYPE_CHECKING:
@@ -173,5 +177,34 @@ def fold_volumes(sets: "list[pd.DataFrame]", splits: "Splits | None", fold: int 
     return FoldVolumes(pool, dropped, excluded)
 
 
+def finished_sidecar(folder: str | os.PathLike, volume_id: str) -> dict[str, Any] | None:
+    """The sidecar of a generated volume of a set folder (``images/``, ``labels/``, ``sidecars/``)
+    when the volume is complete, else None.
+
+    The sidecar is written last, atomically, so a readable ``sidecars/<id>.json`` whose named files
+    (``image``, ``label``) all exist marks the volume done; a kept volume must name its image, a
+    dropped one (``kept: false``) may name none. Used by synthesis and harmonization to resume
+    (harmonization also checks what the sidecar records of its sources). Named NIfTI files must
+    also be whole (:func:`metsynth.nifti.nifti_complete`, a cheap check of their size against
+    their header): a file cut short by a full disk under an older version is redone.
+    """
+    folder = Path(folder)
+    sidecar = folder / "sidecars" / f"{volume_id}.json"
+    if not sidecar.is_file():
+        return None
+    try:
+        data = read_json(sidecar)
+    except ValueError:
+        return None
+    if data.get("kept", True) and not data.get("image"):
+        return None
+    if not all((folder / data[key]).is_file() for key in ("image", "label") if data.get(key)):
+        return None
+    if not all(nifti_complete(folder / data[key]) for key in ("image", "label")
+               if data.get(key) and str(data[key]).lower().endswith((".nii", ".nii.gz"))):
+        return None
+    return data
+
+
 __all__ = ["INDEX_COLUMNS", "FoldVolumes", "NotEnoughVolumes", "choose_subset", "count_kept", "fold_seed",
-           "fold_volumes", "index_path", "parse_kept", "read_rows", "read_set"]
+           "finished_sidecar", "fold_volumes", "index_path", "parse_kept", "read_rows", "read_set"]
