@@ -178,7 +178,7 @@ def time_runs(manifest: Path, bank_dir: Path, repeats: int, tmp: Path, plan) -> 
 def _compute_task(task: tuple) -> int:
     """Module level (picklable): all repeats of one (healthy, lesion) pair, compute only, no files."""
     from metsynth.synthesis.compose import SynthesisConfig
-    from metsynth.synthesis.run import _cached_healthy, _cached_lesion, synthesize_volume
+    from metsynth.synthesis.attempts import _cached_healthy, _cached_lesion, synthesize_volume
 
     case, bank_root, lesion_id, repeats = task
     healthy = _cached_healthy(case)

@@ -151,7 +151,8 @@ def _rows(run: Path) -> list[dict[str, str]]:
 def test_synthesis_run_writes_int16_when_configured(toy, tmp_path):
     from metsynth.cohort import load_cohort
     from metsynth.synthesis.compose import SynthesisConfig
-    from metsynth.synthesis.run import GZIP_INT16_IMAGE_RATIO, estimate_output_bytes, run_synthesis
+    from metsynth.synthesis.output_size import GZIP_INT16_IMAGE_RATIO, estimate_output_bytes
+    from metsynth.synthesis.run import run_synthesis
 
     cohort, bank = toy
     floats = run_synthesis(cohort, bank, tmp_path / "f32", SynthesisConfig(repeats=1), progress=False).out_dir

@@ -123,13 +123,14 @@ def test_rerun_skips_finished_work(reference, toy_cohort, toy_bank, tmp_path):
 
 KILL_SCRIPT = """
 import sys, time
+import metsynth.synthesis.attempts as attempts
 import metsynth.synthesis.run as run
-write = run.write_json
+write = attempts.write_json  # the task writes each sidecar through it
 def slow_write(path, data):  # slow the run down so that the kill lands in the middle of it
     result = write(path, data)
     time.sleep(0.15)
     return result
-run.write_json = slow_write
+attempts.write_json = slow_write
 from metsynth.synthesis.compose import SynthesisConfig
 run.run_synthesis(sys.argv[1], sys.argv[2], sys.argv[3], SynthesisConfig(repeats=int(sys.argv[4])), progress=False)
 """
