@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from metsynth.diffusion import harmonize as H
+from metsynth.diffusion import refine
 from metsynth.diffusion.harmonize import (
     Box,
     feather_weight,
@@ -297,7 +298,7 @@ def test_consistency_check_flags_a_planted_failure(tmp_path, builders, trained, 
         out[dark] = float(np.median(out[~dark & (out > -0.2)]))
         return out
 
-    monkeypatch.setattr(H, "refine_array", erase)
+    monkeypatch.setattr(refine, "refine_array", erase)  # where harmonize_volume looks it up
     summary = harmonize_set(src, tmp_path / "harm", trained.export, progress=False)
     assert summary.flagged == ["syn000", "syn001"]
     rows = _csv(tmp_path / "harm" / "index.csv")
