@@ -4,8 +4,11 @@ used SDEdit-style (noise to ``start_timestep``, denoise with DDIM) to refine syn
 * :mod:`.presets`: settings and the ``paper``, ``cpu`` and ``tiny`` presets;
 * :mod:`.schedule`: DDIM timestep sequences, noising and DDIM steps;
 * :mod:`.data`: training patches within the femur mask;
-* :mod:`.train`: the Lightning module and :func:`train_diffusion`;
-* :mod:`.harmonize`: :func:`harmonize_set` / :func:`harmonize_volume` (lesion or volume region);
+* :mod:`.train`: the Lightning module and :func:`train_diffusion`; :mod:`.callbacks`: its loss
+  record and step checkpoints;
+* :mod:`.harmonize`: :func:`harmonize_set` (a set, resumable, parallel), and every harmonization
+  name, from :mod:`.denoiser` (the network), :mod:`.refine` (SDEdit, :func:`harmonize_volume`),
+  :mod:`.regions` (lesion boxes), :mod:`.source_set` (the set read) and :mod:`.harmonize_task`;
 * :mod:`.consistency`: lesion contrast before/after (flags collapsed lesions);
 * :mod:`.preview`: before/after montages.
 
