@@ -41,6 +41,9 @@ PAPER_MODELS = {
     "harmonized": "Diffusion",
     "harmonized_ft": "Diffusion+FT",
 }
+# beyond the paper: fresh synthetic volumes during training (the 'online' source), in Table 3 when trained
+ONLINE_MODELS = {"online": "Online", "online_ft": "Online+FT"}
+TABLE3_MODELS = {**PAPER_MODELS, **ONLINE_MODELS}
 
 
 def size_model(n: int | str) -> str:
@@ -48,8 +51,8 @@ def size_model(n: int | str) -> str:
 
 
 def display_name(model: str) -> str:
-    if model in PAPER_MODELS:
-        return PAPER_MODELS[model]
+    if model in TABLE3_MODELS:
+        return TABLE3_MODELS[model]
     if model.startswith("size_"):
         return model[len("size_"):]
     return model

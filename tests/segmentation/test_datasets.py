@@ -9,8 +9,18 @@ from metsynth.cohort import load_cohort
 from metsynth.errors import ConfigError, InputError
 from metsynth.evaluation.splits import make_splits
 from metsynth.segmentation.datasets import (
-    AIR, CachedVolume, PatchDataset, PatchParams, PatchSampler, TrainingSet, TrainingVolume, build_training_set,
-    cache_volume, draw_patch_params, extract_patch, parse_sources,
+    AIR,
+    CachedVolume,
+    PatchDataset,
+    PatchParams,
+    PatchSampler,
+    TrainingSet,
+    TrainingVolume,
+    build_training_set,
+    cache_volume,
+    draw_patch_params,
+    extract_patch,
+    parse_sources,
 )
 from metsynth.segmentation.presets import AugmentConfig, segmentation_config
 from metsynth.volume import Volume
@@ -176,7 +186,8 @@ def test_plain_patch_is_the_slice_and_pads_with_air_outside():
     params = PatchParams(center=(20, 20, 20), positive=True)
     img, lbl = extract_patch(vol.image, vol.label, params, (16, 16, 16))
     assert np.array_equal(img, vol.image[12:28, 12:28, 12:28]) and np.array_equal(lbl, vol.label[12:28, 12:28, 12:28])
-    small = extract_patch(vol.image[:10], vol.label[:10], PatchParams(center=(5, 20, 20), positive=False), (16, 16, 16))[0]
+    small = extract_patch(vol.image[:10], vol.label[:10], PatchParams(center=(5, 20, 20), positive=False),
+                          (16, 16, 16))[0]
     assert np.all(small[:3] == AIR) and np.array_equal(small[3:13], vol.image[:10, 12:28, 12:28])
 
 
@@ -184,13 +195,15 @@ def test_flips_rotations_and_scaling_act_as_said():
     vol = _volume()
     base = PatchParams(center=(20, 20, 20), positive=True)
     img, lbl = extract_patch(vol.image, vol.label, base, (16, 16, 16))
-    flipped, flbl = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True, flips=(False, False, True)), (16, 16, 16))
+    flipped, flbl = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True, flips=(False, False, True)),
+                                  (16, 16, 16))
     assert np.array_equal(flipped, img[:, :, ::-1]) and np.array_equal(flbl, lbl[:, :, ::-1])
     # 90 degrees about the z axis on a centred odd patch: a lossless quarter turn in the (y, x) plane
     odd = (15, 15, 15)
     ref = extract_patch(vol.image, vol.label, base, odd)[0]
     rot = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True, angles_deg=(90.0, 0, 0)), odd)[0]
-    assert np.allclose(rot, np.rot90(ref, k=1, axes=(1, 2)), atol=1e-5) or np.allclose(rot, np.rot90(ref, k=-1, axes=(1, 2)), atol=1e-5)
+    assert (np.allclose(rot, np.rot90(ref, k=1, axes=(1, 2)), atol=1e-5)
+            or np.allclose(rot, np.rot90(ref, k=-1, axes=(1, 2)), atol=1e-5))
     # zoom 2: the patch covers half the field of view, so the lesion looks twice as large
     _, lbl2 = extract_patch(vol.image, vol.label, PatchParams((20, 12, 22), True, scale=2.0), (16, 16, 16))
     _, lbl1 = extract_patch(vol.image, vol.label, PatchParams((20, 12, 22), True), (16, 16, 16))
@@ -200,7 +213,8 @@ def test_flips_rotations_and_scaling_act_as_said():
 def test_noise_and_contrast_change_intensities_only():
     vol = _volume()
     ref, lbl = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True), (16, 16, 16))
-    noisy, nlbl = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True, noise_std=0.1, noise_seed=3), (16, 16, 16))
+    noisy, nlbl = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True, noise_std=0.1, noise_seed=3),
+                                (16, 16, 16))
     assert np.array_equal(lbl, nlbl)
     assert np.std(noisy - ref) == pytest.approx(0.1, rel=0.1)
     contrast, _ = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True, gamma=2.0), (16, 16, 16))
@@ -211,7 +225,8 @@ def test_noise_and_contrast_change_intensities_only():
 def test_patches_replay_from_their_key(tmp_path, builders):
     manifest = builders.write_prepared_cohort(tmp_path / "c", n_metastatic=1, n_healthy=0)
     case = load_cohort(manifest).cases[0]
-    item = TrainingVolume(key="real/x", source="real", image=str(case.image), label=str(case.lesion_masks[0].path), case="x")
+    item = TrainingVolume(key="real/x", source="real", image=str(case.image), label=str(case.lesion_masks[0].path),
+                          case="x")
     stem = cache_volume(item, tmp_path / "cache")
     config = segmentation_config("tiny", {"augment": {"rotate_prob": 1.0, "noise_prob": 1.0}})
     a = PatchDataset([str(stem)], config)[(3, 7, 0, True)]
@@ -305,3 +320,25 @@ def test_mixed_patches_come_from_the_real_volumes_and_the_online_source(tmp_path
     from_online = sum(bool((p == 0.25).all()) for p in patches)
     assert (from_online, len(patches) - from_online) == (6, 6)
     assert sorted(set(made)) == [(0, 0), (0, 1)] and len(made) == 2  # two fresh volumes, one synthesis each
+
+
+def test_online_recipients_exclude_the_patients_a_fold_tests(tmp_path, builders):
+    """A healthy femur of a patient whose other femur is tested in fold k is that patient's anatomy:
+    fold k's online synthesis must not paste into it (the offline sets' leakage rule)."""
+    import yaml
+
+    manifest = builders.write_prepared_cohort(tmp_path / "c", n_metastatic=4, n_healthy=2)
+    data = yaml.safe_load(manifest.read_text())
+    for case in data["cases"]:
+        case["patient"] = "P1" if case["id"] in ("H00", "M02") else case["id"]  # H00: M02's other femur
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    splits = make_splits(load_cohort(manifest), n_folds=2, seed=0, group_by="patient")
+    splits.save(tmp_path / "splits.json")
+    tested = splits.fold_of("M02")
+    healthy = {}
+    for fold in (0, 1):
+        ts = build_training_set(manifest, "online", fold=fold, splits=tmp_path / "splits.json", bank=tmp_path,
+                                val_cases=0)
+        healthy[fold] = ts.online["healthy_cases"]
+    assert "H00" not in healthy[tested] and "H01" in healthy[tested]
+    assert {"H00", "H01"} <= set(healthy[1 - tested])

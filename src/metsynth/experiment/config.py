@@ -25,6 +25,10 @@ MODEL_RECIPES: dict[str, tuple[str, str | None]] = {
     "synthetic_ft": ("real", "synthetic"),
     "harmonized": ("harmonized", None),
     "harmonized_ft": ("real", "harmonized"),
+    # fresh synthetic volumes drawn during training (SyntheticTumors' on-the-fly synthesis), from the
+    # lesions of the fold's real training cases only, seeded by (seed + fold, epoch, volume)
+    "online": ("online", None),
+    "online_ft": ("real", "online"),
 }
 
 

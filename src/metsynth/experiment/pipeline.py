@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layout import PAPER_MODELS
+from ..layout import TABLE3_MODELS
 from ..stages import RunContext, Stage
 from .config import ExperimentConfig, diffusion_settings
 from .training import _layout, _stage_size_study, _stage_train, _train, trained_models
@@ -209,7 +209,7 @@ def _stage_stats(ctx: RunContext) -> None:
     evaluated = layout.evaluated_models()
     data = load_results({m: layout.evaluation(m) / "metrics.csv" for m in evaluated},
                         worst_case=ctx.config.evaluation.worst_case)
-    paper = [m for m in PAPER_MODELS if m in evaluated]
+    paper = [m for m in TABLE3_MODELS if m in evaluated]
     groups = {"table3": (paper, "real" if "real" in paper else None, "Segmentation results (Table 3 layout)")}
     sizes = [m for m in evaluated if m.startswith("size_")] + (["synthetic"] if "synthetic" in evaluated else [])
     if len(sizes) > 1:

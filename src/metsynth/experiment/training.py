@@ -29,6 +29,7 @@ def _train(ctx: RunContext, fn, *args, **kwargs):
 def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model: str | None,
                limit: int | None = None) -> Path:
     from ..cohort import load_cohort
+    from ..seeds import fold_seed
     from ..segmentation.datasets import build_training_set
     from ..segmentation.train import other_training, train_segmentation
 
@@ -40,7 +41,8 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
     training_set = build_training_set(
         load_cohort(layout.prepared_manifest), sources, fold=fold, splits=layout.splits,
         synthetic=layout.synthetic, harmonized=layout.harmonized if layout.harmonized.exists() else None,
-        limit=limit, val_cases=seg.val_cases, seed=cfg.seed + fold,
+        limit=limit, val_cases=seg.val_cases, seed=fold_seed(cfg.seed, fold),
+        **({"bank": layout.bank, "synthesis": cfg.synthesis.model_dump(mode="json")} if "online" in sources else {}),
     )
     out = layout.model_dir(model, fold)
     init = layout.model_dir(init_model, fold) / "model.pt" if init_model else None

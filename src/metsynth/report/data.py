@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..fileio import read_json
-from ..layout import PAPER_MODELS, RunLayout, display_name
+from ..layout import TABLE3_MODELS, RunLayout, display_name
 from ..stages import STAGE_NAMES
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class RunData:
 
     @property
     def paper_models(self) -> list[str]:
-        return [m for m in PAPER_MODELS if m in self.evaluated]
+        return [m for m in TABLE3_MODELS if m in self.evaluated]
 
     @functools.cached_property
     def size_models(self) -> list[str]:

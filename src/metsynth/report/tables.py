@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..evaluation.metrics import METRIC_LABELS, METRICS
-from ..layout import PAPER_MODELS, display_name
+from ..layout import PAPER_MODELS, TABLE3_MODELS, display_name
 from .page import data_table, esc, fmt, fmt_p, not_run
 
 if TYPE_CHECKING:
@@ -29,8 +29,8 @@ PAPER_ANALYSIS = (
 
 
 def model_label(model: str) -> str:
-    """Paper models by their display name, size-study models as "<N> synthetic"."""
-    if model in PAPER_MODELS:
+    """Table 3's models by their display name, size-study models as "<N> synthetic"."""
+    if model in TABLE3_MODELS:
         return display_name(model)
     if model.startswith("size_"):
         n = display_name(model)
@@ -183,7 +183,8 @@ def table1_html(run: "RunData") -> str:
         label = "Mean Dice" if metric == "dice" else f"Mean {METRIC_LABELS[metric]}"
         body.append(f"<tr><th>{esc(label)}</th>{''.join(tds)}</tr>")
     body.append("<tr><th>n (comparisons)</th>" + "".join(f"<td>{len(c[2])}</td>" for c in columns) + "</tr>")
-    html = (f'<table class="metsynth-table"><thead><tr><th rowspan="2"></th>{"".join(head1)}</tr><tr>{head2}</tr></thead>'
+    html = (f'<table class="metsynth-table"><thead><tr><th rowspan="2"></th>{"".join(head1)}</tr>'
+            f"<tr>{head2}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
     auto = f"Automatic: {esc(display_name(model))} predictions" if model else "Automatic: the variability stage's model"
     if not (pairs["comparison"] == "auto").any():
@@ -252,7 +253,8 @@ def _pairwise_matrix(comp: "Comparison") -> str:
             r = sel.iloc[0]
             d = DECIMALS.get(metric, 2)
             diff = f"{'+' if r['mean_diff'] >= 0 else '−'}{fmt(abs(r['mean_diff']), d)}"
-            cells.append(f"<td>{diff}</td>" + p_cell(float(r["mannwhitney_p_holm"])) + p_cell(float(r["wilcoxon_p_holm"])))
+            cells.append(f"<td>{diff}</td>" + p_cell(float(r["mannwhitney_p_holm"]))
+                         + p_cell(float(r["wilcoxon_p_holm"])))
         n = int(pw.loc[pw["model"] == model, "n_paired"].min())
         body.append(f"<tr><th>{esc(model)}</th>{''.join(cells)}<td>{n}</td></tr>")
     return (f'<table class="metsynth-table"><caption>Each model against {esc(comp.reference)}</caption>'

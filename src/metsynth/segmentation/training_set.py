@@ -231,7 +231,9 @@ def build_training_set(
             raise ConfigError(f"source 'online' has no donor case: fold {fold} leaves no real training case "
                               "outside the test and validation cases")
         online = {"manifest": str(manifest), "bank": str(Path(bank).resolve()), "synthesis": synthesis or {},
-                  "donor_cases": donors, "healthy_cases": sorted(c.id for c in cohort.by_role("healthy"))}
+                  "donor_cases": donors,
+                  # never a femur of a patient the fold tests (with patient grouping, the leakage rule)
+                  "healthy_cases": sorted(c.id for c in cohort.by_role("healthy") if c.id not in excluded)}
     if not train and "online" not in sources:
         raise ConfigError(f"the training set for sources {', '.join(sources)} (fold {fold}) is empty; "
                           "check the cohort roles and the synthetic index")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...layout import PAPER_MODELS, display_name
+from ...layout import TABLE3_MODELS, display_name
 from .. import figures
 from ..page import Section, esc, figure, not_run
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def examples_section(run: "RunData", n_cases: int = 3) -> Section:
     title = "Segmentation examples (Figure 5)"
-    models = [m for m in PAPER_MODELS if run.layout.predictions(m).is_dir()]
+    models = [m for m in TABLE3_MODELS if run.layout.predictions(m).is_dir()]
     if not models:
         models = sorted(p.name for p in (run.root / "predictions").glob("*") if p.is_dir()
                         and not p.name.startswith("size_"))

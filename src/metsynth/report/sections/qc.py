@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...layout import PAPER_MODELS, display_name
+from ...layout import TABLE3_MODELS, display_name
 from .. import figures
 from ..page import Section, esc, figure, not_run
 from .parts import _rel, _subpart
@@ -118,7 +118,7 @@ def _training_curves(run: "RunData") -> str:
     loss = run.layout.diffusion / "loss.png"
     if loss.is_file():
         items.append(figure(loss.read_bytes(), "DDPM training loss (diffusion/loss.png)", "DDPM loss"))
-    for model in [*PAPER_MODELS, *[m for m in run.evaluated if m.startswith("size_")]]:
+    for model in [*TABLE3_MODELS, *[m for m in run.evaluated if m.startswith("size_")]]:
         curves = sorted((run.root / "models" / model).glob("fold*/curves.png"))
         if curves:
             items.append(figure(curves[0].read_bytes(), f"{esc(display_name(model))}: loss and validation Dice "
