@@ -127,7 +127,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_diffusion")
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--steps", type=int, default=300, help="total training steps (a rerun continues)")
-    parser.add_argument("--volumes", type=int, default=3, help="synthetic volumes timed in lesion mode (the first one also in volume mode)")
+    parser.add_argument(
+        "--volumes", type=int, default=3,
+        help="synthetic volumes timed in lesion mode (the first one also in volume mode)")
     parser.add_argument("--healthy", type=int, default=3)
     parser.add_argument("--metastatic", type=int, default=2)
     parser.add_argument("--accelerator", default="cpu")

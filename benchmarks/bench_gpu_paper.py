@@ -271,7 +271,7 @@ def bench_harmonization(cfg, device, precision: str, image, lesion, warmup: int,
                           f"x {len(timesteps)} DDIM steps (start {settings.start_timestep}, {settings.ddim_steps} "
                           f"steps), window batch {settings.sw_batch_size}")
         out[f"harmonize_{region}"] = result
-    del model, denoiser
+    model = denoiser = None  # drop the network before free(device) (not del: the closure above reads them)
     free(device)
     return out
 
@@ -327,7 +327,7 @@ def bench_inference(cfg, device, precision: str, image, femur, hu_window, warmup
     out["sliding_window"].update(windows=windows, what=f"SegmentationModel.probabilities: {common}")
     out["predict_volume"].update(windows=windows, what=f"predict_volume (standardized, femur mask): {common} "
                                                        "+ threshold + post-processing")
-    del model
+    model = None  # drop the network before free(device) (not del: the closures above read it)
     free(device)
     return out
 

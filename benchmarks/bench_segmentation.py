@@ -70,7 +70,13 @@ def bench_training(manifest: Path, out: Path, steps: int, workers: int) -> dict:
 
 
 def bench_patches(manifest: Path, out: Path, repeats: int = 30) -> list[dict]:
-    from metsynth.segmentation.datasets import build_training_set, cache_volume, draw_patch_params, extract_patch, open_cached
+    from metsynth.segmentation.datasets import (
+        build_training_set,
+        cache_volume,
+        draw_patch_params,
+        extract_patch,
+        open_cached,
+    )
     from metsynth.segmentation.presets import AugmentConfig
 
     ts = build_training_set(manifest, "real", val_cases=0)
@@ -112,14 +118,14 @@ def bench_inference(manifest: Path, presets: list[str]) -> list[dict]:
         t0 = time.perf_counter()
         model.probabilities(image.array)
         sw = time.perf_counter() - t0
-        row = {"preset": preset, "volume": "x".join(map(str, image.shape)), "mm": "x".join(f"{s * n:.0f}" for s, n in zip(image.spacing, image.shape)),
+        row = {"preset": preset, "volume": "x".join(map(str, image.shape)),
+               "mm": "x".join(f"{s * n:.0f}" for s, n in zip(image.spacing, image.shape)),
                "window": "x".join(map(str, config.patch_size)), "overlap": config.inference.overlap,
                "sliding_window_s": sw, "threads": torch.get_num_threads()}
         if preset == "cpu":
             raw = Volume.read(case.source["image"])
             femur_raw = None
             from metsynth.prepare import resample_mask
-
             from metsynth.segmentation.inference import empty_grid
             grid = empty_grid(raw.shape, raw.spacing, raw.origin, raw.direction)
             femur_prep = Volume.read(case.femur_mask)
@@ -174,7 +180,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=4, help="Phantom cases (one is held out for validation).")
     parser.add_argument("--steps", type=int, default=40, help="Training steps per worker setting.")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="DataLoader worker counts.")
-    parser.add_argument("--paper", action="store_true", help="Also time the paper network's sliding window (CPU: minutes).")
+    parser.add_argument(
+        "--paper", action="store_true", help="Also time the paper network's sliding window (CPU: minutes).")
     parser.add_argument("--gpu-paper-step", action="store_true", help="Only: the paper preset's step time on a GPU.")
     parser.add_argument("--parts", nargs="+", default=["training", "patches", "inference"],
                         choices=["training", "patches", "inference"], help="Which benchmarks to run.")

@@ -29,7 +29,8 @@ def main() -> None:
                 path = Path(tmp) / f"v{level}{suffix}"
                 best = min(_timed(vol, path, level) for _ in range(3))
                 size = os.path.getsize(path)
-                cells.append(f"{best * 1000:.0f} ms, " + (f"{size / 1e6:.1f} MB" if size > 1e6 else f"{size / 1e3:.0f} kB"))
+                cells.append(f"{best * 1000:.0f} ms, "
+                             + (f"{size / 1e6:.1f} MB" if size > 1e6 else f"{size / 1e3:.0f} kB"))
             print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -28,7 +28,8 @@ def measure(run: Path) -> dict:
     layout = RunLayout(run)
     config = ExperimentConfig.from_yaml(layout.config)
     synthesis = config.synthesis.merged(seed=config.seed)
-    paper = synthesis.model_copy(update={"transform": synthesis.transform.model_copy(update={"edge_model": "mean_filter"})})
+    paper = synthesis.model_copy(
+        update={"transform": synthesis.transform.model_copy(update={"edge_model": "mean_filter"})})
     folder = run / "bench_mean_filter"
     if not (folder / "index.csv").is_file():
         run_synthesis(layout.prepared_manifest, layout.bank, folder, paper, progress=False)
@@ -42,7 +43,8 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="demo run folders")
     args = parser.parse_args()
     reports = {run: measure(run) for run in args.runs}
-    print("| run | real lesions | mean filter: features AUC | CNN AUC | donor: features AUC | CNN AUC | null real vs real (features) |")
+    print("| run | real lesions | mean filter: features AUC | CNN AUC | donor: features AUC | CNN AUC "
+          "| null real vs real (features) |")
     print("|---|---|---|---|---|---|---|")
     for run, rep in reports.items():
         m, d = rep["sets"]["mean_filter"], rep["sets"]["donor"]
@@ -68,8 +70,10 @@ def main() -> None:
             return fmt.format(lo) if np.isclose(lo, hi) else f"{fmt.format(lo)}-{fmt.format(hi)}"
 
         print(f"| {feat} | {span([r['real'] for r in rows['donor']])} | "
-              f"{span([r['generated'] for r in rows['mean_filter']])} | {span([r['auc'] for r in rows['mean_filter']], '{:.2f}')} | "
-              f"{span([r['generated'] for r in rows['donor']])} | {span([r['auc'] for r in rows['donor']], '{:.2f}')} |")
+              f"{span([r['generated'] for r in rows['mean_filter']])} | "
+              f"{span([r['auc'] for r in rows['mean_filter']], '{:.2f}')} | "
+              f"{span([r['generated'] for r in rows['donor']])} | "
+              f"{span([r['auc'] for r in rows['donor']], '{:.2f}')} |")
 
 
 if __name__ == "__main__":

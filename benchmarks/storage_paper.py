@@ -67,7 +67,6 @@ REFERENCE_GZ = "float32 .nii.gz 1"  # what the harmonization writes by default
 def sample(work: Path, n_healthy: int, n_metastatic: int, repeats: int, volumes: int, tmp: Path) -> tuple:
     """(prepared manifest, synthetic set folder, ids of the kept volumes measured, hu_window)."""
     from bench_synthesis import build_phantom
-
     from metsynth.cohort import load_cohort
     from metsynth.synthesis.bank import extract_bank, load_bank
     from metsynth.synthesis.compose import SynthesisConfig
@@ -75,7 +74,8 @@ def sample(work: Path, n_healthy: int, n_metastatic: int, repeats: int, volumes:
 
     manifest = build_phantom(work, n_healthy, n_metastatic)
     bank_dir = work / "bank"
-    bank = load_bank(bank_dir) if (bank_dir / "bank.json").is_file() else extract_bank(manifest, bank_dir, progress=False)
+    bank = (load_bank(bank_dir) if (bank_dir / "bank.json").is_file()
+            else extract_bank(manifest, bank_dir, progress=False))
     summary = run_synthesis(manifest, bank, tmp / "synthetic", SynthesisConfig(repeats=repeats), progress=False)
     import csv
 
@@ -280,7 +280,8 @@ def table(title: str, summary: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "bench_synthesis",
-                        help="Cache of the phantom cohort, its prepared copy and the bank (shared with bench_synthesis).")
+                        help="Cache of the phantom cohort, its prepared copy and the bank "
+                             "(shared with bench_synthesis).")
     parser.add_argument("--healthy", type=int, default=2)
     parser.add_argument("--metastatic", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="Synthesis repeats per (healthy, lesion) pair.")

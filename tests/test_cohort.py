@@ -114,7 +114,8 @@ def test_metastatic_case_without_lesion_masks(tiny_cohort):
 def test_2d_image(tiny_cohort):
     import SimpleITK as sitk
 
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((28, 32), np.int16)), str(tiny_cohort.parent / "images" / "H00.nii.gz"))
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((28, 32), np.int16)),
+                    str(tiny_cohort.parent / "images" / "H00.nii.gz"))
     with pytest.raises(InputError, match="case H00: .*expected a 3D volume, got a 2D image"):
         check_cohort(load_cohort(tiny_cohort))
 

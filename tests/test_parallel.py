@@ -57,7 +57,8 @@ def test_process_pool_matches_inline():
 
 def test_dask_local_cluster_matches_inline():
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             mapping = map_tasks(square, TASKS + [{"key": "bad", "x": -3}], scheduler=client, progress=False,
                                 raise_on_failure=False)

@@ -124,20 +124,20 @@ def test_masks_are_exact_and_consistent(tiny_cases):
         assert not (femur & pelvis).any()  # the femur mask excludes the pelvis
         assert 1 <= len(case.lesions) <= 3
         voxel = case.image.voxel_volume_mm3
-        assert sum(l["volume_mm3"] for l in case.lesions) == pytest.approx(lesion.sum() * voxel)
+        assert sum(les["volume_mm3"] for les in case.lesions) == pytest.approx(lesion.sum() * voxel)
         assert ndi.label(lesion)[1] <= len(case.lesions)
 
 
 def test_lesion_volumes_sites_and_cortical_breaks(tiny_cases):
     lo, hi = TINY.lesion_volume_mm3
-    lesions = [l for case in tiny_cases for l in case.lesions]
-    for l in lesions:
-        assert 0.5 * lo <= l["volume_mm3"] <= 1.01 * hi
-        assert l["region"] in TINY.region_weights
-        assert len(l["centre_world"]) == 3
-    near_target = [abs(l["volume_mm3"] - l["target_mm3"]) <= 0.1 * l["target_mm3"] for l in lesions]
+    lesions = [lesion for case in tiny_cases for lesion in case.lesions]
+    for lesion in lesions:
+        assert 0.5 * lo <= lesion["volume_mm3"] <= 1.01 * hi
+        assert lesion["region"] in TINY.region_weights
+        assert len(lesion["centre_world"]) == 3
+    near_target = [abs(lesion["volume_mm3"] - lesion["target_mm3"]) <= 0.1 * lesion["target_mm3"] for lesion in lesions]
     assert np.mean(near_target) > 0.7
-    breaks = [l["breaks_cortex"] for l in lesions]
+    breaks = [lesion["breaks_cortex"] for lesion in lesions]
     assert any(breaks) and not all(breaks)
 
 
@@ -145,8 +145,8 @@ def test_default_lesion_volume_range_reaches_small_lesions():
     config = PhantomConfig(fov_mm=(80, 70, 80), fov_offset_mm=(-25, 5, -15), spacing=(0.8, 0.8, 0.8),
                            lesion_volume_mm3=(20, 60), lesion_count=(2, 2), pelvis=False)
     case = generate_case("M", "metastatic", 4, config)
-    for l in case.lesions:
-        assert 10 <= l["volume_mm3"] <= 61
+    for lesion in case.lesions:
+        assert 10 <= lesion["volume_mm3"] <= 61
 
 
 def test_healthy_case_has_no_lesion(tiny_cases):
@@ -327,7 +327,6 @@ def test_estimate_follows_the_files(tmp_path, monkeypatch):
 
 def test_disk_full_midway_stops_leaves_no_partial_file_and_a_rerun_finishes(tmp_path, monkeypatch):
     from helpers import fill_disk_at
-
     from metsynth.errors import MetsynthError
 
     reference = generate_cohort(tmp_path / "ref", n_healthy=2, n_metastatic=1, seed=5, config=TINY).parent

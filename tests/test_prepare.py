@@ -10,7 +10,13 @@ from metsynth.cli import app
 from metsynth.cohort import load_cohort
 from metsynth.errors import ConfigError, InputError
 from metsynth.prepare import (
-    PrepareConfig, destandardize, prepare_cohort, resample_image, resample_mask, standardize, target_grid,
+    PrepareConfig,
+    destandardize,
+    prepare_cohort,
+    resample_image,
+    resample_mask,
+    standardize,
+    target_grid,
 )
 from metsynth.volume import Volume
 
@@ -26,7 +32,8 @@ def test_resampling_keeps_physical_extent(spacing):
     np.testing.assert_allclose(grid.spacing, spacing)
     # extent differs by less than one target voxel, and the first voxel edge is kept
     assert np.all(np.abs(np.subtract(grid.extent_mm, vol.extent_mm)) <= np.asarray(spacing) / 2 + 1e-9)
-    np.testing.assert_allclose(grid.index_to_world([-0.5, -0.5, -0.5]), vol.index_to_world([-0.5, -0.5, -0.5]), atol=1e-9)
+    np.testing.assert_allclose(grid.index_to_world([-0.5, -0.5, -0.5]), vol.index_to_world([-0.5, -0.5, -0.5]),
+                               atol=1e-9)
 
 
 def test_image_resampling_preserves_world_positions():
@@ -36,7 +43,8 @@ def test_image_resampling_preserves_world_positions():
     vol = vol.with_array(arr)
     out = resample_image(vol, target_grid(vol, (0.85, 0.85, 0.85)))
     assert out.array.dtype == np.float32
-    np.testing.assert_allclose(world_centroid(out.with_array(out.array > 50)), world_centroid(vol.with_array(arr > 50)), atol=0.3)
+    np.testing.assert_allclose(world_centroid(out.with_array(out.array > 50)),
+                               world_centroid(vol.with_array(arr > 50)), atol=0.3)
 
 
 def test_mask_resampling_keeps_volume_and_position():

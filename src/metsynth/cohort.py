@@ -268,7 +268,8 @@ def check_cohort(cohort: Cohort, progress: bool = False) -> list[CaseReport]:
 
 def format_reports(reports: list[CaseReport]) -> str:
     """A plain-text table of case reports."""
-    header = ("case", "role", "centre", "shape (z,y,x)", "spacing mm", "HU min..max", "annot", "lesions", "lesion mm3", "femur")
+    header = ("case", "role", "centre", "shape (z,y,x)", "spacing mm", "HU min..max", "annot", "lesions", "lesion mm3",
+              "femur")
     rows = [header]
     for r in reports:
         rows.append((

@@ -23,7 +23,10 @@ def phantom(
                                   "(for the operator-variability study)."),
     seed: int = typer.Option(0, "--seed", help="Random seed; the same seed gives the same bytes."),
     preview: bool = typer.Option(False, "--preview", help="Also write PNG slices with mask outlines per case."),
-    size: str = typer.Option("default", "--size", help="Phantom preset: default (realistic, ~0.7-1.25 mm), small (1.5 mm, the laptop demo) or tiny (2 mm, tests)."),
+    size: str = typer.Option(
+        "default", "--size",
+        help="Phantom preset: default (realistic, ~0.7-1.25 mm), small (1.5 mm, the laptop demo) or tiny (2 mm, "
+             "tests)."),
     force: bool = typer.Option(False, "--force", help="Overwrite a phantom made with other settings."),
 ) -> None:
     """Generate the built-in procedural femur CT cohort (NIfTI + cohort.yaml)."""
@@ -58,14 +61,18 @@ def prepare(
     manifest: Path = typer.Argument(..., help="Raw cohort manifest (cohort.yaml or its folder)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the prepared cohort."),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Isotropic voxel size in mm [default: 0.85]."),
-    hu_min: Optional[float] = typer.Option(None, "--hu-min", help="Lower end of the HU window mapped to -1 [default: -1000]."),
-    hu_max: Optional[float] = typer.Option(None, "--hu-max", help="Upper end of the HU window mapped to +1 [default: 2000]."),
-    interpolation: Optional[str] = typer.Option(None, "--interpolation", help="Image interpolation: linear or bspline."),
+    hu_min: Optional[float] = typer.Option(
+        None, "--hu-min", help="Lower end of the HU window mapped to -1 [default: -1000]."),
+    hu_max: Optional[float] = typer.Option(
+        None, "--hu-max", help="Upper end of the HU window mapped to +1 [default: 2000]."),
+    interpolation: Optional[str] = typer.Option(
+        None, "--interpolation", help="Image interpolation: linear or bspline."),
     margin: Optional[float] = typer.Option(None, "--margin", help="Crop margin around the femur in mm [default: 10]."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with PrepareConfig settings."),
     force: bool = typer.Option(False, "--force", help="Redo a folder prepared with other settings."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cases prepared in parallel (local processes)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:port) instead of local processes."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://host:port) instead of local processes."),
 ) -> None:
     """Resample to 0.85 mm, segment and crop the femur, standardize intensities to [-1, 1]."""
     from .cli import quiet
@@ -107,7 +114,8 @@ def femur(
     check_finite(ct)
     mask = segment_bone(ct, settings) if bone else segment_femur(ct, side=side, config=settings)
     mask.write(out)
-    typer.echo(f"{'bone' if bone else 'femur'} mask: {out} ({int(mask.array.sum()) * ct.voxel_volume_mm3 / 1000:.1f} cm3)")
+    cm3 = int(mask.array.sum()) * ct.voxel_volume_mm3 / 1000
+    typer.echo(f"{'bone' if bone else 'femur'} mask: {out} ({cm3:.1f} cm3)")
 
 
 def demo(
@@ -146,7 +154,8 @@ def report(
     run_dir: Path = typer.Argument(..., help="Run directory of `metsynth experiment run`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file [default: RUN_DIR/report/index.html]."),
 ) -> None:
-    """Write the self-contained HTML report of a run: Tables 1-3, box plots, Figure-5 montages, QC, statistics, config."""
+    """Write the self-contained HTML report of a run: Tables 1-3, box plots, Figure-5 montages, QC, statistics,
+    config."""
     from .report import write_report
 
     typer.echo(f"report: {write_report(run_dir, out)}")

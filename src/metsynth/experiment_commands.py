@@ -29,7 +29,8 @@ def run(
 
 
 def init(
-    preset: str = typer.Option("demo", "--preset", help="paper (GPU, the paper's settings), demo (laptop CPU) or tiny."),
+    preset: str = typer.Option(
+        "demo", "--preset", help="paper (GPU, the paper's settings), demo (laptop CPU) or tiny."),
     out: Path = typer.Option(..., "--out", "-o", help="YAML file to write."),
 ) -> None:
     """Write a preset's full config to a YAML file, to edit and version."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from evaluation.eval_builders import build_cohort
 
 

@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 import pytest
-from evaluation.eval_builders import build_cohort, write_predictions
 
+from evaluation.eval_builders import build_cohort, write_predictions
 from metsynth.cohort import load_cohort
 from metsynth.errors import InputError
 from metsynth.evaluation.metrics import dice_score

@@ -74,7 +74,8 @@ def test_mean_filter_edges_are_softer_than_real_ones_and_the_donor_model_fixes_i
     assert row["generated"] > row["real"] + 0.1, row
 
     synthesis = ExperimentConfig.from_yaml(layout.config).synthesis
-    synthesis = synthesis.model_copy(update={"transform": synthesis.transform.model_copy(update={"edge_model": "donor"})})
+    synthesis = synthesis.model_copy(
+        update={"transform": synthesis.transform.model_copy(update={"edge_model": "donor"})})
     run_synthesis(layout.prepared_manifest, layout.bank, tmp_path / "donor", synthesis, progress=False)
     fixed = measure_realism(layout.prepared_manifest, {"synthetic": tmp_path / "donor"}, tmp_path / "b", config,
                             progress=False)

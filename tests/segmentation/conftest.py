@@ -104,7 +104,7 @@ def trained_model(tmp_path_factory):
     import torch
 
     from metsynth.cohort import load_cohort
-    from metsynth.segmentation.datasets import build_training_set, TrainingSet
+    from metsynth.segmentation.datasets import TrainingSet, build_training_set
     from metsynth.segmentation.train import SegmentationModule, dice_of, sliding_window_logits, train_segmentation
 
     root = tmp_path_factory.mktemp("seg-trained")
@@ -121,7 +121,8 @@ def trained_model(tmp_path_factory):
     image = Volume.read(one.image)
     label = Volume.read(one.label)
     with torch.no_grad():
-        logits = sliding_window_logits(untrained.net, torch.from_numpy(image.array.astype(np.float32))[None, None], config)
+        logits = sliding_window_logits(untrained.net, torch.from_numpy(image.array.astype(np.float32))[None, None],
+                                       config)
     initial = dice_of(logits.argmax(1)[0], torch.from_numpy(label.array) > 0)
 
     result = train_segmentation(training_set, root / "run", config, progress=False)

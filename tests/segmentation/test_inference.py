@@ -13,7 +13,13 @@ from metsynth.cli import app
 from metsynth.errors import ConfigError
 from metsynth.evaluation.metrics import dice_score
 from metsynth.prepare import (
-    PrepareConfig, destandardize, hu_to_standardized, prepare_cohort, resample_image, resample_mask, target_grid,
+    PrepareConfig,
+    destandardize,
+    hu_to_standardized,
+    prepare_cohort,
+    resample_image,
+    resample_mask,
+    target_grid,
 )
 from metsynth.segmentation.inference import SegmentationModel, predict_cohort, predict_volume, restore_source_grid
 from metsynth.segmentation.postprocess import PostprocessConfig
@@ -161,9 +167,8 @@ def test_predict_cohort_writes_masks_and_table_and_skips_done_cases(trained_mode
 
 
 def test_predictions_of_images_written_again_are_redone(trained_model, tmp_path, builders):
-    from metsynth.cohort import load_cohort
-
     from helpers import written_again
+    from metsynth.cohort import load_cohort
 
     manifest = builders.write_prepared_cohort(tmp_path / "cohort", n_metastatic=1, n_healthy=1)  # its own files
     model = trained_model["run"] / "model.pt"
@@ -234,8 +239,8 @@ def test_missing_or_non_image_inputs_write_nothing(trained_model, tmp_path):
 def _fold_model(folder, manifest, splits, fold):
     """An untrained tiny U-Net saved as `metsynth train --fold` saves one: model.pt recording its
     fold, training_set.json listing its real training cases (what the fold checks read)."""
-    from metsynth.segmentation.datasets import build_training_set
     from metsynth.checkpoints import save_model
+    from metsynth.segmentation.datasets import build_training_set
     from metsynth.segmentation.train import build_network
 
     config = segmentation_config("tiny")
@@ -279,7 +284,8 @@ def test_predict_fold_predicts_only_the_cases_the_folds_model_held_out(cv_study,
     # without --fold, a fold model given the splits predicts its own fold
     out = predict_cohort(s["models"][1], s["manifest"], tmp_path / "f1", splits=s["splits"], progress=False)
     assert read_json(out / "predict.json")["fold"] == 1
-    assert sorted(pd.read_csv(out / "predictions.csv", dtype={"case": str})["case"]) == sorted(s["saved"].test(1) + ["M04"])
+    predicted = pd.read_csv(out / "predictions.csv", dtype={"case": str})["case"]
+    assert sorted(predicted) == sorted(s["saved"].test(1) + ["M04"])
 
 
 def test_predict_fold_refuses_what_would_predict_training_cases(cv_study, tmp_path, builders):
@@ -317,8 +323,8 @@ def test_predict_command_fold_refuses_another_folds_model_and_gathers_the_folds(
     assert res.exit_code == 2 and "trained for fold 0" in res.output and not (tmp_path / "x").exists()
     real = tmp_path / "predictions" / "real"
     for k in range(2):
-        res = runner.invoke(app, ["-q", "predict", str(s["models"][k]), str(s["manifest"]), "-o", str(real / f"fold{k}"),
-                                  "--fold", str(k), "--splits", str(s["splits"])])
+        res = runner.invoke(app, ["-q", "predict", str(s["models"][k]), str(s["manifest"]),
+                                  "-o", str(real / f"fold{k}"), "--fold", str(k), "--splits", str(s["splits"])])
         assert res.exit_code == 0, res.output
         assert f"fold {k}: test fold {k}'s cases and the test-only cases" in res.output
         assert ("every fold predicted" in res.output) == (k == 1)

@@ -7,7 +7,11 @@ import pytest
 
 from metsynth.errors import InputError
 from metsynth.segmentation.postprocess import (
-    PostprocessConfig, fill_holes, keep_overlapping, postprocess, remove_small_components,
+    PostprocessConfig,
+    fill_holes,
+    keep_overlapping,
+    postprocess,
+    remove_small_components,
 )
 from metsynth.volume import Volume
 

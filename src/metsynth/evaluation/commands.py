@@ -52,7 +52,8 @@ def splits(
 
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="Folder of predicted masks named <case_id>.nii.gz."),
-    truth: Path = typer.Option(..., "--truth", help="Cohort manifest (cohort.yaml) with the ground-truth lesion masks."),
+    truth: Path = typer.Option(
+        ..., "--truth", help="Cohort manifest (cohort.yaml) with the ground-truth lesion masks."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: metrics.csv, lesions.csv, summary.json."),
     fold: Optional[int] = typer.Option(
         None, "--fold", help="Score only CV fold k's held-out cases (test fold k plus the test-only cases; needs "
@@ -62,7 +63,8 @@ def evaluate(
     annotator: Optional[str] = typer.Option(
         None, "--annotator", help="Score against this annotator's masks (default: each case's reference mask)."),
     allow_missing: bool = typer.Option(
-        False, "--allow-missing", help="Skip cases that have no prediction (listed in summary.json) instead of failing."),
+        False, "--allow-missing",
+        help="Skip cases that have no prediction (listed in summary.json) instead of failing."),
     roles: str = typer.Option("metastatic,test", "--roles", help="Comma-separated roles of the cases to score."),
     worst_case: str = typer.Option(
         "diagonal", "--worst-case",
@@ -73,9 +75,12 @@ def evaluate(
 ) -> None:
     """Score predicted lesion masks: Dice, HD, HD95, ASSD (mm) and lesion-wise detection per case.
 
-    Writes metrics.csv (one row per case; distances are NaN when one mask is empty, flagged in the 'empty' column), lesions.csv (one row per true and predicted lesion) and summary.json (means, stds, detection rates and the worst-case rule used for empty masks).
+    Writes metrics.csv (one row per case; distances are NaN when one mask is empty, flagged in the 'empty'
+    column), lesions.csv (one row per true and predicted lesion) and summary.json (means, stds, detection
+    rates and the worst-case rule used for empty masks).
 
-    A fold's predictions (`metsynth predict --fold k -o DIR`) are scored on fold k's held-out cases only, so a fold's evaluation never scores its model's training cases.
+    A fold's predictions (`metsynth predict --fold k -o DIR`) are scored on fold k's held-out cases only,
+    so a fold's evaluation never scores its model's training cases.
     """
     import logging
 
@@ -83,7 +88,8 @@ def evaluate(
     from ..config import look_up_option
     from .evaluate import EvaluationConfig, evaluate_cohort
 
-    role_list = [look_up_option(r.strip(), ["healthy", "metastatic", "test"], "role") for r in roles.split(",") if r.strip()]
+    role_list = [look_up_option(r.strip(), ["healthy", "metastatic", "test"], "role")
+                 for r in roles.split(",") if r.strip()]
     config = EvaluationConfig.from_dict({
         "annotator": annotator, "roles": role_list, "worst_case": _worst(worst_case),
         "connectivity": connectivity, "min_lesion_mm3": min_lesion_mm3, "allow_missing": allow_missing,
@@ -93,7 +99,8 @@ def evaluate(
     m = result.summary["metrics"]
     det = result.summary["detection"]
     scored = result.summary.get("fold")
-    lines = [(f"fold {scored}" + (" (recorded by predict)" if fold is None else "") + ": " if scored is not None else "")
+    lines = [(f"fold {scored}" + (" (recorded by predict)" if fold is None else "") + ": "
+              if scored is not None else "")
              + f"{result.summary['n_cases']} case(s) scored"
              + (f", {len(result.missing)} missing (skipped)" if result.missing else "")]
     for name in ("dice", "hd", "hd95", "assd"):
@@ -112,18 +119,26 @@ def stats(
     results: list[str] = typer.Argument(
         ..., help="Per-case CSVs from `metsynth evaluate`, one per model: PATH (model name = file name, or the "
                   "folder name for metrics.csv) or NAME=PATH."),
-    reference: Optional[str] = typer.Option(None, "--reference", help="Model the others are tested against (default: the first)."),
+    reference: Optional[str] = typer.Option(
+        None, "--reference", help="Model the others are tested against (default: the first)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for table.md/.html/.tex, tests.csv, stats.json."),
     metrics: str = typer.Option("dice,hd,hd95,assd", "--metrics", help="Comma-separated metric columns."),
-    worst_case: str = typer.Option("diagonal", "--worst-case", help="Fill for undefined distances: 'diagonal', mm, or 'none'."),
-    marker_test: str = typer.Option("wilcoxon", "--marker-test", help="Test behind the * marks: wilcoxon (paired) or mannwhitney."),
-    alpha: float = typer.Option(0.05, "--alpha", help="Significance level for the * marks (after Holm correction) and the "
-                                                      "family-wise level of the difference intervals."),
+    worst_case: str = typer.Option(
+        "diagonal", "--worst-case", help="Fill for undefined distances: 'diagonal', mm, or 'none'."),
+    marker_test: str = typer.Option(
+        "wilcoxon", "--marker-test", help="Test behind the * marks: wilcoxon (paired) or mannwhitney."),
+    alpha: float = typer.Option(
+        0.05, "--alpha",
+        help="Significance level for the * marks (after Holm correction) and the family-wise level of the "
+             "difference intervals."),
     ci: bool = typer.Option(False, "--ci", help="Add bootstrap 95% confidence intervals of the means."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     title: str = typer.Option("", "--title", help="Table caption."),
 ) -> None:
-    """Compare models as in the paper's Tables 2-3: Kruskal-Wallis, then each model against the reference with Mann-Whitney U and paired Wilcoxon (Holm-corrected); mean ± std, best in bold, and each model's paired difference to the reference (Hodges-Lehmann) with its signed-rank interval at the Bonferroni level alpha/m that goes with Holm's correction."""
+    """Compare models as in the paper's Tables 2-3: Kruskal-Wallis, then each model against the reference
+    with Mann-Whitney U and paired Wilcoxon (Holm-corrected); mean ± std, best in bold, and each model's
+    paired difference to the reference (Hodges-Lehmann) with its signed-rank interval at the Bonferroni
+    level alpha/m that goes with Holm's correction."""
     from ..fileio import write_json, write_text
     from .evaluate import _json_safe
     from .stats import compare_models, load_results
@@ -143,19 +158,29 @@ def stats(
 
 
 def variability(
-    manifest: Path = typer.Argument(..., help="Cohort manifest whose cases carry several annotations (annotator, round, expertise)."),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of the model's masks (<case_id>.nii.gz) for 'automatic vs operators'."),
+    manifest: Path = typer.Argument(
+        ..., help="Cohort manifest whose cases carry several annotations (annotator, round, expertise)."),
+    pred: Optional[Path] = typer.Option(
+        None, "--pred", help="Folder of the model's masks (<case_id>.nii.gz) for 'automatic vs operators'."),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Folder for Table 1 (md/html/tex), the pair/case/STAPLE CSVs, a JSON summary and the STAPLE "
-                            "consensus masks (default: variability/ beside the manifest)."),
-    include_reference: bool = typer.Option(False, "--include-reference", help="Count the 'reference' annotation as an expert operator."),
+        None, "--out",
+        help="Folder for Table 1 (md/html/tex), the pair/case/STAPLE CSVs, a JSON summary and the STAPLE "
+             "consensus masks (default: variability/ beside the manifest)."),
+    include_reference: bool = typer.Option(
+        False, "--include-reference", help="Count the 'reference' annotation as an expert operator."),
     staple: bool = typer.Option(True, "--staple/--no-staple", help="Compute the STAPLE consensus of the operators."),
-    allow_missing: bool = typer.Option(False, "--allow-missing", help="Cases without a prediction are left out of the automatic comparison."),
-    force: bool = typer.Option(False, "--force", help="Replace a variability study of other inputs in the output folder."),
+    allow_missing: bool = typer.Option(
+        False, "--allow-missing", help="Cases without a prediction are left out of the automatic comparison."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a variability study of other inputs in the output folder."),
 ) -> None:
-    """Operator variability (paper Table 1): inter-operator Dice (novice/novice, novice/expert), intra-operator Dice (same annotator, later round), automatic vs operators, STAPLE consensus, and whether the model's Dice lies within the inter-rater range.
+    """Operator variability (paper Table 1): inter-operator Dice (novice/novice, novice/expert), intra-operator
+    Dice (same annotator, later round), automatic vs operators, STAPLE consensus, and whether the model's Dice
+    lies within the inter-rater range.
 
-    Writes Table 1, the CSVs, variability.json and the STAPLE consensus masks (staple/<case_id>.nii.gz) to --out, by default variability/ beside the manifest. A folder holding a study of other inputs is refused (--force replaces it).
+    Writes Table 1, the CSVs, variability.json and the STAPLE consensus masks (staple/<case_id>.nii.gz) to
+    --out, by default variability/ beside the manifest. A folder holding a study of other inputs is refused
+    (--force replaces it).
     """
     from ..cli import quiet
     from ..cohort import load_cohort

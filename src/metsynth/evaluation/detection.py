@@ -105,7 +105,8 @@ class DetectionResult:
     def summary(self) -> dict[str, Any]:
         return {"n_true": self.n_true, "n_pred": self.n_pred, "tp": self.tp, "fn": self.fn, "fp": self.fp,
                 "sensitivity": self.sensitivity, "precision": self.precision, "f1": self.f1,
-                "mean_lesion_dice": float(np.mean([les.dice for les in self.true_lesions])) if self.n_true else math.nan}
+                "mean_lesion_dice": (float(np.mean([les.dice for les in self.true_lesions])) if self.n_true
+                                     else math.nan)}
 
     def by_size(self) -> dict[str, dict[str, Any]]:
         """Per size bin: true lesions, detected, missed, sensitivity, false positives, mean Dice."""

@@ -73,7 +73,8 @@ def read_index(index: "pd.DataFrame | Sequence[Mapping[str, Any]] | str | os.Pat
         df = pd.DataFrame(list(index))
     missing = [c for c in ("volume_id", "donor_case", "healthy_case") if c not in df.columns]
     if missing:
-        raise InputError(f"synthetic index lacks column(s) {', '.join(missing)} (has {', '.join(map(str, df.columns))})")
+        raise InputError(f"synthetic index lacks column(s) {', '.join(missing)} "
+                         f"(has {', '.join(map(str, df.columns))})")
     return df
 
 

@@ -2,7 +2,8 @@
 
 * :func:`make_splits`: ``n_folds`` folds (default 5) over the cases with role ``metastatic``,
   from a seed; grouped by default so that all cases sharing a ``patient`` land in one fold (a case
-  without ``patient:`` is its own patient), or by ``centre``, or not at all (``group_by: null``). Cases with role ``test`` are never in a fold: they are listed as ``test_only``
+  without ``patient:`` is its own patient), or by ``centre``, or not at all (``group_by: null``). Cases with
+  role ``test`` are never in a fold: they are listed as ``test_only``
   (tested by every fold's model, never trained on).
 * :func:`load_or_make_splits`: the splits are written to ``splits.json`` the first time and
   reloaded afterwards; a file that disagrees with the requested cases, seed, number of folds or
@@ -181,7 +182,8 @@ def load_fold_splits(path: str | os.PathLike, fold: int, cohort: "Cohort") -> Sp
     return split_obj
 
 
-def held_out_cases(path: str | os.PathLike, fold: int, cohort: "Cohort | str | os.PathLike") -> tuple[Splits, list[str]]:
+def held_out_cases(path: str | os.PathLike, fold: int,
+                   cohort: "Cohort | str | os.PathLike") -> tuple[Splits, list[str]]:
     """The cases fold ``fold``'s model is tested on, as the study's predict stage chooses them: the
     cases of test fold ``fold`` plus the test-only cases (role ``test``: in no fold, never trained
     on, tested by every fold's model); sorted.
@@ -196,4 +198,5 @@ def held_out_cases(path: str | os.PathLike, fold: int, cohort: "Cohort | str | o
 
 
 __all__ = ["LeakageReport", "SplitConfig", "Splits", "check_no_leakage", "check_splits_match", "held_out_cases",
-           "leakage_filter", "load_fold_splits", "load_or_make_splits", "load_splits", "make_splits", "read_index", "training_index"]
+           "leakage_filter", "load_fold_splits", "load_or_make_splits", "load_splits", "make_splits", "read_index",
+           "training_index"]

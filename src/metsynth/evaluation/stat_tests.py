@@ -121,7 +121,8 @@ def _groups(data: "pd.DataFrame", metric: str, models: Sequence[str] | None) -> 
     for m in models:
         values = data.loc[data["model"] == m, metric].to_numpy(dtype=float)
         if values.size == 0:
-            raise InputError(f"no results for model {m!r} (models present: {', '.join(map(str, data['model'].unique()))})")
+            raise InputError(f"no results for model {m!r} "
+                             f"(models present: {', '.join(map(str, data['model'].unique()))})")
         out[m] = values[~np.isnan(values)]
     return out
 
@@ -289,7 +290,8 @@ def bootstrap_ci(
 def _check_columns(data: "pd.DataFrame", columns: Sequence[str]) -> None:
     missing = [c for c in columns if c not in data.columns]
     if missing:
-        raise InputError(f"results table lacks column(s) {', '.join(missing)} (has {', '.join(map(str, data.columns))})")
+        raise InputError(f"results table lacks column(s) {', '.join(missing)} "
+                         f"(has {', '.join(map(str, data.columns))})")
 
 
 __all__ = [

@@ -125,7 +125,8 @@ def _fmt_p(p: float) -> str:
 
 
 __all__ = [
-    "Cell", "Comparison", "DIFF_CI_METHOD", "Table", "TestResult", "bootstrap_ci", "compare_models", "detectable_difference",
+    "Cell", "Comparison", "DIFF_CI_METHOD", "Table", "TestResult", "bootstrap_ci", "compare_models",
+    "detectable_difference",
     "hodges_lehmann_ci", "holm", "kruskal_wallis",
     "load_results", "pairwise_tests", "parse_result_spec", "results_table",
 ]

@@ -18,8 +18,7 @@ import numpy as np
 
 from ..seeds import PHANTOM_ANATOMY
 from .anatomy_params import AnatomyParams, _rot, draw_anatomy
-from .fields import (F32, Grid, capsule, ellipsoid, normalize_distance, smax, smin, smooth_noise, smoothstep,
-                     sphere)
+from .fields import F32, Grid, capsule, ellipsoid, normalize_distance, smax, smin, smooth_noise, smoothstep, sphere
 
 __all__ = ["FAR_MM", "REGION_CODES", "AnatomyFields", "AnatomyParams", "anatomy_fields", "draw_anatomy"]
 

@@ -149,7 +149,8 @@ class PhantomConfig(Settings):
 
     @classmethod
     def preset(cls, name: str) -> "PhantomConfig":
-        """A named preset: ``default`` (realistic), ``small`` (1.5 mm, the demo) or ``tiny`` (48^3 voxels at 2 mm, tests)."""
+        """A named preset: ``default`` (realistic), ``small`` (1.5 mm, the demo) or ``tiny`` (48^3 voxels at 2 mm,
+        tests)."""
         return cls.from_dict(look_up_option(name, PRESETS, "phantom preset"), source=f"phantom preset {name!r}")
 
 

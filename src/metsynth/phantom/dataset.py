@@ -253,7 +253,7 @@ def write_preview(case: PhantomCase, path: Path) -> Path:
     rows = []
     spacing = "x".join(f"{s:g}" for s in case.image.spacing)
     if case.lesions:
-        big = max(case.lesions, key=lambda l: l["volume_mm3"])
+        big = max(case.lesions, key=lambda lesion: lesion["volume_mm3"])
         tiles = volume_slices(case.image, case.image.world_to_index(np.asarray(big["centre_world"])), masks)
         cap = (f"lesion {big['index']}: {big['region']}, {big['volume_mm3']:.0f} mm3"
                + (", breaks cortex" if big["breaks_cortex"] else ""))

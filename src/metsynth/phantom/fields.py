@@ -29,8 +29,8 @@ class Grid:
         )
 
     def crop(self, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> "Grid":
-        shape = tuple(int(h - l) for l, h in zip(lo, hi))
-        origin = tuple(o + s * l for o, s, l in zip(self.origin, self.spacing, lo))
+        shape = tuple(int(h - low) for low, h in zip(lo, hi))
+        origin = tuple(o + s * low for o, s, low in zip(self.origin, self.spacing, lo))
         return Grid(shape, self.spacing, origin)  # type: ignore[arg-type]
 
     def box_around(self, centre_world: np.ndarray, half_mm: float | np.ndarray

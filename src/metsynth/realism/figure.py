@@ -103,10 +103,10 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
 
 def figure4_lesions(sets: dict[int, Path], path: str | os.PathLike, k: int = 2) -> Path | None:
     """The same ``k`` lesions (rows) after each start timestep (columns); ``sets``: timestep -> set folder."""
+    from ..diffusion.preview import lesion_tiles
     from ..synthesis.sets import read_set
     from ..viz import Tile, montage
     from ..volume import Volume
-    from ..diffusion.preview import lesion_tiles
 
     ts = sorted(sets)
     tables = {t: read_set(sets[t]).set_index("volume_id") for t in ts}

@@ -7,7 +7,8 @@ are real lesions, the same volume ids in every set where they exist (so the sets
 the same pasted lesions). For each set, two classifier two-sample tests (:mod:`.c2st`):
 gradient-boosted trees on the lesion features and a small 3D CNN on lesion-centred patches,
 grouped by patient (real) and donor case (generated). Beside them, always, the null controls:
-real vs real and generated vs generated (each set split at random into two halves); they show the AUC that chance alone gives with these sample
+real vs real and generated vs generated (each set split at random into two halves); they show the AUC that
+chance alone gives with these sample
 sizes. Per feature, the median of real and generated lesions and the AUC of that feature alone
 name what gives a set away.
 
@@ -372,7 +373,9 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
         for row in s["features_table"][:top]:
             lines.append(f"| {row['feature']} | {row['real']:.4g} | {row['generated']:.4g} | {row['auc']:.2f} |")
     if report.get("sweep"):
-        lines += ["", "Start-timestep sweep (Figure 4; contrast kept: lesion contrast after / before harmonization):", "",
+        lines += ["",
+                  "Start-timestep sweep (Figure 4; contrast kept: lesion contrast after / before harmonization):",
+                  "",
                   "| start timestep | features AUC | contrast kept (median) | 10th percentile | collapsed |",
                   "|---|---|---|---|---|"]
         for row in report["sweep"]:

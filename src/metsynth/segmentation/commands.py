@@ -11,28 +11,49 @@ import typer
 def train(
     cohort: Path = typer.Argument(..., help="Prepared cohort manifest (output of `metsynth prepare`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, logs, curves.png, model.pt)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="paper (GPU, the paper's settings), cpu (laptop) or tiny (tests); default: cpu, or the --config file's own preset."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML with SegmentationConfig settings, merged into the preset."),
-    sources: str = typer.Option("real", "--sources", help="Training data, comma-separated: real, synthetic, harmonized, online (e.g. 'synthetic,real')."),
-    fold: Optional[int] = typer.Option(None, "--fold", help="CV fold k: its test cases are excluded, and synthetic volumes made from their lesions are filtered out."),
+    preset: Optional[str] = typer.Option(
+        None, "--preset",
+        help="paper (GPU, the paper's settings), cpu (laptop) or tiny (tests); default: cpu, or the --config file's "
+             "own preset."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML with SegmentationConfig settings, merged into the preset."),
+    sources: str = typer.Option(
+        "real", "--sources",
+        help="Training data, comma-separated: real, synthetic, harmonized, online (e.g. 'synthetic,real')."),
+    fold: Optional[int] = typer.Option(
+        None, "--fold",
+        help="CV fold k: its test cases are excluded, and synthetic volumes made from their lesions are filtered out."),
     splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json with the CV folds (needed with --fold)."),
-    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Synthetic set folder (index.csv, images/, labels/)."),
+    synthetic: Optional[Path] = typer.Option(
+        None, "--synthetic", help="Synthetic set folder (index.csv, images/, labels/)."),
     harmonized: Optional[Path] = typer.Option(None, "--harmonized", help="Harmonized (diffusion) set folder."),
-    bank: Optional[Path] = typer.Option(None, "--bank", help="Lesion bank folder, for --sources online (fresh synthetic volumes each epoch)."),
-    synthesis_config: Optional[Path] = typer.Option(None, "--synthesis-config", help="YAML with synthesis settings for --sources online."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use N synthetic/harmonized volumes (size study: 100, 500, 2000); default all."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Fine-tune from these weights (model.pt or .ckpt) with the fine-tuning lr, decay and patience."),
-    resume: bool = typer.Option(True, "--resume/--restart", help="Continue an interrupted training (or one whose --max-epochs was raised) from checkpoints/last.ckpt, or start over."),
+    bank: Optional[Path] = typer.Option(
+        None, "--bank", help="Lesion bank folder, for --sources online (fresh synthetic volumes each epoch)."),
+    synthesis_config: Optional[Path] = typer.Option(
+        None, "--synthesis-config", help="YAML with synthesis settings for --sources online."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Use N synthetic/harmonized volumes (size study: 100, 500, 2000); default all."),
+    init: Optional[Path] = typer.Option(
+        None, "--init",
+        help="Fine-tune from these weights (model.pt or .ckpt) with the fine-tuning lr, decay and patience."),
+    resume: bool = typer.Option(
+        True, "--resume/--restart",
+        help="Continue an interrupted training (or one whose --max-epochs was raised) from checkpoints/last.ckpt, or "
+             "start over."),
     force: bool = typer.Option(False, "--force", help="Start over in a folder holding another or a finished training."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (weights, patches, augmentation, validation hold-out)."),
+    seed: Optional[int] = typer.Option(
+        None, "--seed", help="Seed (weights, patches, augmentation, validation hold-out)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Upper bound on epochs."),
-    val_cases: Optional[int] = typer.Option(None, "--val-cases", min=0, help="Real cases held out for validation Dice."),
+    val_cases: Optional[int] = typer.Option(
+        None, "--val-cases", min=0, help="Real cases held out for validation Dice."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes."),
     accelerator: Optional[str] = typer.Option(None, "--accelerator", help="Lightning accelerator: cpu, gpu, auto..."),
     devices: Optional[str] = typer.Option(None, "--devices", help="Lightning devices: a number, '0,1', or auto."),
-    strategy: Optional[str] = typer.Option(None, "--strategy", help="Lightning strategy: auto, ddp, ... (multi-GPU / SLURM)."),
+    strategy: Optional[str] = typer.Option(
+        None, "--strategy", help="Lightning strategy: auto, ddp, ... (multi-GPU / SLURM)."),
     num_nodes: Optional[int] = typer.Option(None, "--num-nodes", min=1, help="Nodes for multi-node DDP."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="Lightning precision: 32-true, 16-mixed, bf16-mixed."),
 ) -> None:
     """Train a 3D U-Net on real, synthetic, harmonized or online data (or fine-tune one with --init)."""
     from ..cli import quiet
@@ -63,7 +84,8 @@ def train(
         counts = " + ".join(filter(None, [counts, f"online ({settings.online_volumes_per_epoch} fresh volumes per "
                                                   f"epoch, {share})"]))
     typer.echo(f"training set: {counts}; {len(training_set.val)} validation case(s)"
-               + (f"; fold {fold}: {training_set.dropped_leaking} leaking volume(s) dropped" if fold is not None else ""))
+               + (f"; fold {fold}: {training_set.dropped_leaking} leaking volume(s) dropped"
+                  if fold is not None else ""))
     result = train_segmentation(training_set, out, settings, init=init, resume=resume, force=force,
                                 progress=not quiet())
     dice = "n/a" if result.best_val_dice is None else f"{result.best_val_dice:.3f}"
@@ -76,20 +98,37 @@ def predict(
     model: Path = typer.Argument(..., help="model.pt from a training folder (or the folder, or a .ckpt)."),
     inputs: list[Path] = typer.Argument(..., help="A cohort manifest (raw or prepared) or image file(s) in HU."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz masks and predictions.csv."),
-    fold: Optional[int] = typer.Option(None, "--fold", help="CV fold k of the model (with --splits and a cohort manifest): predict only the cases it held out, test fold k plus the test-only cases. Default with --splits: the model's own fold. With -o MODEL_DIR/fold<k>, once every fold is predicted, MODEL_DIR/<case>.nii.gz gets each case from the fold that held it out (test-only cases: the folds' majority vote), as `metsynth experiment` does."),
-    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json the model was trained with (needed with --fold)."),
-    femur: Optional[Path] = typer.Option(None, "--femur", help="Femur mask of a single input image (crops inference, enables the femur filter)."),
-    grid: str = typer.Option("input", "--grid", help="input: masks on each input image's grid; source: prepared cases mapped back onto their original scans."),
-    standardized: Optional[bool] = typer.Option(None, "--standardized/--hu", help="Inputs are already standardized to [-1, 1] (default: yes for prepared manifests, else HU)."),
-    min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", min=0, help="Remove predicted components smaller than this (mm^3; 0 = off)."),
-    femur_filter: Optional[bool] = typer.Option(None, "--femur-filter/--no-femur-filter", help="Keep only lesions overlapping the femur mask."),
-    fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill cavities inside predicted lesions."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", help="Lesion probability threshold (default: the model's, 0.5)."),
+    fold: Optional[int] = typer.Option(
+        None, "--fold",
+        help="CV fold k of the model (with --splits and a cohort manifest): predict only the cases it held out, test "
+             "fold k plus the test-only cases. Default with --splits: the model's own fold. With -o MODEL_DIR/fold<k>, "
+             "once every fold is predicted, MODEL_DIR/<case>.nii.gz gets each case from the fold that held it out "
+             "(test-only cases: the folds' majority vote), as `metsynth experiment` does."),
+    splits: Optional[Path] = typer.Option(
+        None, "--splits", help="splits.json the model was trained with (needed with --fold)."),
+    femur: Optional[Path] = typer.Option(
+        None, "--femur", help="Femur mask of a single input image (crops inference, enables the femur filter)."),
+    grid: str = typer.Option(
+        "input", "--grid",
+        help="input: masks on each input image's grid; source: prepared cases mapped back onto their original scans."),
+    standardized: Optional[bool] = typer.Option(
+        None, "--standardized/--hu",
+        help="Inputs are already standardized to [-1, 1] (default: yes for prepared manifests, else HU)."),
+    min_lesion_mm3: Optional[float] = typer.Option(
+        None, "--min-lesion-mm3", min=0, help="Remove predicted components smaller than this (mm^3; 0 = off)."),
+    femur_filter: Optional[bool] = typer.Option(
+        None, "--femur-filter/--no-femur-filter", help="Keep only lesions overlapping the femur mask."),
+    fill_holes: Optional[bool] = typer.Option(
+        None, "--fill-holes/--no-fill-holes", help="Fill cavities inside predicted lesions."),
+    threshold: Optional[float] = typer.Option(
+        None, "--threshold", help="Lesion probability threshold (default: the model's, 0.5)."),
     overlap: Optional[float] = typer.Option(None, "--overlap", help="Sliding-window overlap (0..1)."),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:1, auto."),
     workers: int = typer.Option(1, "--workers", min=1, help="Volumes segmented in parallel (processes)."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to spread volumes over a cluster."),
-    force: bool = typer.Option(False, "--force", help="Redo predictions in a folder made with another model, settings or input images."),
+    scheduler: Optional[str] = typer.Option(
+        None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to spread volumes over a cluster."),
+    force: bool = typer.Option(
+        False, "--force", help="Redo predictions in a folder made with another model, settings or input images."),
 ) -> None:
     """Segment lesions with sliding-window inference and post-processing; masks keep the input's grid.
 
@@ -119,8 +158,8 @@ def predict(
     if done is not None and result.name == f"fold{done}":
         gathered = gather_fold_predictions(result.parent)
         if gathered:
-            typer.echo(f"every fold predicted: {result.parent}/<case>.nii.gz ({len(gathered)} cases, each from the fold "
-                       "that held it out; test-only cases by majority vote of the folds)")
+            typer.echo(f"every fold predicted: {result.parent}/<case>.nii.gz ({len(gathered)} cases, each from the "
+                       "fold that held it out; test-only cases by majority vote of the folds)")
 
 
 def register(app: typer.Typer) -> None:

@@ -116,7 +116,8 @@ class VolumeDataset:
 
 
 __all__ = [
-    "AIR", "CachedVolume", "OnlineSource", "PatchDataset", "PatchParams", "PatchSampler", "TrainingSet", "TrainingVolume",
+    "AIR", "CachedVolume", "OnlineSource", "PatchDataset", "PatchParams", "PatchSampler", "TrainingSet",
+    "TrainingVolume",
     "VolumeDataset", "build_training_set", "cache_volume", "cache_volumes", "draw_center", "draw_patch_params",
     "extract_patch", "open_cached", "parse_sources", "patch_rng", "patch_sampler", "rotation_matrix",
 ]

@@ -35,7 +35,12 @@ from ..volume import Volume
 from .postprocess import PostprocessConfig
 from .presets import InferenceConfig
 from .volume_inference import (
-    Prediction, SegmentationModel, empty_grid, predict_volume, resample_linear, restore_source_grid,
+    Prediction,
+    SegmentationModel,
+    empty_grid,
+    predict_volume,
+    resample_linear,
+    restore_source_grid,
 )
 
 log = logging.getLogger(__name__)
@@ -88,7 +93,8 @@ def run_predict_task(task: PredictTask) -> dict[str, Any]:
     inf = InferenceConfig.from_dict(task.inference)
     if task.grid == "source" and task.source is not None:
         pred = predict_volume(model, image, femur, standardized=task.standardized,
-                              postprocess_config=PostprocessConfig(min_lesion_mm3=0, keep_in_femur=False, fill_holes=False),
+                              postprocess_config=PostprocessConfig(min_lesion_mm3=0, keep_in_femur=False,
+                                                                   fill_holes=False),
                               inference=inf, keep_probability=True)
         lo, hi = pred.box
         prob_full = np.zeros(image.shape, np.float32)
@@ -96,7 +102,8 @@ def run_predict_task(task: PredictTask) -> dict[str, Any]:
         mask = restore_source_grid(image.with_array(prob_full), task.source, inf.threshold, femur, post)
         raw = pred.raw_voxels
     else:
-        pred = predict_volume(model, image, femur, standardized=task.standardized, postprocess_config=post, inference=inf)
+        pred = predict_volume(model, image, femur, standardized=task.standardized, postprocess_config=post,
+                              inference=inf)
         mask, raw = pred.mask, pred.raw_voxels
     mask.write(task.out)
     voxels = int(mask.array.sum())
@@ -142,7 +149,8 @@ def _fold_selection(model: SegmentationModel, model_path: Path, cohort: Any, man
         _, held_out = held_out_cases(splits, fold, cohort)  # type: ignore[arg-type]  # fold range, cohort
         if int(trained_for) != fold:
             raise ConfigError(f"{model_path}: trained for fold {trained_for}, so fold {fold}'s cases are among its "
-                              f"training cases; predict fold {fold} with fold {fold}'s model, or pass --fold {trained_for}")
+                              f"training cases; predict fold {fold} with fold {fold}'s model, or pass "
+                              f"--fold {trained_for}")
         ids = set(held_out) & {c.id for c in cohort.cases}
         if not ids:
             raise InputError(f"{manifest}: none of fold {fold}'s test or test-only cases ({', '.join(held_out[:5])}) "
@@ -154,7 +162,8 @@ def _fold_selection(model: SegmentationModel, model_path: Path, cohort: Any, man
         raise InputError(f"{splits}: fold {fold}'s cases {', '.join(seen[:5])} are among the cases {model_path} "
                          "trained on: not the splits file it was trained with; pass that one")
     if seen and trained_for is not None:
-        raise ConfigError(f"{manifest}: holds {len(seen)} case(s) that {model_path} trained on ({', '.join(seen[:5])}); "
+        raise ConfigError(f"{manifest}: holds {len(seen)} case(s) that {model_path} trained on "
+                          f"({', '.join(seen[:5])}); "
                           f"pass --fold {trained_for} --splits splits.json to predict only its held-out cases")
     if seen:
         log.warning("%s: %d case(s) of %s are its training cases (%s): their masks are not held-out results; do not "
@@ -232,7 +241,8 @@ def predict_cohort(
                               "is not prepared, and its masks are written on the input grid anyway (use grid 'input')")
     else:
         if fold is not None or splits is not None:
-            raise ConfigError("--fold/--splits select the cases of a cohort manifest; image files are predicted as given")
+            raise ConfigError("--fold/--splits select the cases of a cohort manifest; image files are predicted "
+                              "as given")
         if femur is not None and len(paths) != 1:
             raise ConfigError("--femur goes with exactly one image file")
         for p in paths:
@@ -243,7 +253,8 @@ def predict_cohort(
                     break
             items.append((name, str(p), str(femur) if femur else None, bool(standardized), None))
         if grid == "source":
-            raise ConfigError("grid 'source' needs a prepared manifest; image files are always written on their own grid")
+            raise ConfigError("grid 'source' needs a prepared manifest; image files are always written on their "
+                              "own grid")
     if len({key for key, *_ in items}) != len(items):
         raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
     from ..volume import check_readable
@@ -262,8 +273,8 @@ def predict_cohort(
     marker = out / "predict.json"
     if marker.exists() and not force and read_json(marker) != settings:
         if not replace_other:
-            raise ConfigError(f"{out}: holds predictions of another model, settings or input images; choose another --out "
-                              "folder or pass --force to redo them")
+            raise ConfigError(f"{out}: holds predictions of another model, settings or input images; choose "
+                              "another --out folder or pass --force to redo them")
         log.info("%s: predictions of another model, settings or input images; predicting again", out)
         force = True
     out.mkdir(parents=True, exist_ok=True)

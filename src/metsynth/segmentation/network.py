@@ -29,7 +29,8 @@ def dice_of(pred, truth) -> float:
     from ..evaluation.metrics import dice_score
 
     flat = (1, 1, -1)  # a count: the shape does not matter, channel axes included
-    return dice_score(pred.detach().bool().cpu().numpy().reshape(flat), truth.detach().bool().cpu().numpy().reshape(flat))
+    return dice_score(pred.detach().bool().cpu().numpy().reshape(flat),
+                      truth.detach().bool().cpu().numpy().reshape(flat))
 
 
 def sliding_window_logits(net, image, config: SegmentationConfig):

@@ -73,7 +73,8 @@ class AugmentConfig(Settings):
     scale_prob: float = Field(0.3, ge=0, le=1, description="Probability of a random isotropic scaling.")
     scale_range: tuple[float, float] = Field((0.85, 1.15), description="Zoom factor range (>1 enlarges).")
     noise_prob: float = Field(0.2, ge=0, le=1, description="Probability of additive Gaussian noise.")
-    noise_std: tuple[float, float] = Field((0.0, 0.05), description="Noise std range, in standardized units ([-1, 1] = HU window).")
+    noise_std: tuple[float, float] = Field(
+        (0.0, 0.05), description="Noise std range, in standardized units ([-1, 1] = HU window).")
     contrast_prob: float = Field(0.2, ge=0, le=1, description="Probability of a gamma contrast change.")
     gamma_range: tuple[float, float] = Field((0.7, 1.5), description="Gamma range of the contrast change.")
 
@@ -98,8 +99,11 @@ class OptimConfig(Settings):
     lr: float = Field(0.025, gt=0, description="Initial learning rate.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay (not in the paper).")
-    lr_decay_real: float = Field(0.999, gt=0, le=1, description="ExponentialLR gamma per epoch when training on real data only.")
-    lr_decay_synthetic: float = Field(0.99, gt=0, le=1, description="ExponentialLR gamma per epoch when synthetic, harmonized or online data are in the training set.")
+    lr_decay_real: float = Field(
+        0.999, gt=0, le=1, description="ExponentialLR gamma per epoch when training on real data only.")
+    lr_decay_synthetic: float = Field(
+        0.99, gt=0, le=1,
+        description="ExponentialLR gamma per epoch when synthetic, harmonized or online data are in the training set.")
     patience: int = Field(200, ge=1, description="Early stopping: validation checks without a better val Dice.")
 
 
@@ -142,14 +146,17 @@ class SegmentationConfig(Settings):
 
     preset: str = Field("custom", description="Name of the preset this config started from (informative).")
     network: NetworkConfig = Field(default_factory=NetworkConfig)
-    patch_size: tuple[int, int, int] = Field((64, 96, 96), description="Training patch and inference window, (z, y, x) voxels.")
+    patch_size: tuple[int, int, int] = Field(
+        (64, 96, 96), description="Training patch and inference window, (z, y, x) voxels.")
     batch_size: int = Field(2, ge=1, description="Patches per training step (not in the paper).")
-    patches_per_volume: int = Field(4, ge=1, description="Patches drawn per training volume per epoch (epoch length; not in the paper).")
+    patches_per_volume: int = Field(
+        4, ge=1, description="Patches drawn per training volume per epoch (epoch length; not in the paper).")
     patches_per_epoch: int | None = Field(
         None, ge=1, description="Fixed epoch length in patches whatever the number of training volumes (as nnU-Net's "
         "250 iterations): real-only and synthetic trainings then get the same compute per epoch and the same "
         "validation cadence. None: patches_per_volume x volumes (not in the paper).")
-    online_volumes_per_epoch: int = Field(200, ge=1, description="Fresh synthetic volumes per epoch for the 'online' source.")
+    online_volumes_per_epoch: int = Field(
+        200, ge=1, description="Fresh synthetic volumes per epoch for the 'online' source.")
     online_share: float | None = Field(
         None, gt=0, lt=1, description="Share of an epoch's patches drawn from the fresh 'online' volumes when 'online' "
         "is mixed with real, synthetic or harmonized volumes (e.g. 0.5: half online, half from the listed volumes, "
@@ -157,16 +164,19 @@ class SegmentationConfig(Settings):
         "proportional, as in an offline mix: each fresh volume counts like one listed volume, every volume gives "
         "patches_per_volume patches (with patches_per_epoch: that many patches, split in the same proportion). "
         "The share drawn is recorded in result.json (sampling). Not used without 'online' or without another source.")
-    pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion voxel (the rest on background).")
+    pos_fraction: float = Field(
+        0.5, ge=0, le=1, description="Share of patches centred on a lesion voxel (the rest on background).")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     max_epochs: int = Field(5000, ge=1, description="Upper bound on epochs (early stopping usually ends first).")
     max_steps: int = Field(-1, description="Upper bound on optimizer steps (-1: none).")
     val_every_n_epochs: int = Field(1, ge=1, description="Validation (whole held-out real volumes) every n epochs.")
-    val_cases: int = Field(3, ge=0, description="Real training-fold cases held out for validation (early stopping, best checkpoint).")
+    val_cases: int = Field(
+        3, ge=0, description="Real training-fold cases held out for validation (early stopping, best checkpoint).")
     num_workers: int = Field(4, ge=0, description="DataLoader worker processes (0 = in the training process).")
-    cache_dir: str | None = Field(None, description="Where volumes are unpacked to .npy for fast patch reads (default: <out>/cache).")
+    cache_dir: str | None = Field(
+        None, description="Where volumes are unpacked to .npy for fast patch reads (default: <out>/cache).")
     seed: int = Field(0, description="Seed of weights, patch sampling, augmentation and the validation hold-out.")
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     inference: InferenceConfig = Field(default_factory=InferenceConfig)

@@ -38,8 +38,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
 from ..checkpoints import check_resume_checkpoint
+from ..errors import ConfigError
 from ..fileio import atomic_path, file_sha256, read_json, write_json
 from ..progress import quiet
 from .callbacks import CurvePlotter, DataWaitMonitor, history_from_csv, plot_curves
@@ -257,7 +257,8 @@ def train_segmentation(
     early = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
     score = checkpoint.best_model_score if best else None
     result = TrainResult(
-        out_dir=str(out), model=str(model_path), best_checkpoint=best, last_checkpoint=str(last) if last.exists() else None,
+        out_dir=str(out), model=str(model_path), best_checkpoint=best,
+        last_checkpoint=str(last) if last.exists() else None,
         best_val_dice=float(score) if score is not None else None, epochs=int(trainer.current_epoch),
         steps=int(trainer.global_step), stopped_early=bool(early is not None and early.stopped_epoch > 0),
         seconds=time.perf_counter() - start, timing=timing, finetune=finetune, sampling=sampling,

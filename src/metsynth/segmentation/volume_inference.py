@@ -162,7 +162,8 @@ def predict_volume(
     array = net_in.array
     if not standardized:
         if model.hu_window is None:
-            log.warning("%s: the model has no HU window (trained on an unprepared cohort): using intensities as they are",
+            log.warning("%s: the model has no HU window (trained on an unprepared cohort): using intensities as "
+                        "they are",
                         image.name)
         else:
             array = standardize(array, model.hu_window)
@@ -196,7 +197,8 @@ def restore_source_grid(mask_or_prob: Volume, source: dict[str, Any], threshold:
         grid = empty_grid(source["shape"], source["spacing"], source["origin"], source["direction"])
         lo, hi = (np.asarray(v, dtype=int) for v in source["crop_box"])
     except KeyError as err:
-        raise InputError(f"case source record lacks {err}; re-run `metsynth prepare` to record the original grid") from None
+        raise InputError(f"case source record lacks {err}; re-run `metsynth prepare` to record the original "
+                         "grid") from None
     box = sub_grid(grid, lo, hi)
     values = resample_linear(mask_or_prob.with_array(np.asarray(mask_or_prob.array, np.float32)), box)
     mask_box = box.with_array((values >= threshold).astype(np.uint8))

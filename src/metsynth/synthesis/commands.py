@@ -34,9 +34,11 @@ def extract(
         None, "--annotator", help="Use this annotator's masks (first round); default: each case's reference mask."),
     min_mm3: Optional[float] = typer.Option(
         None, "--min-mm3", help="Skip (and list) lesions of at most this volume in mm^3 [default: 16]."),
-    margin_mm: Optional[float] = typer.Option(None, "--margin-mm", help="Context kept around each lesion, mm [default: 4]."),
+    margin_mm: Optional[float] = typer.Option(
+        None, "--margin-mm", help="Context kept around each lesion, mm [default: 4]."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with bank settings (or a 'bank:' section)."),
-    force: bool = typer.Option(False, "--force", help="Replace a bank made from another cohort or with other settings."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a bank made from another cohort or with other settings."),
 ) -> None:
     """Extract every connected lesion of the metastatic cases into a lesion bank.
 
@@ -58,14 +60,17 @@ def synthesize(
     cohort: Path = typer.Option(..., "--cohort", help="Prepared cohort manifest (healthy cases with femur masks)."),
     bank: Path = typer.Option(..., "--bank", help="Lesion bank folder (`metsynth lesions extract`)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: images/, labels/, sidecars/, index.csv."),
-    repeats: Optional[int] = typer.Option(None, "--repeats", min=1, help="Attempts per healthy x lesion pair [default: 10]."),
+    repeats: Optional[int] = typer.Option(
+        None, "--repeats", min=1, help="Attempts per healthy x lesion pair [default: 10]."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Run seed [default: 0]."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (1: in this process)."),
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", help="Dask scheduler address (tcp://host:8786); workers must see the same files."),
     preview: int = typer.Option(0, "--preview", min=0, help="Write preview.png with K kept volumes (0: none)."),
-    force: bool = typer.Option(False, "--force", help="Delete a run of another configuration in --out and start again."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML with synthesis settings (or a 'synthesis:' section)."),
+    force: bool = typer.Option(
+        False, "--force", help="Delete a run of another configuration in --out and start again."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML with synthesis settings (or a 'synthesis:' section)."),
     preset: str = typer.Option("paper", "--preset", help="Base settings: paper or tiny."),
     unprepared: bool = typer.Option(
         False, "--unprepared", help="Accept a raw (not prepared) cohort, with a bank extracted from raw scans "

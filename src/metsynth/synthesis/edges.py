@@ -30,8 +30,8 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["DEFAULT_EDGE_RATIO", "donor_edge_sigma", "edge_pad", "edge_ratio", "estimate_edge_sigma", "fill_from_interior",
-           "gaussian_weights"]
+__all__ = ["DEFAULT_EDGE_RATIO", "donor_edge_sigma", "edge_pad", "edge_ratio", "estimate_edge_sigma",
+           "fill_from_interior", "gaussian_weights"]
 
 _CROSS = ndi.generate_binary_structure(3, 1)
 #: Boundary position assumed when a donor's edge cannot be measured (no contrast): a typical

@@ -22,7 +22,8 @@ sidecar's parameters replay the lesion exactly.
 Units: geometric ranges are relative to the lesion (fractions of its radius, scale factors) or
 in degrees, so they do not depend on the voxel size. The noise standard deviation is, by default,
 *relative to the donor lesion's own intensity standard deviation* inside its mask (a robust
-estimate, 1.4826 x the median absolute deviation; ``noise_reference="lesion_std"``), which is meaningful whatever the intensity units of the
+estimate, 1.4826 x the median absolute deviation; ``noise_reference="lesion_std"``), which is meaningful
+whatever the intensity units of the
 cohort (HU, [-1, 1]-standardized, z-scores). With ``noise_reference="absolute"`` it is in the
 cohort's intensity units; for a prepared cohort with ``hu_window = (lo, hi)`` a value of ``h``
 HU is ``2 * h / (hi - lo)`` standardized units (see :func:`hu_to_units`).
@@ -96,7 +97,8 @@ class TransformConfig(Settings):
         "patch; metsynth.synthesis.edges), so the edge is as sharp as the scanner made it.")
     noise_reference: Literal["lesion_std", "absolute"] = Field(
         "lesion_std", description="'lesion_std': noise_std is a fraction of the donor lesion's robust intensity "
-        "standard deviation (1.4826 x MAD inside its mask; unit-free); 'absolute': noise_std is in the cohort's intensity units.")
+        "standard deviation (1.4826 x MAD inside its mask; unit-free); 'absolute': noise_std is in the cohort's "
+        "intensity units.")
 
     @field_validator("ellipsoid_axes")
     @classmethod

@@ -22,7 +22,8 @@ def realism_section(run: "RunData") -> Section:
     path = run.layout.realism / "realism.json"
     if not path.is_file():
         return Section("realism", "Realism of the generated lesions",
-                       not_run("no <code>realism/realism.json</code> (stage realism, or <code>metsynth realism RUN</code>)."),
+                       not_run("no <code>realism/realism.json</code> (stage realism, or "
+                               "<code>metsynth realism RUN</code>)."),
                        False)
     report = json.loads(path.read_text(encoding="utf-8"))
     parts = [_subpart("Classifier two-sample tests", _realism_table, report),
@@ -46,12 +47,15 @@ def _realism_table(report: dict[str, Any]) -> str:
         rows.append([name, s["n_volumes"], _auc_cell(s.get("features")), _auc_cell(s.get("cnn")),
                      f"{_auc_cell(n.get('features'))} / {_auc_cell(n.get('cnn'))}"])
     cfg = report.get("config", {})
-    return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null: generated halves (features / CNN)"], rows,
+    return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null: generated halves (features / CNN)"],
+                       rows,
                        caption=f"Real lesions: {report['n_real']} from {report['real_groups']} patients")
-            + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions (reference masks '
+            + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions '
+              "(reference masks "
               "of the metastatic and test cases) from the set's (0.5: cannot be told apart; 1: always told apart), "
               f"{cfg.get('folds', '?')} folds grouped so that no patient or donor is on both sides, repeated "
-              f"{cfg.get('repeats', '?')} times; [95% bootstrap interval, whole patients and donors resampled]. Features: "
+              f"{cfg.get('repeats', '?')} times; [95% bootstrap interval, whole patients and donors resampled]. "
+              "Features: "
               "gradient-boosted trees on the lesion features below; 3D CNN: a small MONAI classifier on lesion-centred "
               f"patches ({fmt(cfg.get('patch_mm'), 0)} mm), trained from scratch. Null controls: the same test between "
               f"random halves of one set (features: median [range] over {cfg.get('null_splits', 1)} splits; CNN: one "
@@ -63,7 +67,8 @@ def _realism_features(report: dict[str, Any], top: int = 5) -> str:
 
     html = []
     for name, s in report["sets"].items():
-        rows = [[r["feature"], FEATURES.get(r["feature"], ""), f"{r['real']:.4g}", f"{r['generated']:.4g}", fmt(r["auc"])]
+        rows = [[r["feature"], FEATURES.get(r["feature"], ""), f"{r['real']:.4g}", f"{r['generated']:.4g}",
+                 fmt(r["auc"])]
                 for r in s["features_table"][:top]]
         html.append(data_table(["feature", "what it measures", "real (median)", f"{name} (median)", "AUC alone"], rows,
                                caption=f"{name}: the {top} features that separate it most"))
@@ -83,8 +88,10 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
              r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
     html = figure(png, "Realism (C2ST AUC; grey band: real vs real null), lesion contrast kept after / before "
                        "harmonization, and the Dice of the models trained on the set where the study trained one, "
-                       "against the start timestep (0: not harmonized; dashed: the study's choice).", "Figure 4", width=980)
-    html += data_table(["start timestep", "features AUC", "contrast kept (median)", "10th percentile", "lesions collapsed"],
+                       "against the start timestep (0: not harmonized; dashed: the study's choice).", "Figure 4",
+                       width=980)
+    html += data_table(["start timestep", "features AUC", "contrast kept (median)", "10th percentile",
+                        "lesions collapsed"],
                        rows, caption="The sweep")
     lesions = run.layout.realism / "figure4_lesions.png"
     if lesions.is_file():

@@ -97,7 +97,8 @@ def _cohort(run: "RunData") -> str:
         who = ", ".join(f"{k} ({v})" for k, v in sorted(annotators.items()))
         info.append(f"{n_multi} case(s) annotated by several operators: {who}")
     info.append(f"{n_lesions} case(s) with a reference lesion mask")
-    return table + "<p class=\"note\">" + "; ".join(esc(i) for i in info) + f". Manifest: {_code(_rel(run, run.cohort_path))}.</p>"
+    return (table + "<p class=\"note\">" + "; ".join(esc(i) for i in info)
+            + f". Manifest: {_code(_rel(run, run.cohort_path))}.</p>")
 
 
 def _generated(run: "RunData") -> str:
@@ -111,7 +112,8 @@ def _generated(run: "RunData") -> str:
         kept = sum(1 for r in syn if r.get("kept") == "true")
         reasons = Counter(r.get("reason") or "?" for r in syn if r.get("kept") != "true")
         dropped = "; ".join(f"{n} {esc(k)}" for k, n in reasons.most_common())
-        rows.append(("Synthetic set", f"{kept} volumes kept of {len(syn)} attempts" + (f" (dropped: {dropped})" if dropped else "")))
+        rows.append(("Synthetic set", f"{kept} volumes kept of {len(syn)} attempts"
+                     + (f" (dropped: {dropped})" if dropped else "")))
     har = run.harmonized_index
     n_har = (sum(1 for r in har if r.get("kept", "true") == "true") if har is not None
              else len(run.harmonized_sidecars) or None)
@@ -123,8 +125,9 @@ def _generated(run: "RunData") -> str:
         folds = run.splits.get("folds") or []
         test_only = run.splits.get("test_only") or []
         sizes = "/".join(str(len(f)) for f in folds)
-        rows.append(("Cross-validation", f"{len(folds)} folds of real metastatic cases ({sizes}), "
-                                         f"{len(test_only)} test-only case(s), seed {esc(run.splits.get('seed', '?'))}"))
+        rows.append(("Cross-validation",
+                     f"{len(folds)} folds of real metastatic cases ({sizes}), "
+                     f"{len(test_only)} test-only case(s), seed {esc(run.splits.get('seed', '?'))}"))
     if run.evaluated:
         rows.append(("Evaluated models", ", ".join(esc(model_label(m)) for m in run.evaluated)))
     if not rows:
