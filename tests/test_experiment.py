@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("name", ["paper", "demo"])
 def test_config_files_match_the_presets(name):
     on_disk = ExperimentConfig.from_yaml(REPO / "configs" / f"{name}.yaml")
-    assert on_disk == experiment_preset(name), f"configs/{name}.yaml drifted: regenerate it with `metsynth experiment init`"
+    assert on_disk == experiment_preset(name), \
+        f"configs/{name}.yaml drifted: regenerate it with `metsynth experiment init`"
 
 
 def test_config_reference_is_current_and_complete():
@@ -99,7 +100,8 @@ def final_metrics(run_dir: Path) -> pd.DataFrame:
 
 
 def run_cli(config: Path, run_dir: Path, *extra: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "metsynth.cli", "-q", "experiment", "run", str(config), "--run-dir", str(run_dir), *extra]
+    cmd = [sys.executable, "-m", "metsynth.cli", "-q", "experiment", "run", str(config), "--run-dir", str(run_dir),
+           *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from metsynth.experiment import ExperimentConfig, training
 from metsynth.errors import ConfigError
+from metsynth.experiment import ExperimentConfig, training
 from metsynth.synthesis.sets import NotEnoughVolumes
 
 

@@ -9,10 +9,10 @@ is a test case of fold 0, one built on the test-only case, one whose donor is te
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +100,8 @@ def nnunet_python() -> str:
 
 
 def test_passes_nnunet_dataset_integrity_check(exported):
-    env = {**os.environ, **{var: str(exported.parent) for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
+    env = {**os.environ,
+           **{var: str(exported.parent) for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results")}}
     code = ("import sys; from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity; "
             "verify_dataset_integrity(sys.argv[1], 1)")
     done = subprocess.run([nnunet_python(), "-c", code, str(exported)], env=env, capture_output=True, text=True,

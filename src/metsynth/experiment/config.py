@@ -35,8 +35,10 @@ MODEL_RECIPES: dict[str, tuple[str, str | None]] = {
 class PhantomSpec(Settings):
     """Generate the built-in phantom cohort instead of reading a manifest."""
 
-    healthy: int = Field(6, ge=1, description="Healthy femurs (they receive the synthetic lesions; the DDPM learns from them).")
-    metastatic: int = Field(6, ge=2, description="Femurs with lesions: the real cases of the cross-validation and the lesion donors.")
+    healthy: int = Field(
+        6, ge=1, description="Healthy femurs (they receive the synthetic lesions; the DDPM learns from them).")
+    metastatic: int = Field(
+        6, ge=2, description="Femurs with lesions: the real cases of the cross-validation and the lesion donors.")
     test: int = Field(2, ge=0, description="Test-only cases with several annotators (variability study).")
     preset: str = Field("default", description="PhantomConfig preset: default, small or tiny.")
 
@@ -54,7 +56,8 @@ class CohortSpec(Settings):
 
 class DiffusionSpec(Settings):
     preset: str = Field("cpu", description="DDPM preset: paper, cpu or tiny.")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Settings over the preset (model, noise, train, harmonize).")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Settings over the preset (model, noise, train, harmonize).")
 
 
 class SegmentationSpec(Settings):
@@ -96,7 +99,9 @@ class ExperimentConfig(Settings):
     splits: SplitConfig = Field(default_factory=SplitConfig)
     segmentation: SegmentationSpec = Field(default_factory=SegmentationSpec)
     models: list[str] = Field(default_factory=lambda: list(PAPER_MODELS),
-                              description="Models of Table 3 to train: real, synthetic, synthetic_ft, harmonized, harmonized_ft.")
+                              description="Models of Table 3 to train: real, synthetic, synthetic_ft, harmonized, "
+                                          "harmonized_ft (the paper's), online, online_ft (synthetic volumes drawn "
+                                          "during training).")
     size_study: list[int] = Field(default_factory=lambda: [100, 500, 2000],
                                   description="Synthetic-set sizes of Table 2 (the full set is the 'synthetic' model).")
     variability_model: str = Field("harmonized_ft", description="Model compared with the operators (Table 1).")

@@ -101,8 +101,10 @@ def config_reference() -> str:
     """``docs/config.md``: every setting of a study with its value in each preset, and the settings
     that ``segmentation.overrides`` and ``diffusion.overrides`` may change (``metsynth experiment reference``)."""
     from ..config import reference_table
-    from ..diffusion.presets import PRESETS as DIFFUSION_PRESETS, diffusion_config
-    from ..segmentation.presets import PRESETS as SEGMENTATION_PRESETS, segmentation_config
+    from ..diffusion.presets import PRESETS as DIFFUSION_PRESETS
+    from ..diffusion.presets import diffusion_config
+    from ..segmentation.presets import PRESETS as SEGMENTATION_PRESETS
+    from ..segmentation.presets import segmentation_config
 
     parts = [
         "# Configuration reference",
@@ -120,7 +122,8 @@ def config_reference() -> str:
         "The study's `trainer` and `seed` are passed to every training over these.",
         "",
         reference_table({name: segmentation_config(name) for name in SEGMENTATION_PRESETS}),
-        "## Diffusion (`diffusion.preset` + `diffusion.overrides`, or `metsynth diffusion train --preset`, `metsynth harmonize --preset`)",
+        "## Diffusion (`diffusion.preset` + `diffusion.overrides`, or `metsynth diffusion train --preset`, "
+        "`metsynth harmonize --preset`)",
         "",
         reference_table({name: diffusion_config(name) for name in DIFFUSION_PRESETS}),
     ]
