@@ -250,7 +250,8 @@ def test_disk_full_midway_stops_leaves_no_partial_file_and_a_rerun_resumes(refer
     monkeypatch.setattr(volume_module, "free_bytes", lambda folder: 0)
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["--quiet", "synthesize", "--cohort", str(toy_cohort), "--bank", str(toy_bank),
-                                      "--out", str(out), "--repeats", str(REPEATS)])
+                                      "--out", str(out), "--repeats", str(REPEATS),
+                                      "--preset", "tiny"])  # float32, as the reference (paper: int16)
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: disk full writing {out.resolve()}/")
