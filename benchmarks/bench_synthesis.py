@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -177,8 +177,8 @@ def time_runs(manifest: Path, bank_dir: Path, repeats: int, tmp: Path, plan) -> 
 
 def _compute_task(task: tuple) -> int:
     """Module level (picklable): all repeats of one (healthy, lesion) pair, compute only, no files."""
-    from metsynth.synthesis.compose import SynthesisConfig
     from metsynth.synthesis.attempts import _cached_healthy, _cached_lesion, synthesize_volume
+    from metsynth.synthesis.compose import SynthesisConfig
 
     case, bank_root, lesion_id, repeats = task
     healthy = _cached_healthy(case)
@@ -320,7 +320,8 @@ def report_runs(runs: dict) -> None:
     for level in (None, 1):
         if (1, level) in runs and (2, level) in runs:
             image = "uncompressed" if level is None else f"gzip {level}"
-            print(f"| scaling 1 -> 2 workers (images {image}) | x{runs[(2, level)]['per_s'] / runs[(1, level)]['per_s']:.2f} |")
+            ratio = runs[(2, level)]["per_s"] / runs[(1, level)]["per_s"]
+            print(f"| scaling 1 -> 2 workers (images {image}) | x{ratio:.2f} |")
 
 
 if __name__ == "__main__":

@@ -101,7 +101,8 @@ def test_int16_halves_the_raw_bytes_and_float32_writes_are_unchanged(tmp_path):
     assert int16.stat().st_size == pytest.approx(plain.stat().st_size / 2, abs=400)
     # the same stored integers for the same values: reproducible bytes
     again = volume.write(tmp_path / "again.nii.gz", scale=IntensityScale.hu_step(WINDOW))
-    assert again.read_bytes() == volume.write(tmp_path / "again2.nii.gz", scale=IntensityScale.hu_step(WINDOW)).read_bytes()
+    twice = volume.write(tmp_path / "again2.nii.gz", scale=IntensityScale.hu_step(WINDOW))
+    assert again.read_bytes() == twice.read_bytes()
 
 
 def test_int16_storage_refuses_what_it_cannot_hold(tmp_path):
@@ -133,9 +134,8 @@ def test_requantizing_stored_values_gives_the_same_integers(tmp_path):
 # ----------------------------------------------------------------------------- the synthesis run
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from synthesis.synth_toy import write_toy_cohort
-
     from metsynth.synthesis.bank import extract_bank
+    from synthesis.synth_toy import write_toy_cohort
 
     root = tmp_path_factory.mktemp("storage")
     cohort = write_toy_cohort(root / "cohort")

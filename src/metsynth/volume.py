@@ -35,8 +35,17 @@ from .dicom import _read_dicom_series
 from .errors import InputError
 from .fileio import DiskFullError, WriteError, atomic_path, free_bytes
 from .imagefiles import READABLE_SUFFIXES, WRITABLE_SUFFIXES, _has_suffix, check_readable
-from .nifti import (IMAGE_STORAGES, IntensityScale, NiftiLayout, _gzip_file, _scan_nifti, _set_nifti_scaling,
-                    nifti_complete, nifti_layout, storage_scale)
+from .nifti import (
+    IMAGE_STORAGES,
+    IntensityScale,
+    NiftiLayout,
+    _gzip_file,
+    _scan_nifti,
+    _set_nifti_scaling,
+    nifti_complete,
+    nifti_layout,
+    storage_scale,
+)
 
 # Tolerances for "same grid": NIfTI stores geometry in float32, so exact equality after a
 # round trip is not to be expected; these are far below any clinically meaningful offset.

@@ -85,7 +85,8 @@ def write_synthetic_set(root: Path, n_volumes: int = 2, n_lesions: int = 1, side
         image.with_array(label).write(root / "labels" / f"{vid}.nii.gz")
         if sidecars:
             side = {"volume_id": vid, "healthy_case": f"H{v:02d}", "donor_case": "M01", "seed": 1234 + v,
-                    "kept": True, "lesions": [{"donor_case": "M01", "centre": list(c)} for c in LESION_CENTRES[:n_lesions]]}
+                    "kept": True,
+                    "lesions": [{"donor_case": "M01", "centre": list(c)} for c in LESION_CENTRES[:n_lesions]]}
             (root / "sidecars").mkdir(parents=True, exist_ok=True)
             (root / "sidecars" / f"{vid}.json").write_text(json.dumps(side))
         rows.append({"volume_id": vid, "kept": "true", "image": f"images/{vid}.nii.gz",

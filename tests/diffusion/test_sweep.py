@@ -36,7 +36,8 @@ def test_sweep_harmonizes_the_listed_volumes_from_each_timestep(tmp_path, builde
     assert [r["timestep"] for r in table] == [0, 5, 10]
     assert table[0]["contrast_kept"] == 1.0
     for row in table[1:]:
-        assert row["lesions"] == 2 and 0.5 < row["contrast_kept"] <= 1.5 and row["contrast_kept_p10"] <= row["contrast_kept"]
+        assert row["lesions"] == 2 and 0.5 < row["contrast_kept"] <= 1.5
+        assert row["contrast_kept_p10"] <= row["contrast_kept"]
     # a rerun resumes: nothing is harmonized again
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
     sweep_start_timesteps(src, trained.export, out, ["syn000", "syn002"], (0, 5, 10), progress=False)

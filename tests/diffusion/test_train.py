@@ -89,9 +89,8 @@ def test_bad_precision_and_foreign_folders_are_refused(tmp_path, prepared_cohort
 
 
 def test_healthy_cases_written_again_make_another_training(tmp_path, builders, tiny_config):
-    from metsynth.cohort import load_cohort
-
     from helpers import written_again
+    from metsynth.cohort import load_cohort
 
     cohort = builders.write_prepared_cohort(tmp_path / "cohort", n_healthy=1)  # its own copy
     config = tiny_config.merged(train={"max_steps": 2})

@@ -56,7 +56,8 @@ def toy_femur(seed: int = 0, shift: tuple[int, int, int] = (0, 0, 0)) -> tuple[n
 def add_lesion(image: np.ndarray, femur: np.ndarray, centre, radii, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     p = np.stack(np.indices(SHAPE), axis=-1).astype(np.float64)
-    mask = (np.sum(((p - np.asarray(centre, float)) / np.asarray(radii, float)) ** 2, axis=-1) <= 1) & femur.astype(bool)
+    inside = np.sum(((p - np.asarray(centre, float)) / np.asarray(radii, float)) ** 2, axis=-1) <= 1
+    mask = inside & femur.astype(bool)
     image[mask] = _std(30.0) + rng.normal(0, 0.02, int(mask.sum())).astype(np.float32)
     return mask.astype(np.uint8)
 

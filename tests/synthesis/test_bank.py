@@ -7,12 +7,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from helpers import written_again
 from metsynth.cli import app
 from metsynth.errors import ConfigError, InputError
 from metsynth.synthesis.bank import BankConfig, extract_bank, load_bank
 from metsynth.volume import Volume
-
-from helpers import written_again
 
 
 def test_entries_and_skipped(toy_bank, toy_cohort):
@@ -41,7 +40,8 @@ def test_patches_keep_world_geometry(toy_bank, toy_cohort):
         patch_img, patch_mask = entry.load()
         corner = np.rint(source.world_to_index(patch_mask.origin)).astype(int)
         box = tuple(slice(c, c + n) for c, n in zip(corner, patch_mask.shape))
-        assert np.array_equal(patch_mask.array.astype(bool), source.array[box].astype(bool) & patch_mask.array.astype(bool))
+        inside = patch_mask.array.astype(bool)
+        assert np.array_equal(inside, source.array[box].astype(bool) & inside)
         assert np.array_equal(patch_img.array, image.array[box])
         assert patch_mask.array.sum() == entry.voxels
         np.testing.assert_allclose(source.index_to_world(entry.centroid_index), entry.centroid_world, atol=1e-3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from synthesis.synth_toy import SPACING, toy_femur
 from metsynth.errors import ConfigError
 from metsynth.synthesis.placement import (
     REGIONS,
@@ -17,6 +16,7 @@ from metsynth.synthesis.placement import (
     femur_regions,
 )
 from metsynth.synthesis.transforms import TransformedLesion
+from synthesis.synth_toy import SPACING, toy_femur
 
 
 @pytest.fixture(scope="module")

@@ -55,8 +55,8 @@ def test_outputs_index_and_sidecars(reference, toy_cohort, toy_bank):
     assert kept, "the toy run keeps volumes"
     for row in rows:
         sidecar = json.loads(files[f"sidecars/{row['volume_id']}.json"])
-        assert sidecar["seed"]["volume_seed"] == int(row["seed"]) == volume_seed(0, row["healthy_case"],
-                                                                                 row["donor_lesion"], int(row["repeat"]))
+        expected = volume_seed(0, row["healthy_case"], row["donor_lesion"], int(row["repeat"]))
+        assert sidecar["seed"]["volume_seed"] == int(row["seed"]) == expected
         assert sidecar["seed"]["entropy"] == [0, stable_hash(row["healthy_case"]), stable_hash(row["donor_lesion"]),
                                               int(row["repeat"])]
         assert sidecar["metsynth_version"] and sidecar["donor_case"] == row["donor_case"]
@@ -100,7 +100,8 @@ def test_two_workers_give_identical_bytes(reference, toy_cohort, toy_bank, tmp_p
 
 def test_dask_local_cluster_gives_identical_bytes(reference, toy_cohort, toy_bank, tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             run_synthesis(toy_cohort, toy_bank, tmp_path / "run", SynthesisConfig(repeats=REPEATS), scheduler=client,
                           progress=False)
@@ -178,11 +179,10 @@ def test_another_configuration_is_refused_unless_forced(reference, toy_cohort, t
 
 
 def test_healthy_femurs_written_again_make_another_run(tmp_path):
+    from helpers import written_again
     from metsynth.cohort import load_cohort
     from metsynth.synthesis.bank import extract_bank
     from synthesis.synth_toy import write_toy_cohort
-
-    from helpers import written_again
 
     cohort = write_toy_cohort(tmp_path / "cohort")  # its own copy: the files are touched below
     bank = extract_bank(cohort, tmp_path / "bank", progress=False)

@@ -85,7 +85,8 @@ class StepCheckpoint(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
         final = (0 < trainer.max_steps <= step) or (
-            trainer.is_last_batch and trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs)
+            trainer.is_last_batch and trainer.max_epochs is not None
+            and trainer.current_epoch + 1 >= trainer.max_epochs)
         if step % self.every_n_steps == 0 or final:
             self.save(trainer)
 

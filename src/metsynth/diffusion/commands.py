@@ -22,9 +22,13 @@ def train(
     cohort: Path = typer.Argument(..., help="Prepared cohort manifest (cohort.yaml from `metsynth prepare`); "
                                             "its healthy cases are the training data."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: checkpoints/, loss.csv/png, model.pt + model.yaml."),
-    preset: str = typer.Option("cpu", "--preset", help="paper (GPU, section 2.3.2), cpu (minutes on a laptop) or tiny (tests)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML overriding the preset (or its 'diffusion:' section)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (-1: none)."),
+    preset: str = typer.Option(
+        "cpu", "--preset",
+        help="paper (GPU, section 2.3.2), cpu (300 steps of about 1-2 s on 2 cores, plus start-up) or tiny (tests)."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML overriding the preset (or its 'diffusion:' section)."),
+    max_steps: Optional[int] = typer.Option(
+        None, "--max-steps", help="Stop after this many optimizer steps (-1: none)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Stop after this many epochs."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of weights, patches, timesteps and noise."),
     accelerator: str = typer.Option("auto", "--accelerator", help="auto, cpu or gpu (passed to Lightning)."),
@@ -52,8 +56,10 @@ def train(
                              precision=precision, strategy=strategy, num_nodes=num_nodes, resume=resume,
                              force=force, progress=not quiet())
     loss = f", last loss {result.final_loss:.4f}" if result.final_loss is not None else ""
-    typer.echo(f"DDPM ({settings.preset}): {result.steps} steps, {result.epochs} epochs in {result.seconds:.1f} s{loss}")
-    typer.echo(f"weights: {result.export} (+ {result.export_config.name}); loss curve: {result.loss_csv.with_suffix('.png')}")
+    typer.echo(f"DDPM ({settings.preset}): {result.steps} steps, {result.epochs} epochs in {result.seconds:.1f} s"
+               f"{loss}")
+    typer.echo(f"weights: {result.export} (+ {result.export_config.name}); "
+               f"loss curve: {result.loss_csv.with_suffix('.png')}")
 
 
 def show_config(
@@ -71,8 +77,9 @@ def show_config(
 
 def harmonize(
     synthetic: Path = typer.Argument(..., help="Synthetic set folder (images/, labels/, sidecars/, index.csv)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt from `metsynth diffusion train` "
-                                                                    "(model.yaml beside it), its run folder, or a .ckpt."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", "-c",
+        help="model.pt from `metsynth diffusion train` (model.yaml beside it), its run folder, or a .ckpt."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder, same layout as the synthetic set."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Take the harmonization settings of this preset "
                                                                 "(default: those stored with the checkpoint)."),
@@ -96,8 +103,10 @@ def harmonize(
                                        "bytes; use --workers for speed); outputs are byte-identical for the same "
                                        "threads whatever --workers or --scheduler."),
     precision: str = typer.Option("32", "--precision", help="32, 16-mixed or bf16-mixed (autocast, GPU only)."),
-    preview: int = typer.Option(0, "--preview", min=0, help="Write preview.png: K lesions, synthetic | harmonized | difference."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Harmonize only the first N kept volumes (a trial)."),
+    preview: int = typer.Option(
+        0, "--preview", min=0, help="Write preview.png: K lesions, synthetic | harmonized | difference."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Harmonize only the first N kept volumes (a trial)."),
     force: bool = typer.Option(False, "--force", help="Delete a harmonization with other settings in --out first."),
 ) -> None:
     """Refine synthetic volumes with the DDPM: noise to --start-timestep, denoise with DDIM (SDEdit).
@@ -143,11 +152,13 @@ def harmonize(
 
 def harmonize_sweep(
     synthetic: Path = typer.Argument(..., help="Synthetic set folder (index.csv from `metsynth synthesize`)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="model.pt from `metsynth diffusion train` (or its folder)."),
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", "-c", help="model.pt from `metsynth diffusion train` (or its folder)."),
     cohort: Path = typer.Option(..., "--cohort", help="Prepared cohort manifest: its metastatic and test cases' "
                                                       "reference lesions are the real sample of the realism measure."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: t<T>/ sets, realism/ (tables, figure4.png)."),
-    timesteps: str = typer.Option("0,5,10,20", "--timesteps", help="Comma-separated start timesteps (0: not harmonized)."),
+    timesteps: str = typer.Option(
+        "0,5,10,20", "--timesteps", help="Comma-separated start timesteps (0: not harmonized)."),
     volumes: Optional[int] = typer.Option(None, "--volumes", min=4, help="Volumes per timestep (default: as many "
                                                                         "as there are real lesions)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed of the volume sample and the realism classifiers."),

@@ -139,8 +139,10 @@ class TrainConfig(Settings):
         None, ge=0, description="Draw training timesteps in 0..max_timestep only (None: all of 0..T-1, the paper). "
         "SDEdit harmonization never runs above its start timestep, so a network trained only there spends all "
         "its steps on the noise levels it is used at (not in the paper; the demo's choice, docs/realism.md).")
-    checkpoint_every_n_steps: int = Field(100, ge=1, description="Save last.ckpt every n optimizer steps (and at each epoch end).")
-    log_every_n_steps: int = Field(10, ge=1, description="Lightning logging interval (the loss CSV records every step).")
+    checkpoint_every_n_steps: int = Field(
+        100, ge=1, description="Save last.ckpt every n optimizer steps (and at each epoch end).")
+    log_every_n_steps: int = Field(
+        10, ge=1, description="Lightning logging interval (the loss CSV records every step).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (patches are cheap: 0 is usually fine).")
     seed: int = Field(0, description="Seed of the initial weights, patch positions, timesteps and noise.")
 
@@ -173,9 +175,11 @@ class HarmonizeConfig(Settings):
         "lesion", description="lesion: refine a box around each lesion and blend it back (much cheaper, "
                               "the rest of the femur is untouched); volume: tile the whole volume.")
     lesion_margin_mm: float = Field(5.0, ge=0, description="Box margin around each lesion (mm) refined at full weight.")
-    feather_mm: float = Field(3.0, ge=0, description="Width (mm) over which a lesion box blends into the original image.")
+    feather_mm: float = Field(
+        3.0, ge=0, description="Width (mm) over which a lesion box blends into the original image.")
     overlap: float = Field(0.25, ge=0, lt=1, description="Overlap of neighbouring windows (fraction of the patch).")
-    sw_batch_size: int = Field(2, ge=1, description="Windows per forward pass (batch >= 2 is ~3x faster per window on CPU).")
+    sw_batch_size: int = Field(
+        2, ge=1, description="Windows per forward pass (batch >= 2 is ~3x faster per window on CPU).")
     sigma_scale: float = Field(0.125, gt=0, description="Gaussian blending weight's sigma as a fraction of the window.")
     seed: int = Field(0, description="Run seed; each volume's noise comes from (seed, volume id).")
     ring_mm: float = Field(3.0, gt=0, description="Consistency check: width of the bone ring around each lesion (mm).")

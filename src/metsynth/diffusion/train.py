@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 
+from ..checkpoints import save_model
 from ..cohort import Cohort, load_cohort
 from ..errors import ConfigError
-from ..checkpoints import save_model
 from ..fileio import files_stamp, read_json, write_json
 from ..progress import quiet
 from .callbacks import LossHistory, StepCheckpoint, plot_loss
@@ -206,7 +206,8 @@ def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path,
     if yaml_path != path.with_suffix(".yaml"):
         raise ValueError(f"{yaml_path}: the settings go beside the weights, as {path.with_suffix('.yaml').name}")
     state, kind = module.export_state_dict()
-    save_model(path, "ddpm", state, {"weights": kind, "trained": trained or {}, "config": config.model_dump(mode="json")})
+    meta = {"weights": kind, "trained": trained or {}, "config": config.model_dump(mode="json")}
+    save_model(path, "ddpm", state, meta)
     return path, yaml_path
 
 

@@ -102,7 +102,8 @@ _CACHE_LOCK = threading.Lock()  # Dask workers run several tasks in threads of o
 
 def _cached_healthy(case: Any) -> HealthyFemur:
     """The worker's copy of a healthy case (a worker mostly gets one healthy case after another)."""
-    stamps = tuple(Path(p).stat().st_mtime_ns for p in (case.image, case.femur_mask) if p is not None and Path(p).exists())
+    stamps = tuple(Path(p).stat().st_mtime_ns for p in (case.image, case.femur_mask)
+                   if p is not None and Path(p).exists())
     key = (case.id, str(case.image), str(case.femur_mask), stamps)
     with _CACHE_LOCK:
         if key not in _HEALTHY_CACHE:

@@ -57,8 +57,16 @@ from ..errors import ConfigError, InputError
 from ..fileio import DiskFullError, files_stamp, read_json, remove_stale_temps, write_text
 from ..parallel import TaskFailure, map_tasks
 from ..volume import storage_scale
-from .attempts import (DiskFull, SynthesisTask, _run_task_or_disk_full, run_task, stable_hash, synthesize_volume,
-                       volume_id, volume_seed)
+from .attempts import (
+    DiskFull,
+    SynthesisTask,
+    _run_task_or_disk_full,
+    run_task,
+    stable_hash,
+    synthesize_volume,
+    volume_id,
+    volume_seed,
+)
 from .bank import LesionBank, check_bank_matches, cohort_intensity, load_bank
 from .compose import SynthesisConfig
 from .output_size import _check_output_fits, estimate_output_bytes
