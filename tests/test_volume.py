@@ -3,10 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import make_volume
 from metsynth.errors import InputError
 from metsynth.volume import Volume, as_mask, check_finite
-
-from helpers import make_volume
 
 
 def oblique_direction() -> np.ndarray:
