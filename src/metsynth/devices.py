@@ -11,9 +11,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from pydantic import Field
+
+from .config import Settings
 from .errors import ConfigError, MetsynthError
 
 log = logging.getLogger(__name__)
+
+
+class LightningDevices(Settings):
+    """Where a training runs, passed to ``lightning.Trainer`` as is (multi-GPU, multi-node, mixed
+    precision): the study's ``trainer`` and the first fields of every training's trainer settings."""
+
+    accelerator: str = Field("auto", description="Lightning accelerator: cpu, gpu, cuda, mps, auto, ...")
+    devices: int | str = Field("auto", description="Devices per node: a number, a list like '0,1', or auto.")
+    strategy: str = Field("auto", description="auto, ddp, ddp_spawn, fsdp, ... (several GPUs or nodes; SLURM is "
+                                              "detected by Lightning).")
+    num_nodes: int = Field(1, ge=1, description="Nodes of a multi-node DDP training.")
+    precision: str = Field("32-true", description="32-true, 16-mixed (the paper preset on a GPU), bf16-mixed.")
 T = TypeVar("T")
 
 

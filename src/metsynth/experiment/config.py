@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from ..config import Settings, look_up_option
+from ..devices import LightningDevices
 from ..diffusion.sweep import SweepConfig
 from ..evaluation.evaluate import EvaluationConfig
 from ..evaluation.splits import SplitConfig
@@ -65,14 +66,9 @@ class SegmentationSpec(Settings):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Settings over the preset.")
 
 
-class TrainerSpec(Settings):
-    """Passed to Lightning for every training (DDPM and U-Nets)."""
-
-    accelerator: str = Field("auto", description="Lightning accelerator: cpu, gpu, auto, ...")
-    devices: int | str = Field("auto", description="Devices per node: a number, a list like '0,1', or auto.")
-    strategy: str = Field("auto", description="auto, ddp, ... (several GPUs or nodes; SLURM is detected).")
-    num_nodes: int = Field(1, ge=1, description="Nodes of a multi-node DDP training.")
-    precision: str = Field("32-true", description="32-true, 16-mixed (the paper preset on a GPU), bf16-mixed.")
+class TrainerSpec(LightningDevices):
+    """Passed to Lightning for every training of the study (DDPM and U-Nets): the device fields of
+    :class:`metsynth.devices.LightningDevices`, one definition with the trainings' own settings."""
 
 
 class ParallelSpec(Settings):

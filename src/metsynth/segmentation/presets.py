@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..config import Settings, deep_merge, resolve_preset
+from ..devices import LightningDevices
 from .postprocess import PostprocessConfig
 
 Source = Literal["real", "synthetic", "harmonized", "online"]
@@ -126,14 +127,10 @@ class InferenceConfig(Settings):
     threshold: float = Field(0.5, gt=0, lt=1, description="Lesion probability threshold.")
 
 
-class TrainerConfig(Settings):
-    """Passed to ``lightning.Trainer`` as is (multi-GPU, multi-node, mixed precision)."""
+class TrainerConfig(LightningDevices):
+    """Passed to ``lightning.Trainer`` as is: where it runs (:class:`metsynth.devices.LightningDevices`)
+    and how a U-Net training steps."""
 
-    accelerator: str = Field("auto", description="cpu, gpu, cuda, mps, auto, ...")
-    devices: int | str = Field("auto", description="Number of devices, a list like '0,1', or auto.")
-    strategy: str = Field("auto", description="auto, ddp, ddp_spawn, fsdp, ... (SLURM is detected by Lightning).")
-    num_nodes: int = Field(1, ge=1, description="Number of nodes (multi-node DDP).")
-    precision: str = Field("32-true", description="32-true, 16-mixed, bf16-mixed, ...")
     deterministic: bool | str = Field(False, description="torch deterministic algorithms (slower on GPU).")
     gradient_clip_val: float | None = Field(
         None, gt=0, description="Clip the gradient norm to this value (None: no clipping, the paper). A Dice-loss "
