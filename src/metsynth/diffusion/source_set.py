@@ -9,10 +9,10 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..config import read_yaml
 from ..errors import InputError
+from ..synthesis.sets import parse_kept
 from ..volume import IntensityScale, storage_scale
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,6 @@ class SyntheticItem:
     kept: bool
 
 
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("true", "1", "yes", "y", "t")
-
-
 def read_synthetic_set(folder: str | os.PathLike) -> tuple[list[SyntheticItem], list[str]]:
     """The volumes of a synthetic set and the index's columns (``index.csv``, else ``images/``)."""
     folder = Path(folder)
@@ -50,7 +46,7 @@ def read_synthetic_set(folder: str | os.PathLike) -> tuple[list[SyntheticItem], 
                 raise InputError(f"{index}: no 'volume_id' column (columns: {', '.join(columns)})")
             for row in reader:
                 vid = row["volume_id"]
-                kept = _truthy(row.get("kept", "true")) and bool(row.get("image"))
+                kept = parse_kept(row.get("kept"), f"{index}, volume {vid}") and bool(row.get("image"))
                 image = _resolve(folder, row.get("image")) or _guess(folder, "images", vid)
                 label = _resolve(folder, row.get("label")) or _guess(folder, "labels", vid)
                 sidecar = folder / "sidecars" / f"{vid}.json"

@@ -70,7 +70,7 @@ from .attempts import (
 from .bank import LesionBank, check_bank_matches, cohort_intensity, load_bank
 from .compose import SynthesisConfig
 from .output_size import _check_output_fits, estimate_output_bytes
-from .sets import finished_sidecar
+from .sets import INDEX_COLUMNS, finished_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,6 @@ __all__ = [
     "volume_seed",
 ]
 
-INDEX_COLUMNS = ("volume_id", "healthy_case", "donor_case", "donor_lesion", "repeat", "seed", "kept", "reason",
-                 "lesion_mm3", "region", "image", "label")
 OUTPUT_DIRS = ("images", "labels", "sidecars")
 OUTPUT_FILES = ("index.csv", "preview.png", "config.yaml")
 
