@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from .boxes import index_box
 from .cohort import Case, Cohort, LesionAnnotation, PreparedInfo, check_cohort, load_case
 from .config import Settings
 from .errors import ConfigError, InputError
@@ -171,9 +172,7 @@ def femur_crop_box(femur: Volume, margin_mm: float) -> tuple[np.ndarray, np.ndar
     """Index box (lo, hi) of the femur mask's bounding box plus ``margin_mm``."""
     idx = np.argwhere(femur.array > 0)
     margin = np.ceil(margin_mm / np.asarray(femur.spacing)).astype(int)
-    lo = np.maximum(idx.min(0) - margin, 0)
-    hi = np.minimum(idx.max(0) + 1 + margin, femur.shape)
-    return lo, hi
+    return index_box(idx, femur.shape, margin)
 
 
 # ------------------------------------------------------------------ one case

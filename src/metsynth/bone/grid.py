@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..boxes import index_box
 from ..errors import InputError
 from ..volume import Volume, check_finite
 from .config import FemurSegConfig
@@ -79,8 +80,7 @@ class _WorkGrid:
             return out
         f = np.asarray(self.factors)
         idx = np.argwhere(mask)
-        lo_c = np.maximum(idx.min(0) - 2, 0)
-        hi_c = np.minimum(idx.max(0) + 3, mask.shape)
+        lo_c, hi_c = index_box(idx, mask.shape, 2)
         lo, hi = lo_c * f, np.minimum(hi_c * f, image.shape)
         box_c = tuple(slice(a, b) for a, b in zip(lo_c, hi_c))
         box = tuple(slice(a, b) for a, b in zip(lo, hi))

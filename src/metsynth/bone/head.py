@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..boxes import index_box
 from ..volume import Volume
 from .config import FemurSegConfig
 from .grid import _WorkGrid
@@ -93,8 +94,7 @@ def _fit_head(work: _WorkGrid, component: np.ndarray, seed: np.ndarray, config: 
     # seed, within reach of it horizontally (the head sits ~40-70 mm medial to the shaft) and on its
     # side of the midline when that is known; taken in turn from each list, one per 15 mm.
     idx = np.argwhere(component)
-    lo = np.maximum(idx.min(0) - 1, 0)
-    hi = np.minimum(idx.max(0) + 2, component.shape)
+    lo, hi = index_box(idx, component.shape, 1)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     size = tuple(np.maximum(3, np.round(10.0 / spacing).astype(int) | 1))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..boxes import index_box
 from .config import FemurSegConfig
 from .grid import _WorkGrid
 from .markers import _Markers
@@ -37,8 +38,7 @@ def _finish_femur(labels: np.ndarray, k: int, work: _WorkGrid, config: FemurSegC
     spacing = work.vol.spacing
     idx = np.argwhere(femur)
     pad = np.ceil(config.lesion_closing_mm / np.asarray(spacing)).astype(int) + 2
-    lo = np.maximum(idx.min(0) - pad, 0)
-    hi = np.minimum(idx.max(0) + pad + 1, femur.shape)
+    lo, hi = index_box(idx, femur.shape, pad)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     sub = femur[box]
     sub = _close(sub, config.lesion_closing_mm, spacing, fill=work.filler(config)) & ~others[box]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..boxes import index_box
 from ..errors import InputError
 from ..volume import Volume
 from .config import FemurSegConfig
@@ -47,7 +48,7 @@ def _drop_streaks(candidate: np.ndarray, work: _WorkGrid, config: FemurSegConfig
     spacing = np.asarray(work.vol.spacing)
     reach = np.ceil((config.metal_margin_mm + 2 * config.streak_opening_mm) / spacing).astype(int) + 1
     idx = np.argwhere(metal)
-    lo, hi = np.maximum(idx.min(0) - reach, 0), np.minimum(idx.max(0) + reach + 1, metal.shape)
+    lo, hi = index_box(idx, metal.shape, reach)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     near = _dilate(metal[box], config.metal_margin_mm, spacing)
     sub = candidate[box]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..boxes import index_box
 from ..seeds import PHANTOM_ANNOTATOR
 from .config import AnnotatorProfile
 from .fields import F32, Grid, smooth_noise
@@ -79,8 +80,7 @@ def references(shapes: list[LesionShape], femur: np.ndarray, grid: Grid, reach_m
         where = np.argwhere(shape.mask)
         start = np.array([s.start for s in shape.box])
         pad = np.ceil(reach_mm / spacing).astype(int) + 2
-        lo = np.maximum(where.min(axis=0) + start - pad, 0)
-        hi = np.minimum(where.max(axis=0) + start + pad + 1, np.asarray(grid.shape))
+        lo, hi = index_box(where + start, grid.shape, pad)
         box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
         ref = np.zeros(tuple(int(v) for v in hi - lo), dtype=bool)
         idx = where + start - lo

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..boxes import index_box
+
 __all__ = ["FEATURES", "Lesion", "lesion_components", "lesion_features", "lesion_patch"]
 
 # name -> what it measures (printed in tables and the report)
@@ -69,8 +71,7 @@ def _robust_std(values: np.ndarray) -> float:
 
 def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     where = np.argwhere(mask)
-    lo = np.maximum(where.min(axis=0) - margin, 0)
-    hi = np.minimum(where.max(axis=0) + margin + 1, mask.shape)
+    lo, hi = index_box(where, mask.shape, margin)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from ..boxes import index_box
 from ..config import Settings
 from .edges import edge_pad, fill_from_interior
 
@@ -262,8 +263,7 @@ def apply_transform(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, f
         mask, idx = cropped, kept
         if idx.size == 0:
             return _empty(pad)
-    lo = np.maximum(idx.min(axis=0) - 1, 0)
-    hi = np.minimum(idx.max(axis=0) + 2, mask.shape)
+    lo, hi = index_box(idx, mask.shape, 1)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     src_img = np.asarray(image[box], dtype=np.float32)
     src_mask = mask[box].astype(np.float32)
