@@ -159,6 +159,7 @@ def train_segmentation(
 
     cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
     from .datasets import PatchDataset, VolumeDataset, cache_volumes, patch_sampler
+    from .prefetch import ThreadPrefetchLoader
 
     stems = cache_volumes(training_set.train + training_set.val, cache_dir,
                           workers=max(1, min(config.num_workers, 8)), progress=progress)
@@ -189,7 +190,7 @@ def train_segmentation(
     loader_args: dict[str, Any] = {"num_workers": workers, "pin_memory": torch.cuda.is_available()}
     if workers > 0:
         loader_args.update(persistent_workers=True, prefetch_factor=4)
-    train_loader = torch.utils.data.DataLoader(
+    train_loader = ThreadPrefetchLoader(  # without workers, patches are made in a thread ahead of the step
         PatchDataset(train_stems, config, online_source=online_source), batch_size=config.batch_size,
         sampler=sampler, **loader_args)
     val_loader = None
