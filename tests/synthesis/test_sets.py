@@ -12,8 +12,9 @@ import pytest
 from metsynth.errors import ConfigError, InputError
 from metsynth.evaluation.splits import load_or_make_splits
 from metsynth.export.nnunet import NnunetExportConfig, plan_export, resolve_inputs
+from metsynth.seeds import fold_seed
 from metsynth.segmentation.datasets import build_training_set
-from metsynth.synthesis.sets import NotEnoughVolumes, count_kept, fold_seed, parse_kept, read_set
+from metsynth.synthesis.sets import NotEnoughVolumes, count_kept, parse_kept, read_set
 from synthesis.synth_toy import write_toy_cohort
 
 

@@ -42,7 +42,7 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
         load_cohort(layout.prepared_manifest), sources, fold=fold, splits=layout.splits,
         synthetic=layout.synthetic, harmonized=layout.harmonized if layout.harmonized.exists() else None,
         limit=limit, val_cases=seg.val_cases, seed=fold_seed(cfg.seed, fold),
-        **({"bank": layout.bank, "synthesis": cfg.synthesis.model_dump(mode="json")} if "online" in sources else {}),
+        bank=layout.bank, synthesis=cfg.synthesis.model_dump(mode="json"),  # read by the 'online' source only
     )
     out = layout.model_dir(model, fold)
     init = layout.model_dir(init_model, fold) / "model.pt" if init_model else None

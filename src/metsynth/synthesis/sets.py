@@ -16,7 +16,7 @@ harmonization, the realism measure and the study read it here:
   :mod:`metsynth.evaluation.splits`), then, with ``limit``, the size-study subset.
 * :func:`choose_subset`: the first N of one seeded permutation of the volumes sorted by key;
   too few volumes raise :class:`NotEnoughVolumes`. The training set and the export call it
-  with the same seed for a fold (:func:`fold_seed`: the study trains fold k with ``seed + k``),
+  with the same seed for a fold (:func:`metsynth.seeds.fold_seed`: the study trains fold k with ``seed + k``),
   so they pick the same volumes.
 * :func:`finished_sidecar`: whether a volume of a set being written is finished (synthesis and
   harmonization resume with it).
@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..fileio import read_json
 from ..nifti import nifti_complete
-from ..seeds import SIZE_STUDY_SUBSET, fold_seed
+from ..seeds import SIZE_STUDY_SUBSET
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,8 +151,11 @@ class FoldVolumes:
     """The synthetic/harmonized volumes of one fold's training set and how many the leakage filter dropped."""
 
     volumes: "pd.DataFrame"
-    dropped_leaking: int
-    excluded: "pd.DataFrame | None" = None
+    excluded: "pd.DataFrame | None" = None  # what the leakage filter removed, with the reason
+
+    @property
+    def dropped_leaking(self) -> int:
+        return 0 if self.excluded is None else len(self.excluded)
 
 
 def fold_volumes(sets: "list[pd.DataFrame]", splits: "Splits | None", fold: int | None,
@@ -165,16 +168,13 @@ def fold_volumes(sets: "list[pd.DataFrame]", splits: "Splits | None", fold: int 
         columns=["volume_id", "donor_case", "healthy_case", "image", "label", "source", "key"])
     excluded = None
     if fold is not None and splits is not None:
-        from ..evaluation.splits import check_no_leakage, leakage_filter
+        from ..evaluation.splits import leakage_filter
 
         report = leakage_filter(pool, splits, fold, known_cases=known_cases)
         pool, excluded = report.kept.reset_index(drop=True), report.excluded
-    dropped = 0 if excluded is None else len(excluded)
     if limit is not None:
         pool = choose_subset(pool, limit, seed, fold)
-    if fold is not None and splits is not None:
-        check_no_leakage(pool, splits, fold, known_cases=known_cases)  # never hand out a leaking fold
-    return FoldVolumes(pool, dropped, excluded)
+    return FoldVolumes(pool, excluded)
 
 
 def finished_sidecar(folder: str | os.PathLike, volume_id: str) -> dict[str, Any] | None:
@@ -206,5 +206,5 @@ def finished_sidecar(folder: str | os.PathLike, volume_id: str) -> dict[str, Any
     return data
 
 
-__all__ = ["INDEX_COLUMNS", "FoldVolumes", "NotEnoughVolumes", "choose_subset", "count_kept", "fold_seed",
+__all__ = ["INDEX_COLUMNS", "FoldVolumes", "NotEnoughVolumes", "choose_subset", "count_kept",
            "finished_sidecar", "fold_volumes", "index_path", "parse_kept", "read_rows", "read_set"]

@@ -77,8 +77,9 @@ def _real_case(case, subset: str, annotator: str | None, **extra: Any) -> Export
 def plan_export(inputs: ExportInputs, config: NnunetExportConfig) -> ExportPlan:
     """Decide every file and every fold (reads manifests and indexes only; writes nothing)."""
     from ...cohort import load_cohort
-    from ...evaluation.splits import check_splits_match, load_splits
-    from ...synthesis.sets import fold_seed, fold_volumes, read_set
+    from ...evaluation.splits import check_no_leakage, check_splits_match, load_splits
+    from ...seeds import fold_seed
+    from ...synthesis.sets import fold_volumes, read_set
 
     cohort = load_cohort(inputs.cohort)
     if cohort.prepared is None:
@@ -102,6 +103,7 @@ def plan_export(inputs: ExportInputs, config: NnunetExportConfig) -> ExportPlan:
         # the volumes metsynth's own training of fold k takes (leakage filter, then --limit's subset)
         chosen = fold_volumes(sets, splits, k, known_cases=known, limit=config.limit,
                               seed=fold_seed(config.seed, k))
+        check_no_leakage(chosen.volumes, splits, k, known_cases=known)  # never write a leaking fold
         dropped.append(chosen.dropped_leaking)
         chosen_per_fold.append(list(chosen.volumes["key"]))
 
