@@ -1,0 +1,103 @@
+"""The patch-prefetch thread (``segmentation/prefetch.py``) on and off, and the realism bootstrap's AUC.
+
+    python benchmarks/bench_prefetch.py RUN [--fold 0] [--threads 1] [--side-by-side] [--sources real]
+    python benchmarks/bench_prefetch.py --auc
+
+RUN is a finished demo run (``make demo``: ``runs/demo``). Trains the study's model on ``--sources``
+(``real``; ``online`` for the on-the-fly synthesis) for ``--fold`` with the study's settings, once
+with the thread (2 batches ahead) and once without (depth 0), each into a scratch model folder that
+is deleted afterwards; ``--side-by-side`` trains folds 0 and 1 at once in two processes, as the demo
+does. Prints wall time, step time and data-wait share (``timing.json``) per run.
+
+``--auc``: ``realism.c2st.rank_auc`` against scikit-learn's ``roc_auc_score`` on the same bootstrap
+resamples (ms per call, their ratio, the largest difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def train_once(run: str, fold: int, depth: int, threads: int, sources: str) -> dict:
+    """One training in this process (the worker of ``main``); returns its timings."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from metsynth.experiment import ExperimentConfig
+    from metsynth.experiment.training import _train_one
+    from metsynth.segmentation import prefetch
+    from metsynth.stages import RunContext
+
+    prefetch.PREFETCH_DEPTH = depth
+    run_dir = Path(run)
+    ctx = RunContext(run_dir, ExperimentConfig.from_yaml(run_dir / "config.yaml"), progress=False)
+    model = f"bench_prefetch_{sources}_d{depth}"
+    start = time.perf_counter()
+    out = _train_one(ctx, model, fold, sources, None)
+    wall = time.perf_counter() - start
+    timing = json.loads((out / "timing.json").read_text())
+    shutil.rmtree(out)  # the scratch model's fold (the other fold may still be training beside it)
+    if not any(out.parent.iterdir()):
+        out.parent.rmdir()
+    return {"depth": depth, "fold": fold, "wall_s": round(wall, 1), "step_s": round(timing["step_s"], 1),
+            "data_wait_share": round(timing["data_wait_share"], 3)}
+
+
+def auc_timing(n: int = 120, resamples: int = 300) -> None:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from metsynth.realism.c2st import rank_auc
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(n // 2), np.ones(n - n // 2)].astype(int)
+    scores = rng.normal(size=n) + 0.5 * y
+    picks = [i for i in (rng.integers(0, n, n) for _ in range(resamples)) if 0 < y[i].sum() < n]
+    start = time.perf_counter()
+    a = [roc_auc_score(y[i], scores[i]) for i in picks]
+    sk = time.perf_counter() - start
+    start = time.perf_counter()
+    b = [rank_auc(y[i], scores[i]) for i in picks]
+    ours = time.perf_counter() - start
+    print("| roc_auc_score ms/call | rank_auc ms/call | ratio | largest difference |\n|---|---|---|---|")
+    print(f"| {sk / len(picks) * 1e3:.3f} | {ours / len(picks) * 1e3:.3f} | {sk / ours:.1f} | "
+          f"{max(abs(u - v) for u, v in zip(a, b)):.1e} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", nargs="?")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
+    parser.add_argument("--side-by-side", action="store_true", help="folds 0 and 1 at once, as the demo")
+    parser.add_argument("--sources", default="real")
+    parser.add_argument("--auc", action="store_true")
+    parser.add_argument("--worker", nargs=2, type=int, metavar=("FOLD", "DEPTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.auc:
+        return auc_timing()
+    if args.run is None:
+        parser.error("give RUN (a finished demo run) or --auc")
+    if args.worker:
+        print(json.dumps(train_once(args.run, args.worker[0], args.worker[1], args.threads, args.sources)))
+        return
+    folds = [0, 1] if args.side_by_side else [args.fold]
+    print("| prefetch depth | fold | wall (s) | step (s) | data-wait share |\n|---|---|---|---|---|")
+    for depth in (0, 2):
+        procs = [subprocess.Popen([sys.executable, __file__, args.run, "--threads", str(args.threads),
+                                   "--sources", args.sources, "--worker", str(fold), str(depth)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for fold in folds]
+        for proc in procs:
+            out, _ = proc.communicate()
+            r = json.loads(out.strip().splitlines()[-1])
+            print(f"| {r['depth']} | {r['fold']} | {r['wall_s']} | {r['step_s']} | {r['data_wait_share']:.1%} |")
+
+
+if __name__ == "__main__":
+    main()
