@@ -277,7 +277,7 @@ def test_cohort_resumes_missing_files_and_force_replaces(tmp_path):
 
 def test_foreign_manifest_is_not_overwritten(tmp_path):
     (tmp_path / "cohort.yaml").write_text("name: mine\ncases: []\n")
-    with pytest.raises(ConfigError, match="did not write"):
+    with pytest.raises(ConfigError, match=r"files that are not a phantom cohort \(cohort.yaml; no phantom.json\)"):
         generate_cohort(tmp_path, n_healthy=1, n_metastatic=0, config=TINY)
     assert (tmp_path / "cohort.yaml").read_text() == "name: mine\ncases: []\n"
 

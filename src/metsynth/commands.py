@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from .outdir import force_help
+
 log = logging.getLogger("metsynth")
 
 cohort_app = typer.Typer(help="Inspect and validate cohort manifests.", no_args_is_help=True)
@@ -27,7 +29,7 @@ def phantom(
         "default", "--size",
         help="Phantom preset: default (realistic, ~0.7-1.25 mm), small (1.5 mm, the laptop demo) or tiny (2 mm, "
              "tests)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite a phantom made with other settings."),
+    force: bool = typer.Option(False, "--force", help=force_help("a phantom cohort")),
 ) -> None:
     """Generate the built-in procedural femur CT cohort (NIfTI + cohort.yaml)."""
     from .cli import quiet
@@ -69,7 +71,7 @@ def prepare(
         None, "--interpolation", help="Image interpolation: linear or bspline."),
     margin: Optional[float] = typer.Option(None, "--margin", help="Crop margin around the femur in mm [default: 10]."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML file with PrepareConfig settings."),
-    force: bool = typer.Option(False, "--force", help="Redo a folder prepared with other settings."),
+    force: bool = typer.Option(False, "--force", help=force_help("a preparation")),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Cases prepared in parallel (local processes)."),
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", help="Dask scheduler address (tcp://host:port) instead of local processes."),

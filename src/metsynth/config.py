@@ -156,17 +156,6 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[st
     return out
 
 
-def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Lines ``"a.b: old -> new"`` for every leaf where two nested mappings differ (for "this folder
-    holds a run of another configuration" errors)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        return out
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
-
-
 def resolve_preset(model: type[S], presets: dict[str, dict[str, Any]], preset: str | None,
                    overrides: dict[str, Any] | str | os.PathLike | None, changes: dict[str, Any],
                    what: str, default: str) -> S:

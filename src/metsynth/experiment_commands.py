@@ -16,7 +16,9 @@ def run(
     run_dir: Path = typer.Option(..., "--run-dir", "-o", help="Run folder: every output of the study goes here."),
     until: Optional[str] = typer.Option(None, "--until", help="Stop after this stage."),
     only: Optional[List[str]] = typer.Option(None, "--only", help="Run only this stage (repeatable)."),
-    force: bool = typer.Option(False, "--force", help="Redo stages even where outputs of other settings exist."),
+    force: bool = typer.Option(False, "--force", help=(
+        "Write into stage folders of other files, and accept a run folder of another cohort. Not needed when "
+        "settings change: the study replaces its own outputs of other settings.")),
 ) -> None:
     """Run or resume a study: finished stages are skipped, changed ones (and what follows) rerun."""
     from .cli import quiet

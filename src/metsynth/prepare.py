@@ -37,7 +37,7 @@ from pydantic import Field, field_validator
 from .boxes import index_box
 from .cohort import Case, Cohort, LesionAnnotation, PreparedInfo, check_cohort, load_case
 from .config import Settings
-from .errors import ConfigError, InputError
+from .errors import InputError
 from .fileio import DiskFullError
 from .volume import Volume
 
@@ -234,10 +234,12 @@ def load_case_mask(ann: LesionAnnotation, image: Volume) -> Volume:
 # ------------------------------------------------------------------ the cohort
 def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareConfig | None = None,
                    force: bool = False, progress: bool = True, femur_config=None,
-                   workers: int = 1, scheduler=None) -> Path:
+                   workers: int = 1, scheduler=None, replace_other: bool = False) -> Path:
     """Prepare every case into ``out_dir``; return the prepared manifest's path.
 
-    The input cohort is fully checked before anything is written. Finished cases are skipped.
+    The input cohort is fully checked before anything is written. Finished cases are skipped. A
+    folder holding another preparation is refused unless ``force`` or ``replace_other``
+    (:class:`metsynth.outdir.OutputFolder`).
     Cases run through :func:`metsynth.parallel.map_tasks` (``workers`` local processes, or a
     Dask ``scheduler``); a case that fails does not stop the others, except a full disk, which
     stops the run with :class:`~metsynth.fileio.DiskFullError` (every write is atomic: nothing
@@ -250,7 +252,7 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
     manifest = out_dir / "cohort.yaml"
     settings_file = out_dir / "prepare.yaml"
     check_cohort(cohort, progress=False)  # raises before anything is written
-    _claim_run_dir(out_dir, settings_file, config, force)
+    _claim_run_dir(out_dir, settings_file, config, force, replace_other)
 
     tasks = [{"key": case.id, "case": case, "out_dir": out_dir, "config": config, "femur_config": femur_config}
              for case in cohort.cases]
@@ -275,22 +277,15 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
     return manifest
 
 
-def _claim_run_dir(out_dir: Path, settings_file: Path, config: PrepareConfig, force: bool) -> None:
-    if settings_file.exists():
-        previous = PrepareConfig.from_yaml(settings_file)
-        if previous != config and not force:
-            raise ConfigError(
-                f"{out_dir}: holds a preparation with other settings ({_diff(previous, config)}); "
-                "choose another --out folder, or pass --force to redo it with the new settings"
-            )
-        if previous != config and force:
-            for sub in ("images", "femur", "lesions"):
-                for f in (out_dir / sub).glob("*.nii.gz"):
-                    f.unlink()
-    elif out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise ConfigError(f"{out_dir}: folder exists and is not a metsynth preparation; "
-                          "choose an empty or new --out folder (or --force)")
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _claim_run_dir(out_dir: Path, settings_file: Path, config: PrepareConfig, force: bool,
+                   replace_other: bool = False) -> None:
+    from .outdir import OutputFolder, differences
+
+    folder = OutputFolder(out_dir, "a preparation", settings_file.name,
+                          outputs=("images", "femur", "lesions", "sources", "cohort.yaml"))
+    new = config.model_dump(mode="json")
+    folder.claim(lambda record: differences(PrepareConfig.from_yaml(record).model_dump(mode="json"), new),
+                 force=force, replace_other=replace_other)
     config.to_yaml(settings_file)
 
 
@@ -341,8 +336,3 @@ def _prepare_and_write(case: Case, out_dir: Path, config: PrepareConfig, femur_c
                          for ann in case.lesion_masks],
         "source": source,
     })
-
-
-def _diff(a: Settings, b: Settings) -> str:
-    da, db = a.model_dump(), b.model_dump()
-    return ", ".join(f"{k}: {da[k]} -> {db[k]}" for k in da if da[k] != db[k]) or "unknown"

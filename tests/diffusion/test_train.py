@@ -84,7 +84,7 @@ def test_bad_precision_and_foreign_folders_are_refused(tmp_path, prepared_cohort
     foreign = tmp_path / "b"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a metsynth DDPM training"):
+    with pytest.raises(ConfigError, match=r"holds files that are not a DDPM training \(notes.txt; no diffusion.yaml\)"):
         train_diffusion(prepared_cohort, foreign, tiny_config, progress=False)
 
 

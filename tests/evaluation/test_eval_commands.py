@@ -188,7 +188,8 @@ def test_variability_without_out_writes_beside_the_manifest_and_guards_the_folde
     assert invoke("variability", manifest, "--pred", preds).exit_code == 0  # same inputs: recomputed in place
     before = (out / "variability_pairs.csv").read_bytes()
     res = invoke("variability", manifest, "--pred", other)
-    assert res.exit_code == 2 and "other inputs" in res.output and "--force" in res.output, res.output
+    assert res.exit_code == 2 and "--force" in res.output, res.output
+    assert "variability study of other settings or inputs" in res.output, res.output
     assert (out / "variability_pairs.csv").read_bytes() == before  # nothing overwritten
     res = invoke("variability", manifest, "--pred", other, "--force")
     assert res.exit_code == 0, res.output
@@ -198,7 +199,7 @@ def test_variability_without_out_writes_beside_the_manifest_and_guards_the_folde
     foreign.mkdir()
     (foreign / "todo.txt").write_text("mine")
     res = invoke("variability", manifest, "--out", foreign, "--no-staple")
-    assert res.exit_code == 2 and "other files (todo.txt)" in res.output, res.output
+    assert res.exit_code == 2 and "files that are not a variability study (todo.txt;" in res.output, res.output
     assert sorted(p.name for p in foreign.iterdir()) == ["todo.txt"]
 
 

@@ -216,7 +216,8 @@ def test_rerun_is_a_no_op_and_other_content_needs_force(app, run_dir, tmp_path):
     assert again.exit_code == 0 and "already exported" in again.output
     assert dataset_json.stat().st_mtime_ns == stamp
     other = invoke(app, *args[:-1], "real,synthetic")
-    assert other.exit_code == 2 and "holds another dataset" in other.output and "--force" in other.output
+    assert other.exit_code == 2 and "--force" in other.output
+    assert "holds an nnU-Net dataset of other settings or inputs" in other.output
     forced = invoke(app, *args[:-1], "real,synthetic", "--force")
     assert forced.exit_code == 0, forced.output
     assert json.loads(dataset_json.read_text())["numTraining"] == 16

@@ -120,7 +120,7 @@ def test_a_study_s_realism_results_are_not_replaced_by_other_settings(tiny_run, 
     before = out.read_bytes()
     result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5")
     assert result.exit_code != 0
-    assert "holds the study's realism results, made with other settings (seed)" in result.output
+    assert "holds the study's realism results of other settings or inputs (config.seed: " in result.output
     assert "--out DIR" in result.output and out.read_bytes() == before
     elsewhere = tmp_path / "other"
     result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5",

@@ -161,7 +161,7 @@ def test_predict_cohort_writes_masks_and_table_and_skips_done_cases(trained_mode
     stamp = (out / f"{cohort.cases[0].id}.nii.gz").stat().st_mtime_ns
     predict_cohort(trained_model["run"] / "model.pt", manifest, out, progress=False)
     assert (out / f"{cohort.cases[0].id}.nii.gz").stat().st_mtime_ns == stamp  # skipped
-    with pytest.raises(ConfigError, match="another model, settings or input images"):
+    with pytest.raises(ConfigError, match=r"holds predictions of other settings or inputs \(postprocess.fill_holes: "):
         predict_cohort(trained_model["run"] / "model.pt", manifest, out, progress=False,
                        postprocess_config=PostprocessConfig(fill_holes=False))
 
@@ -176,7 +176,7 @@ def test_predictions_of_images_written_again_are_redone(trained_model, tmp_path,
     case = load_cohort(manifest).cases[0]
     stamp = (out / f"{case.id}.nii.gz").stat().st_mtime_ns
     written_again(case.image)  # e.g. prepared again with other settings
-    with pytest.raises(ConfigError, match="input images"):
+    with pytest.raises(ConfigError, match=r"holds predictions of other settings or inputs \(inputs: "):
         predict_cohort(model, manifest, out, progress=False)
     predict_cohort(model, manifest, out, progress=False, replace_other=True)
     assert (out / f"{case.id}.nii.gz").stat().st_mtime_ns != stamp

@@ -169,7 +169,7 @@ def test_folder_of_another_training_is_refused(trained_model, tmp_path, builders
         train_segmentation(ts, tmp_path / "run", other, progress=False)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "file.txt").write_text("x")
-    with pytest.raises(ConfigError, match="not a metsynth training"):
+    with pytest.raises(ConfigError, match=r"files that are not a segmentation training \(file.txt; no config.yaml\)"):
         train_segmentation(ts, tmp_path / "junk", other, progress=False)
 
 
@@ -177,7 +177,7 @@ def test_a_training_on_rewritten_files_or_initial_weights_is_another_training(tr
     import os
     import shutil
 
-    from metsynth.segmentation.train import other_training
+    from metsynth.segmentation.train import training_changes
 
     # copies: the session's trained model and its case stay untouched
     one = trained_model["training_set"].train[0]
@@ -191,21 +191,21 @@ def test_a_training_on_rewritten_files_or_initial_weights_is_another_training(tr
                                      finetune={"max_epochs": 1})
     run = tmp_path / "ft"
     train_segmentation(ts, run, config, init=init, progress=False)
-    assert other_training(run, config, ts, init) is None  # the same training: a rerun skips it
+    assert training_changes(run, config, ts, init) == []  # the same training: a rerun skips it
 
     st = os.stat(label)
     os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an earlier stage wrote the mask again
-    assert "rewritten" in other_training(run, config, ts, init)
+    assert "rewritten" in " ".join(training_changes(run, config, ts, init))
     with pytest.raises(ConfigError, match="files of its training set were rewritten"):
         train_segmentation(ts, run, config, init=init, progress=False)
     os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert other_training(run, config, ts, init) is None
+    assert training_changes(run, config, ts, init) == []
 
     with open(init, "ab") as handle:  # the model it was fine-tuned from was trained again
         handle.write(b"\0")
-    assert "initial weights" in other_training(run, config, ts, init)
+    assert "initial weights" in " ".join(training_changes(run, config, ts, init))
     retrained = train_segmentation(ts, run, config, init=init, force=True, progress=False)
-    assert retrained.finetune and other_training(run, config, ts, init) is None
+    assert retrained.finetune and training_changes(run, config, ts, init) == []
 
 
 def test_learning_rate_decays_exponentially_per_epoch(trained_model, tmp_path, builders):

@@ -36,7 +36,7 @@ def test_synthesize_with_preview(toy_cohort, toy_bank, tmp_path):
     # the same folder with other settings: one-line error, exit code 2
     again = invoke("synthesize", "--cohort", str(toy_cohort), "--bank", str(toy_bank), "--out", str(out),
                    "--repeats", "2", "--seed", "8")
-    assert again.exit_code == 2 and "another configuration" in again.output
+    assert again.exit_code == 2 and "holds a synthesis run of other settings or inputs" in again.output
 
 
 @pytest.mark.parametrize(

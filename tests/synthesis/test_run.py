@@ -166,16 +166,17 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(reference, toy_cohort, t
 def test_another_configuration_is_refused_unless_forced(reference, toy_cohort, toy_bank, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(reference, out)
-    with pytest.raises(ConfigError, match=r"holds a synthesis run of another configuration \(synthesis.seed: 0 -> 5"):
+    with pytest.raises(ConfigError, match=r"holds a synthesis run of other settings or inputs \(synthesis.seed: 0 ->"):
         run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS, seed=5), progress=False)
     summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=1, seed=5), progress=False, force=True)
     assert summary.done_before == 0 and summary.attempts == 4
     assert len(list((out / "sidecars").iterdir())) == 4  # the old run's files are gone
-    # a folder with foreign outputs and no config.yaml is refused too
+    # a folder of other files and no config.yaml is refused too, and left as it was
     foreign = tmp_path / "foreign"
     (foreign / "images").mkdir(parents=True)
-    with pytest.raises(ConfigError, match="has synthesis outputs but no config.yaml"):
+    with pytest.raises(ConfigError, match=r"holds files that are not a synthesis run \(images; no config.yaml\)"):
         run_synthesis(toy_cohort, toy_bank, foreign, SynthesisConfig(repeats=1), progress=False)
+    assert sorted(p.name for p in foreign.iterdir()) == ["images"]
 
 
 def test_healthy_femurs_written_again_make_another_run(tmp_path):

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ..config import read_section
+from ..outdir import force_help
 
 log = logging.getLogger("metsynth")
 
@@ -37,7 +38,7 @@ def train(
     strategy: str = typer.Option("auto", "--strategy", help="Lightning strategy: auto, ddp, ... (SLURM is detected)."),
     num_nodes: int = typer.Option(1, "--num-nodes", min=1, help="Nodes for multi-node DDP."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Continue from checkpoints/last.ckpt if present."),
-    force: bool = typer.Option(False, "--force", help="Replace a training with other settings in --out."),
+    force: bool = typer.Option(False, "--force", help=force_help("a DDPM training")),
 ) -> None:
     """Train the 3D DDPM on patches of healthy femurs (resumable: rerun to continue).
 
@@ -107,7 +108,7 @@ def harmonize(
         0, "--preview", min=0, help="Write preview.png: K lesions, synthetic | harmonized | difference."),
     limit: Optional[int] = typer.Option(
         None, "--limit", min=1, help="Harmonize only the first N kept volumes (a trial)."),
-    force: bool = typer.Option(False, "--force", help="Delete a harmonization with other settings in --out first."),
+    force: bool = typer.Option(False, "--force", help=force_help("a harmonization")),
 ) -> None:
     """Refine synthetic volumes with the DDPM: noise to --start-timestep, denoise with DDIM (SDEdit).
 
@@ -165,7 +166,7 @@ def harmonize_sweep(
     cnn: bool = typer.Option(False, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator on every timestep."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes for the harmonization."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or gpu."),
-    force: bool = typer.Option(False, "--force", help="Replace sweep sets made with other settings."),
+    force: bool = typer.Option(False, "--force", help=force_help("sweep sets")),
 ) -> None:
     """The paper's Figure 4, measured: harmonize the same volumes from several start timesteps.
 

@@ -46,7 +46,6 @@ import csv
 import io
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,9 +53,8 @@ from typing import Any
 
 import yaml
 
-from ..config import read_yaml
 from ..devices import resolve_device
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from ..fileio import file_sha256, files_stamp, read_json, remove_stale_temps, write_text
 from ..synthesis.sets import finished_sidecar
 from .denoiser import Denoiser, cached_denoiser, checkpoint_settings, load_denoiser, read_checkpoint
@@ -108,37 +106,20 @@ class HarmonizeSummary:
         return text
 
 
-def _claim_out_dir(out: Path, source: Path, resolved: dict[str, Any], force: bool) -> None:
+def _claim_out_dir(out: Path, source: Path, resolved: dict[str, Any], force: bool,
+                   replace_other: bool = False) -> None:
+    from ..outdir import OutputFolder, recorded_changes
+
     if out.resolve() == source.resolve():
         raise ConfigError(f"{out}: the output folder must differ from the synthetic set it reads")
-    settings = out / "harmonize.yaml"
-    if settings.is_file():
-        try:
-            old = read_yaml(settings, error=InputError)
-        except InputError:
-            old = {}
-        if isinstance(old.get("harmonize"), dict):  # from before image_storage existed: float32
-            old["harmonize"].setdefault("image_storage", "float32")
-        keys = ("source", "checkpoint_sha256", "harmonize")
-        diffs = [f"{k}: {old.get(k)!r} -> {resolved[k]!r}" for k in keys if old.get(k) != resolved[k]]
-        if diffs:
-            if not force:
-                shown = "; ".join(d[:160] for d in diffs)
-                raise ConfigError(f"{out}: holds a harmonization with other settings ({shown}); use another --out "
-                                  "folder, or --force to delete those outputs and start again")
-            log.warning("--force: removing the previous harmonization in %s", out)
-            for name in OUTPUT_DIRS:
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in OUTPUT_FILES:
-                (out / name).unlink(missing_ok=True)
-    elif out.is_dir() and any(out.iterdir()) and not force:
-        raise ConfigError(f"{out}: folder exists and is not a metsynth harmonization; choose an empty or new "
-                          "--out folder (or --force)")
-    out.mkdir(parents=True, exist_ok=True)
+    identity = {k: resolved[k] for k in ("source", "checkpoint_sha256", "harmonize")}
+    OutputFolder(out, "a harmonization", "harmonize.yaml", outputs=(*OUTPUT_DIRS, *OUTPUT_FILES)).claim(
+        lambda record: recorded_changes(record, identity, {"harmonize": {"image_storage": "float32"}}),
+        force=force, replace_other=replace_other)  # from before image_storage existed: float32
     for name in OUTPUT_DIRS:
         (out / name).mkdir(exist_ok=True)
     remove_stale_temps(out)
-    write_text(settings, yaml.safe_dump(resolved, sort_keys=False))
+    write_text(out / "harmonize.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def harmonize_config_for(checkpoint: str | os.PathLike, overrides: dict[str, Any] | None = None) -> HarmonizeConfig:
@@ -164,6 +145,7 @@ def harmonize_set(
     limit: int | None = None,
     threads: int | None = None,
     volume_ids: list[str] | None = None,
+    replace_other: bool = False,
 ) -> HarmonizeSummary:
     """Harmonize every kept volume of a synthetic set into ``out_dir`` (resumable, parallel).
 
@@ -177,6 +159,8 @@ def harmonize_set(
     ``threads``: torch CPU threads per task (default 1, whatever the workers, so that the bytes
     do not depend on them; use ``workers`` for speed). Results are byte-identical on CPU for the
     same settings and the same threads per task, whatever the number of workers or the scheduler.
+    A folder holding another harmonization is refused unless ``force`` or ``replace_other``
+    (:class:`metsynth.outdir.OutputFolder`).
     """
     from ..parallel import TasksFailed, map_tasks
 
@@ -213,7 +197,7 @@ def harmonize_set(
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, got {limit}")
         kept = kept[:limit]
-    _claim_out_dir(out, synthetic_dir, resolved, force)
+    _claim_out_dir(out, synthetic_dir, resolved, force, replace_other)
     todo = [i for i in kept if not _harmonized(out, i)]
     done_before = len(kept) - len(todo)
     if threads is not None and threads < 1:

@@ -51,7 +51,8 @@ class SweepConfig(Settings):
 def sweep_start_timesteps(synthetic_dir: str | os.PathLike, checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
                           volume_ids: list[str], timesteps: tuple[int, ...], harmonize: Any = None, *,
                           workers: int = 1, scheduler: Any = None, device: str = "auto", precision: str = "32",
-                          progress: bool = True, force: bool = False) -> dict[int, Path]:
+                          progress: bool = True, force: bool = False,
+                          replace_other: bool = False) -> dict[int, Path]:
     """Harmonize ``volume_ids`` of the synthetic set from each of ``timesteps`` into ``out_dir/t<T>``.
 
     ``harmonize``: the :class:`~metsynth.diffusion.presets.HarmonizeConfig` whose start timestep is
@@ -77,7 +78,7 @@ def sweep_start_timesteps(synthetic_dir: str | os.PathLike, checkpoint: str | os
         folder = out / f"t{t}"
         harmonize_set(synthetic_dir, folder, checkpoint, base.model_copy(update={"start_timestep": t}),
                       workers=workers, scheduler=scheduler, device=device, precision=precision, progress=progress,
-                      force=force, volume_ids=volume_ids)
+                      force=force, replace_other=replace_other, volume_ids=volume_ids)
         sets[t] = folder
     return sets
 

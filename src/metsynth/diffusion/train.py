@@ -131,12 +131,14 @@ def train_diffusion(
     force: bool = False,
     progress: bool = True,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
+    replace_other: bool = False,
 ) -> TrainResult:
     """Train (or resume training) the DDPM on the healthy cases of a prepared cohort.
 
     ``resume=False`` starts from scratch even if ``last.ckpt`` exists (it is replaced).
-    ``force`` allows a run folder holding a training with other model/noise/train settings
-    (its checkpoints are deleted). Returns where the exported weights are.
+    ``force`` (or ``replace_other``, for a caller owning the folder) allows a run folder holding a
+    training with other model/noise/train settings or healthy files (its checkpoints and weights are
+    deleted; :class:`metsynth.outdir.OutputFolder`). Returns where the exported weights are.
     """
     from ..devices import check_trainer, on_rank_zero
 
@@ -153,7 +155,7 @@ def train_diffusion(
     last = checkpoint_dir / "last.ckpt"
 
     def claim() -> bool:
-        resumes = _claim_run_dir(out_dir, config, healthy_files, force, module=module,
+        resumes = _claim_run_dir(out_dir, config, healthy_files, force, module=module, replace_other=replace_other,
                                  resume_from=last if resume and last.exists() else None)
         if not resume and last.exists():
             shutil.rmtree(checkpoint_dir)
@@ -212,36 +214,30 @@ def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path,
 
 
 def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | None, force: bool, *,
-                   module: DiffusionModule | None = None, resume_from: Path | None = None) -> bool:
-    """Save diffusion.yaml and inputs.json; refuse a folder holding another training. With
-    ``resume_from`` (the checkpoint to resume from), check it against ``module`` first, before
-    anything is written or deleted. Returns whether the training resumes from it (``force`` over
-    another training deletes it)."""
-    settings = out_dir / "diffusion.yaml"
+                   module: DiffusionModule | None = None, resume_from: Path | None = None,
+                   replace_other: bool = False) -> bool:
+    """Save diffusion.yaml and inputs.json; refuse a folder holding another training
+    (:class:`metsynth.outdir.OutputFolder`). With ``resume_from`` (the checkpoint to resume from),
+    check it against ``module`` first, before anything is written. Returns whether the training
+    resumes from it (``force`` or ``replace_other`` over another training deletes it)."""
+    from ..outdir import OutputFolder
+
     inputs = out_dir / "inputs.json"
-    diff = ""
-    if settings.exists():
-        previous = DiffusionConfig.from_yaml(settings)
-        diff = _training_diff(previous, config)
+
+    def changes(record: Path) -> list[str]:
+        diff = _training_diff(DiffusionConfig.from_yaml(record), config)
         recorded = read_json(inputs).get("healthy_files") if inputs.exists() else None
         if recorded is not None and recorded != healthy_files:
-            diff = ", ".join(filter(None, [diff, "the healthy cases' files were written again since"]))
-        if diff and not force:
-            raise ConfigError(
-                f"{out_dir}: holds another DDPM training ({diff}); choose another --out "
-                "folder, or pass --force to start over there with the new settings")
-    elif out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise ConfigError(f"{out_dir}: folder exists and is not a metsynth DDPM training; choose an empty "
-                          "or new --out folder (or --force)")
-    resumes = resume_from is not None and not diff
+            diff.append("the healthy cases' files were written again since")
+        return diff
+
+    folder = OutputFolder(out_dir, "a DDPM training", "diffusion.yaml",
+                          outputs=("checkpoints", "loss.csv", "loss.png", "model.pt", "model.yaml"))
+    claim = folder.claim(changes, force=force, replace_other=replace_other)
+    resumes = resume_from is not None and claim.state != "replaced"
     if resumes and module is not None:
         check_resume_checkpoint(resume_from, module)
-    if diff:  # force over another training: start over
-        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-        for name in ("loss.csv", "loss.png", "model.pt", "model.yaml"):
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(settings)
+    config.to_yaml(folder.record_file)
     write_json(inputs, {"healthy_files": healthy_files})
     return resumes
 
@@ -258,7 +254,7 @@ def check_resume_checkpoint(path: Path, module: DiffusionModule) -> None:
           run=path.parent.parent)
 
 
-def _training_diff(a: DiffusionConfig, b: DiffusionConfig) -> str:
+def _training_diff(a: DiffusionConfig, b: DiffusionConfig) -> list[str]:
     da, db = a.model_dump(mode="json"), b.model_dump(mode="json")
     changes = []
     for section in ("model", "noise", "train"):
@@ -267,7 +263,7 @@ def _training_diff(a: DiffusionConfig, b: DiffusionConfig) -> str:
                 continue
             if db[section].get(key) != value:
                 changes.append(f"{section}.{key}: {value} -> {db[section].get(key)}")
-    return ", ".join(changes)
+    return changes
 
 
 def _precision(value: str | int) -> str:

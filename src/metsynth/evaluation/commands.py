@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ..outdir import force_help
+
 
 def register(app: typer.Typer) -> None:
     from ..cli import command
@@ -172,7 +174,7 @@ def variability(
     allow_missing: bool = typer.Option(
         False, "--allow-missing", help="Cases without a prediction are left out of the automatic comparison."),
     force: bool = typer.Option(
-        False, "--force", help="Replace a variability study of other inputs in the output folder."),
+        False, "--force", help=force_help("a variability study")),
 ) -> None:
     """Operator variability (paper Table 1): inter-operator Dice (novice/novice, novice/expert), intra-operator
     Dice (same annotator, later round), automatic vs operators, STAPLE consensus, and whether the model's Dice

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from .metrics import METRIC_LABELS, compute_metrics
 from .stats import Cell, Table
 
@@ -314,45 +314,22 @@ def variability_inputs(manifest: str | os.PathLike, predictions: str | os.PathLi
 
 
 def claim_variability_dir(out_dir: str | os.PathLike, inputs: dict[str, Any], force: bool = False) -> Path:
-    """Check that ``out_dir`` may take a study of ``inputs``, then clear the previous study's outputs there.
+    """Check that ``out_dir`` may take a study of ``inputs`` (:class:`metsynth.outdir.OutputFolder`),
+    then clear the previous study's outputs there: the study is recomputed whole, tables and
+    consensus masks together.
 
-    Allowed: a new or empty folder, the study of the same inputs (recomputed), or what an
-    interrupted run leaves (STAPLE masks, no tables). Refused unless ``force``: a study of other
-    inputs (``variability_inputs.json`` differs), a study whose inputs were not recorded, or a
-    folder of other files. ``force`` replaces the study's own files and leaves other files alone.
+    Allowed: a new or empty folder, the study of the same inputs, or what an interrupted run
+    leaves (STAPLE masks, no record). Refused unless ``force``: a study of other inputs
+    (``variability_inputs.json`` differs), or a folder of other files (tables without a record
+    included). ``force`` replaces the study's own files and leaves other files alone.
     """
-    from ..fileio import read_json
+    from ..outdir import OutputFolder, recorded_changes
 
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder; choose another --out")
-    record = out / VARIABILITY_INPUTS
-    ours = {VARIABILITY_INPUTS, *VARIABILITY_FILES, "staple"}
-    if not force and out.is_dir():
-        if record.is_file():
-            try:
-                old = read_json(record)
-            except ValueError:
-                old = {}
-            old = old if isinstance(old, dict) else {}
-            diffs = [f"{k}: {old.get(k)!r} -> {inputs.get(k)!r}" for k in dict.fromkeys([*inputs, *old])
-                     if old.get(k) != inputs.get(k)]
-            if diffs:
-                raise ConfigError(f"{out}: holds a variability study of other inputs ({'; '.join(diffs)}); "
-                                  "choose another --out folder, or pass --force to replace it")
-        elif any((out / name).exists() for name in VARIABILITY_FILES):
-            raise ConfigError(f"{out}: holds a variability study whose inputs are not recorded (no "
-                              f"{VARIABILITY_INPUTS}); choose another --out folder, or pass --force to replace it")
-        elif others := sorted(p.name for p in out.iterdir() if p.name not in ours):
-            raise ConfigError(f"{out}: folder holds other files ({', '.join(others[:3])}"
-                              f"{', ...' if len(others) > 3 else ''}); choose an empty or new --out folder "
-                              "(or --force)")
-    for name in (VARIABILITY_INPUTS, *VARIABILITY_FILES):
-        (out / name).unlink(missing_ok=True)
-    for mask in (out / "staple").glob("*.nii*"):
-        mask.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    folder = OutputFolder(Path(out_dir), "a variability study", VARIABILITY_INPUTS,
+                          outputs=(VARIABILITY_INPUTS, *VARIABILITY_FILES, "staple/*.nii*"), ignore=("staple",))
+    folder.claim(lambda record: recorded_changes(record, inputs), force=force)
+    folder.remove_outputs()
+    return folder.path
 
 
 def write_variability(result: VariabilityResult, out_dir: str | os.PathLike, metrics: Sequence[str] = ("dice",),

@@ -63,6 +63,14 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
 TRAINING_STAGES = ("diffusion", "train", "size_study")
 
 
+def _claim(ctx: RunContext) -> dict[str, bool]:
+    """How every stage claims its folder (:class:`metsynth.outdir.OutputFolder`): the study owns
+    its run folder, so a stage replaces what an earlier run of the study made there with other
+    settings (``replace_other``), but writes into a folder of other files only with the user's
+    ``--force``."""
+    return {"force": ctx.force, "replace_other": True}
+
+
 def _cohort_manifest(ctx: RunContext) -> Path:
     cfg: ExperimentConfig = ctx.config
     if cfg.cohort.manifest is not None:
@@ -80,7 +88,7 @@ def _stage_cohort(ctx: RunContext) -> None:
         spec = cfg.cohort.phantom
         generate_cohort(_layout(ctx).phantom, n_healthy=spec.healthy, n_metastatic=spec.metastatic,
                         n_test=spec.test, seed=cfg.seed, config=PhantomConfig.preset(spec.preset),
-                        preview=False, progress=ctx.progress, workers=cfg.parallel.workers, force=ctx.force)
+                        preview=False, progress=ctx.progress, workers=cfg.parallel.workers, **_claim(ctx))
     check_cohort(load_cohort(_cohort_manifest(ctx)))
 
 
@@ -89,8 +97,8 @@ def _stage_prepare(ctx: RunContext) -> None:
     from ..prepare import prepare_cohort
 
     cfg: ExperimentConfig = ctx.config
-    # force: the stage runs again only when its settings or inputs changed; same-settings cases are kept
-    prepare_cohort(load_cohort(_cohort_manifest(ctx)), _layout(ctx).prepared, cfg.prepare, force=True,
+    # a preparation of other settings is replaced (the study owns the folder); same-settings cases are kept
+    prepare_cohort(load_cohort(_cohort_manifest(ctx)), _layout(ctx).prepared, cfg.prepare, **_claim(ctx),
                    progress=ctx.progress, workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler)
 
 
@@ -98,7 +106,7 @@ def _stage_bank(ctx: RunContext) -> None:
     from ..synthesis.bank import extract_bank
 
     layout = _layout(ctx)
-    extract_bank(layout.prepared_manifest, layout.bank, ctx.config.bank, force=True, progress=ctx.progress)
+    extract_bank(layout.prepared_manifest, layout.bank, ctx.config.bank, **_claim(ctx), progress=ctx.progress)
 
 
 def _stage_synthesize(ctx: RunContext) -> None:
@@ -108,7 +116,7 @@ def _stage_synthesize(ctx: RunContext) -> None:
     layout = _layout(ctx)
     run_synthesis(layout.prepared_manifest, layout.bank, layout.synthetic, cfg.synthesis.merged(seed=cfg.seed),
                   workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler, progress=ctx.progress,
-                  force=True, preview=cfg.preview)
+                  **_claim(ctx), preview=cfg.preview)
 
 
 def _stage_diffusion(ctx: RunContext) -> None:
@@ -118,7 +126,7 @@ def _stage_diffusion(ctx: RunContext) -> None:
     t = cfg.trainer
     _train(ctx, train_diffusion, _layout(ctx).prepared_manifest, _layout(ctx).diffusion, diffusion_settings(cfg),
            accelerator=t.accelerator, devices=t.devices, precision=_short_precision(t.precision),
-           strategy=t.strategy, num_nodes=t.num_nodes, resume=True, force=True, progress=ctx.progress)
+           strategy=t.strategy, num_nodes=t.num_nodes, resume=True, **_claim(ctx), progress=ctx.progress)
 
 
 def _stage_harmonize(ctx: RunContext) -> None:
@@ -129,7 +137,7 @@ def _stage_harmonize(ctx: RunContext) -> None:
     settings = diffusion_settings(cfg).harmonize.merged(seed=cfg.seed)
     harmonize_set(layout.synthetic, layout.harmonized, layout.diffusion / "model.pt", settings,
                   workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler, progress=ctx.progress,
-                  force=True, preview=cfg.preview)
+                  **_claim(ctx), preview=cfg.preview)
 
 
 def _stage_sweep(ctx: RunContext) -> None:
@@ -145,7 +153,7 @@ def _stage_sweep(ctx: RunContext) -> None:
     timesteps = tuple(t for t in cfg.sweep.timesteps if t != settings.start_timestep or not cfg.needs_harmonized())
     sweep_start_timesteps(layout.synthetic, layout.diffusion / "model.pt", layout.sweep, ids, timesteps,
                           settings, workers=cfg.parallel.workers, scheduler=cfg.parallel.scheduler,
-                          progress=ctx.progress, force=True)
+                          progress=ctx.progress, **_claim(ctx))
 
 
 def _stage_realism(ctx: RunContext) -> None:
@@ -189,7 +197,7 @@ def _stage_predict(ctx: RunContext) -> None:
             # in this process (torch's threads use every core; new local processes would each pay
             # for importing torch, per model and fold); a Dask cluster still gets the cases
             predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir, workers=1,
-                           scheduler=cfg.parallel.scheduler, force=ctx.force, replace_other=True, progress=ctx.progress)
+                           scheduler=cfg.parallel.scheduler, **_claim(ctx), progress=ctx.progress)
         combine_fold_predictions(final, splits)
 
 

@@ -31,7 +31,7 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
     from ..cohort import load_cohort
     from ..seeds import fold_seed
     from ..segmentation.datasets import build_training_set
-    from ..segmentation.train import other_training, train_segmentation
+    from ..segmentation.train import train_segmentation
 
     cfg: ExperimentConfig = ctx.config
     layout = _layout(ctx)
@@ -46,11 +46,9 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
     )
     out = layout.model_dir(model, fold)
     init = layout.model_dir(init_model, fold) / "model.pt" if init_model else None
-    stale = other_training(out, seg, training_set, init)  # the study's settings changed since it was trained
-    if stale is not None:
-        log.warning("%s: %s; training it again with the study's settings", out, stale)
-    _train(ctx, train_segmentation, training_set, out, seg, init=init, resume=True,
-           force=ctx.force or stale is not None, progress=ctx.progress)
+    # a training of other settings or inputs (the study's changed since) is trained again
+    _train(ctx, train_segmentation, training_set, out, seg, init=init, resume=True, force=ctx.force,
+           replace_other=True, progress=ctx.progress)
     return out
 
 

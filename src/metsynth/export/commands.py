@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ..outdir import force_help
+
 export_app = typer.Typer(help="Export a run's data to other tools (nnU-Net v2).", no_args_is_help=True)
 
 
@@ -49,7 +51,7 @@ def nnunet(
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (1: in this process)."),
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", help="Dask scheduler address (tcp://host:8786); workers must see the same files."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder of other content."),
+    force: bool = typer.Option(False, "--force", help=force_help("an nnU-Net dataset")),
 ) -> None:
     """Write an nnU-Net v2 raw dataset and a leak-free splits_final.json.
 

@@ -56,7 +56,6 @@ class CaseTask:
     out_dir: str
     config: dict
     preview: bool
-    force: bool
 
 
 def case_seed(seed: int, role: str, index: int) -> np.random.SeedSequence:
@@ -86,15 +85,17 @@ def _all_paths(files: dict[str, Any], preview: bool) -> list[str]:
 
 def generate_cohort(out_dir: str | os.PathLike, n_healthy: int, n_metastatic: int, n_test: int = 0, seed: int = 0,
                     config: PhantomConfig | None = None, preview: bool = False, force: bool = False,
-                    progress: bool = False, workers: int = 1, name: str = "phantom") -> Path:
+                    progress: bool = False, workers: int = 1, name: str = "phantom",
+                    replace_other: bool = False) -> Path:
     """Write a phantom cohort to ``out_dir`` and return the path of its ``cohort.yaml``.
 
     Cases: ``H001..`` healthy, ``M001..`` metastatic (1-3 lesions, exact reference mask),
     ``T001..`` test (metastatic, plus the configured operators' masks: A and B in two rounds,
     C once). Centres cycle through the configured ones within each role (healthy from the first,
     metastatic from the second, test from the third). A folder already made with the same
-    parameters is completed (existing files are kept); one made with other parameters is an
-    error unless ``force=True``, which regenerates everything.
+    parameters is completed (existing files are kept); one made with other parameters (or a
+    folder of other files) is an error unless ``force=True`` (or ``replace_other``, the study's),
+    which regenerates everything (:class:`metsynth.outdir.OutputFolder`).
     """
     from ..parallel import map_tasks
 
@@ -108,10 +109,9 @@ def generate_cohort(out_dir: str | os.PathLike, n_healthy: int, n_metastatic: in
     params = {"generator": GENERATOR, "format": FORMAT_VERSION, "name": name, "seed": int(seed),
               "n_healthy": int(n_healthy), "n_metastatic": int(n_metastatic), "n_test": int(n_test),
               "config": config.model_dump(mode="json")}
-    _check_existing(out, params, force)
     counts = {"healthy": int(n_healthy), "metastatic": int(n_metastatic), "test": int(n_test)}
-    _check_output_fits(out, counts, config, preview, force)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_output_fits(out, counts, config, preview, force or replace_other)
+    _claim(out, params, force, replace_other)
     write_json(out / "phantom.json", params)
 
     centres = list(config.centres)
@@ -121,8 +121,8 @@ def generate_cohort(out_dir: str | os.PathLike, n_healthy: int, n_metastatic: in
             case_id = f"{ROLE_PREFIX[role]}{i + 1:03d}"
             centre = centres[(i + ROLE_CODES[role]) % len(centres)]  # each role cycles through the centres
             tasks.append(CaseTask(case_id, role, i, int(seed), centre, str(out),
-                                  params["config"], preview, force))
-    todo = [t for t in tasks if force or not all((out / p).exists() for p in
+                                  params["config"], preview))
+    todo = [t for t in tasks if not all((out / p).exists() for p in
                                                   _all_paths(case_files(t.key, t.role, config), preview))]
     if todo:
         iterator = iter(map_tasks(_make_case_or_disk_full, todo, workers=workers, progress=progress,
@@ -209,14 +209,14 @@ def _check_output_fits(out: Path, counts: dict[str, int], config: PhantomConfig,
 
 
 def make_case(task: CaseTask) -> str:
-    """Generate one case and write its missing files (all files with ``force``)."""
+    """Generate one case and write its missing files."""
     config = PhantomConfig.from_dict(task.config, source="phantom config")
     out = Path(task.out_dir)
     case = generate_case(task.key, task.role, case_seed(task.seed, task.role, task.index), config, centre=task.centre)
     files = case_files(task.key, task.role, config)
 
     def needed(rel: str) -> bool:
-        return task.force or not (out / rel).exists()
+        return not (out / rel).exists()
 
     if needed(files["image"]):
         case.image.write(out / files["image"])
@@ -271,26 +271,12 @@ def _captioned(tile, caption: str):
     return tile
 
 
-def _check_existing(out: Path, params: dict, force: bool) -> None:
-    manifest, made = out / "cohort.yaml", out / "phantom.json"
-    if not manifest.exists() and not made.exists():
-        return
-    previous = read_json(made) if made.exists() else None
-    if previous == params:
-        return
-    if force:
-        log.warning("%s: replacing a cohort made with other parameters (force)", out)
-        return
-    if previous is None:
-        raise ConfigError(f"{out}: already holds a cohort.yaml that metsynth phantom did not write; choose another "
-                          "folder, or pass force=True (--force) to replace it")
-    changed = sorted(k for k in set(params) | set(previous) if params.get(k) != previous.get(k))
-    if "config" in changed:
-        old, new = previous.get("config", {}), params["config"]
-        changed.remove("config")
-        changed += [f"config.{k}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    raise ConfigError(f"{out}: holds a phantom cohort made with other parameters ({', '.join(changed)} differ); "
-                      "use another folder, or pass force=True (--force) to regenerate it")
+def _claim(out: Path, params: dict, force: bool, replace_other: bool) -> None:
+    from ..outdir import OutputFolder, recorded_changes
+
+    OutputFolder(out, "a phantom cohort", "phantom.json",
+                 outputs=("images", "femur", "lesions", "meta", "previews", "cohort.yaml")).claim(
+        lambda record: recorded_changes(record, params), force=force, replace_other=replace_other)
 
 
 def _write_manifest(out: Path, name: str, tasks: list[CaseTask], config: PhantomConfig) -> Path:

@@ -75,24 +75,26 @@ def realism(
 
 def _check_study_results(out: Path, settings, named: dict[str, Path], force: bool) -> int | None:
     """Refuse to replace a study's realism results made with other settings or sets (unless
-    ``force``); the start timestep they marked in Figure 4, to mark it again."""
-    from ..errors import ConfigError
+    ``force``; :class:`metsynth.outdir.OutputFolder`); the start timestep they marked in Figure 4,
+    to mark it again."""
     from ..fileio import read_json
+    from ..outdir import OutputFolder, differences
 
-    previous_file = out / "realism.json"
-    if not previous_file.is_file():
+    folder = OutputFolder(out, "the study's realism results", "realism.json", place="--out DIR")
+    if not folder.record_file.is_file():
         return None
-    previous = read_json(previous_file)
-    old, new = previous.get("config") or {}, settings.model_dump(mode="json")
-    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    old_sets = sorted((previous.get("sets") or {}).keys())
-    if old_sets != sorted(named):
-        changed.append(f"sets {', '.join(old_sets)} -> {', '.join(sorted(named))}")
-    if changed and not force:
-        raise ConfigError(f"{out}: holds the study's realism results, made with other settings ({'; '.join(changed)}); "
-                          "give --out DIR to measure into another folder, or --force to replace them (the study's "
-                          "report then shows these)")
-    return previous.get("chosen_timestep")
+
+    def changes(record: Path) -> list[str]:
+        previous = read_json(record)
+        old_config = previous.get("config") or {}
+        found = [f"config.{line}" for line in differences(old_config, settings.model_dump(mode="json"))]
+        old_sets = sorted((previous.get("sets") or {}).keys())
+        if old_sets != sorted(named):
+            found.append(f"sets {', '.join(old_sets)} -> {', '.join(sorted(named))}")
+        return found
+
+    folder.claim(changes, force=force)  # nothing removed: measure_realism writes every file again
+    return read_json(folder.record_file).get("chosen_timestep")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from ..outdir import force_help
+
 
 def train(
     cohort: Path = typer.Argument(..., help="Prepared cohort manifest (output of `metsynth prepare`)."),
@@ -40,7 +42,7 @@ def train(
         True, "--resume/--restart",
         help="Continue an interrupted training (or one whose --max-epochs was raised) from checkpoints/last.ckpt, or "
              "start over."),
-    force: bool = typer.Option(False, "--force", help="Start over in a folder holding another or a finished training."),
+    force: bool = typer.Option(False, "--force", help=force_help("a segmentation training")),
     seed: Optional[int] = typer.Option(
         None, "--seed", help="Seed (weights, patches, augmentation, validation hold-out)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Upper bound on epochs."),
@@ -128,7 +130,7 @@ def predict(
     scheduler: Optional[str] = typer.Option(
         None, "--scheduler", help="Dask scheduler address (tcp://host:8786) to spread volumes over a cluster."),
     force: bool = typer.Option(
-        False, "--force", help="Redo predictions in a folder made with another model, settings or input images."),
+        False, "--force", help=force_help("predictions (of another model, settings or images)")),
 ) -> None:
     """Segment lesions with sliding-window inference and post-processing; masks keep the input's grid.
 

@@ -31,6 +31,7 @@ import numpy as np
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
 from ..fileio import file_sha256, files_stamp, read_json, write_json
+from ..outdir import OutputFolder, recorded_changes
 from ..volume import Volume
 from .postprocess import PostprocessConfig
 from .presets import InferenceConfig
@@ -201,9 +202,9 @@ def predict_cohort(
     ``standardized``). ``grid="source"`` writes prepared cases' masks on their original scan's
     grid. Writes ``<out>/<case>.nii.gz``, ``predictions.csv`` and ``predict.json``; finished
     cases are skipped on a rerun with the same model, settings and input files. A folder holding
-    predictions of another model, settings or input images is refused, unless ``force`` (redo every
-    case) or ``replace_other`` (redo them only in that case; for callers that own the folder, like
-    the experiment runner).
+    predictions of another model, settings or input images (or other files) is refused, unless
+    ``force`` or ``replace_other`` (for callers that own the folder, like the experiment runner):
+    :class:`metsynth.outdir.OutputFolder`.
 
     ``fold`` and ``splits`` (a manifest only): predict only fold ``fold``'s held-out cases (its test
     fold and the test-only cases; see the module's docstring for the checks and the default fold).
@@ -270,18 +271,10 @@ def predict_cohort(
                 "inputs": files_stamp(p for _, img, fem, *_ in items for p in (img, fem))}
     if fold is not None:  # read by `metsynth evaluate` (its default fold) and gather_fold_predictions
         settings.update(fold=fold, splits=str(Path(splits).resolve()))  # type: ignore[arg-type]
-    marker = out / "predict.json"
-    if marker.exists() and not force and read_json(marker) != settings:
-        if not replace_other:
-            raise ConfigError(f"{out}: holds predictions of another model, settings or input images; choose "
-                              "another --out folder or pass --force to redo them")
-        log.info("%s: predictions of another model, settings or input images; predicting again", out)
-        force = True
-    out.mkdir(parents=True, exist_ok=True)
-    if force:
-        for key, *_ in items:
-            (out / f"{key}.nii.gz").unlink(missing_ok=True)
-    write_json(marker, settings)
+    folder = OutputFolder(out, "predictions", "predict.json", outputs=("*.nii.gz", "predictions.csv"),
+                          ignore=("cases.yaml",))  # the study's manifest of the fold's cases
+    folder.claim(lambda record: recorded_changes(record, settings), force=force, replace_other=replace_other)
+    write_json(folder.record_file, settings)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     tasks = [
@@ -292,7 +285,7 @@ def predict_cohort(
     ]
     table_file = out / "predictions.csv"
     rows: dict[str, dict[str, Any]] = {}
-    if table_file.exists() and not force:
+    if table_file.exists():
         for row in pd.read_csv(table_file, dtype={"case": str}).to_dict("records"):
             rows[row["case"]] = row
     todo = [t for t in tasks if not (Path(t.out).exists() and t.key in rows)]

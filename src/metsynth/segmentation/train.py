@@ -40,12 +40,13 @@ from typing import Any
 
 from ..checkpoints import check_resume_checkpoint
 from ..errors import ConfigError
-from ..fileio import atomic_path, file_sha256, read_json, write_json
+from ..fileio import atomic_path, read_json, write_json
 from ..progress import quiet
 from .callbacks import CurvePlotter, DataWaitMonitor, history_from_csv, plot_curves
 from .lightning_module import SegmentationModule
 from .network import build_network, dice_of, export_weights, load_weights, sliding_window_logits
 from .presets import SegmentationConfig, segmentation_config
+from .run_folder import claim_run_dir, training_changes, training_folder
 from .training_set import TrainingSet
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ _EXPECTED_WARNINGS = (
     r"You defined a `validation_step` but have no `val_dataloader`",  # val_cases: 0
 )
 # Settings that may change between a run and its resume without changing the result's meaning.
-_RESUMABLE_CHANGES = ("trainer", "num_workers", "cache_dir", "max_epochs", "max_steps")
-
 try:  # Lightning is a hard dependency; the guard keeps `import metsynth.segmentation` light
     import lightning as L
 except ImportError:  # pragma: no cover - depends on the installation
@@ -102,6 +101,7 @@ def train_segmentation(
     force: bool = False,
     progress: bool = True,
     extra_callbacks: list[Any] | None = None,
+    replace_other: bool = False,
 ) -> TrainResult:
     """Train (or, with ``init``, fine-tune) a U-Net on ``training_set``; see the module docstring.
 
@@ -111,7 +111,8 @@ def train_segmentation(
     ``checkpoints/last.ckpt`` (epoch, weights, optimizer, LR schedule, early-stopping state), and
     so does a finished one whose ``max_epochs``/``max_steps`` were raised; ``resume=False``
     starts over, discarding the old checkpoints. A finished run (``result.json``) with the same
-    settings is returned as is; ``force`` retrains from scratch.
+    settings is returned as is. A folder holding another training is refused unless ``force`` or
+    ``replace_other`` (:class:`metsynth.outdir.OutputFolder`), which start over there.
     ``extra_callbacks``: more Lightning callbacks (e.g. a profiler).
     """
     import torch
@@ -133,19 +134,21 @@ def train_segmentation(
     last = ckpt_dir / "last.ckpt"
 
     def claim() -> tuple[bool, Path | None]:
+        training_folder(out).claim(lambda record: training_changes(out, config, training_set, init),
+                                   force=force, replace_other=replace_other)
+        finished = result_file.exists()  # of this training (another's result was removed above)
         same_length = False
-        if previous.exists() and result_file.exists() and not force:
+        if finished:
             old = segmentation_config(None, previous)
             same_length = (old.epoch_bound(finetune), old.max_steps) == (config.epoch_bound(finetune), config.max_steps)
-        # the checkpoint this call will resume from (force deletes it; a finished run of the same length is returned)
-        resume_from = last if resume and not force and last.exists() and not (result_file.exists() and same_length) \
-            else None
-        _claim_run_dir(out, config, training_set, init, resume=resume, force=force, resume_from=resume_from)
+        # the checkpoint this call resumes from (a finished run of the same length is returned as is)
+        resume_from = last if resume and last.exists() and not (finished and same_length) else None
+        claim_run_dir(out, config, training_set, init, resume=resume, resume_from=resume_from)
         return same_length, resume_from
 
     same_length, resume_from = on_rank_zero(claim)  # in a DDP study: decided and written by rank 0 alone
-    if result_file.exists() and not force and (same_length or not resume):
-        log.info("%s: training already complete (result.json); pass force to train again", out)
+    if result_file.exists() and (same_length or not resume):
+        log.info("%s: training already complete (result.json); delete the folder to train it again", out)
         return TrainResult.load(result_file)
 
     online_source = None
@@ -325,78 +328,8 @@ def _initial_weights(init: str | os.PathLike, config: SegmentationConfig) -> dic
     return state
 
 
-def other_training(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
-                   init: str | os.PathLike | None = None) -> str | None:
-    """Why ``out`` holds a training other than this one (settings, initial weights or training
-    set; changes in ``_RESUMABLE_CHANGES`` do not count), or None when it holds this one or none.
-    Same names are not enough: training files or initial weights rewritten since (an earlier stage
-    of a study that ran again with other settings) make it another training too."""
-    out = Path(out)
-    config_file = out / "config.yaml"
-    if not config_file.exists():
-        if out.exists() and any(out.iterdir()):
-            return "the folder exists and is not a metsynth training"
-        return None
-    previous = segmentation_config(None, config_file)
-    a = {k: v for k, v in previous.model_dump().items() if k not in _RESUMABLE_CHANGES}
-    b = {k: v for k, v in config.model_dump().items() if k not in _RESUMABLE_CHANGES}
-    if a != b:
-        return "it holds a training with other settings (" + ", ".join(k for k in a if a[k] != b.get(k)) + ")"
-    init_file = out / "init.json"
-    inputs = read_json(init_file) if init_file.exists() else {}
-    previous_init = inputs.get("init")
-    if previous_init != (str(init) if init else None):
-        return f"it holds a training started from {previous_init or 'random weights'}, not {init or 'random weights'}"
-    set_file = out / "training_set.json"
-    if set_file.exists():
-        old = TrainingSet.load(set_file)
-        if [v.key for v in old.train] != [v.key for v in training_set.train] or old.sources != training_set.sources:
-            return (f"it holds a training on another training set (sources {','.join(old.sources)}, "
-                    f"{len(old.train)} volumes)")
-    if inputs.get("files") is not None and inputs["files"] != training_set.files_stamp():
-        return "the files of its training set were rewritten since it was trained"
-    if inputs.get("init_sha256") is not None and init and Path(init).is_file() \
-            and inputs["init_sha256"] != file_sha256(init, 16):
-        return f"its initial weights {init} were rewritten since it was trained"
-    return None
-
-
-def _claim_run_dir(out: Path, config: SegmentationConfig, training_set: TrainingSet, init, *,
-                   resume: bool, force: bool, resume_from: Path | None = None) -> None:
-    """Save config.yaml and training_set.json; refuse a folder holding another training, or a
-    checkpoint to resume from that cannot be resumed (before anything is written)."""
-    if not force:
-        reason = other_training(out, config, training_set, init)
-        if reason is not None:
-            raise ConfigError(f"{out}: {reason}; choose another --out folder, or pass --force to start over there")
-    if resume_from is not None:
-        import torch
-
-        with torch.random.fork_rng(devices=[]):  # the network's shapes only; the global RNG stays as it is
-            net = build_network(config)
-        check_resume_checkpoint(resume_from, {f"net.{k}": v.shape for k, v in net.state_dict().items()},
-                                optimizer_params=len(list(net.parameters())), run=out)
-    if force or not resume:
-        if force:
-            for stale in ("result.json", "model.pt", "model.yaml", "timing.json"):
-                (out / stale).unlink(missing_ok=True)
-        if force or not (out / "result.json").exists():  # starting over: no stale checkpoints or logs
-            for ckpt in (out / "checkpoints").glob("*.ckpt"):
-                ckpt.unlink()
-            for part in (out / "logs").glob("metrics*.csv"):
-                part.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    config.to_yaml(out / "config.yaml")
-    training_set.save(out / "training_set.json")
-    # what the training starts from, to tell a rerun of the same training from one on rewritten inputs
-    write_json(out / "init.json", {"init": str(init) if init else None,
-                                   "init_sha256": file_sha256(init, 16) if init else None,
-                                   "files": training_set.files_stamp()})
-
-
 __all__ = [
     "CurvePlotter", "DataWaitMonitor", "SegmentationModule", "TrainResult", "build_network",
-    "check_resume_checkpoint", "dice_of", "export_weights", "history_from_csv", "load_weights", "other_training",
-    "plot_curves", "sliding_window_logits",
-    "train_segmentation",
+    "check_resume_checkpoint", "dice_of", "export_weights", "history_from_csv", "load_weights",
+    "plot_curves", "sliding_window_logits", "train_segmentation", "training_changes", "training_folder",
 ]

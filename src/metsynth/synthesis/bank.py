@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -41,8 +40,9 @@ from pydantic import Field
 
 from .. import __version__
 from ..config import Settings
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..fileio import files_stamp, read_json, remove_stale_temps, write_json
+from ..outdir import OutputFolder, recorded_changes
 from ..volume import Volume
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,11 @@ def _structure(connectivity: int) -> np.ndarray:
 
 
 def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config: BankConfig | None = None,
-                 force: bool = False, progress: bool = True) -> LesionBank:
-    """Extract every lesion of the metastatic cases of a (prepared) cohort into ``out_dir``."""
+                 force: bool = False, progress: bool = True, replace_other: bool = False) -> LesionBank:
+    """Extract every lesion of the metastatic cases of a (prepared) cohort into ``out_dir``.
+
+    A folder holding a bank of another cohort, other settings or donor files written again since
+    is refused unless ``force`` or ``replace_other`` (:class:`metsynth.outdir.OutputFolder`)."""
     from scipy import ndimage
 
     from ..cohort import load_case, load_cohort
@@ -182,25 +185,10 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
     settings = {"config": config.model_dump(mode="json"),
                 "cohort_digest": hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16],
                 "donor_files": donor_files}
-    previous = out / BANK_FILE
-    if previous.is_file():
-        try:
-            old = read_json(previous, what="a lesion bank", fix="pass --force to extract the bank again")
-            if not isinstance(old, dict):
-                raise InputError(f"{previous}: not a lesion bank (a JSON {type(old).__name__}); pass --force to "
-                                 "extract the bank again, or choose another --out folder")
-        except InputError:
-            if not force:
-                raise
-            old = {}  # a damaged bank: --force replaces it as any other
-        old_settings = {key: old.get(key) for key in settings}
-        if old_settings != settings:
-            if not force:
-                raise ConfigError(
-                    f"{out}: holds a lesion bank made from another cohort or with other settings; "
-                    "choose another --out folder, or pass --force to replace it")
-            shutil.rmtree(out / "patches", ignore_errors=True)
-            previous.unlink()
+    # an interrupted extraction leaves patches and no bank.json: it is extracted again
+    OutputFolder(out, "a lesion bank", BANK_FILE, outputs=("patches",), finished_marker=BANK_FILE,
+                 ignore=("patches",)).claim(lambda record: recorded_changes(record, settings), force=force,
+                                            replace_other=replace_other)
     (out / "patches").mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out)
 

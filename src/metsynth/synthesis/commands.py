@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ..config import read_section
+from ..outdir import force_help
 
 log = logging.getLogger("metsynth")
 
@@ -38,7 +39,7 @@ def extract(
         None, "--margin-mm", help="Context kept around each lesion, mm [default: 4]."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with bank settings (or a 'bank:' section)."),
     force: bool = typer.Option(
-        False, "--force", help="Replace a bank made from another cohort or with other settings."),
+        False, "--force", help=force_help("a lesion bank")),
 ) -> None:
     """Extract every connected lesion of the metastatic cases into a lesion bank.
 
@@ -68,7 +69,7 @@ def synthesize(
         None, "--scheduler", help="Dask scheduler address (tcp://host:8786); workers must see the same files."),
     preview: int = typer.Option(0, "--preview", min=0, help="Write preview.png with K kept volumes (0: none)."),
     force: bool = typer.Option(
-        False, "--force", help="Delete a run of another configuration in --out and start again."),
+        False, "--force", help=force_help("a synthesis run")),
     config: Optional[Path] = typer.Option(
         None, "--config", help="YAML with synthesis settings (or a 'synthesis:' section)."),
     preset: str = typer.Option("paper", "--preset", help="Base settings: paper or tiny."),

@@ -23,7 +23,7 @@ sidecar means the attempt is finished; a rerun skips finished attempts (kept and
 does the rest; ``index.csv`` is rebuilt from the sidecars in a fixed order at the end, so an
 interrupted-then-resumed run ends byte-identical to an uninterrupted one. A folder holding a run
 of another configuration (settings, cohort manifest, healthy femurs' files or bank) is refused
-unless ``force``, which removes that run's outputs first.
+unless ``force`` (or ``replace_other``, the study's), which removes that run's outputs first.
 
 Before anything is written, the bank must fit the cohort (same intensity units, HU window and
 spacing: :func:`~metsynth.synthesis.bank.check_bank_matches`) and the request must fit the disk:
@@ -42,7 +42,6 @@ import hashlib
 import io
 import logging
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -52,9 +51,9 @@ from typing import Any
 import yaml
 
 from .. import __version__
-from ..config import differences
-from ..errors import ConfigError, InputError
+from ..errors import InputError
 from ..fileio import DiskFullError, files_stamp, read_json, remove_stale_temps, write_text
+from ..outdir import OutputFolder, recorded_changes
 from ..parallel import TaskFailure, map_tasks
 from ..volume import storage_scale
 from .attempts import (
@@ -140,37 +139,15 @@ def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig, healthy
 IDENTITY_KEYS = ("cohort_digest", "healthy_files", "bank_digest", "synthesis")
 
 
-def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool) -> None:
-    config_file = out / "config.yaml"
-    if config_file.is_file():
-        try:
-            old = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            old = {}
-        if isinstance(old.get("synthesis"), dict):  # runs from before image_storage existed stored float32
-            old["synthesis"].setdefault("image_storage", "float32")
-        diffs = differences({k: old.get(k) for k in IDENTITY_KEYS}, {k: resolved[k] for k in IDENTITY_KEYS})
-        if diffs:
-            if not force:
-                shown = "; ".join(diffs[:4]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 4 else "")
-                raise ConfigError(
-                    f"{out}: holds a synthesis run of another configuration ({shown}); use another --out "
-                    "folder, or --force to delete that run's outputs and start again")
-            log.warning("--force: removing the outputs of the previous run in %s", out)
-            for name in OUTPUT_DIRS:
-                shutil.rmtree(out / name, ignore_errors=True)
-            for name in OUTPUT_FILES:
-                (out / name).unlink(missing_ok=True)
-    elif out.is_dir() and any(out.iterdir()) and not force:
-        existing = [p.name for p in out.iterdir()]
-        if any(name in OUTPUT_DIRS or name in OUTPUT_FILES for name in existing):
-            raise ConfigError(f"{out}: has synthesis outputs but no config.yaml (not made by metsynth, or "
-                              "damaged); use another --out folder, or --force to replace them")
-    out.mkdir(parents=True, exist_ok=True)
+def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool, replace_other: bool = False) -> None:
+    identity = {k: resolved[k] for k in IDENTITY_KEYS}
+    OutputFolder(out, "a synthesis run", "config.yaml", outputs=(*OUTPUT_DIRS, *OUTPUT_FILES)).claim(
+        lambda record: recorded_changes(record, identity, {"synthesis": {"image_storage": "float32"}}),
+        force=force, replace_other=replace_other)  # runs from before image_storage existed stored float32
     for name in OUTPUT_DIRS:
         (out / name).mkdir(exist_ok=True)
     remove_stale_temps(out)
-    write_text(config_file, yaml.safe_dump(resolved, sort_keys=False))
+    write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def run_synthesis(
@@ -185,6 +162,7 @@ def run_synthesis(
     force: bool = False,
     preview: int = 0,
     allow_unprepared: bool = False,
+    replace_other: bool = False,
 ) -> RunSummary:
     """Synthesize every healthy case x bank lesion x ``config.repeats`` into ``out_dir`` (resumable).
 
@@ -194,7 +172,9 @@ def run_synthesis(
     summary (and raised as :class:`~metsynth.parallel.TasksFailed` after the index is written).
     The cohort must be prepared with the bank's units and spacing (``allow_unprepared``: a raw
     cohort with a bank of raw HU lesions), and the run must fit the free space of ``out_dir``;
-    a disk that fills up stops the run with :class:`~metsynth.fileio.DiskFullError`.
+    a disk that fills up stops the run with :class:`~metsynth.fileio.DiskFullError`. A folder
+    holding another run is refused unless ``force`` or ``replace_other``
+    (:class:`metsynth.outdir.OutputFolder`).
     """
     from ..cohort import load_cohort
 
@@ -214,11 +194,11 @@ def run_synthesis(
                          "`metsynth prepare` on the cohort (it segments the femurs) and use the prepared manifest")
     check_bank_matches(bank, cohort, manifest, allow_unprepared=allow_unprepared)
     out = Path(out_dir)
-    _check_output_fits(out, healthy, len(bank), config, force)
+    _check_output_fits(out, healthy, len(bank), config, force or replace_other)
     intensity = cohort_intensity(cohort)
     # int16 storage: one HU per step of the window the cohort was prepared with (raw HU cohort: 1 HU)
     scale = storage_scale(config.image_storage, intensity["hu_window"])
-    _prepare_run_dir(out, _resolved(manifest, bank, config, healthy, intensity), force)
+    _prepare_run_dir(out, _resolved(manifest, bank, config, healthy, intensity), force, replace_other)
 
     expected: list[str] = []
     tasks: list[SynthesisTask] = []

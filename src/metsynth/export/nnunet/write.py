@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ... import __version__
-from ...config import differences
 from ...errors import ConfigError
 from ...fileio import read_json, write_json, write_text
+from ...outdir import OutputFolder, differences
 from .config import CASES_COLUMNS, CASES_TABLE, FILE_ENDING, MANIFEST, STAGING_MARK, STAGING_PREFIX, NnunetExportConfig
 from .inputs import resolve_inputs
 from .plan import ExportPlan, plan_export
@@ -162,22 +162,13 @@ class ExportSummary:
                 f"{self.seconds:.1f} s")
 
 
-def _existing_state(final: Path, plan: ExportPlan) -> str | None:
-    """None if ``final`` holds this very export; else a sentence saying what differs."""
-    manifest = final / MANIFEST
-    if not manifest.is_file():
-        return "the folder was not written by `metsynth export nnunet` (no metsynth_export.json)"
-    try:
-        old = read_json(manifest)
-    except ValueError:
-        return "its metsynth_export.json is damaged"
+def _export_changes(manifest: Path, plan: ExportPlan) -> list[str]:
+    """How the export recorded in ``manifest`` differs from ``plan`` (empty: this very export)."""
+    old = read_json(manifest)
     if not old.get("complete"):
-        return "it is incomplete"
+        return ["it is incomplete"]
     new = plan.fingerprint()
-    diffs = differences({k: old.get(k) for k in new}, new)
-    if not diffs:
-        return None
-    return "; ".join(diffs[:4]) + (f"; ... ({len(diffs)} differences)" if len(diffs) > 4 else "")
+    return differences({k: old.get(k) for k in new}, new)
 
 
 def export_nnunet(
@@ -217,15 +208,13 @@ def export_nnunet(
         if clash:
             raise ConfigError(f"{out / clash[0]}: already uses dataset id {config.dataset_id}; nnU-Net finds datasets "
                               "by id, so choose another --dataset-id (or remove that dataset)")
-    if final.exists():
-        why = _existing_state(final, plan)
-        if why is None:
+    if final.exists():  # nothing is removed here: a new export replaces the old one once complete
+        claim = OutputFolder(final, "an nnU-Net dataset", MANIFEST, place="--dataset-id/--name or --out").claim(
+            lambda record: _export_changes(record, plan), force=force)
+        if claim.state == "same":
             folds = read_json(final / MANIFEST).get("folds", [])
             log.info("%s: up to date", final)
             return ExportSummary(final, len(plan.training), len(plan.test), folds, up_to_date=True)
-        if not force:
-            raise ConfigError(f"{final}: holds another dataset ({why}); use another --dataset-id/--name or --out, "
-                              "or --force to replace it")
 
     fingerprint = plan.fingerprint_hash()
     mark = staging / STAGING_MARK

@@ -1,0 +1,83 @@
+"""A U-Net training's folder (:class:`metsynth.outdir.OutputFolder`): what records it, what makes
+it another training, and what a claimed folder gets before the training starts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..checkpoints import check_resume_checkpoint
+from ..fileio import file_sha256, read_json, write_json
+from ..outdir import OutputFolder, differences
+from .network import build_network
+from .presets import SegmentationConfig, segmentation_config
+from .training_set import TrainingSet
+
+# settings a run may change and still resume (where and how fast it runs; how long it trains)
+RESUMABLE_CHANGES = ("trainer", "num_workers", "cache_dir", "max_epochs", "max_steps")
+
+
+TRAINING_OUTPUTS = ("result.json", "model.pt", "model.yaml", "timing.json", "curves.png", "checkpoints", "logs")
+
+
+def training_folder(out: str | os.PathLike) -> OutputFolder:
+    """A U-Net training's folder: ``config.yaml`` records it, ``result.json`` says it is finished
+    (its unpacked-volume ``cache`` is kept when another training replaces it)."""
+    return OutputFolder(Path(out), "a segmentation training", "config.yaml", outputs=TRAINING_OUTPUTS[1:],
+                        finished_marker=TRAINING_OUTPUTS[0], ignore=("cache",))
+
+
+def training_changes(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
+                     init: str | os.PathLike | None = None) -> list[str]:
+    """How the training recorded in ``out`` differs from this one: settings (changes in
+    ``RESUMABLE_CHANGES`` do not count), initial weights or training set. Same names are not
+    enough: training files or initial weights rewritten since (an earlier stage of a study that ran
+    again with other settings) make it another training too. Empty: the same training."""
+    out = Path(out)
+    previous = segmentation_config(None, out / "config.yaml")
+    a = {k: v for k, v in previous.model_dump().items() if k not in RESUMABLE_CHANGES}
+    b = {k: v for k, v in config.model_dump().items() if k not in RESUMABLE_CHANGES}
+    changes = differences(a, b)
+    if changes:
+        return changes
+    init_file = out / "init.json"
+    inputs = read_json(init_file) if init_file.exists() else {}
+    previous_init = inputs.get("init")
+    if previous_init != (str(init) if init else None):
+        return [f"started from {previous_init or 'random weights'}, not {init or 'random weights'}"]
+    set_file = out / "training_set.json"
+    if set_file.exists():
+        old = TrainingSet.load(set_file)
+        if [v.key for v in old.train] != [v.key for v in training_set.train] or old.sources != training_set.sources:
+            return [f"another training set (sources {','.join(old.sources)}, {len(old.train)} volumes)"]
+    if inputs.get("files") is not None and inputs["files"] != training_set.files_stamp():
+        return ["the files of its training set were rewritten since it was trained"]
+    if inputs.get("init_sha256") is not None and init and Path(init).is_file() \
+            and inputs["init_sha256"] != file_sha256(init, 16):
+        return [f"its initial weights {init} were rewritten since it was trained"]
+    return []
+
+
+def claim_run_dir(out: Path, config: SegmentationConfig, training_set: TrainingSet, init, *,
+                   resume: bool, resume_from: Path | None = None) -> None:
+    """Save config.yaml, training_set.json and init.json in a claimed folder (:func:`training_folder`);
+    first check the checkpoint to resume from, if any (a checkpoint that cannot be resumed is
+    refused before anything is written)."""
+    if resume_from is not None:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # the network's shapes only; the global RNG stays as it is
+            net = build_network(config)
+        check_resume_checkpoint(resume_from, {f"net.{k}": v.shape for k, v in net.state_dict().items()},
+                                optimizer_params=len(list(net.parameters())), run=out)
+    if not resume and not (out / "result.json").exists():  # starting over: no stale checkpoints or logs
+        for ckpt in (out / "checkpoints").glob("*.ckpt"):
+            ckpt.unlink()
+        for part in (out / "logs").glob("metrics*.csv"):
+            part.unlink()
+    config.to_yaml(out / "config.yaml")
+    training_set.save(out / "training_set.json")
+    # what the training starts from, to tell a rerun of the same training from one on rewritten inputs
+    write_json(out / "init.json", {"init": str(init) if init else None,
+                                   "init_sha256": file_sha256(init, 16) if init else None,
+                                   "files": training_set.files_stamp()})
