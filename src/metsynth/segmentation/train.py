@@ -128,15 +128,16 @@ def train_segmentation(
     check_trainer(t.accelerator, t.devices, t.strategy, t.num_nodes, t.precision)  # before anything is written
     finetune = init is not None
     init_state = _initial_weights(init, config) if init is not None else None  # also before anything is written
-    result_file = out / "result.json"
+    folder = training_folder(out)
+    result_file = folder.finished_file  # result.json, written last
     previous = out / "config.yaml"
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
 
     def claim() -> tuple[bool, Path | None]:
-        training_folder(out).claim(lambda record: training_changes(out, config, training_set, init),
-                                   force=force, replace_other=replace_other)
-        finished = result_file.exists()  # of this training (another's result was removed above)
+        folder.claim(lambda record: training_changes(out, config, training_set, init),
+                     force=force, replace_other=replace_other)
+        finished = folder.finished()  # this training's (another's result was removed above)
         same_length = False
         if finished:
             old = segmentation_config(None, previous)
@@ -147,7 +148,7 @@ def train_segmentation(
         return same_length, resume_from
 
     same_length, resume_from = on_rank_zero(claim)  # in a DDP study: decided and written by rank 0 alone
-    if result_file.exists() and (same_length or not resume):
+    if folder.finished() and (same_length or not resume):
         log.info("%s: training already complete (result.json); delete the folder to train it again", out)
         return TrainResult.load(result_file)
 
@@ -268,7 +269,7 @@ def train_segmentation(
         seconds=time.perf_counter() - start, timing=timing, finetune=finetune, sampling=sampling,
     )
     if trainer.is_global_zero:
-        write_json(result_file, asdict(result))
+        folder.mark_finished(asdict(result))
         log.info("trained %d epochs (%d steps), best val Dice %s, data-wait share %.1f%% -> %s",
                  result.epochs, result.steps, _fmt(result.best_val_dice), 100 * timing["data_wait_share"]
                  if not math.isnan(timing["data_wait_share"]) else float("nan"), model_path)
