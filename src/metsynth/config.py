@@ -118,8 +118,8 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
         field = getattr(current, "model_fields", {}).get(part)
         if field is None:
             return []
-        annotation = field.annotation
-        current = _first_model(annotation)
+        current = _first_model(field.annotation) or next(
+            (m.model for m in field.metadata if isinstance(m, OverridesOf)), None)
         if current is None:
             return []
     return sorted(getattr(current, "model_fields", {}))
@@ -173,9 +173,24 @@ def resolve_preset(model: type[S], presets: dict[str, dict[str, Any]], preset: s
     if preset is None:
         named = (overrides or {}).get("preset")
         preset = named if isinstance(named, str) and named in presets else default
-    data = deep_merge(look_up_option(preset, presets, f"{what} preset"), overrides)
+    data = preset_data(presets, preset, overrides, what)
     data = deep_merge(data, {k: v for k, v in changes.items() if v is not None})
     return model.from_dict(data, source=source)
+
+
+def preset_data(presets: dict[str, dict[str, Any]], preset: str, overrides: dict[str, Any] | None,
+                what: str) -> dict[str, Any]:
+    """The named preset's settings with ``overrides`` deep-merged in, not yet validated (the one
+    definition of "preset + overrides", for :func:`resolve_preset` and a study's sections)."""
+    return deep_merge(look_up_option(preset, presets, f"{what} preset"), overrides)
+
+
+class OverridesOf:
+    """Marks a mapping field as overrides of a settings model (``Annotated[dict[str, Any],
+    OverridesOf(Model)]``): an unknown key there is then reported with the model's valid keys."""
+
+    def __init__(self, model: type[BaseModel]) -> None:
+        self.model = model
 
 
 def read_section(path: str | os.PathLike | None, name: str) -> dict[str, Any]:

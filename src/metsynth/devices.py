@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 class LightningDevices(Settings):
     """Where a training runs, passed to ``lightning.Trainer`` as is (multi-GPU, multi-node, mixed
-    precision): the study's ``trainer`` and the first fields of every training's trainer settings."""
+    precision): the study's ``trainer`` section itself, and the first fields of every U-Net training's
+    trainer settings (:meth:`metsynth.segmentation.presets.TrainerConfig.on_devices` puts a study's over a
+    preset's); the DDPM's training takes them as arguments."""
 
     accelerator: str = Field("auto", description="Lightning accelerator: cpu, gpu, cuda, mps, auto, ...")
     devices: int | str = Field("auto", description="Devices per node: a number, a list like '0,1', or auto.")

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
-from ..config import Settings, look_up_option
+from ..config import OverridesOf, Settings, look_up_option, preset_data
 from ..devices import LightningDevices
+from ..diffusion.presets import PRESETS as DIFFUSION_PRESETS
+from ..diffusion.presets import DiffusionConfig
 from ..diffusion.sweep import SweepConfig
 from ..evaluation.evaluate import EvaluationConfig
 from ..evaluation.splits import SplitConfig
 from ..layout import PAPER_MODELS
 from ..prepare import PrepareConfig
 from ..realism.measure import RealismConfig
+from ..segmentation.presets import PRESETS as SEGMENTATION_PRESETS
+from ..segmentation.presets import SegmentationConfig
 from ..synthesis.bank import BankConfig
 from ..synthesis.compose import SynthesisConfig
 
@@ -55,20 +61,112 @@ class CohortSpec(Settings):
         return self
 
 
-class DiffusionSpec(Settings):
+class PresetSection(Settings):
+    """A named preset and settings over it, as the study's file says them (saved and fingerprinted
+    as written), resolved when the study is validated into the typed settings :attr:`settings`.
+    Overrides are validated against that model: an error names its key path in the study
+    (``segmentation.overrides.network.channels``)."""
+
+    MODEL: ClassVar[type[Settings]]
+    PRESETS: ClassVar[dict[str, dict[str, Any]]]
+    WHAT: ClassVar[str]
+
+    preset: str
+    overrides: dict[str, Any]
+    _resolved: tuple[tuple[str, dict[str, Any]], Settings] | None = PrivateAttr(None)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        look_up_option(preset, cls.PRESETS, f"{cls.WHAT} preset")  # a ConfigError is a ValueError
+        return preset
+
+    @field_validator("overrides")
+    @classmethod
+    def _valid_overrides(cls, overrides: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        cls._check_overrides(overrides)
+        preset = info.data.get("preset")
+        if preset is not None:  # else the preset's own error is reported
+            # raised here, the model's errors are located under this field: <section>.overrides.<key path>
+            cls.MODEL.model_validate(preset_data(cls.PRESETS, preset, overrides, cls.WHAT))
+        return overrides
+
+    @classmethod
+    def _check_overrides(cls, overrides: dict[str, Any]) -> None:
+        """Refuse what the model accepts but the study sets elsewhere (a ValidationError located in overrides)."""
+
+    @model_validator(mode="after")
+    def _resolve(self) -> "PresetSection":
+        self._resolved = ((self.preset, copy.deepcopy(self.overrides)), self._settings())
+        return self
+
+    def _settings(self) -> Any:
+        data = preset_data(self.PRESETS, self.preset, self.overrides, self.WHAT)
+        return self.MODEL.from_dict(data, source=f"{self.WHAT}: preset {self.preset!r} with its overrides")
+
+    @property
+    def settings(self) -> Any:
+        """The preset with the overrides, validated (a copy of the one resolved at validation; the
+        section's own ``preset`` and ``overrides`` say what it is, in the study's file and its
+        stage fingerprints)."""
+        key = (self.preset, self.overrides)
+        if self._resolved is None or self._resolved[0] != key:  # changed since (in place, or a model_copy)
+            self._resolved = ((self.preset, copy.deepcopy(self.overrides)), self._settings())
+        return self._resolved[1].model_copy(deep=True)
+
+    def __eq__(self, other: object) -> bool:  # what it says, not whether it was resolved yet
+        if not isinstance(other, PresetSection):
+            return NotImplemented
+        return type(self) is type(other) and (self.preset, self.overrides) == (other.preset, other.overrides)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class DiffusionSpec(PresetSection):
+    MODEL = DiffusionConfig
+    PRESETS = DIFFUSION_PRESETS
+    WHAT = "diffusion"
+
     preset: str = Field("cpu", description="DDPM preset: paper, cpu or tiny.")
-    overrides: dict[str, Any] = Field(
+    overrides: Annotated[dict[str, Any], OverridesOf(DiffusionConfig)] = Field(
         default_factory=dict, description="Settings over the preset (model, noise, train, harmonize).")
 
+    @property
+    def settings(self) -> DiffusionConfig:
+        return super().settings
 
-class SegmentationSpec(Settings):
+
+class SegmentationSpec(PresetSection):
+    MODEL = SegmentationConfig
+    PRESETS = SEGMENTATION_PRESETS
+    WHAT = "segmentation"
+
     preset: str = Field("cpu", description="U-Net preset: paper, cpu or tiny.")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Settings over the preset.")
+    overrides: Annotated[dict[str, Any], OverridesOf(SegmentationConfig)] = Field(
+        default_factory=dict, description="Settings over the preset.")
+
+    @property
+    def settings(self) -> SegmentationConfig:
+        """The preset with the overrides, alone: a study's trainings get
+        :attr:`ExperimentConfig.segmentation_settings` (the study's trainer and seed over these)."""
+        return super().settings
+
+    @classmethod
+    def _check_overrides(cls, overrides: dict[str, Any]) -> None:
+        trainer = overrides.get("trainer")
+        device_keys = [k for k in trainer if k in LightningDevices.model_fields] if isinstance(trainer, dict) else []
+        if device_keys:  # the study's trainer section replaces them (they were ignored before, silently)
+            raise ValidationError.from_exception_data(cls.__name__, [{
+                "type": PydanticCustomError(
+                    "study_trainer", "a study's trainings run where its own trainer section says: set "
+                    "trainer.{key} (top level of the study) instead", {"key": key}),
+                "loc": ("trainer", key), "input": trainer[key]} for key in device_keys])
 
 
-class TrainerSpec(LightningDevices):
-    """Passed to Lightning for every training of the study (DDPM and U-Nets): the device fields of
-    :class:`metsynth.devices.LightningDevices`, one definition with the trainings' own settings."""
+# Where every training of a study runs (the DDPM and the U-Nets), passed to Lightning; the U-Nets'
+# TrainerConfig extends it with their own step settings (SegmentationConfig.trainer). One definition:
+# TrainerSpec is another name of it (kept for imports).
+TrainerSpec = LightningDevices
 
 
 class ParallelSpec(Settings):
@@ -102,7 +200,7 @@ class ExperimentConfig(Settings):
                                   description="Synthetic-set sizes of Table 2 (the full set is the 'synthetic' model).")
     variability_model: str = Field("harmonized_ft", description="Model compared with the operators (Table 1).")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    trainer: TrainerSpec = Field(default_factory=TrainerSpec)
+    trainer: LightningDevices = Field(default_factory=LightningDevices)
     parallel: ParallelSpec = Field(default_factory=ParallelSpec)
     preview: int = Field(6, ge=0, description="Volumes shown in the synthesis/harmonization QC montages.")
 
@@ -119,17 +217,30 @@ class ExperimentConfig(Settings):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentConfig":
-        from ..diffusion.presets import diffusion_config
-        from ..segmentation.presets import segmentation_config
-
-        segmentation_config(self.segmentation.preset, self.segmentation.overrides)  # validates
-        diffusion_config(self.diffusion.preset, self.diffusion.overrides)
         if self.variability_model not in self.models:
             raise ValueError(f"variability_model '{self.variability_model}' is not among models {self.models}")
         return self
 
     def needs_harmonized(self) -> bool:
         return any(MODEL_RECIPES[m][0] == "harmonized" or MODEL_RECIPES[m][1] == "harmonized" for m in self.models)
+
+    @property
+    def diffusion_settings(self) -> DiffusionConfig:
+        """The DDPM's settings: the diffusion section's preset and overrides (a copy). The study's
+        trainer section says where it trains (:func:`metsynth.diffusion.train.train_diffusion`'s
+        device arguments); the harmonization gets the study's seed."""
+        return self.diffusion.settings
+
+    @property
+    def segmentation_settings(self) -> SegmentationConfig:
+        """Every U-Net training's settings (a copy): the segmentation section's preset and overrides,
+        run where the study's trainer section says (:meth:`TrainerConfig.on_devices`: it replaces the
+        preset's device fields), seeded by the study's seed unless the overrides set one."""
+        settings = self.segmentation.settings
+        settings.trainer = settings.trainer.on_devices(self.trainer)
+        if "seed" not in self.segmentation.overrides:
+            settings.seed = self.seed
+        return settings
 
 
 def load_experiment_config(path: str | os.PathLike) -> ExperimentConfig:
@@ -141,21 +252,14 @@ def load_experiment_config(path: str | os.PathLike) -> ExperimentConfig:
     return config
 
 
-def diffusion_settings(config: ExperimentConfig):
-    from ..diffusion.presets import diffusion_config
+def diffusion_settings(config: ExperimentConfig) -> DiffusionConfig:
+    """:attr:`ExperimentConfig.diffusion_settings`."""
+    return config.diffusion_settings
 
-    return diffusion_config(config.diffusion.preset, config.diffusion.overrides)
 
-
-def segmentation_settings(config: ExperimentConfig):
-    from ..segmentation.presets import segmentation_config
-
-    t = config.trainer
-    overrides = dict(config.segmentation.overrides)
-    overrides["trainer"] = {**overrides.get("trainer", {}), "accelerator": t.accelerator, "devices": t.devices,
-                            "strategy": t.strategy, "num_nodes": t.num_nodes, "precision": t.precision}
-    overrides.setdefault("seed", config.seed)
-    return segmentation_config(config.segmentation.preset, overrides)
+def segmentation_settings(config: ExperimentConfig) -> SegmentationConfig:
+    """:attr:`ExperimentConfig.segmentation_settings`."""
+    return config.segmentation_settings
 
 
 def study_world(config: ExperimentConfig):

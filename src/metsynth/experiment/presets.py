@@ -98,14 +98,16 @@ _PRESETS = {"paper": _paper, "demo": _demo, "tiny": _tiny}
 
 
 def config_reference() -> str:
-    """``docs/config.md``: every setting of a study with its value in each preset, and the settings
-    that ``segmentation.overrides`` and ``diffusion.overrides`` may change (``metsynth experiment reference``)."""
+    """``docs/config.md``: every setting of a study with its value in each preset, the settings
+    that ``segmentation.overrides`` and ``diffusion.overrides`` may change, and what the sections
+    of each study preset resolve to (``metsynth experiment reference``)."""
     from ..config import reference_table
     from ..diffusion.presets import PRESETS as DIFFUSION_PRESETS
     from ..diffusion.presets import diffusion_config
     from ..segmentation.presets import PRESETS as SEGMENTATION_PRESETS
     from ..segmentation.presets import segmentation_config
 
+    studies = {name: experiment_preset(name) for name in _PRESETS}
     parts = [
         "# Configuration reference",
         "",
@@ -116,15 +118,31 @@ def config_reference() -> str:
         "",
         "## The study (`metsynth experiment`)",
         "",
-        reference_table({name: experiment_preset(name) for name in _PRESETS}),
+        reference_table(studies),
         "## Segmentation (`segmentation.preset` + `segmentation.overrides`, or `metsynth train --preset/--config`)",
         "",
-        "The study's `trainer` and `seed` are passed to every training over these.",
+        "`segmentation.overrides` is deep-merged into the named preset and validated against these settings",
+        "when the study is read (an error names the key, e.g. `segmentation.overrides.network.channels`).",
+        "In a study every U-Net training runs where the study's `trainer` section says: its `accelerator`,",
+        "`devices`, `strategy`, `num_nodes` and `precision` replace the preset's `trainer.*` values of the",
+        "same names (the overrides may not set those five); the other `trainer.*` values come from the preset",
+        "and the overrides. The study's `seed` seeds every training unless `segmentation.overrides.seed` is set.",
         "",
         reference_table({name: segmentation_config(name) for name in SEGMENTATION_PRESETS}),
         "## Diffusion (`diffusion.preset` + `diffusion.overrides`, or `metsynth diffusion train --preset`, "
         "`metsynth harmonize --preset`)",
         "",
+        "`diffusion.overrides` is deep-merged into the named preset and validated the same way. In a study the",
+        "DDPM trains where the study's `trainer` section says; the harmonization and the sweep are seeded by",
+        "the study's `seed`, the DDPM's training by `train.seed`.",
+        "",
         reference_table({name: diffusion_config(name) for name in DIFFUSION_PRESETS}),
+        "## What the study presets train with",
+        "",
+        "The `segmentation` and `diffusion` sections of each study preset above, resolved: the U-Net settings",
+        "with the study's `trainer` and `seed` over them, as every training of the study gets them.",
+        "",
+        reference_table({name: study.segmentation_settings for name, study in studies.items()}),
+        reference_table({name: study.diffusion_settings for name, study in studies.items()}),
     ]
     return "\n".join(parts)

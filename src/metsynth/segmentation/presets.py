@@ -137,6 +137,12 @@ class TrainerConfig(LightningDevices):
         "training whose step sends every prediction to background stays there (loss 1.0); clipping prevents that step.")
     log_every_n_steps: int = Field(10, ge=1, description="How often step metrics are logged.")
 
+    def on_devices(self, devices: LightningDevices) -> "TrainerConfig":
+        """These settings, run where ``devices`` says: its device fields (accelerator, devices,
+        strategy, num_nodes, precision) replace these. A study's ``trainer`` section takes this way
+        over every U-Net training's preset and overrides (the one place of that precedence)."""
+        return self.merged(**{name: getattr(devices, name) for name in LightningDevices.model_fields})
+
 
 class SegmentationConfig(Settings):
     """Everything that defines a segmentation training and its inference."""

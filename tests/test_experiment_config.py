@@ -1,0 +1,153 @@
+"""A study's segmentation and diffusion sections: preset + overrides as written, resolved into typed settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metsynth.config import read_yaml
+from metsynth.devices import LightningDevices
+from metsynth.diffusion.presets import diffusion_config
+from metsynth.errors import ConfigError
+from metsynth.experiment import (
+    ExperimentConfig,
+    TrainerSpec,
+    build_stages,
+    diffusion_settings,
+    experiment_preset,
+    load_experiment_config,
+    segmentation_settings,
+)
+from metsynth.segmentation.presets import TrainerConfig, segmentation_config
+
+REPO = Path(__file__).resolve().parents[1]
+STUDIES = ["paper", "demo", "tiny", "configs/paper.yaml", "configs/demo.yaml"]
+
+
+def study(name: str) -> ExperimentConfig:
+    return load_experiment_config(REPO / name) if name.endswith(".yaml") else experiment_preset(name)
+
+
+def old_segmentation_settings(cfg: ExperimentConfig):
+    """What ``segmentation_settings`` computed before the sections were typed: the study's trainer
+    spliced into the overrides, the study's seed as a default, resolved again on every call."""
+    t = cfg.trainer
+    overrides = dict(cfg.segmentation.overrides)
+    overrides["trainer"] = {**overrides.get("trainer", {}), "accelerator": t.accelerator, "devices": t.devices,
+                            "strategy": t.strategy, "num_nodes": t.num_nodes, "precision": t.precision}
+    overrides.setdefault("seed", cfg.seed)
+    return segmentation_config(cfg.segmentation.preset, overrides)
+
+
+def with_changes(name: str, **sections) -> ExperimentConfig:
+    data = study(name).model_dump(mode="json")
+    data.update(sections)
+    return ExperimentConfig.from_dict(data, source="study.yaml")
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_resolved_sections_are_the_settings_of_before(name):
+    cfg = study(name)
+    assert segmentation_settings(cfg).model_dump() == old_segmentation_settings(cfg).model_dump()
+    assert cfg.segmentation_settings.model_dump(mode="json") == old_segmentation_settings(cfg).model_dump(mode="json")
+    old_diffusion = diffusion_config(cfg.diffusion.preset, cfg.diffusion.overrides)
+    assert diffusion_settings(cfg).model_dump() == old_diffusion.model_dump()
+    assert cfg.diffusion.settings.model_dump(mode="json") == old_diffusion.model_dump(mode="json")
+    assert cfg.segmentation.settings.model_dump() == \
+        segmentation_config(cfg.segmentation.preset, cfg.segmentation.overrides).model_dump()
+
+
+def test_resolved_sections_are_the_settings_of_before_with_every_precedence():
+    cfg = with_changes(
+        "tiny", seed=7, trainer={"accelerator": "gpu", "devices": 2, "strategy": "ddp", "precision": "16-mixed"},
+        segmentation={"preset": "cpu", "overrides": {"seed": 3, "trainer": {"deterministic": True}}})
+    assert cfg.segmentation_settings.model_dump() == old_segmentation_settings(cfg).model_dump()
+
+
+@pytest.mark.parametrize("name", ["demo", "paper"])
+def test_the_sections_dump_as_the_file_says_them(name):
+    """The stages' fingerprints hold these dumps: the same file gives the same fingerprints as before."""
+    raw = read_yaml(REPO / "configs" / f"{name}.yaml")
+    cfg = study(f"configs/{name}.yaml")
+    assert cfg.segmentation.model_dump(mode="json") == raw["segmentation"]
+    assert cfg.diffusion.model_dump(mode="json") == raw["diffusion"]
+    assert cfg.trainer.model_dump() == raw["trainer"]
+    stages = {s.name: s.config(None) for s in build_stages(cfg)}
+    assert stages["diffusion"] == [raw["seed"], raw["diffusion"], raw["trainer"]]
+    assert stages["train"] == [raw["seed"], raw["models"], raw["segmentation"], raw["trainer"]]
+
+
+def test_an_override_typo_names_its_key_path():
+    with pytest.raises(ConfigError, match=r"unknown setting 'segmentation\.overrides\.network\.chanels'; "
+                                          r"did you mean 'channels'\?"):
+        with_changes("demo", segmentation={"preset": "cpu", "overrides": {"network": {"chanels": [8, 16]}}})
+    with pytest.raises(ConfigError, match=r"unknown setting 'segmentation\.overrides\.optm'; did you mean 'optim'"):
+        with_changes("demo", segmentation={"preset": "cpu", "overrides": {"optm": {"lr": 0.1}}})
+    with pytest.raises(ConfigError, match=r"'diffusion\.overrides\.train\.max_steps': Input should be a valid "
+                                          r"integer.*\(got 'many'\)"):
+        with_changes("demo", diffusion={"preset": "tiny", "overrides": {"train": {"max_steps": "many"}}})
+    with pytest.raises(ConfigError, match=r"'diffusion\.overrides': .*start_timestep 500 must be <= T - 1 = 199"):
+        with_changes("demo", diffusion={"preset": "tiny", "overrides": {"harmonize": {"start_timestep": 500}}})
+    with pytest.raises(ConfigError, match=r"'segmentation\.preset': .*unknown segmentation preset 'papr'.*"
+                                          r"did you mean 'paper'"):
+        with_changes("demo", segmentation={"preset": "papr"})
+    with pytest.raises(ConfigError, match=r"study\.yaml: unknown setting 'diffusion\.overrides\.modle'; "
+                                          r"did you mean 'model'"):
+        with_changes("demo", diffusion={"preset": "tiny", "overrides": {"modle": {}}})
+
+
+def test_the_studys_trainer_section_wins_over_the_segmentation_presets():
+    cfg = with_changes("tiny", seed=7, trainer={"accelerator": "gpu", "devices": 2, "strategy": "ddp",
+                                                "precision": "16-mixed"},
+                       segmentation={"preset": "tiny", "overrides": {"trainer": {"deterministic": True}}})
+    seg = cfg.segmentation_settings
+    assert cfg.segmentation.settings.trainer.accelerator == "cpu"  # the tiny preset's, alone
+    assert (seg.trainer.accelerator, seg.trainer.devices, seg.trainer.strategy, seg.trainer.num_nodes,
+            seg.trainer.precision) == ("gpu", 2, "ddp", 1, "16-mixed")  # the study's
+    assert seg.trainer.deterministic is True  # the overrides'
+    assert seg.trainer.log_every_n_steps == 1  # the preset's
+    assert seg.seed == 7  # the study's seed...
+    assert with_changes("tiny", seed=7, segmentation={"preset": "tiny", "overrides": {"seed": 3}}) \
+        .segmentation_settings.seed == 3  # ...unless the overrides set one
+    assert TrainerConfig(accelerator="cpu", gradient_clip_val=1.0).on_devices(cfg.trainer) == \
+        TrainerConfig(accelerator="gpu", devices=2, strategy="ddp", precision="16-mixed", gradient_clip_val=1.0)
+    # one definition of the device fields: the study's trainer section is LightningDevices itself
+    assert TrainerSpec is LightningDevices and type(cfg.trainer) is LightningDevices
+    assert issubclass(TrainerConfig, LightningDevices)
+
+
+def test_the_overrides_may_not_set_what_the_studys_trainer_section_decides():
+    with pytest.raises(ConfigError, match=r"'segmentation\.overrides\.trainer\.accelerator': .*set "
+                                          r"trainer\.accelerator \(top level of the study\) instead \(got 'gpu'\)"):
+        with_changes("tiny", segmentation={"preset": "tiny", "overrides": {"trainer": {"accelerator": "gpu"}}})
+
+
+@pytest.mark.parametrize("name", ["paper", "demo", "tiny"])
+def test_a_study_round_trips_through_yaml(name, tmp_path):
+    cfg = experiment_preset(name)
+    cfg.to_yaml(tmp_path / "study.yaml")
+    again = ExperimentConfig.from_yaml(tmp_path / "study.yaml")
+    assert again == cfg
+    assert again.model_dump() == cfg.model_dump()
+    assert again.segmentation_settings == cfg.segmentation_settings
+    assert again.diffusion_settings == cfg.diffusion_settings
+    assert yaml.safe_load((tmp_path / "study.yaml").read_text())["segmentation"] == \
+        cfg.segmentation.model_dump(mode="json")
+
+
+def test_the_resolved_settings_follow_the_section_and_are_copies():
+    cfg = experiment_preset("demo")
+    assert cfg.segmentation.settings.max_epochs == 80
+    cfg.segmentation_settings.max_epochs = 3  # a copy: the study is unchanged
+    cfg.segmentation.settings.max_epochs = 3
+    assert cfg.segmentation_settings.max_epochs == 80
+    cfg.segmentation.overrides["max_epochs"] = 9  # changed in place: resolved again
+    assert cfg.segmentation_settings.max_epochs == 9
+    cfg.segmentation = {"preset": "paper"}  # assigned: validated and resolved
+    assert cfg.segmentation_settings.network.channels == (32, 64, 128, 256, 512)
+    copied = cfg.model_copy(update={"diffusion": cfg.diffusion.model_copy(update={"preset": "paper"})})
+    assert copied.diffusion_settings.preset == "paper"
+    with pytest.raises(ValueError, match=r"segmentation\.overrides\.max_epoch\n.*Extra inputs"):  # pydantic's
+        cfg.segmentation = {"preset": "paper", "overrides": {"max_epoch": 3}}
