@@ -210,6 +210,22 @@ def test_flips_rotations_and_scaling_act_as_said():
     assert lbl2.sum() == pytest.approx(8 * lbl1.sum(), rel=0.35)
 
 
+def test_a_rotated_patch_out_of_the_lesion_s_reach_skips_the_label_transform(monkeypatch):
+    from scipy import ndimage
+
+    vol = _volume()
+    calls = []
+    real = ndimage.affine_transform
+    monkeypatch.setattr(ndimage, "affine_transform", lambda *a, **k: calls.append(1) or real(*a, **k))
+    far = PatchParams(center=(8, 34, 8), positive=False, angles_deg=(20.0, -10.0, 5.0), scale=1.1)
+    img, lbl = extract_patch(vol.image, vol.label, far, (12, 12, 12))
+    # the transform of an all-zero block is all zeros: only the image's was computed
+    assert len(calls) == 1 and not lbl.any() and lbl.dtype == np.uint8 and lbl.shape == (12, 12, 12)
+    near = PatchParams(center=(21, 13, 23), positive=True, angles_deg=(20.0, -10.0, 5.0), scale=1.1)
+    _, lbl = extract_patch(vol.image, vol.label, near, (12, 12, 12))
+    assert len(calls) == 3 and lbl[6, 6, 6] == 1
+
+
 def test_noise_and_contrast_change_intensities_only():
     vol = _volume()
     ref, lbl = extract_patch(vol.image, vol.label, PatchParams((20, 20, 20), True), (16, 16, 16))

@@ -123,13 +123,17 @@ def extract_patch(image: np.ndarray, label: np.ndarray, params: PatchParams,
         lo = np.floor(center - reach).astype(int) - 1
         hi = np.ceil(center + reach).astype(int) + 2
         block_img = _padded_block(image, lo, hi, AIR).astype(np.float32, copy=False)
-        block_lbl = _padded_block(label, lo, hi, 0).astype(np.float32)
+        block_lbl = _padded_block(label, lo, hi, 0)
         offset = (center - lo) - matrix @ half_out
         img = ndimage.affine_transform(block_img, matrix, offset=offset, output_shape=tuple(size), order=1,
                                        mode="constant", cval=AIR, prefilter=False)
-        lbl = ndimage.affine_transform(block_lbl, matrix, offset=offset, output_shape=tuple(size), order=1,
-                                       mode="constant", cval=0.0, prefilter=False)
-        lbl = (lbl >= 0.5).astype(np.uint8)
+        if block_lbl.any():
+            lbl = ndimage.affine_transform(block_lbl.astype(np.float32), matrix, offset=offset,
+                                           output_shape=tuple(size), order=1, mode="constant", cval=0.0,
+                                           prefilter=False)
+            lbl = (lbl >= 0.5).astype(np.uint8)
+        else:  # no lesion in reach (most background patches): the transform of zeros, without computing it
+            lbl = np.zeros(tuple(size), dtype=np.uint8)
     flip_axes = tuple(a for a, f in enumerate(params.flips) if f)
     if flip_axes:
         img = np.flip(img, flip_axes)
