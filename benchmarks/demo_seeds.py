@@ -9,7 +9,9 @@ Table 3 against Real (mean difference, Holm-adjusted paired Wilcoxon p, the smal
 run could detect at 80% power) and Diffusion against Synthetic; the realism AUCs of each run
 (``RUN/realism/realism.json``); then, pooled over every held-out case of all runs, each model
 against Real: mean difference, cases better / worse, and the paired Wilcoxon signed-rank p-value
-with its Holm adjustment over the four.
+with its Holm adjustment over the models the runs share (the paper's four; six with ``online`` and
+``online_ft``), and the head-to-head pairs: Diffusion - Synthetic, Online - Synthetic (on-the-fly
+against offline synthesis) and Online+FT - Synthetic+FT.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from pathlib import Path
 import pandas as pd
 from scipy.stats import wilcoxon
 
-MODELS = ["real", "synthetic", "synthetic_ft", "harmonized", "harmonized_ft"]
+MODELS = ["real", "synthetic", "synthetic_ft", "harmonized", "harmonized_ft", "online", "online_ft"]
 NAMES = {"real": "Real", "synthetic": "Synthetic", "synthetic_ft": "Synthetic+FT", "harmonized": "Diffusion",
-         "harmonized_ft": "Diffusion+FT"}
+         "harmonized_ft": "Diffusion+FT", "online": "Online", "online_ft": "Online+FT"}
+# head-to-head pairs beside the comparisons with Real: the DDPM's effect, on-the-fly vs offline synthesis
+PAIRS = [("harmonized", "synthetic"), ("online", "synthetic"), ("online_ft", "synthetic_ft")]
 
 
 def run_dice(run: Path) -> pd.DataFrame:
@@ -60,7 +64,7 @@ def main() -> None:
     pooled = pd.concat([d[columns].rename(index=lambda c, r=run: f"{r}:{c}") for run, d in per_run.items()])
     print(f"| {len(pooled)} held-out cases pooled | " + " | ".join(f"{pooled[m].mean():.3f}" for m in columns) + " |")
     print()
-    others = [m for m in columns if m in MODELS and m != "real"]  # the paper's four comparisons (Table 3)
+    others = [m for m in columns if m in MODELS and m != "real"]  # Table 3's comparisons with Real
     within_run(per_run, others, header, columns)
     realism(args.runs)
     p_values = [float(wilcoxon(pooled[m], pooled["real"]).pvalue) for m in others]
@@ -70,11 +74,13 @@ def main() -> None:
         diff = pooled[m] - pooled["real"]
         print(f"| {header[columns.index(m)]} | {diff.mean():+.3f} | {(diff > 0).sum()} / {(diff < 0).sum()} "
               f"| {p:.3f} | {p_holm:.3f} |")
-    if {"harmonized", "synthetic"} <= set(pooled):
-        d = pooled["harmonized"] - pooled["synthetic"]
-        p = float(wilcoxon(pooled["harmonized"], pooled["synthetic"]).pvalue) if (d != 0).any() else 1.0
-        print(f"\nDiffusion - Synthetic (pooled): {d.mean():+.3f}, better / worse {(d > 0).sum()} / {(d < 0).sum()}, "
-              f"Wilcoxon p {p:.3f}")
+    print()
+    for a, b in PAIRS:
+        if {a, b} <= set(pooled):
+            d = pooled[a] - pooled[b]
+            p = float(wilcoxon(pooled[a], pooled[b]).pvalue) if (d != 0).any() else 1.0
+            print(f"{NAMES[a]} - {NAMES[b]} (pooled): {d.mean():+.3f}, better / worse {(d > 0).sum()} / "
+                  f"{(d < 0).sum()}, Wilcoxon p {p:.3f}")
 
 
 def within_run(per_run: dict[Path, pd.DataFrame], others: list[str], header: list[str], columns: list[str]) -> None:

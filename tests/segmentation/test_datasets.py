@@ -305,6 +305,21 @@ def test_online_mixed_with_real_draws_both_in_the_stated_share(changes, expected
     assert list(patch_sampler(ts, config.merged(seed=1))) != keys
 
 
+@pytest.mark.parametrize("per_epoch, counts", [(None, [4, 4, 4]), (10, [4, 3, 3]), (2, [1, 1, 0])])
+def test_an_online_only_epoch_has_the_length_of_any_other(per_epoch, counts):
+    """``patches_per_epoch`` bounds an online-only epoch too (it once gave online models twice the
+    offline models' steps); the patches spread over the fresh volumes, each volume's together."""
+    from metsynth.segmentation.datasets import patch_sampler
+    from metsynth.segmentation.training_set import TrainingSet
+
+    config = segmentation_config("tiny", {"online_volumes_per_epoch": 3, "patches_per_volume": 4,
+                                          "patches_per_epoch": per_epoch})
+    sampler = patch_sampler(TrainingSet(sources=("online",), train=[], val=[], online={"bank": "unused"}), config)
+    volumes = [k[2] for k in sampler]
+    assert len(sampler) == len(volumes) == sum(counts) and volumes == sorted(volumes)
+    assert [volumes.count(j) for j in range(3)] == counts
+
+
 def test_online_share_is_a_validated_preset_setting():
     assert segmentation_config("paper").online_share is None
     assert segmentation_config("tiny", {"online_share": 0.5}).online_share == 0.5

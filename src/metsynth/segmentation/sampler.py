@@ -26,7 +26,9 @@ class PatchSampler:
 
     Online volumes (``online``): volume ``n_volumes + j`` is the j-th fresh synthetic volume of
     the epoch (``online_volumes`` of them); its patches stay together (one synthesis each).
-    Alone (``n_volumes == 0``) the epoch is ``online_volumes x patches_per_volume`` patches.
+    Alone (``n_volumes == 0``) the epoch is ``patches_per_epoch`` patches, spread as evenly as
+    they go over the ``online_volumes`` fresh volumes (without it, ``online_volumes x
+    patches_per_volume``), so an online model trains as many steps as an offline one.
     Mixed with ``n_volumes`` listed volumes (real, synthetic, harmonized), the epoch draws from
     both, see :meth:`split`: ``online_share`` of its patches from the fresh volumes, the rest by
     whole shuffled passes over the listed volumes; ``online_share=None`` is the proportion of an
@@ -68,8 +70,8 @@ class PatchSampler:
         ppv, n_on, n_off = self.patches_per_volume, self.online_volumes, self.n_volumes
         if not self.online:
             return self.patches_per_epoch if self.patches_per_epoch is not None else n_off * ppv, 0
-        if not self.mixed:
-            return 0, n_on * ppv
+        if not self.mixed:  # online alone: the epoch's length as for any other source
+            return 0, self.patches_per_epoch if self.patches_per_epoch is not None else n_on * ppv
         share = self.online_share if self.online_share is not None else n_on / (n_on + n_off)
         if self.patches_per_epoch is not None:
             total = max(2, self.patches_per_epoch)
@@ -98,7 +100,9 @@ class PatchSampler:
         if self.mixed:
             volumes = self._mixed_volumes(rng)
         elif self.online:  # volume v = a fresh synthetic volume; its patches stay together
-            volumes = np.repeat(np.arange(self.online_volumes), self.patches_per_volume)
+            base, extra = divmod(n, self.online_volumes)  # spread over the fresh volumes, as in a mix
+            counts = [base + (j < extra) for j in range(self.online_volumes)]
+            volumes = np.repeat(np.arange(self.online_volumes), counts)
         elif self.patches_per_epoch is not None:  # fixed epoch length: whole shuffled passes, then part of one
             passes = -(-n // self.n_volumes)
             volumes = np.concatenate([rng.permutation(self.n_volumes) for _ in range(passes)])[:n]
