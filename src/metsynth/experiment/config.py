@@ -63,7 +63,7 @@ class CohortSpec(Settings):
 
 class PresetSection(Settings):
     """A named preset and settings over it, as the study's file says them (saved and fingerprinted
-    as written), resolved when the study is validated into the typed settings :attr:`settings`.
+    as written), validated with the study and resolved into the typed settings :attr:`settings`.
     Overrides are validated against that model: an error names its key path in the study
     (``segmentation.overrides.network.channels``)."""
 
@@ -95,20 +95,15 @@ class PresetSection(Settings):
     def _check_overrides(cls, overrides: dict[str, Any]) -> None:
         """Refuse what the model accepts but the study sets elsewhere (a ValidationError located in overrides)."""
 
-    @model_validator(mode="after")
-    def _resolve(self) -> "PresetSection":
-        self._resolved = ((self.preset, copy.deepcopy(self.overrides)), self._settings())
-        return self
-
     def _settings(self) -> Any:
         data = preset_data(self.PRESETS, self.preset, self.overrides, self.WHAT)
         return self.MODEL.from_dict(data, source=f"{self.WHAT}: preset {self.preset!r} with its overrides")
 
     @property
     def settings(self) -> Any:
-        """The preset with the overrides, validated (a copy of the one resolved at validation; the
-        section's own ``preset`` and ``overrides`` say what it is, in the study's file and its
-        stage fingerprints)."""
+        """The preset with the overrides, validated (a copy of the one resolved when first asked; the
+        overrides were validated with the study; the section's own ``preset`` and ``overrides`` say
+        what it is, in the study's file and its stage fingerprints)."""
         key = (self.preset, self.overrides)
         if self._resolved is None or self._resolved[0] != key:  # changed since (in place, or a model_copy)
             self._resolved = ((self.preset, copy.deepcopy(self.overrides)), self._settings())

@@ -11,7 +11,7 @@ import numpy as np
 from ..layout import TABLE3_MODELS
 from ..stages import RunContext, Stage
 from .config import ExperimentConfig, diffusion_settings
-from .training import _layout, _stage_size_study, _stage_train, _train, trained_models
+from .training import _claim, _layout, _stage_size_study, _stage_train, _train, trained_models
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +61,6 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
 
 
 TRAINING_STAGES = ("diffusion", "train", "size_study")
-
-
-def _claim(ctx: RunContext) -> dict[str, bool]:
-    """How every stage claims its folder (:class:`metsynth.outdir.OutputFolder`): the study owns
-    its run folder, so a stage replaces what an earlier run of the study made there with other
-    settings (``replace_other``), but writes into a folder of other files only with the user's
-    ``--force``."""
-    return {"force": ctx.force, "replace_other": True}
 
 
 def _cohort_manifest(ctx: RunContext) -> Path:

@@ -20,6 +20,14 @@ def _layout(ctx: RunContext) -> RunLayout:
     return RunLayout(ctx.run_dir)
 
 
+def _claim(ctx: RunContext) -> dict[str, bool]:
+    """How every stage claims its folder (:class:`metsynth.outdir.OutputFolder`): the study owns
+    its run folder, so a stage replaces what an earlier run of the study made there with other
+    settings (``replace_other``), but writes into a folder of other files only with the user's
+    ``--force``."""
+    return {"force": ctx.force, "replace_other": True}
+
+
 def _train(ctx: RunContext, fn, *args, **kwargs):
     """A training: on every rank of a DDP study (rank 0 hands the call to the others), else here."""
     ranks = ctx.extra.get("ranks")
@@ -47,8 +55,8 @@ def _train_one(ctx: RunContext, model: str, fold: int, sources: str, init_model:
     out = layout.model_dir(model, fold)
     init = layout.model_dir(init_model, fold) / "model.pt" if init_model else None
     # a training of other settings or inputs (the study's changed since) is trained again
-    _train(ctx, train_segmentation, training_set, out, seg, init=init, resume=True, force=ctx.force,
-           replace_other=True, progress=ctx.progress)
+    _train(ctx, train_segmentation, training_set, out, seg, init=init, resume=True, **_claim(ctx),
+           progress=ctx.progress)
     return out
 
 

@@ -17,14 +17,12 @@ from .training_set import TrainingSet
 RESUMABLE_CHANGES = ("trainer", "num_workers", "cache_dir", "max_epochs", "max_steps")
 
 
-TRAINING_OUTPUTS = ("result.json", "model.pt", "model.yaml", "timing.json", "curves.png", "checkpoints", "logs")
-
-
 def training_folder(out: str | os.PathLike) -> OutputFolder:
     """A U-Net training's folder: ``config.yaml`` records it, ``result.json`` says it is finished
     (its unpacked-volume ``cache`` is kept when another training replaces it)."""
-    return OutputFolder(Path(out), "a segmentation training", "config.yaml", outputs=TRAINING_OUTPUTS[1:],
-                        finished_marker=TRAINING_OUTPUTS[0], ignore=("cache",))
+    return OutputFolder(Path(out), "a segmentation training", "config.yaml",
+                        outputs=("model.pt", "model.yaml", "timing.json", "curves.png", "checkpoints", "logs"),
+                        finished_marker="result.json", ignore=("cache",))
 
 
 def training_changes(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
@@ -70,7 +68,7 @@ def claim_run_dir(out: Path, config: SegmentationConfig, training_set: TrainingS
             net = build_network(config)
         check_resume_checkpoint(resume_from, {f"net.{k}": v.shape for k, v in net.state_dict().items()},
                                 optimizer_params=len(list(net.parameters())), run=out)
-    if not resume and not (out / "result.json").exists():  # starting over: no stale checkpoints or logs
+    if not resume and not training_folder(out).finished():  # starting over: no stale checkpoints or logs
         for ckpt in (out / "checkpoints").glob("*.ckpt"):
             ckpt.unlink()
         for part in (out / "logs").glob("metrics*.csv"):
