@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metsynth.cohort import load_cohort
 from metsynth.errors import ConfigError, InputError
@@ -23,6 +25,7 @@ from metsynth.segmentation.datasets import (
     parse_sources,
 )
 from metsynth.segmentation.presets import AugmentConfig, segmentation_config
+from metsynth.synthesis.transforms import rotation_matrix
 from metsynth.volume import Volume
 
 
@@ -373,3 +376,33 @@ def test_online_recipients_exclude_the_patients_a_fold_tests(tmp_path, builders)
         healthy[fold] = ts.online["healthy_cases"]
     assert "H00" not in healthy[tested] and "H01" in healthy[tested]
     assert {"H00", "H01"} <= set(healthy[1 - tested])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_label_is_the_whole_patch_s_transform_computed_only_where_the_lesion_reaches(seed):
+    """The label is transformed only in the part of the patch the lesion voxels can reach; the result
+    is the transform of the whole patch, voxel for voxel, and never a view of the cached arrays."""
+    from scipy import ndimage
+
+    vol = _volume()
+    rng = np.random.default_rng(seed)
+    params = PatchParams(center=tuple(int(c) for c in rng.integers(6, 34, size=3)), positive=True,
+                         angles_deg=tuple(float(a) for a in rng.uniform(-40, 40, size=3)),
+                         scale=float(rng.uniform(0.8, 1.25)))
+    size = np.array([12, 14, 16])
+    img, lbl = extract_patch(vol.image, vol.label, params, tuple(size))
+    matrix = rotation_matrix(params.angles_deg) / params.scale
+    half = (size - 1) / 2.0
+    reach = np.abs(matrix) @ half
+    lo = np.floor(np.asarray(params.center) - reach).astype(int) - 1
+    hi = np.ceil(np.asarray(params.center) + reach).astype(int) + 2
+    block = np.zeros(tuple(hi - lo), np.float32)
+    src_lo, src_hi = np.clip(lo, 0, vol.label.shape), np.clip(hi, 0, vol.label.shape)
+    block[tuple(slice(a - b, c - b) for a, b, c in zip(src_lo, lo, src_hi))] = \
+        vol.label[tuple(slice(a, c) for a, c in zip(src_lo, src_hi))]
+    whole = ndimage.affine_transform(block, matrix, offset=(np.asarray(params.center) - lo) - matrix @ half,
+                                     output_shape=tuple(size), order=1, mode="constant", cval=0.0, prefilter=False)
+    assert np.array_equal(lbl, (whole >= 0.5).astype(np.uint8))
+    for out, cached in ((img, vol.image), (lbl, vol.label)):
+        assert out.flags.writeable and out.flags.c_contiguous and not np.shares_memory(out, cached)

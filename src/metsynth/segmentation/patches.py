@@ -90,8 +90,11 @@ def draw_patch_params(cached: CachedVolume, patch_size: Sequence[int], positive:
 
 
 def _padded_block(array: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill: float) -> np.ndarray:
-    """``array[lo:hi]`` (per axis), padded with ``fill`` where the box leaves the volume."""
+    """``array[lo:hi]`` (per axis), padded with ``fill`` where the box leaves the volume (a view
+    when the box lies inside it)."""
     shape = np.asarray(array.shape)
+    if np.all(lo >= 0) and np.all(hi <= shape):
+        return array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     src_lo = np.clip(lo, 0, shape)
     src_hi = np.clip(hi, 0, shape)
     out = np.full(tuple(hi - lo), fill, dtype=array.dtype)
@@ -101,6 +104,21 @@ def _padded_block(array: np.ndarray, lo: np.ndarray, hi: np.ndarray, fill: float
         out[dst_lo[0]:dst_hi[0], dst_lo[1]:dst_hi[1], dst_lo[2]:dst_hi[2]] = \
             array[src_lo[0]:src_hi[0], src_lo[1]:src_hi[1], src_lo[2]:src_hi[2]]
     return out
+
+
+def _reaching(block: np.ndarray, matrix: np.ndarray, offset: np.ndarray,
+              size: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The output box (``lo``, ``hi``, within ``size``) whose samples ``matrix @ o + offset`` can fall
+    within one voxel of a non-zero voxel of ``block`` (linear interpolation's reach); None if none."""
+    where = np.argwhere(block)
+    if where.size == 0:
+        return None
+    a, b = where.min(axis=0) - 1.0, where.max(axis=0) + 1.0
+    corners = np.array([[z, y, x] for z in (a[0], b[0]) for y in (a[1], b[1]) for x in (a[2], b[2])])
+    out = (corners - offset) @ np.linalg.inv(matrix).T
+    lo = np.clip(np.floor(out.min(axis=0)).astype(int) - 1, 0, size)
+    hi = np.clip(np.ceil(out.max(axis=0)).astype(int) + 2, 0, size)
+    return (lo, hi) if np.all(hi > lo) else None
 
 
 def extract_patch(image: np.ndarray, label: np.ndarray, params: PatchParams,
@@ -127,13 +145,14 @@ def extract_patch(image: np.ndarray, label: np.ndarray, params: PatchParams,
         offset = (center - lo) - matrix @ half_out
         img = ndimage.affine_transform(block_img, matrix, offset=offset, output_shape=tuple(size), order=1,
                                        mode="constant", cval=AIR, prefilter=False)
-        if block_lbl.any():
-            lbl = ndimage.affine_transform(block_lbl.astype(np.float32), matrix, offset=offset,
-                                           output_shape=tuple(size), order=1, mode="constant", cval=0.0,
-                                           prefilter=False)
-            lbl = (lbl >= 0.5).astype(np.uint8)
-        else:  # no lesion in reach (most background patches): the transform of zeros, without computing it
-            lbl = np.zeros(tuple(size), dtype=np.uint8)
+        lbl = np.zeros(tuple(size), dtype=np.uint8)
+        sub = _reaching(block_lbl, matrix, offset, size)
+        if sub is not None:  # outside the output box that the lesion voxels reach, the transform of zeros is 0
+            s_lo, s_hi = sub
+            part = ndimage.affine_transform(block_lbl.astype(np.float32), matrix, offset=offset + matrix @ s_lo,
+                                            output_shape=tuple(s_hi - s_lo), order=1, mode="constant", cval=0.0,
+                                            prefilter=False)
+            lbl[s_lo[0]:s_hi[0], s_lo[1]:s_hi[1], s_lo[2]:s_hi[2]] = part >= 0.5
     flip_axes = tuple(a for a, f in enumerate(params.flips) if f)
     if flip_axes:
         img = np.flip(img, flip_axes)
@@ -145,7 +164,7 @@ def extract_patch(image: np.ndarray, label: np.ndarray, params: PatchParams,
     if params.noise_std > 0:
         noise = np.random.default_rng(params.noise_seed).standard_normal(img.shape, dtype=np.float32)
         img += noise * np.float32(params.noise_std)
-    return img.astype(np.float32, copy=False), np.ascontiguousarray(lbl, dtype=np.uint8)
+    return img.astype(np.float32, copy=False), np.array(lbl, dtype=np.uint8, order="C")  # a copy, never the cache
 
 
 def patch_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
