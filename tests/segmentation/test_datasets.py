@@ -256,6 +256,20 @@ def test_patches_replay_from_their_key(tmp_path, builders):
     assert a["image"].numpy().tobytes() != c["image"].numpy().tobytes()
 
 
+def test_the_dataset_keeps_the_volumes_it_uses_most_recently_open(monkeypatch):
+    from metsynth.segmentation import datasets
+
+    opened = []
+    monkeypatch.setattr(datasets, "OPEN_VOLUMES", 2)
+    monkeypatch.setattr(datasets, "open_cached", lambda stem: opened.append(stem) or _volume((12, 12, 12)))
+    dataset = PatchDataset(["a", "b", "c"], segmentation_config("tiny", {"patch_size": [8, 8, 8]}))
+    for volume in (0, 1, 0, 2, 0, 1):
+        dataset[(0, len(opened), volume, False)]
+    # a, b; a again (kept); c replaces b, the least recently used; a again (kept); b again (reopened)
+    assert opened == ["a", "b", "c", "b"]
+    assert len(dataset._open) == 2
+
+
 def test_cache_checks_the_label_grid(tmp_path):
     img = Volume(np.zeros((8, 8, 8), np.float32))
     img.write(tmp_path / "i.nii.gz")

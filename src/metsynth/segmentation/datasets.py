@@ -15,6 +15,7 @@ public entry to the modules below.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,6 +51,9 @@ class OnlineSource:
         return sample["image"], sample["label"]
 
 
+OPEN_VOLUMES = 128  # memory-mapped volumes a dataset keeps open (opening one costs ~0.6 ms, a patch ~2 ms)
+
+
 class PatchDataset:
     """Map-style dataset of training patches, indexed by :class:`PatchSampler` keys.
 
@@ -63,7 +67,7 @@ class PatchDataset:
         self.augment = config.augment
         self.seed = config.seed
         self.online_source = online_source
-        self._open: dict[int, CachedVolume] = {}
+        self._open: OrderedDict[int, CachedVolume] = OrderedDict()  # least recently used first
         self._online_cache: tuple[tuple[int, int], CachedVolume] | None = None
 
     def __len__(self) -> int:  # informative only; the sampler drives iteration
@@ -78,9 +82,11 @@ class PatchDataset:
                 self._online_cache = (key, CachedVolume(np.asarray(image, np.float32), lbl,
                                                         np.argwhere(lbl).astype(np.int32)))
             return self._online_cache[1]
-        if volume not in self._open:
-            if len(self._open) > 64:  # keep file handles bounded
-                self._open.clear()
+        if volume in self._open:
+            self._open.move_to_end(volume)
+        else:
+            if len(self._open) >= OPEN_VOLUMES:  # two file handles each: keep them bounded
+                self._open.popitem(last=False)
             self._open[volume] = open_cached(self.stems[volume])
         return self._open[volume]
 
