@@ -90,3 +90,26 @@ def test_dataset_refuses_a_bank_of_other_units(toy_cohort, tmp_path):
     extract_bank(raw, tmp_path / "bank", progress=False)
     with pytest.raises(InputError, match="does not fit cohort .*their intensity units differ"):
         SyntheticLesionDataset(toy_cohort, tmp_path / "bank", length=2)
+
+
+def test_the_most_recently_used_healthy_femurs_stay_loaded(toy_cohort, toy_bank, monkeypatch):
+    from metsynth.synthesis import compose
+
+    loads = []
+    real_load = compose.HealthyFemur.load
+    counting = staticmethod(lambda case: loads.append(case.id) or real_load(case))
+    monkeypatch.setattr(compose.HealthyFemur, "load", counting)
+    ds = SyntheticLesionDataset(toy_cohort, toy_bank, length=4, seed=0, cache_size=1)
+    first = ds.healthy[0]
+    for _ in range(3):
+        ds._get_healthy(first)
+    assert loads == [first.id]  # loaded once, then kept
+    ds._get_healthy(ds.healthy[1])
+    ds._get_healthy(first)  # the one-femur cache had to let it go
+    assert loads == [first.id, ds.healthy[1].id, first.id]
+    ds.cache_size = 2
+    ds._get_healthy(ds.healthy[1])
+    ds._get_healthy(first)
+    ds._get_healthy(ds.healthy[1])
+    assert loads == [first.id, ds.healthy[1].id, first.id, ds.healthy[1].id]  # both kept now
+    assert SyntheticLesionDataset(toy_cohort, toy_bank, length=4).cache_size == 32
