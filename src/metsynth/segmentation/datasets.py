@@ -15,13 +15,13 @@ public entry to the modules below.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..recent import recently_used
 from .cache import CachedVolume, cache_volume, cache_volumes, open_cached
 from .patches import AIR, PatchParams, draw_center, draw_patch_params, extract_patch, patch_rng, rotation_matrix
 from .presets import SegmentationConfig
@@ -67,7 +67,7 @@ class PatchDataset:
         self.augment = config.augment
         self.seed = config.seed
         self.online_source = online_source
-        self._open: OrderedDict[int, CachedVolume] = OrderedDict()  # least recently used first
+        self._open: dict[int, CachedVolume] = {}  # least recently used first
         self._online_cache: tuple[tuple[int, int], CachedVolume] | None = None
 
     def __len__(self) -> int:  # informative only; the sampler drives iteration
@@ -82,13 +82,8 @@ class PatchDataset:
                 self._online_cache = (key, CachedVolume(np.asarray(image, np.float32), lbl,
                                                         np.argwhere(lbl).astype(np.int32)))
             return self._online_cache[1]
-        if volume in self._open:
-            self._open.move_to_end(volume)
-        else:
-            if len(self._open) >= OPEN_VOLUMES:  # two file handles each: keep them bounded
-                self._open.popitem(last=False)
-            self._open[volume] = open_cached(self.stems[volume])
-        return self._open[volume]
+        # two file handles each: keep them bounded
+        return recently_used(self._open, volume, OPEN_VOLUMES, lambda: open_cached(self.stems[volume]))
 
     def __getitem__(self, key):
         import torch

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from ..recent import recently_used
 from .bank import LesionBank, check_bank_matches, load_bank
 from .compose import HealthyFemur, SynthesisConfig, synthesize_one
 
@@ -127,13 +128,7 @@ class SyntheticLesionDataset:
 
     # ------------------------------------------------------------------ loading
     def _get_healthy(self, case: Any) -> HealthyFemur:
-        if case.id in self._healthy_cache:
-            self._healthy_cache[case.id] = self._healthy_cache.pop(case.id)  # now the most recently used
-        else:
-            while len(self._healthy_cache) >= self.cache_size:  # the least recently used goes
-                self._healthy_cache.pop(next(iter(self._healthy_cache)))
-            self._healthy_cache[case.id] = HealthyFemur.load(case)
-        return self._healthy_cache[case.id]
+        return recently_used(self._healthy_cache, case.id, self.cache_size, lambda: HealthyFemur.load(case))
 
     def _get_lesion(self, entry: Any) -> tuple[np.ndarray, np.ndarray]:
         if entry.id not in self._lesion_cache:
