@@ -1,13 +1,14 @@
 """The patch-prefetch thread (``segmentation/prefetch.py``) on and off, and the realism bootstrap's AUC.
 
-    python benchmarks/bench_prefetch.py RUN [--fold 0] [--threads 1] [--side-by-side] [--sources real]
+    python benchmarks/bench_prefetch.py RUN [--fold 0] [--threads 1] [--side-by-side] [--sources real] [--constant]
     python benchmarks/bench_prefetch.py --auc
 
 RUN is a finished demo run (``make demo``: ``runs/demo``). Trains the study's model on ``--sources``
 (``real``; ``online`` for the on-the-fly synthesis) for ``--fold`` with the study's settings, once
 with the thread (2 batches ahead) and once without (depth 0), each into a scratch model folder that
 is deleted afterwards; ``--side-by-side`` trains folds 0 and 1 at once in two processes, as the demo
-does. Prints wall time, step time and data-wait share (``timing.json``) per run.
+does. Prints wall time, step time and data-wait share (``timing.json``) per run. ``--constant``: every
+patch is the first one again (no data cost at all), so the share is the training loop's own floor.
 
 ``--auc``: ``realism.c2st.rank_auc`` against scikit-learn's ``roc_auc_score`` on the same bootstrap
 resamples (ms per call, their ratio, the largest difference).
@@ -24,15 +25,25 @@ import time
 from pathlib import Path
 
 
-def train_once(run: str, fold: int, depth: int, threads: int, sources: str) -> dict:
+def train_once(run: str, fold: int, depth: int, threads: int, sources: str, constant: bool = False) -> dict:
     """One training in this process (the worker of ``main``); returns its timings."""
     import torch
 
     torch.set_num_threads(threads)
     from metsynth.experiment import ExperimentConfig
     from metsynth.experiment.training import _train_one
-    from metsynth.segmentation import prefetch
+    from metsynth.segmentation import datasets, prefetch
     from metsynth.stages import RunContext
+
+    if constant:  # the first patch over and over: what the loop itself costs between steps
+        first = {}
+        make = datasets.PatchDataset.__getitem__
+
+        def replay(self, key):
+            item = first.setdefault("item", make(self, key))
+            return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in item.items()}
+
+        datasets.PatchDataset.__getitem__ = replay
 
     prefetch.PREFETCH_DEPTH = depth
     run_dir = Path(run)
@@ -77,6 +88,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training")
     parser.add_argument("--side-by-side", action="store_true", help="folds 0 and 1 at once, as the demo")
     parser.add_argument("--sources", default="real")
+    parser.add_argument("--constant", action="store_true", help="every patch the first one: the loop's floor")
     parser.add_argument("--auc", action="store_true")
     parser.add_argument("--worker", nargs=2, type=int, metavar=("FOLD", "DEPTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -85,13 +97,15 @@ def main() -> None:
     if args.run is None:
         parser.error("give RUN (a finished demo run) or --auc")
     if args.worker:
-        print(json.dumps(train_once(args.run, args.worker[0], args.worker[1], args.threads, args.sources)))
+        print(json.dumps(train_once(args.run, args.worker[0], args.worker[1], args.threads, args.sources,
+                                    args.constant)))
         return
     folds = [0, 1] if args.side_by_side else [args.fold]
     print("| prefetch depth | fold | wall (s) | step (s) | data-wait share |\n|---|---|---|---|---|")
     for depth in (0, 2):
         procs = [subprocess.Popen([sys.executable, __file__, args.run, "--threads", str(args.threads),
-                                   "--sources", args.sources, "--worker", str(fold), str(depth)],
+                                   "--sources", args.sources, "--worker", str(fold), str(depth)]
+                                  + (["--constant"] if args.constant else []),
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for fold in folds]
         for proc in procs:
             out, _ = proc.communicate()
