@@ -40,8 +40,9 @@ def train_once(run: str, fold: int, depth: int, threads: int, sources: str, cons
         make = datasets.PatchDataset.__getitem__
 
         def replay(self, key):
-            item = first.setdefault("item", make(self, key))
-            return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in item.items()}
+            if "item" not in first:
+                first["item"] = make(self, key)
+            return {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in first["item"].items()}
 
         datasets.PatchDataset.__getitem__ = replay
 
