@@ -244,6 +244,27 @@ def test_harmonization_writes_int16_when_configured(untrained_checkpoint, tmp_pa
     assert np.array_equal(b.array[untouched], before.array[untouched])
 
 
+def test_harmonizing_a_set_of_changed_boxes_gives_the_same_bytes(untrained_checkpoint, tmp_path):
+    """The harmonization reads a boxed synthetic image whole (``image_layout: changed_box``)."""
+    import shutil
+
+    from metsynth.boxed import is_boxed, write_boxed
+    from metsynth.diffusion.harmonize import harmonize_set
+
+    source = _synthetic_set(tmp_path / "syn", None)
+    boxed = tmp_path / "boxed"
+    shutil.copytree(source, boxed)
+    image = Volume.read(source / "images" / "v0.nii.gz")
+    healthy = image.with_array(np.where(image.array == -0.45, np.float32(-0.3), image.array))
+    base = healthy.write(tmp_path / "prepared" / "H.nii.gz")
+    write_boxed(image, base, boxed / "images" / "v0.nii.gz")
+    assert is_boxed(boxed / "images" / "v0.nii.gz") and Volume.read(boxed / "images" / "v0.nii.gz").shape == image.shape
+    a = harmonize_set(source, tmp_path / "ha", untrained_checkpoint, progress=False).out_dir
+    b = harmonize_set(boxed, tmp_path / "hb", untrained_checkpoint, progress=False).out_dir
+    for sub in ("images", "labels"):
+        assert (a / sub / "v0.nii.gz").read_bytes() == (b / sub / "v0.nii.gz").read_bytes()
+
+
 def test_harmonization_int16_without_the_sets_hu_window_uses_a_fine_step(untrained_checkpoint, tmp_path, caplog):
     from metsynth.diffusion.harmonize import harmonize_config_for, harmonize_set
 

@@ -234,12 +234,24 @@ class Volume:
     # ----------------------------------------------------------------- files
     @classmethod
     def read(cls, path: str | os.PathLike) -> "Volume":
-        """Read a NIfTI / NRRD / MHA file, or a folder holding one DICOM series."""
+        """Read a NIfTI / NRRD / MHA file, or a folder holding one DICOM series.
+
+        A NIfTI stored as the box where it differs from a base image (a ``<name>.base.json`` record
+        beside it, :mod:`metsynth.boxed`) is read whole: the base with the box put back."""
         path = Path(path)
         check_readable(path)
-        sitk = _sitk()
         if path.is_dir():
             return cls.from_sitk(_read_dicom_series(path), path)
+        from .boxed import is_boxed, read_boxed
+
+        if is_boxed(path):
+            return read_boxed(path, cls._read_file)
+        return cls._read_file(path)
+
+    @classmethod
+    def _read_file(cls, path: Path) -> "Volume":
+        """One image file as it is on disk (no base)."""
+        sitk = _sitk()
         bad = _scan_nifti(path) if _has_suffix(path, (".nii", ".nii.gz")) else 0  # before ITK zero-fills
         try:
             image = sitk.ReadImage(str(path))

@@ -16,6 +16,15 @@ from .training import _claim, _layout, _stage_size_study, _stage_train, _train, 
 log = logging.getLogger(__name__)
 
 
+def _synthesis_print(config: ExperimentConfig) -> dict:
+    """The synthesis settings a run's stage marker is compared on; ``image_layout`` only when it is not the
+    default, so that the runs made before it existed (whole images) stay done."""
+    settings = config.synthesis.model_dump(mode="json")
+    if settings.get("image_layout") == "whole":
+        del settings["image_layout"]
+    return settings
+
+
 def build_stages(config: ExperimentConfig) -> list[Stage]:
     c = config
     stages = [
@@ -25,7 +34,7 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               "femur masks, crop, resampling, intensity standardization"),
         Stage("bank", _stage_bank, ("prepare",), lambda ctx: c.bank.model_dump(mode="json"), "lesion bank"),
         Stage("synthesize", _stage_synthesize, ("prepare", "bank"),
-              lambda ctx: [c.seed, c.synthesis.model_dump(mode="json")], "ad-hoc lesion synthesis"),
+              lambda ctx: [c.seed, _synthesis_print(c)], "ad-hoc lesion synthesis"),
         Stage("diffusion", _stage_diffusion, ("prepare",),
               lambda ctx: [c.seed, c.diffusion.model_dump(mode="json"), c.trainer.model_dump()], "DDPM training"),
         Stage("harmonize", _stage_harmonize, ("synthesize", "diffusion"), lambda ctx: c.seed,

@@ -19,7 +19,8 @@ def _paper() -> dict[str, Any]:
         "name": "paper",
         "cohort": {"manifest": "cohort.yaml"},
         "prepare": {"spacing": 0.85},
-        "synthesis": {"repeats": 10, "min_lesion_mm3": 16.0, "image_storage": "int16", "image_compression_level": 1},
+        "synthesis": {"repeats": 10, "min_lesion_mm3": 16.0, "image_storage": "int16", "image_compression_level": 1,
+                      "image_layout": "changed_box"},
         "diffusion": {"preset": "paper"},
         # Figure 4 shows lambda 5..50 DDIM steps of stride 4, i.e. training timesteps 20..200
         "sweep": {"timesteps": [0, 10, 20, 40, 80, 160]},

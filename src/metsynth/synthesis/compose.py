@@ -63,6 +63,15 @@ class SynthesisConfig(Settings):
         "with NIfTI scl_slope/scl_inter recorded so every NIfTI reader returns the float values; half "
         "the bytes raw and, with gzip, about a third of float32's (benchmarks/RESULTS.md, 'Storage at "
         "paper scale'). The paper preset stores int16 with gzip level 1.")
+    image_layout: Literal["whole", "changed_box"] = Field(
+        "whole", description="How each synthetic image is laid out on disk. whole (default): the whole volume. "
+        "changed_box: only the box where it differs from its healthy femur (the pasted lesion and its blend), "
+        "with a <id>.base.json record beside it naming that femur's prepared image and its SHA-256; metsynth "
+        "reads the whole volume back (training, harmonization, export), viewers show the box in place over the "
+        "femur, and `metsynth export nnunet` writes whole files. At the paper's scale the synthetic set "
+        "shrinks from ~20 GB to ~0.2 GB for the phantom's lesions (benchmarks/RESULTS.md, 'Storage at paper "
+        "scale'); the prepared healthy images must then stay where they are. The study's paper preset "
+        "(configs/paper.yaml) uses it, where the run folder holds the prepared cohort beside the set.")
     label_compression_level: int | None = Field(
         1, ge=1, le=9, description="gzip level of the labels (they shrink ~1000x, for ~10 ms); null writes .nii.")
     transform: TransformConfig = Field(default_factory=TransformConfig)

@@ -142,8 +142,9 @@ IDENTITY_KEYS = ("cohort_digest", "healthy_files", "bank_digest", "synthesis")
 def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool, replace_other: bool = False) -> None:
     identity = {k: resolved[k] for k in IDENTITY_KEYS}
     OutputFolder(out, "a synthesis run", "config.yaml", outputs=(*OUTPUT_DIRS, *OUTPUT_FILES)).claim(
-        lambda record: recorded_changes(record, identity, {"synthesis": {"image_storage": "float32"}}),
-        force=force, replace_other=replace_other)  # runs from before image_storage existed stored float32
+        lambda record: recorded_changes(record, identity, {"synthesis": {"image_storage": "float32",
+                                                                         "image_layout": "whole"}}),
+        force=force, replace_other=replace_other)  # runs from before these settings existed: float32, whole
     for name in OUTPUT_DIRS:
         (out / name).mkdir(exist_ok=True)
     remove_stale_temps(out)
@@ -194,7 +195,7 @@ def run_synthesis(
                          "`metsynth prepare` on the cohort (it segments the femurs) and use the prepared manifest")
     check_bank_matches(bank, cohort, manifest, allow_unprepared=allow_unprepared)
     out = Path(out_dir)
-    _check_output_fits(out, healthy, len(bank), config, force or replace_other)
+    _check_output_fits(out, healthy, len(bank), config, force or replace_other, [e.bbox for e in bank.entries])
     intensity = cohort_intensity(cohort)
     # int16 storage: one HU per step of the window the cohort was prepared with (raw HU cohort: 1 HU)
     scale = storage_scale(config.image_storage, intensity["hu_window"])

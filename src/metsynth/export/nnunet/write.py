@@ -46,6 +46,7 @@ def _link(src: Path, dst: Path) -> None:
 
 def write_case(task: dict[str, Any]) -> dict[str, Any]:
     """Write one case's image (and label): read, check, convert, write. Module level: picklable."""
+    from ...boxed import is_boxed
     from ...prepare import destandardize
     from ...volume import Volume, as_mask, check_finite
 
@@ -68,7 +69,7 @@ def write_case(task: dict[str, Any]) -> dict[str, Any]:
     if task["intensity"] == "hu":
         image.with_array(destandardize(image.array, tuple(task["hu_window"]))).write(
             image_dst, compression_level=task["level"])
-    elif task["link"] and image.array.dtype == np.float32 and str(src).endswith(FILE_ENDING):
+    elif task["link"] and image.array.dtype == np.float32 and str(src).endswith(FILE_ENDING) and not is_boxed(src):
         _link(src, image_dst)
         linked += 1
     else:

@@ -1,0 +1,180 @@
+"""A volume stored as the box where it differs from another volume (its base), and read back whole.
+
+A synthetic volume is its healthy femur with one lesion pasted in: outside the lesion's
+neighbourhood every voxel is the healthy image's. At the paper's scale (26 healthy femurs, 5675
+kept volumes) storing every synthetic volume whole stores each femur about 220 times. With
+``image_layout: changed_box`` (:class:`metsynth.synthesis.SynthesisConfig`) the synthesis writes,
+for each volume:
+
+* ``images/<id>.nii.gz``: a NIfTI holding only the bounding box of the voxels that differ from the
+  base, with that box's own geometry (its origin is the world position of its first voxel), so any
+  NIfTI viewer shows it in place over the base;
+* ``images/<id>.base.json`` (:func:`companion_path`), written before the box: which file the base
+  is (relative to the box's folder), its size and SHA-256, the box's offset and shape in the base.
+
+:meth:`metsynth.volume.Volume.read` sees the companion and returns the whole volume (the base with
+the box put back), so the training, the harmonization, the realism measure, the nnU-Net export and
+the previews read such a set as any other. The base is checked against the size and digest it had
+when the box was written: a re-prepared or moved healthy image is an error naming both files, never
+a silently different volume. Outside the box the values are the base's own, to the bit; inside it,
+those of the box file (int16 storage: within half a step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InputError
+from .fileio import read_json, write_json
+from .recent import recently_used
+
+if TYPE_CHECKING:
+    from .nifti import IntensityScale
+    from .volume import Volume
+
+__all__ = ["FORMAT", "changed_box", "companion_path", "is_boxed", "read_boxed", "write_boxed"]
+
+FORMAT = "metsynth changed box 1"
+BASES_KEPT = 4  # base volumes kept in memory per process (a worker mostly reads one femur's volumes in a row)
+_LOCK = threading.Lock()
+_BASES: dict[Any, "Volume"] = {}
+_DIGESTS: dict[Any, str] = {}
+
+
+def companion_path(image: str | os.PathLike) -> Path:
+    """``images/x.nii.gz`` -> ``images/x.base.json`` (the record that makes ``x`` a box)."""
+    image = Path(image)
+    name = image.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return image.with_name(f"{name}.base.json")
+
+
+def is_boxed(image: str | os.PathLike) -> bool:
+    """Whether ``image`` is stored as a changed box (its companion record exists)."""
+    image = Path(image)
+    return image.name.lower().endswith((".nii", ".nii.gz")) and companion_path(image).is_file()
+
+
+def changed_box(array: np.ndarray, base: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``(lo, hi)``: the smallest box holding every voxel where ``array`` differs from ``base`` (one
+    voxel at the origin where they are equal: a NIfTI cannot be empty)."""
+    if array.shape != base.shape:
+        raise ValueError(f"array {array.shape} and base {base.shape} differ in shape")
+    changed = np.asarray(array) != np.asarray(base)
+    if not changed.any():
+        return (0,) * array.ndim, (1,) * array.ndim
+    lo, hi = [], []
+    for axis in range(array.ndim):
+        hit = np.flatnonzero(changed.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
+        lo.append(int(hit[0]))
+        hi.append(int(hit[-1]) + 1)
+    return tuple(lo), tuple(hi)
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file, computed once per process for each (path, size, mtime)."""
+    key = _stamp(path)
+    with _LOCK:
+        if key in _DIGESTS:
+            return _DIGESTS[key]
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            sha.update(block)
+    with _LOCK:
+        return recently_used(_DIGESTS, key, 64, sha.hexdigest)
+
+
+def _base(path: Path) -> "Volume":
+    """The base volume, kept for the next volumes of the same femur (do not write into its array)."""
+    from .volume import Volume
+
+    key = _stamp(path)
+    with _LOCK:
+        if key in _BASES:
+            return recently_used(_BASES, key, BASES_KEPT, lambda: _BASES[key])
+    volume = Volume.read(path)
+    with _LOCK:
+        return recently_used(_BASES, key, BASES_KEPT, lambda: volume)
+
+
+def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.PathLike,
+                compression_level: int | None = 1, scale: "IntensityScale | None" = None) -> Path:
+    """Write ``volume`` as the box where it differs from the image at ``base_path`` (read here, on
+    the same grid), with its companion record first; ``compression_level``, ``scale``: as
+    :meth:`Volume.write`. Returns ``path``."""
+    base_path, path = Path(base_path), Path(path)
+    base = _base(base_path)
+    diff = base.grid_mismatch(volume)
+    if diff is not None:
+        raise InputError(f"{path}: cannot store it as a box over {base_path}: not on its grid ({diff})")
+    lo, hi = changed_box(np.asarray(volume.array, dtype=np.result_type(volume.array, base.array)),
+                         np.asarray(base.array, dtype=np.result_type(volume.array, base.array)))
+    try:
+        relative = os.path.relpath(base_path.resolve(), path.parent.resolve())
+    except ValueError:  # another drive (Windows): the absolute path
+        relative = str(base_path.resolve())
+    write_json(companion_path(path), {
+        "format": FORMAT,
+        "about": "The NIfTI file beside this record holds only the box where the volume differs from its base "
+                 "image; metsynth reads the whole volume (base with the box put back). Viewers show the box in "
+                 "place over the base.",
+        "base": Path(relative).as_posix(),
+        "base_bytes": base_path.stat().st_size,
+        "base_sha256": _digest(base_path),
+        "shape": list(base.shape),
+        "offset": list(lo),
+        "box_shape": [h - lo_ for lo_, h in zip(lo, hi)],
+    })
+    box = volume.crop(lo, hi)
+    box = box.with_array(np.ascontiguousarray(box.array), path=volume.path)
+    return box.write(path, compression_level=compression_level, scale=scale)
+
+
+def read_boxed(path: str | os.PathLike, read_box: Any) -> "Volume":
+    """The whole volume of a box file ``path``; ``read_box(path)`` reads the box file itself."""
+    path = Path(path)
+    record_path = companion_path(path)
+    record = read_json(record_path, what="the record of a volume stored as a box",
+                       fix=f"delete {path.name} and it, and rerun the synthesis that wrote them")
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise InputError(f"{record_path}: not a record of a changed box ({FORMAT!r}); delete it if {path.name} "
+                         "is a whole volume")
+    base_path = Path(record["base"])
+    base_path = base_path if base_path.is_absolute() else (path.parent / base_path)
+    if not base_path.is_file():
+        raise InputError(
+            f"{path}: stores only the box where the volume differs from its base image {base_path}, which is "
+            "missing (was the prepared cohort moved or deleted?); restore it, or synthesize again")
+    if base_path.stat().st_size != record["base_bytes"] or _digest(base_path) != record["base_sha256"]:
+        raise InputError(
+            f"{path}: its base image {base_path} has changed since the box was written (prepared again?), so the "
+            "whole volume cannot be rebuilt; synthesize again from the current preparation")
+    box = read_box(path)
+    base = _base(base_path)
+    lo = np.asarray(record["offset"], dtype=int)
+    hi = lo + np.asarray(record["box_shape"], dtype=int)
+    if tuple(record["shape"]) != base.shape or box.shape != tuple(int(n) for n in hi - lo) or np.any(hi > base.shape):
+        raise InputError(f"{path}: its shape {box.shape} does not match its record {record_path.name} (box "
+                         f"{record['box_shape']} at {record['offset']} in {record['shape']}); rerun the synthesis")
+    diff = base.crop(lo, hi).grid_mismatch(box)
+    if diff is not None:
+        raise InputError(f"{path}: the box is not where its record puts it in {base_path} ({diff}); rerun the "
+                         "synthesis")
+    array = base.array.astype(np.result_type(base.array, box.array), copy=True)
+    array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.array
+    return base.with_array(array, path=path)

@@ -1,0 +1,221 @@
+"""Volumes stored as the box where they differ from a base (``image_layout: changed_box``).
+
+Tiny volumes (32^3, the toy synthesis cohort): a few seconds in all.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metsynth.boxed import FORMAT, changed_box, companion_path, is_boxed, write_boxed
+from metsynth.errors import InputError
+from metsynth.volume import IntensityScale, Volume
+
+DIRECTION = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
+WINDOW = (-1000.0, 2000.0)
+
+
+def base_volume(seed: int = 0) -> Volume:
+    rng = np.random.default_rng(seed)
+    array = rng.uniform(-1, 1, (32, 30, 28)).astype(np.float32)
+    return Volume(array, spacing=(0.85, 0.7, 1.2), origin=(10.5, -20.25, 3.0), direction=DIRECTION)
+
+
+def with_lesion(base: Volume, lo=(5, 7, 9), hi=(12, 11, 20), value=-0.3) -> Volume:
+    array = base.array.copy()
+    array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = value
+    array[lo[0], lo[1], lo[2]] = base.array[lo[0], lo[1], lo[2]]  # a corner left as it was
+    return base.with_array(array)
+
+
+@pytest.fixture
+def stored(tmp_path) -> tuple[Path, Path, Volume]:
+    base = base_volume()
+    base_path = base.write(tmp_path / "prepared" / "H001.nii.gz")
+    volume = with_lesion(base)
+    image = write_boxed(volume, base_path, tmp_path / "set" / "images" / "v1.nii.gz")
+    return base_path, image, volume
+
+
+def test_changed_box_is_the_smallest_box_of_the_differences():
+    base = np.zeros((10, 11, 12), np.float32)
+    array = base.copy()
+    array[2, 3, 4] = 1
+    array[5, 9, 6] = -1
+    assert changed_box(array, base) == ((2, 3, 4), (6, 10, 7))
+    assert changed_box(base, base) == ((0, 0, 0), (1, 1, 1))  # nothing changed: one voxel, a NIfTI is never empty
+    with pytest.raises(ValueError):
+        changed_box(array[:-1], base)
+
+
+def test_a_boxed_volume_reads_back_whole_and_exact(stored):
+    base_path, image, volume = stored
+    assert is_boxed(image) and companion_path(image).name == "v1.base.json"
+    record = json.loads(companion_path(image).read_text())
+    assert record["format"] == FORMAT and record["offset"] == [5, 7, 9] and record["box_shape"] == [7, 4, 11]
+    assert record["base"] == "../../prepared/H001.nii.gz"  # relative: the run folder can move as a whole
+    on_disk = Volume._read_file(image)  # what a NIfTI viewer sees: the box, in place
+    assert on_disk.shape == (7, 4, 11)
+    assert np.allclose(on_disk.origin, volume.index_to_world(np.array([5.0, 7.0, 9.0])), atol=1e-4)
+    back = Volume.read(image)
+    assert back.grid_mismatch(volume) is None and back.path == image
+    assert back.array.dtype == np.float32 and np.array_equal(back.array, volume.array)
+
+
+def test_int16_box_is_within_half_a_step_and_exact_outside(tmp_path):
+    base = base_volume(1)
+    base_path = base.write(tmp_path / "H.nii")
+    volume = with_lesion(base, value=-0.123456)
+    scale = IntensityScale.hu_step(WINDOW)
+    image = write_boxed(volume, base_path, tmp_path / "v.nii.gz", scale=scale)
+    back = Volume.read(image).array
+    inside = np.zeros(base.shape, bool)
+    inside[5:12, 7:11, 9:20] = True
+    assert np.array_equal(back[~inside], volume.array[~inside])  # the base's own values, to the bit
+    assert np.abs(back[inside].astype(np.float64) - volume.array[inside]).max() <= scale.max_error + 1e-6
+
+
+def test_a_missing_or_changed_base_is_an_error_naming_it(stored, tmp_path):
+    base_path, image, _ = stored
+    moved = base_path.with_name("elsewhere.nii.gz")
+    base_path.rename(moved)
+    with pytest.raises(InputError, match=r"H001\.nii\.gz.*missing"):
+        Volume.read(image)
+    base_volume(5).write(base_path)  # prepared again, other values, same name
+    with pytest.raises(InputError, match="has changed since the box was written"):
+        Volume.read(image)
+    moved.replace(base_path)  # the original back: readable again
+    assert Volume.read(image).shape == (32, 30, 28)
+
+
+def test_a_box_that_does_not_match_its_record_is_refused(stored):
+    base_path, image, volume = stored
+    volume.crop((0, 0, 0), (3, 3, 3)).write(image)  # another file under the box's name
+    with pytest.raises(InputError, match="does not match its record"):
+        Volume.read(image)
+    companion_path(image).write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(InputError, match="not a record of a changed box"):
+        Volume.read(image)
+
+
+def test_a_box_on_another_grid_is_refused(tmp_path):
+    base = base_volume()
+    base_path = base.write(tmp_path / "H.nii.gz")
+    other = Volume(base.array, spacing=(1.0, 1.0, 1.0), origin=base.origin, direction=base.direction)
+    with pytest.raises(InputError, match="not on its grid"):
+        write_boxed(other, base_path, tmp_path / "v.nii.gz")
+    assert not list(tmp_path.glob("v.*"))  # nothing written
+
+
+# ----------------------------------------------------------------------------- the synthesis
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from metsynth.synthesis.bank import extract_bank
+    from synthesis.synth_toy import write_toy_cohort
+
+    root = tmp_path_factory.mktemp("boxed")
+    cohort = write_toy_cohort(root / "cohort")
+    extract_bank(cohort, root / "bank", progress=False)
+    return cohort, root / "bank"
+
+
+def _kept(run: Path) -> list[dict[str, str]]:
+    with open(run / "index.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["kept"] == "true"]
+
+
+def test_synthesis_with_changed_boxes_reads_as_the_whole_volumes(toy, tmp_path):
+    from metsynth.cohort import load_cohort
+    from metsynth.synthesis.compose import SynthesisConfig
+    from metsynth.synthesis.output_size import estimate_output_bytes
+    from metsynth.synthesis.run import run_synthesis
+
+    cohort, bank = toy
+    whole = run_synthesis(cohort, bank, tmp_path / "whole", SynthesisConfig(repeats=2, image_compression_level=1),
+                          progress=False).out_dir
+    config = SynthesisConfig(repeats=2, image_compression_level=1, image_layout="changed_box")
+    boxed = run_synthesis(cohort, bank, tmp_path / "boxed", config, progress=False).out_dir
+    rows_w, rows_b = _kept(whole), _kept(boxed)
+    assert rows_w and [r["volume_id"] for r in rows_w] == [r["volume_id"] for r in rows_b]
+    healthy = {c.id: c for c in load_cohort(cohort).by_role("healthy")}
+    boxed_bytes = 0
+    for row_w, row_b in zip(rows_w, rows_b):
+        a, b = Volume.read(whole / row_w["image"]), Volume.read(boxed / row_b["image"])
+        assert b.grid_mismatch(a) is None and np.array_equal(a.array, b.array)
+        assert is_boxed(boxed / row_b["image"]) and not is_boxed(whole / row_w["image"])
+        record = json.loads(companion_path(boxed / row_b["image"]).read_text())
+        assert (boxed / "images" / record["base"]).resolve() == Path(healthy[row_b["healthy_case"]].image).resolve()
+        label = Volume.read(boxed / row_b["label"]).array > 0  # the whole lesion lies in the box
+        lo, shape = np.array(record["offset"]), np.array(record["box_shape"])
+        inside = np.zeros(label.shape, bool)
+        inside[lo[0]:lo[0] + shape[0], lo[1]:lo[1] + shape[1], lo[2]:lo[2] + shape[2]] = True
+        assert label.any() and not (label & ~inside).any()
+        boxed_bytes += (boxed / row_b["image"]).stat().st_size
+    whole_bytes = sum((whole / r["image"]).stat().st_size for r in rows_w)
+    assert boxed_bytes < 0.5 * whole_bytes
+    # the disk check's figure holds what was written, and is far below the whole volumes'
+    from metsynth.synthesis.bank import load_bank
+
+    bboxes = [e.bbox for e in load_bank(bank).entries]
+    estimate = estimate_output_bytes(list(healthy.values()), len(bboxes), 2, config, bboxes)
+    written = sum(p.stat().st_size for sub in ("images", "labels") for p in (boxed / sub).iterdir())
+    assert written <= estimate < estimate_output_bytes(list(healthy.values()), len(bboxes), 2,
+                                                       SynthesisConfig(repeats=2, image_compression_level=1))
+
+
+def test_a_whole_layout_rerun_over_a_boxed_run_leaves_no_record(toy, tmp_path):
+    from metsynth.synthesis.compose import SynthesisConfig
+    from metsynth.synthesis.run import run_synthesis
+
+    cohort, bank = toy
+    out = tmp_path / "run"
+    run_synthesis(cohort, bank, out, SynthesisConfig(repeats=1, image_layout="changed_box",
+                                                     image_compression_level=1), progress=False)
+    assert list((out / "images").glob("*.base.json"))
+    run_synthesis(cohort, bank, out, SynthesisConfig(repeats=1, image_compression_level=1), progress=False,
+                  force=True)
+    assert not list((out / "images").glob("*.base.json"))
+    for row in _kept(out):
+        assert Volume._read_file(out / row["image"]).shape == Volume.read(out / row["image"]).shape
+
+
+def test_nnunet_export_writes_a_boxed_image_whole_rather_than_linking_it(stored, tmp_path):
+    from metsynth.export.nnunet.write import write_case
+
+    _, image, volume = stored
+    dst = tmp_path / "export" / "case_0000.nii.gz"
+    write_case({"key": "c", "what": "synthetic v1", "image": str(image), "label": None, "image_dst": str(dst),
+                "label_dst": None, "intensity": "standardized", "hu_window": list(WINDOW), "link": True,
+                "level": 1})
+    assert not is_boxed(dst) and not dst.samefile(image)
+    assert np.array_equal(Volume.read(dst).array, volume.array)
+
+
+def test_the_study_paper_preset_stores_changed_boxes():
+    """The study keeps the prepared femurs in its run folder beside the set; `metsynth synthesize` alone
+    writes whole volumes unless asked."""
+    from metsynth.experiment.config import load_experiment_config
+    from metsynth.experiment.presets import experiment_preset
+    from metsynth.synthesis.compose import SynthesisConfig
+
+    assert SynthesisConfig.preset("paper").image_layout == "whole" and SynthesisConfig().image_layout == "whole"
+    assert experiment_preset("paper").synthesis.image_layout == "changed_box"
+    study = load_experiment_config(Path(__file__).parents[1] / "configs" / "paper.yaml")
+    assert study.synthesis.image_layout == "changed_box"
+
+
+def test_the_layout_enters_the_synthesis_stage_print_only_when_not_whole():
+    """Runs made before the setting existed (whole images) keep their synthesize stage done."""
+    from metsynth.experiment.pipeline import build_stages
+    from metsynth.experiment.presets import experiment_preset
+
+    demo, paper = experiment_preset("demo"), experiment_preset("paper")
+    prints = {name: {s.name: s.config(None) for s in build_stages(cfg)}["synthesize"][1]
+              for name, cfg in (("demo", demo), ("paper", paper))}
+    assert "image_layout" not in prints["demo"] and prints["paper"]["image_layout"] == "changed_box"
+    assert prints["demo"] == {k: v for k, v in demo.synthesis.model_dump(mode="json").items() if k != "image_layout"}
