@@ -285,3 +285,29 @@ def test_paper_diffusion_preset_stores_int16():
 
     assert diffusion_config("paper").harmonize.image_storage == "int16"
     assert diffusion_config("cpu").harmonize.image_storage == "float32"
+
+
+def test_harmonized_images_as_changed_boxes_read_as_the_whole_ones(untrained_checkpoint, tmp_path):
+    """``image_layout: changed_box``: region lesion stores the box around the lesion over its synthetic image
+    (itself read whole); region volume changes every voxel, so it writes the whole volume."""
+    from metsynth.boxed import companion_path, is_boxed
+    from metsynth.diffusion.harmonize import harmonize_config_for, harmonize_set
+
+    scale = IntensityScale.hu_step(WINDOW)
+    source = _synthetic_set(tmp_path / "syn", scale)
+    whole = harmonize_set(source, tmp_path / "whole", untrained_checkpoint, harmonize_config_for(
+        untrained_checkpoint, {"image_storage": "int16"}), progress=False).out_dir
+    boxed = harmonize_set(source, tmp_path / "boxed", untrained_checkpoint, harmonize_config_for(
+        untrained_checkpoint, {"image_storage": "int16", "image_layout": "changed_box"}), progress=False).out_dir
+    a, b = whole / "images" / "v0.nii.gz", boxed / "images" / "v0.nii.gz"
+    assert is_boxed(b) and not is_boxed(a) and b.stat().st_size < 0.7 * a.stat().st_size
+    assert np.array_equal(Volume.read(a).array, Volume.read(b).array)
+    assert Volume._read_file(b).shape != Volume.read(b).shape  # the file holds the box only
+    record = yaml.safe_load(companion_path(b).read_text())
+    assert (b.parent / record["base"]).resolve() == (source / "images" / "v0.nii.gz").resolve()
+    # the whole volume changed: written whole, and a rerun over the boxed folder leaves no stale record
+    everywhere = harmonize_set(source, tmp_path / "boxed", untrained_checkpoint, harmonize_config_for(
+        untrained_checkpoint, {"image_layout": "changed_box", "region": "volume"}), progress=False,
+        force=True).out_dir
+    assert not is_boxed(everywhere / "images" / "v0.nii.gz")
+    assert Volume._read_file(everywhere / "images" / "v0.nii.gz").shape == (32, 32, 32)

@@ -113,10 +113,12 @@ def _base(path: Path) -> "Volume":
 
 
 def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.PathLike,
-                compression_level: int | None = 1, scale: "IntensityScale | None" = None) -> Path:
+                compression_level: int | None = 1, scale: "IntensityScale | None" = None,
+                max_share: float = 1.0) -> Path:
     """Write ``volume`` as the box where it differs from the image at ``base_path`` (read here, on
     the same grid), with its companion record first; ``compression_level``, ``scale``: as
-    :meth:`Volume.write`. Returns ``path``."""
+    :meth:`Volume.write`. Where the box would hold more than ``max_share`` of the voxels (a volume
+    changed all over), the whole volume is written instead, with no record. Returns ``path``."""
     base_path, path = Path(base_path), Path(path)
     base = _base(base_path)
     diff = base.grid_mismatch(volume)
@@ -124,6 +126,9 @@ def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.P
         raise InputError(f"{path}: cannot store it as a box over {base_path}: not on its grid ({diff})")
     lo, hi = changed_box(np.asarray(volume.array, dtype=np.result_type(volume.array, base.array)),
                          np.asarray(base.array, dtype=np.result_type(volume.array, base.array)))
+    if np.prod(np.subtract(hi, lo), dtype=np.float64) > max_share * volume.array.size:
+        companion_path(path).unlink(missing_ok=True)
+        return volume.write(path, compression_level=compression_level, scale=scale)
     try:
         relative = os.path.relpath(base_path.resolve(), path.parent.resolve())
     except ValueError:  # another drive (Windows): the absolute path

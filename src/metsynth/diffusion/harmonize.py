@@ -33,7 +33,9 @@ Storage: ``image_storage: int16`` stores one HU per step of the HU window the sy
 cohort was prepared with (the ``intensity`` record of the set's ``config.yaml``), with NIfTI
 ``scl_slope``/``scl_inter`` (:class:`~metsynth.volume.IntensityScale`); a set without that record
 gets a step of 2^-14 of [-1, 1] instead. An int16 synthetic set harmonized to int16 keeps the
-stored integers of every voxel the harmonization leaves alone.
+stored integers of every voxel the harmonization leaves alone. ``image_layout: changed_box`` stores
+each image as the box where it differs from its synthetic image (:mod:`metsynth.boxed`), which
+``Volume.read`` puts back whole: with ``region: lesion``, a few kB a volume.
 
 Modules: :mod:`.denoiser` (the network), :mod:`.refine` (SDEdit on an array and on one volume),
 :mod:`.regions` (lesion boxes and their blend weight), :mod:`.source_set` (the synthetic set read),
@@ -114,8 +116,9 @@ def _claim_out_dir(out: Path, source: Path, resolved: dict[str, Any], force: boo
         raise ConfigError(f"{out}: the output folder must differ from the synthetic set it reads")
     identity = {k: resolved[k] for k in ("source", "checkpoint_sha256", "harmonize")}
     OutputFolder(out, "a harmonization", "harmonize.yaml", outputs=(*OUTPUT_DIRS, *OUTPUT_FILES)).claim(
-        lambda record: recorded_changes(record, identity, {"harmonize": {"image_storage": "float32"}}),
-        force=force, replace_other=replace_other)  # from before image_storage existed: float32
+        lambda record: recorded_changes(record, identity, {"harmonize": {"image_storage": "float32",
+                                                                         "image_layout": "whole"}}),
+        force=force, replace_other=replace_other)  # from before these settings existed: float32, whole
     for name in OUTPUT_DIRS:
         (out / name).mkdir(exist_ok=True)
     remove_stale_temps(out)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..boxed import companion_path, write_boxed
 from ..errors import InputError
 from ..fileio import atomic_path, files_stamp, read_json, write_json
 from ..volume import IntensityScale, Volume
@@ -77,7 +78,11 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
                                    config.min_contrast_ratio, config.min_contrast, config.min_lesion_voxels)
     out = Path(task.out_dir)
     image_rel = f"images/{item.volume_id}.nii.gz"
-    image.with_array(array).write(out / image_rel, scale=task.image_scale)
+    if config.image_layout == "changed_box":  # the box where it differs from its synthetic image
+        write_boxed(image.with_array(array), item.image, out / image_rel, scale=task.image_scale, max_share=0.5)
+    else:
+        companion_path(out / image_rel).unlink(missing_ok=True)  # of an earlier changed_box run
+        image.with_array(array).write(out / image_rel, scale=task.image_scale)
     label_rel = None
     if item.label is not None:
         label_rel = f"labels/{Path(item.label).name}"

@@ -202,6 +202,13 @@ class HarmonizeConfig(Settings):
                                "NIfTI scl_slope/scl_inter so every NIfTI reader returns the float values; about "
                                "40 % of the float32 bytes (benchmarks/RESULTS.md, 'Storage at paper scale'). A "
                                "set without that record gets a step of 2^-14 of [-1, 1]. Paper preset: int16.")
+    image_layout: Literal["whole", "changed_box"] = Field(
+        "whole", description="How each harmonized image is laid out on disk. whole (default): the whole volume. "
+                             "changed_box: only the box where it differs from its synthetic image (region "
+                             "'lesion' changes the lesion's neighbourhood only), with a <id>.base.json record "
+                             "naming that image and its SHA-256; metsynth reads the whole volume back, so the "
+                             "synthetic set must stay where it is. A volume changed over more than half its "
+                             "voxels (region 'volume') is written whole.")
 
 
 class DiffusionConfig(Settings):
