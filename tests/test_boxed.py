@@ -59,7 +59,7 @@ def test_a_boxed_volume_reads_back_whole_and_exact(stored):
     record = json.loads(companion_path(image).read_text())
     assert record["format"] == FORMAT and record["offset"] == [5, 7, 9] and record["box_shape"] == [7, 4, 11]
     assert record["base"] == "../../prepared/H001.nii.gz"  # relative: the run folder can move as a whole
-    on_disk = Volume._read_file(image)  # what a NIfTI viewer sees: the box, in place
+    on_disk = Volume._read_file(image, as_box=True)  # what a NIfTI viewer sees: the box, in place
     assert on_disk.shape == (7, 4, 11)
     assert np.allclose(on_disk.origin, volume.index_to_world(np.array([5.0, 7.0, 9.0])), atol=1e-4)
     back = Volume.read(image)
@@ -80,23 +80,54 @@ def test_int16_box_is_within_half_a_step_and_exact_outside(tmp_path):
     assert np.abs(back[inside].astype(np.float64) - volume.array[inside]).max() <= scale.max_error + 1e-6
 
 
-def test_a_missing_or_changed_base_is_an_error_naming_it(stored, tmp_path):
-    base_path, image, _ = stored
-    moved = base_path.with_name("elsewhere.nii.gz")
+def test_a_missing_or_changed_base_is_an_error_naming_it(tmp_path):
+    import os
+
+    base = base_volume()
+    base_path = base.write(tmp_path / "prepared" / "H001.nii")  # uncompressed: other values keep the size
+    image = write_boxed(with_lesion(base), base_path, tmp_path / "set" / "v1.nii.gz")
+    assert Volume.read(image).shape == base.shape  # its base is now in this process's memory
+    moved = base_path.with_name("elsewhere.nii")
     base_path.rename(moved)
-    with pytest.raises(InputError, match=r"H001\.nii\.gz.*missing"):
+    with pytest.raises(InputError, match=r"prepared/H001\.nii, which is missing.*--force"):
         Volume.read(image)
-    base_volume(5).write(base_path)  # prepared again, other values, same name
-    with pytest.raises(InputError, match="has changed since the box was written"):
+    stat = moved.stat()
+    base_volume(5).write(base_path)  # prepared again: other values, the same size, even the same mtime
+    os.utime(base_path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert base_path.stat().st_size == stat.st_size
+    with pytest.raises(InputError, match="has changed since the box was written.*--force"):
         Volume.read(image)
     moved.replace(base_path)  # the original back: readable again
-    assert Volume.read(image).shape == (32, 30, 28)
+    assert np.array_equal(Volume.read(image).array, with_lesion(base).array)
+
+
+def test_a_box_without_its_record_is_refused_not_read_as_the_volume(stored):
+    _, image, _ = stored
+    assert Volume._read_file(image, as_box=True).shape == (7, 4, 11)
+    companion_path(image).unlink()
+    with pytest.raises(InputError, match=r"v1\.nii\.gz: holds only the box.*v1\.base\.json.*is missing"):
+        Volume.read(image)
+
+
+def test_a_base_that_is_not_one_nifti_file_is_refused(tmp_path):
+    base = base_volume()
+    mha = base.write(tmp_path / "H.mha")
+    with pytest.raises(InputError, match=r"H\.mha is not one.*image_layout: whole"):
+        write_boxed(with_lesion(base), mha, tmp_path / "v.nii.gz")
+    assert not list(tmp_path.glob("v.*"))
 
 
 def test_a_box_that_does_not_match_its_record_is_refused(stored):
     base_path, image, volume = stored
+    record = json.loads(companion_path(image).read_text())
     volume.crop((0, 0, 0), (3, 3, 3)).write(image)  # another file under the box's name
-    with pytest.raises(InputError, match="does not match its record"):
+    with pytest.raises(InputError, match="does not match its record.*--force"):
+        Volume.read(image)
+    companion_path(image).write_text(json.dumps({**record, "image": "v2.nii.gz"}))
+    with pytest.raises(InputError, match="is the record of v2.nii.gz, not v1.nii.gz"):
+        Volume.read(image)
+    companion_path(image).write_text(json.dumps({k: v for k, v in record.items() if k != "base_sha256"}))
+    with pytest.raises(InputError, match="lacks base_sha256"):
         Volume.read(image)
     companion_path(image).write_text(json.dumps({"format": "something else"}))
     with pytest.raises(InputError, match="not a record of a changed box"):
@@ -140,8 +171,17 @@ def test_synthesis_with_changed_boxes_reads_as_the_whole_volumes(toy, tmp_path):
                           progress=False).out_dir
     config = SynthesisConfig(repeats=2, image_compression_level=1, image_layout="changed_box")
     boxed = run_synthesis(cohort, bank, tmp_path / "boxed", config, progress=False).out_dir
+    paper = SynthesisConfig(repeats=2, image_compression_level=1, image_layout="changed_box", image_storage="int16")
+    ints = run_synthesis(cohort, bank, tmp_path / "int16", paper, progress=False).out_dir  # the study's paper preset
     rows_w, rows_b = _kept(whole), _kept(boxed)
     assert rows_w and [r["volume_id"] for r in rows_w] == [r["volume_id"] for r in rows_b]
+    for row in _kept(ints):
+        a, c = Volume.read(whole / row["image"]), Volume.read(ints / row["image"])
+        record = json.loads(companion_path(ints / row["image"]).read_text())
+        inside = np.zeros(a.shape, bool)
+        inside[tuple(slice(o, o + n) for o, n in zip(record["offset"], record["box_shape"]))] = True
+        assert np.array_equal(a.array[~inside], c.array[~inside])  # the femur's own values
+        assert np.abs(a.array[inside].astype(np.float64) - c.array[inside]).max() * 1500 <= 0.5 + 1e-3  # HU
     healthy = {c.id: c for c in load_cohort(cohort).by_role("healthy")}
     boxed_bytes = 0
     for row_w, row_b in zip(rows_w, rows_b):
@@ -168,7 +208,7 @@ def test_synthesis_with_changed_boxes_reads_as_the_whole_volumes(toy, tmp_path):
                                                        SynthesisConfig(repeats=2, image_compression_level=1))
 
 
-def test_a_whole_layout_rerun_over_a_boxed_run_leaves_no_record(toy, tmp_path):
+def test_a_forced_whole_layout_rerun_over_a_boxed_run_leaves_no_record(toy, tmp_path):
     from metsynth.synthesis.compose import SynthesisConfig
     from metsynth.synthesis.run import run_synthesis
 
@@ -181,7 +221,7 @@ def test_a_whole_layout_rerun_over_a_boxed_run_leaves_no_record(toy, tmp_path):
                   force=True)
     assert not list((out / "images").glob("*.base.json"))
     for row in _kept(out):
-        assert Volume._read_file(out / row["image"]).shape == Volume.read(out / row["image"]).shape
+        assert Volume._read_file(out / row["image"]).shape == Volume.read(out / row["image"]).shape  # whole again
 
 
 def test_nnunet_export_writes_a_boxed_image_whole_rather_than_linking_it(stored, tmp_path):

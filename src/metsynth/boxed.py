@@ -38,11 +38,14 @@ if TYPE_CHECKING:
     from .nifti import IntensityScale
     from .volume import Volume
 
-__all__ = ["FORMAT", "changed_box", "companion_path", "is_boxed", "read_boxed", "write_boxed"]
+__all__ = ["BOX_NOTE", "FORMAT", "changed_box", "companion_path", "is_boxed", "read_boxed", "write_boxed"]
 
 FORMAT = "metsynth changed box 1"
+BOX_NOTE = "metsynth changed box"  # the box file's NIfTI descrip starts so: without its record it is refused
+RECORD_KEYS = ("format", "image", "base", "base_bytes", "base_sha256", "shape", "offset", "box_shape")
+_REMAKE = "make the volume again (rerun its synthesis or harmonization with --force)"
 BASES_KEPT = 4  # base volumes kept in memory per process (a worker mostly reads one femur's volumes in a row)
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # reentrant: a base may itself be a box (harmonized over synthetic)
 _BASES: dict[Any, "Volume"] = {}
 _DIGESTS: dict[Any, str] = {}
 
@@ -80,36 +83,49 @@ def changed_box(array: np.ndarray, base: np.ndarray) -> tuple[tuple[int, ...], t
     return tuple(lo), tuple(hi)
 
 
-def _stamp(path: Path) -> tuple[str, int, int]:
+def _stamp(path: Path) -> tuple[Any, ...]:
+    """What identifies a file's content without reading it (a copy with ``cp -p`` keeps the size and the
+    modification time, not the inode and the change time)."""
     st = path.stat()
-    return str(path.resolve()), st.st_size, st.st_mtime_ns
+    return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
-def _digest(path: Path) -> str:
-    """SHA-256 of a file, computed once per process for each (path, size, mtime)."""
-    key = _stamp(path)
-    with _LOCK:
-        if key in _DIGESTS:
-            return _DIGESTS[key]
+def _sha256(path: Path) -> str:
     sha = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             sha.update(block)
+    return sha.hexdigest()
+
+
+def _digest(path: Path) -> str:
+    """SHA-256 of a file, computed once per process for each :func:`_stamp` (loaded under the lock: the
+    threads of a Dask worker wait for one computation rather than each doing it)."""
+    key = _stamp(path)
     with _LOCK:
-        return recently_used(_DIGESTS, key, 64, sha.hexdigest)
+        return recently_used(_DIGESTS, key, 64, lambda: _sha256(path))
+
+
+def _read_only(volume: "Volume") -> "Volume":
+    volume.array.flags.writeable = False  # shared by every box of this base: never written into
+    return volume
 
 
 def _base(path: Path) -> "Volume":
-    """The base volume, kept for the next volumes of the same femur (do not write into its array)."""
+    """The base volume, kept (read-only) for the next volumes of the same femur."""
     from .volume import Volume
 
     key = _stamp(path)
     with _LOCK:
-        if key in _BASES:
-            return recently_used(_BASES, key, BASES_KEPT, lambda: _BASES[key])
-    volume = Volume.read(path)
-    with _LOCK:
-        return recently_used(_BASES, key, BASES_KEPT, lambda: volume)
+        return recently_used(_BASES, key, BASES_KEPT, lambda: _read_only(Volume.read(path)))
+
+
+def _check_base_kind(base_path: Path, what: Path) -> None:
+    if not base_path.name.lower().endswith((".nii", ".nii.gz")) or not base_path.is_file():
+        raise InputError(
+            f"{what}: a changed box needs its base image as one NIfTI file (.nii or .nii.gz), so that its bytes "
+            f"can be checked; {base_path} is not one. Prepare the cohort (`metsynth prepare` writes NIfTI) or "
+            "use image_layout: whole")
 
 
 def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.PathLike,
@@ -120,6 +136,7 @@ def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.P
     :meth:`Volume.write`. Where the box would hold more than ``max_share`` of the voxels (a volume
     changed all over), the whole volume is written instead, with no record. Returns ``path``."""
     base_path, path = Path(base_path), Path(path)
+    _check_base_kind(base_path, path)
     base = _base(base_path)
     diff = base.grid_mismatch(volume)
     if diff is not None:
@@ -138,6 +155,7 @@ def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.P
         "about": "The NIfTI file beside this record holds only the box where the volume differs from its base "
                  "image; metsynth reads the whole volume (base with the box put back). Viewers show the box in "
                  "place over the base.",
+        "image": path.name,
         "base": Path(relative).as_posix(),
         "base_bytes": base_path.stat().st_size,
         "base_sha256": _digest(base_path),
@@ -147,39 +165,43 @@ def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.P
     })
     box = volume.crop(lo, hi)
     box = box.with_array(np.ascontiguousarray(box.array), path=volume.path)
-    return box.write(path, compression_level=compression_level, scale=scale)
+    return box.write(path, compression_level=compression_level, scale=scale,
+                     description=f"{BOX_NOTE}: see {companion_path(path).name}")
 
 
 def read_boxed(path: str | os.PathLike, read_box: Any) -> "Volume":
     """The whole volume of a box file ``path``; ``read_box(path)`` reads the box file itself."""
     path = Path(path)
     record_path = companion_path(path)
-    record = read_json(record_path, what="the record of a volume stored as a box",
-                       fix=f"delete {path.name} and it, and rerun the synthesis that wrote them")
+    record = read_json(record_path, what="the record of a volume stored as a box", fix=_REMAKE)
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(f"{record_path}: not a record of a changed box ({FORMAT!r}); delete it if {path.name} "
                          "is a whole volume")
+    missing = [k for k in RECORD_KEYS if k not in record]
+    if missing or record["image"] != path.name:
+        what = f"lacks {', '.join(missing)}" if missing else f"is the record of {record['image']}, not {path.name}"
+        raise InputError(f"{record_path}: {what}; {_REMAKE}")
     base_path = Path(record["base"])
-    base_path = base_path if base_path.is_absolute() else (path.parent / base_path)
-    if not base_path.is_file():
+    base_path = base_path if base_path.is_absolute() else Path(os.path.normpath(path.parent / base_path))
+    if not base_path.exists():
         raise InputError(
             f"{path}: stores only the box where the volume differs from its base image {base_path}, which is "
-            "missing (was the prepared cohort moved or deleted?); restore it, or synthesize again")
+            f"missing (was the prepared cohort or the synthetic set moved or deleted?); restore it, or {_REMAKE}")
+    _check_base_kind(base_path, path)
     if base_path.stat().st_size != record["base_bytes"] or _digest(base_path) != record["base_sha256"]:
         raise InputError(
             f"{path}: its base image {base_path} has changed since the box was written (prepared again?), so the "
-            "whole volume cannot be rebuilt; synthesize again from the current preparation")
+            f"whole volume cannot be rebuilt; {_REMAKE}")
     box = read_box(path)
     base = _base(base_path)
     lo = np.asarray(record["offset"], dtype=int)
     hi = lo + np.asarray(record["box_shape"], dtype=int)
     if tuple(record["shape"]) != base.shape or box.shape != tuple(int(n) for n in hi - lo) or np.any(hi > base.shape):
         raise InputError(f"{path}: its shape {box.shape} does not match its record {record_path.name} (box "
-                         f"{record['box_shape']} at {record['offset']} in {record['shape']}); rerun the synthesis")
+                         f"{record['box_shape']} at {record['offset']} in {record['shape']}); {_REMAKE}")
     diff = base.crop(lo, hi).grid_mismatch(box)
     if diff is not None:
-        raise InputError(f"{path}: the box is not where its record puts it in {base_path} ({diff}); rerun the "
-                         "synthesis")
+        raise InputError(f"{path}: the box is not where its record puts it in {base_path} ({diff}); {_REMAKE}")
     array = base.array.astype(np.result_type(base.array, box.array), copy=True)
     array[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = box.array
     return base.with_array(array, path=path)

@@ -245,12 +245,13 @@ class Volume:
         from .boxed import is_boxed, read_boxed
 
         if is_boxed(path):
-            return read_boxed(path, cls._read_file)
+            return read_boxed(path, lambda box: cls._read_file(box, as_box=True))
         return cls._read_file(path)
 
     @classmethod
-    def _read_file(cls, path: Path) -> "Volume":
-        """One image file as it is on disk (no base)."""
+    def _read_file(cls, path: Path, as_box: bool = False) -> "Volume":
+        """One image file as it is on disk (no base). A file that says it is a changed box
+        (:mod:`metsynth.boxed`) is refused unless ``as_box``: without its record it is not the volume."""
         sitk = _sitk()
         bad = _scan_nifti(path) if _has_suffix(path, (".nii", ".nii.gz")) else 0  # before ITK zero-fills
         try:
@@ -263,10 +264,18 @@ class Volume:
                 f"{path}: image has {bad} NaN or infinite voxels (NIfTI readers silently turn them "
                 "into 0); replace them (e.g. with the air value) before using the file"
             )
+        if not as_box and image.HasMetaDataKey("ITK_FileNotes"):
+            from .boxed import BOX_NOTE, companion_path
+
+            if image.GetMetaData("ITK_FileNotes").startswith(BOX_NOTE):
+                raise InputError(
+                    f"{path}: holds only the box where a volume differs from its base image, and its record "
+                    f"{companion_path(path).name} (which names the base) is missing; restore the record, or make "
+                    "the volume again (rerun its synthesis or harmonization with --force)")
         return cls.from_sitk(image, path)
 
     def write(self, path: str | os.PathLike, compression_level: int | None = 1,
-              scale: "IntensityScale | None" = None) -> Path:
+              scale: "IntensityScale | None" = None, description: str | None = None) -> Path:
         """Write atomically; NIfTI is gzip-compressed when the name ends in .gz.
 
         ``compression_level``: gzip level for .nii.gz (1 fastest .. 9 smallest; None = 6) and
@@ -276,6 +285,8 @@ class Volume:
         ``scale``: store the image as int16 ``round((value - inter) / slope)`` with ``scl_slope``
         and ``scl_inter`` in the NIfTI header (NIfTI only); readers get the values back within
         half a step. Values that int16 cannot hold at that step, NaN and infinities are refused.
+
+        ``description``: the NIfTI header's ``descrip`` (80 characters at most; other formats: a note).
         """
         path = Path(path)
         if not _has_suffix(path, WRITABLE_SUFFIXES):
@@ -293,7 +304,7 @@ class Volume:
                 # ITK ignores the compression level for NIfTI: write raw, gzip at our level.
                 raw = tmp.with_name(tmp.name[: -len(".gz")])
                 try:
-                    sitk.WriteImage(volume.to_sitk(), str(raw), False)
+                    sitk.WriteImage(_noted(volume.to_sitk(), description), str(raw), False)
                     _check_written(raw, path, volume)
                     if scale is not None:
                         _set_nifti_scaling(raw, scale)
@@ -302,11 +313,18 @@ class Volume:
                     raw.unlink(missing_ok=True)
             else:
                 compress = compression_level is not None and path.suffix in (".nrrd", ".mha")
-                sitk.WriteImage(volume.to_sitk(), str(tmp), compress, compression_level if compress else -1)
+                sitk.WriteImage(_noted(volume.to_sitk(), description), str(tmp), compress,
+                                compression_level if compress else -1)
                 _check_written(tmp, path, volume)
                 if scale is not None:
                     _set_nifti_scaling(tmp, scale)
         return path
+
+
+def _noted(image, description: str | None):
+    if description:
+        image.SetMetaData("ITK_FileNotes", description[:80])
+    return image
 
 
 def read_volume(path: str | os.PathLike) -> Volume:
