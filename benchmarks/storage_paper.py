@@ -44,6 +44,7 @@ sys.path.insert(0, str(HERE))
 
 PAPER_ATTEMPTS = 7540  # 26 healthy x 29 lesions x 10 repeats
 PAPER_KEPT = 5675
+PAPER_HEALTHY = 26
 GOAL_GB = 25.0  # synthetic + harmonized sets
 GOAL_HU = 1.0
 
@@ -204,6 +205,11 @@ def measure_set(name: str, folder: Path, ids: list[str], window, tmp: Path, read
             t0 = time.perf_counter()
             training_read(files[(BOXED, vid)])
             rows[BOXED]["cold_read_s"].append(time.perf_counter() - t0)
+    for fmt, _, _ in formats:  # the training cache's bytes (repeat 0): per volume, and per femur for bases
+        files = list((tmp / f"cache-{name}-0-{fmt.replace(' ', '_')}").iterdir())
+        rows[fmt]["cache_bytes"] = sum(f.stat().st_size for f in files if not f.name.startswith("base-")) / len(ids)
+        bases = [f for f in files if f.name.startswith("base-")]
+        rows[fmt]["cache_base_bytes"] = sum(f.stat().st_size for f in bases) / max(len(bases), 1)
     for (fmt, vid), values in reads.items():
         rows[fmt]["read_s"].append(statistics.median(values))
         rows[fmt]["cache_s"].append(statistics.median(caches[(fmt, vid)]))
@@ -292,6 +298,9 @@ def summarize(result: dict) -> dict:
             "cache_s": statistics.mean(row["cache_s"]),
             "max_error_hu": row["max_error_hu"],
             "paper_write_h": PAPER_KEPT * statistics.mean(row["write_s"]) / 3600,
+            # the training's .npy cache of the set (float32 image or box over its femur's, label box, lesion voxels)
+            "cache_mb_per_volume": row["cache_bytes"] / 1e6,
+            "paper_cache_gb": (PAPER_KEPT * row["cache_bytes"] + PAPER_HEALTHY * row["cache_base_bytes"]) / 1e9,
         }
         if row["cold_read_s"]:
             out[fmt]["cold_read_s"] = statistics.mean(row["cold_read_s"])
@@ -375,6 +384,14 @@ def main() -> int:
     print(f"| synthetic {BOXED}, harmonized int16 .nii.gz 1 | {total:.1f} | "
           f"{'yes' if total < GOAL_GB and error < GOAL_HU else 'no'} | {error:.3g} | x{s['read_ratio']:.2f} "
           f"(first volume of a femur x{s['cold_read_ratio']:.2f}) / x{h['read_ratio_gz']:.2f} |")
+    print("\n### The training's cache of each set at paper scale (`.npy`, what `cache_volume` writes)\n")
+    print("| storage | cache MB / volume, synthetic | GB synthetic | cache MB / volume, harmonized | GB harmonized |")
+    print("|---|---|---|---|---|")
+    for fmt, _, _ in FORMATS + [(BOXED, None, None)]:
+        s = summaries["synthetic"][fmt]
+        h = summaries["harmonized"].get(fmt)
+        print(f"| {fmt} | {s['cache_mb_per_volume']:.3f} | {s['paper_cache_gb']:.1f} | "
+              + (f"{h['cache_mb_per_volume']:.3f} | {h['paper_cache_gb']:.1f} |" if h else "(whole) | |"))
     print("\n### int16 (1 HU) .nii.gz 1 with a tighter crop (femur bounding box + margin)\n")
     print("| margin mm | voxels / volume | MB synthetic | MB harmonized | GB both sets at 5675 kept |")
     print("|---|---|---|---|---|")

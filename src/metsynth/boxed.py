@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .nifti import IntensityScale
     from .volume import Volume
 
-__all__ = ["BOX_NOTE", "FORMAT", "changed_box", "companion_path", "is_boxed", "read_boxed", "write_boxed"]
+__all__ = ["BOX_NOTE", "FORMAT", "base_of", "changed_box", "companion_path", "is_boxed", "read_boxed", "write_boxed"]
 
 FORMAT = "metsynth changed box 1"
 BOX_NOTE = "metsynth changed box"  # the box file's NIfTI descrip starts so: without its record it is refused
@@ -169,6 +169,12 @@ def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.P
                      description=f"{BOX_NOTE}: see {companion_path(path).name}")
 
 
+def base_of(path: Path, record: dict[str, Any]) -> Path:
+    """The base image a box file's record names (relative paths are relative to the box's folder)."""
+    base = Path(record["base"])
+    return base if base.is_absolute() else Path(os.path.normpath(path.parent / base))
+
+
 def read_boxed(path: str | os.PathLike, read_box: Any) -> "Volume":
     """The whole volume of a box file ``path``; ``read_box(path)`` reads the box file itself."""
     path = Path(path)
@@ -181,8 +187,7 @@ def read_boxed(path: str | os.PathLike, read_box: Any) -> "Volume":
     if missing or record["image"] != path.name:
         what = f"lacks {', '.join(missing)}" if missing else f"is the record of {record['image']}, not {path.name}"
         raise InputError(f"{record_path}: {what}; {_REMAKE}")
-    base_path = Path(record["base"])
-    base_path = base_path if base_path.is_absolute() else Path(os.path.normpath(path.parent / base_path))
+    base_path = base_of(path, record)
     if not base_path.exists():
         raise InputError(
             f"{path}: stores only the box where the volume differs from its base image {base_path}, which is "

@@ -2,6 +2,15 @@
 
 A cached volume is keyed by its files' paths, sizes and modification times, so a volume written
 again is unpacked again; a patch then reads only its own voxels.
+
+What is stored whole and what as a box: an image is a float32 ``<stem>_image.npy``, except an
+image stored as a changed box (:mod:`metsynth.boxed`: a synthetic volume over its healthy femur),
+which is cached the same way: the box (``<stem>_imagebox.npy``) over its base's array, cached once
+for all the volumes of that femur (``base-<key>_image.npy``). A label is cached as the box around
+its lesion (``<stem>_labelbox.npy``; zeros elsewhere). Both read back as :class:`Overlaid` arrays,
+equal voxel for voxel to the whole ones, so a training gets the same patches; at the paper's scale
+the cache of a synthetic set shrinks from ~14 MB a volume (float32 image and uint8 label at 0.85
+mm) to the boxes. Caches written whole by earlier versions are read as they are.
 """
 
 from __future__ import annotations
@@ -20,12 +29,62 @@ from ..volume import Volume
 from .training_set import TrainingVolume
 
 
+class Overlaid:
+    """A read-only 3D array: ``base`` (an array, or zeros when None) with ``box`` put at ``offset``.
+
+    Supports what the patch code asks of a cached array: ``shape``, ``dtype``, ``ndim``, a block
+    of three slices of step 1 (a new array), one voxel by three integers, and ``np.asarray``
+    (the whole array); any other index goes through the whole array."""
+
+    def __init__(self, box: np.ndarray, offset: Sequence[int], shape: Sequence[int],
+                 base: np.ndarray | None = None) -> None:
+        self.box = box
+        self.offset = tuple(int(o) for o in offset)
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.result_type(box, base) if base is not None else box.dtype
+        self.ndim = len(self.shape)
+        self.base = base
+        if base is not None and tuple(base.shape) != self.shape:
+            raise ValueError(f"base {base.shape} is not of shape {self.shape}")
+        if any(o < 0 or o + n > s for o, n, s in zip(self.offset, box.shape, self.shape)):
+            raise ValueError(f"a box {box.shape} at {self.offset} leaves the shape {self.shape}")
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) == self.ndim and all(isinstance(k, (int, np.integer)) for k in key):
+            idx = tuple(int(k) + n if k < 0 else int(k) for k, n in zip(key, self.shape))
+            rel = tuple(i - o for i, o in zip(idx, self.offset))
+            if all(0 <= r < n for r, n in zip(rel, self.box.shape)):
+                return self.box[rel]
+            return self.base[idx] if self.base is not None else self.dtype.type(0)
+        if len(key) == self.ndim and all(isinstance(k, slice) for k in key):
+            ranges = [k.indices(n) for k, n in zip(key, self.shape)]
+            if all(step == 1 for _, _, step in ranges):
+                lo = [start for start, _, _ in ranges]
+                hi = [max(stop, start) for start, stop, _ in ranges]
+                out = (np.array(self.base[key], dtype=self.dtype) if self.base is not None
+                       else np.zeros([h - lo_ for lo_, h in zip(lo, hi)], dtype=self.dtype))
+                a = [max(lo_, o) for lo_, o in zip(lo, self.offset)]
+                b = [min(h, o + n) for h, o, n in zip(hi, self.offset, self.box.shape)]
+                if all(y > x for x, y in zip(a, b)):
+                    out[tuple(slice(x - lo_, y - lo_) for x, y, lo_ in zip(a, b, lo))] = \
+                        self.box[tuple(slice(x - o, y - o) for x, y, o in zip(a, b, self.offset))]
+                return out
+        return np.asarray(self)[key]
+
+    def __array__(self, dtype=None, copy=None):
+        out = (np.array(self.base, dtype=self.dtype) if self.base is not None
+               else np.zeros(self.shape, dtype=self.dtype))
+        out[tuple(slice(o, o + n) for o, n in zip(self.offset, self.box.shape))] = self.box
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
 @dataclass
 class CachedVolume:
     """Memory-mapped arrays of one training volume and where its lesion voxels are."""
 
-    image: np.ndarray          # float32 [z, y, x], memory-mapped
-    label: np.ndarray          # uint8 [z, y, x], memory-mapped
+    image: np.ndarray | Overlaid          # float32 [z, y, x], memory-mapped (or a box over its base's)
+    label: np.ndarray | Overlaid          # uint8 [z, y, x] (the box around the lesion, zeros elsewhere)
     lesion_voxels: np.ndarray  # int32 (n, 3)
 
     @property
@@ -60,13 +119,59 @@ def cache_volume(item: TrainingVolume, cache_dir: str | os.PathLike) -> Path:
     if not np.all(np.isfinite(img)):
         raise InputError(f"{item.image}: image has NaN or infinite voxels; fix the file")
     lbl = (np.asarray(label.array) > 0).astype(np.uint8)
-    for suffix, array in (("image", img), ("label", lbl), ("lesion", np.argwhere(lbl).astype(np.int32))):
+    lesion = np.argwhere(lbl).astype(np.int32)
+    label_lo = lesion.min(axis=0) if len(lesion) else np.zeros(3, int)
+    label_hi = lesion.max(axis=0) + 1 if len(lesion) else np.ones(3, int)
+    arrays = {"label": None, "labelbox": _block(lbl, label_lo, label_hi), "lesion": lesion}
+    meta = {"key": item.key, "image": item.image, "label": item.label, "shape": list(img.shape),
+            "lesion_voxels": int(lbl.sum()), "label_offset": [int(v) for v in label_lo]}
+    boxed = _boxed_image(item.image, img, cache_dir)
+    if boxed is None:
+        arrays["image"] = img
+    else:
+        meta["image_base"], meta["image_offset"], arrays["imagebox"] = boxed
+    for suffix, array in arrays.items():
+        if array is None:
+            continue
         with atomic_path(Path(f"{stem}_{suffix}.npy")) as tmp:
             with open(tmp, "wb") as handle:
                 np.save(handle, array)
-    write_json(f"{stem}.json", {"key": item.key, "image": item.image, "label": item.label,
-                                "shape": list(img.shape), "lesion_voxels": int(lbl.sum())})
+    write_json(f"{stem}.json", meta)
     return stem
+
+
+def _block(array: np.ndarray, lo, hi) -> np.ndarray:
+    return np.ascontiguousarray(array[tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))])
+
+
+def _boxed_image(image_path: str, img: np.ndarray, cache_dir: Path) -> tuple[str, list[int], np.ndarray] | None:
+    """For an image stored as a changed box: ``(base stem name, offset, box)`` with the base's float32
+    array cached once (``base-<key>_image.npy``); None for a whole image, or where the base's values
+    are not those of the image outside the box (then the image is cached whole)."""
+    from ..boxed import base_of, companion_path, is_boxed
+
+    if not is_boxed(image_path):
+        return None
+    record = read_json(companion_path(image_path))
+    base_path = base_of(Path(image_path), record)
+    lo = np.asarray(record["offset"], dtype=int)
+    hi = lo + np.asarray(record["box_shape"], dtype=int)
+    st = base_path.stat()
+    name = "base-" + hashlib.sha256(f"{base_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    base_file = cache_dir / f"{name}_image.npy"
+    if base_file.exists():
+        base = np.load(base_file, mmap_mode="r")
+    else:
+        base = np.asarray(Volume.read(base_path).array, dtype=np.float32)
+    outside = np.ones(img.shape, bool)
+    outside[tuple(slice(a, b) for a, b in zip(lo, hi))] = False
+    if base.shape != img.shape or not np.array_equal(np.asarray(base)[outside], img[outside]):
+        return None
+    if not base_file.exists():
+        with atomic_path(base_file) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, base)
+    return name, [int(v) for v in lo], _block(img, lo, hi)
 
 
 def _cache_task(task: tuple[TrainingVolume, str]) -> str:
@@ -95,8 +200,15 @@ def cache_volumes(items: Sequence[TrainingVolume], cache_dir: str | os.PathLike,
 
 def open_cached(stem: str | os.PathLike) -> CachedVolume:
     stem = str(stem)
-    return CachedVolume(
-        image=np.load(f"{stem}_image.npy", mmap_mode="r"),
-        label=np.load(f"{stem}_label.npy", mmap_mode="r"),
-        lesion_voxels=np.load(f"{stem}_lesion.npy"),
-    )
+    whole_image, whole_label = os.path.exists(f"{stem}_image.npy"), os.path.exists(f"{stem}_label.npy")
+    meta = None if whole_image and whole_label else read_json(f"{stem}.json")
+    if whole_image:
+        image = np.load(f"{stem}_image.npy", mmap_mode="r")
+    else:
+        base = np.load(str(Path(stem).parent / f"{meta['image_base']}_image.npy"), mmap_mode="r")
+        image = Overlaid(np.load(f"{stem}_imagebox.npy"), meta["image_offset"], meta["shape"], base)
+    if whole_label:  # a cache written before labels were cached as boxes
+        label = np.load(f"{stem}_label.npy", mmap_mode="r")
+    else:
+        label = Overlaid(np.load(f"{stem}_labelbox.npy"), meta["label_offset"], meta["shape"])
+    return CachedVolume(image=image, label=label, lesion_voxels=np.load(f"{stem}_lesion.npy"))
