@@ -23,3 +23,16 @@ def real_data() -> Path:
 @pytest.fixture
 def tiny_cohort(tmp_path) -> Path:
     return write_tiny_cohort(tmp_path / "cohort")
+
+
+@pytest.fixture(scope="module")
+def toy_synthesis(tmp_path_factory) -> tuple[Path, Path]:
+    """The toy synthesis cohort (``tests/synthesis/synth_toy.py``) and its lesion bank."""
+    from metsynth.synthesis.bank import extract_bank
+    from synthesis.synth_toy import write_toy_cohort
+
+    root = tmp_path_factory.mktemp("toy_synthesis")
+    cohort = write_toy_cohort(root / "cohort")
+    extract_bank(cohort, root / "bank", progress=False)
+    return cohort, root / "bank"
+

@@ -73,3 +73,12 @@ def fill_disk_at(monkeypatch, nth: int) -> list:
 
     monkeypatch.setattr(volume_module, "_gzip_file", fills_up)
     return calls
+
+
+def kept_rows(run: Path) -> list[dict[str, str]]:
+    """The kept rows of a synthesis run's ``index.csv``."""
+    import csv
+
+    with open(Path(run) / "index.csv", newline="") as fh:
+        return [r for r in csv.DictReader(fh) if r["kept"] == "true"]
+

@@ -5,13 +5,13 @@ Tiny volumes (32^3, the toy synthesis cohort): a few seconds in all.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from helpers import kept_rows
 from metsynth.boxed import FORMAT, changed_box, companion_path, is_boxed, write_boxed
 from metsynth.errors import InputError
 from metsynth.volume import IntensityScale, Volume
@@ -144,38 +144,22 @@ def test_a_box_on_another_grid_is_refused(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the synthesis
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    from metsynth.synthesis.bank import extract_bank
-    from synthesis.synth_toy import write_toy_cohort
-
-    root = tmp_path_factory.mktemp("boxed")
-    cohort = write_toy_cohort(root / "cohort")
-    extract_bank(cohort, root / "bank", progress=False)
-    return cohort, root / "bank"
-
-
-def _kept(run: Path) -> list[dict[str, str]]:
-    with open(run / "index.csv", newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r["kept"] == "true"]
-
-
-def test_synthesis_with_changed_boxes_reads_as_the_whole_volumes(toy, tmp_path):
+def test_synthesis_with_changed_boxes_reads_as_the_whole_volumes(toy_synthesis, tmp_path):
     from metsynth.cohort import load_cohort
     from metsynth.synthesis.compose import SynthesisConfig
     from metsynth.synthesis.output_size import estimate_output_bytes
     from metsynth.synthesis.run import run_synthesis
 
-    cohort, bank = toy
+    cohort, bank = toy_synthesis
     whole = run_synthesis(cohort, bank, tmp_path / "whole", SynthesisConfig(repeats=2, image_compression_level=1),
                           progress=False).out_dir
     config = SynthesisConfig(repeats=2, image_compression_level=1, image_layout="changed_box")
     boxed = run_synthesis(cohort, bank, tmp_path / "boxed", config, progress=False).out_dir
     paper = SynthesisConfig(repeats=2, image_compression_level=1, image_layout="changed_box", image_storage="int16")
     ints = run_synthesis(cohort, bank, tmp_path / "int16", paper, progress=False).out_dir  # the study's paper preset
-    rows_w, rows_b = _kept(whole), _kept(boxed)
+    rows_w, rows_b = kept_rows(whole), kept_rows(boxed)
     assert rows_w and [r["volume_id"] for r in rows_w] == [r["volume_id"] for r in rows_b]
-    for row in _kept(ints):
+    for row in kept_rows(ints):
         a, c = Volume.read(whole / row["image"]), Volume.read(ints / row["image"])
         record = json.loads(companion_path(ints / row["image"]).read_text())
         inside = np.zeros(a.shape, bool)
@@ -208,11 +192,11 @@ def test_synthesis_with_changed_boxes_reads_as_the_whole_volumes(toy, tmp_path):
                                                        SynthesisConfig(repeats=2, image_compression_level=1))
 
 
-def test_a_forced_whole_layout_rerun_over_a_boxed_run_leaves_no_record(toy, tmp_path):
+def test_a_forced_whole_layout_rerun_over_a_boxed_run_leaves_no_record(toy_synthesis, tmp_path):
     from metsynth.synthesis.compose import SynthesisConfig
     from metsynth.synthesis.run import run_synthesis
 
-    cohort, bank = toy
+    cohort, bank = toy_synthesis
     out = tmp_path / "run"
     run_synthesis(cohort, bank, out, SynthesisConfig(repeats=1, image_layout="changed_box",
                                                      image_compression_level=1), progress=False)
@@ -220,7 +204,7 @@ def test_a_forced_whole_layout_rerun_over_a_boxed_run_leaves_no_record(toy, tmp_
     run_synthesis(cohort, bank, out, SynthesisConfig(repeats=1, image_compression_level=1), progress=False,
                   force=True)
     assert not list((out / "images").glob("*.base.json"))
-    for row in _kept(out):
+    for row in kept_rows(out):
         assert Volume._read_file(out / row["image"]).shape == Volume.read(out / row["image"]).shape  # whole again
 
 

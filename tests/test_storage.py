@@ -5,7 +5,6 @@ Tiny volumes only (32^3, the toy synthesis cohort, an untrained tiny DDPM): seco
 
 from __future__ import annotations
 
-import csv
 import gzip
 import struct
 from pathlib import Path
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from helpers import kept_rows
 from metsynth.errors import InputError
 from metsynth.volume import IntensityScale, Volume, nifti_layout, storage_scale
 
@@ -132,33 +132,17 @@ def test_requantizing_stored_values_gives_the_same_integers(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the synthesis run
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    from metsynth.synthesis.bank import extract_bank
-    from synthesis.synth_toy import write_toy_cohort
-
-    root = tmp_path_factory.mktemp("storage")
-    cohort = write_toy_cohort(root / "cohort")
-    extract_bank(cohort, root / "bank", progress=False)
-    return cohort, root / "bank"
-
-
-def _rows(run: Path) -> list[dict[str, str]]:
-    with open(run / "index.csv", newline="") as fh:
-        return [r for r in csv.DictReader(fh) if r["kept"] == "true"]
-
-
-def test_synthesis_run_writes_int16_when_configured(toy, tmp_path):
+def test_synthesis_run_writes_int16_when_configured(toy_synthesis, tmp_path):
     from metsynth.cohort import load_cohort
     from metsynth.synthesis.compose import SynthesisConfig
     from metsynth.synthesis.output_size import GZIP_INT16_IMAGE_RATIO, estimate_output_bytes
     from metsynth.synthesis.run import run_synthesis
 
-    cohort, bank = toy
+    cohort, bank = toy_synthesis
     floats = run_synthesis(cohort, bank, tmp_path / "f32", SynthesisConfig(repeats=1), progress=False).out_dir
     config = SynthesisConfig(repeats=1, image_storage="int16", image_compression_level=1)
     ints = run_synthesis(cohort, bank, tmp_path / "i16", config, progress=False).out_dir
-    rows_f, rows_i = _rows(floats), _rows(ints)
+    rows_f, rows_i = kept_rows(floats), kept_rows(ints)
     assert rows_f and [r["volume_id"] for r in rows_f] == [r["volume_id"] for r in rows_i]
     for row_f, row_i in zip(rows_f, rows_i):
         assert row_f["image"].endswith(".nii") and row_i["image"].endswith(".nii.gz")
