@@ -26,17 +26,18 @@ import hashlib
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 from .fileio import read_json, write_json
+from .nifti import IntensityScale
 from .recent import recently_used
 
-if TYPE_CHECKING:
-    from .nifti import IntensityScale
-    from .volume import Volume
+# Volumes (metsynth.volume.Volume) come in as arguments and their class reads the bases: volume.py
+# imports this module to read a box, so this one does not import it.
+Volume = Any
 
 __all__ = ["BOX_NOTE", "FORMAT", "base_of", "changed_box", "companion_path", "is_boxed", "read_boxed", "write_boxed"]
 
@@ -106,18 +107,16 @@ def _digest(path: Path) -> str:
         return recently_used(_DIGESTS, key, 64, lambda: _sha256(path))
 
 
-def _read_only(volume: "Volume") -> "Volume":
+def _read_only(volume: Volume) -> Volume:
     volume.array.flags.writeable = False  # shared by every box of this base: never written into
     return volume
 
 
-def _base(path: Path) -> "Volume":
-    """The base volume, kept (read-only) for the next volumes of the same femur."""
-    from .volume import Volume
-
+def _base(path: Path, read: Any) -> Volume:
+    """The base volume (``read(path)``: ``Volume.read``), kept read-only for the next volumes of the same femur."""
     key = _stamp(path)
     with _LOCK:
-        return recently_used(_BASES, key, BASES_KEPT, lambda: _read_only(Volume.read(path)))
+        return recently_used(_BASES, key, BASES_KEPT, lambda: _read_only(read(path)))
 
 
 def _check_base_kind(base_path: Path, what: Path) -> None:
@@ -128,8 +127,8 @@ def _check_base_kind(base_path: Path, what: Path) -> None:
             "use image_layout: whole")
 
 
-def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.PathLike,
-                compression_level: int | None = 1, scale: "IntensityScale | None" = None,
+def write_boxed(volume: Volume, base_path: str | os.PathLike, path: str | os.PathLike,
+                compression_level: int | None = 1, scale: IntensityScale | None = None,
                 max_share: float = 1.0) -> Path:
     """Write ``volume`` as the box where it differs from the image at ``base_path`` (read here, on
     the same grid), with its companion record first; ``compression_level``, ``scale``: as
@@ -137,7 +136,7 @@ def write_boxed(volume: "Volume", base_path: str | os.PathLike, path: str | os.P
     changed all over), the whole volume is written instead, with no record. Returns ``path``."""
     base_path, path = Path(base_path), Path(path)
     _check_base_kind(base_path, path)
-    base = _base(base_path)
+    base = _base(base_path, type(volume).read)
     diff = base.grid_mismatch(volume)
     if diff is not None:
         raise InputError(f"{path}: cannot store it as a box over {base_path}: not on its grid ({diff})")
@@ -175,8 +174,9 @@ def base_of(path: Path, record: dict[str, Any]) -> Path:
     return base if base.is_absolute() else Path(os.path.normpath(path.parent / base))
 
 
-def read_boxed(path: str | os.PathLike, read_box: Any) -> "Volume":
-    """The whole volume of a box file ``path``; ``read_box(path)`` reads the box file itself."""
+def read_boxed(path: str | os.PathLike, read_box: Any, read_base: Any) -> Volume:
+    """The whole volume of a box file ``path``; ``read_box(path)`` reads the box file itself,
+    ``read_base(path)`` an image whole (``Volume.read``: a base may itself be a box)."""
     path = Path(path)
     record_path = companion_path(path)
     record = read_json(record_path, what="the record of a volume stored as a box", fix=_REMAKE)
@@ -198,7 +198,7 @@ def read_boxed(path: str | os.PathLike, read_box: Any) -> "Volume":
             f"{path}: its base image {base_path} has changed since the box was written (prepared again?), so the "
             f"whole volume cannot be rebuilt; {_REMAKE}")
     box = read_box(path)
-    base = _base(base_path)
+    base = _base(base_path, read_base)
     lo = np.asarray(record["offset"], dtype=int)
     hi = lo + np.asarray(record["box_shape"], dtype=int)
     if tuple(record["shape"]) != base.shape or box.shape != tuple(int(n) for n in hi - lo) or np.any(hi > base.shape):

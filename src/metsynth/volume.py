@@ -245,7 +245,7 @@ class Volume:
         from .boxed import is_boxed, read_boxed
 
         if is_boxed(path):
-            return read_boxed(path, lambda box: cls._read_file(box, as_box=True))
+            return read_boxed(path, lambda box: cls._read_file(box, as_box=True), cls.read)
         return cls._read_file(path)
 
     @classmethod
