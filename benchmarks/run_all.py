@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "parallel_trainings": ["--steps", "100"],
     "diffusion": ["--steps", "30", "--volumes", "1"],
     "storage_paper": ["--volumes", "2", "--read-repeats", "2"],
+    "interpolation": ["--patches", "100"],
 }
 
 
