@@ -243,3 +243,51 @@ def test_the_layout_enters_the_synthesis_stage_print_only_when_not_whole():
               for name, cfg in (("demo", demo), ("paper", paper))}
     assert "image_layout" not in prints["demo"] and prints["paper"]["image_layout"] == "changed_box"
     assert prints["demo"] == {k: v for k, v in demo.synthesis.model_dump(mode="json").items() if k != "image_layout"}
+
+
+def test_export_whole_writes_a_boxed_set_for_other_tools_and_resumes(toy_synthesis, tmp_path):
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+    from metsynth.errors import ConfigError
+    from metsynth.export.whole import export_whole
+    from metsynth.synthesis.compose import SynthesisConfig
+    from metsynth.synthesis.run import run_synthesis
+    from metsynth.synthesis.sets import read_set
+
+    cohort, bank = toy_synthesis
+    config = SynthesisConfig(repeats=2, image_compression_level=1, image_layout="changed_box", image_storage="int16")
+    boxed = run_synthesis(cohort, bank, tmp_path / "boxed", config, progress=False).out_dir
+    result = CliRunner().invoke(app, ["-q", "export", "whole", str(boxed), "--out", str(tmp_path / "whole")])
+    assert result.exit_code == 0, result.output
+    whole = tmp_path / "whole"
+    rows_b, rows_w = read_set(boxed), read_set(whole)
+    assert list(rows_b["volume_id"]) == list(rows_w["volume_id"]) and len(rows_w) > 0
+    for b, w in zip(rows_b.itertuples(), rows_w.itertuples()):
+        assert not is_boxed(w.image) and Path(w.image).parent == whole / "images"
+        on_disk = Volume._read_file(Path(w.image))  # what another tool reads: the whole volume, no record needed
+        assert np.array_equal(on_disk.array, Volume.read(b.image).array)
+        assert Path(w.label).read_bytes() == Path(b.label).read_bytes()
+    assert (whole / "config.yaml").read_bytes() == (boxed / "config.yaml").read_bytes()
+    assert len(list((whole / "sidecars").glob("*.json"))) == len(rows_w)
+    again = export_whole(boxed, whole, progress=False)  # a rerun resumes: nothing written again
+    assert again.written == 0 and again.already == len(rows_w)
+    int16 = export_whole(boxed, tmp_path / "int16", "int16", progress=False).out_dir
+    first = read_set(int16)["image"][0]
+    error = np.abs(Volume.read(first).array.astype(np.float64) - Volume.read(rows_b["image"][0]).array).max()
+    assert header_datatype(Path(first)) == 4 and error * 1500 <= 0.5 + 1e-3  # int16, within half a HU
+    with pytest.raises(ConfigError, match="must not be the set"):
+        export_whole(boxed, boxed / "images", progress=False)
+    with pytest.raises(ConfigError):  # another set's folder, without --force
+        export_whole(boxed, int16, progress=False)
+
+
+def header_datatype(path: Path) -> int:
+    """The NIfTI datatype code of a file (4: int16, 16: float32)."""
+    import gzip
+
+    from metsynth.volume import nifti_layout
+
+    with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as fh:
+        return nifti_layout(fh.read(540)).datatype
+

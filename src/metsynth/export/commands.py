@@ -1,4 +1,5 @@
-"""``metsynth export nnunet``: a run's data as an nnU-Net v2 raw dataset (thin over the library)."""
+"""``metsynth export nnunet``: a run's data as an nnU-Net v2 raw dataset; ``metsynth export whole``: a set
+with every image as a whole volume (thin over the library)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import typer
 
 from ..outdir import force_help
 
-export_app = typer.Typer(help="Export a run's data to other tools (nnU-Net v2).", no_args_is_help=True)
+export_app = typer.Typer(help="Export a run's data to other tools (nnU-Net v2; a set as whole NIfTI volumes).",
+                         no_args_is_help=True)
 
 
 def nnunet(
@@ -81,8 +83,33 @@ def nnunet(
     typer.echo(f"dataset: {summary.dataset_dir}")
 
 
+def whole(
+    set_dir: Path = typer.Argument(..., help="A synthetic or harmonized set folder (index.csv, images/, labels/)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the set into, whole (not the set itself)."),
+    storage: str = typer.Option(
+        "float32", "--storage",
+        help="float32: the values as read. int16: one HU of the set's HU window per step, with NIfTI "
+        "scl_slope/scl_inter (at most 0.5 HU off, about a third of the bytes with gzip)."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes (1: in this process)."),
+    force: bool = typer.Option(False, "--force", help=force_help("a set written whole")),
+) -> None:
+    """Write a set with every image as a whole volume, for tools other than metsynth.
+
+    A set stored as changed boxes (synthesis.image_layout: changed_box, the study's paper preset)
+    holds only the box where each image differs from its healthy femur; metsynth reads it whole,
+    other tools see the box. This writes every kept image whole (labels, sidecars and index.csv
+    copied beside), resumably: rerun the same command after an interruption.
+    """
+    from ..cli import quiet
+    from .whole import export_whole
+
+    summary = export_whole(set_dir, out, storage, force=force, workers=workers, progress=not quiet())
+    typer.echo(f"export whole: {summary.describe()}")
+
+
 def register(app: typer.Typer) -> None:
     from ..cli import command
 
     command(export_app, name="nnunet")(nnunet)
+    command(export_app, name="whole")(whole)
     app.add_typer(export_app, name="export")

@@ -68,10 +68,10 @@ class SynthesisConfig(Settings):
         "changed_box: only the box where it differs from its healthy femur (the pasted lesion and its blend), "
         "with a <id>.base.json record beside it naming that femur's prepared image and its SHA-256; metsynth "
         "reads the whole volume back (training, harmonization, export), viewers show the box in place over the "
-        "femur, and `metsynth export nnunet` writes whole files. At the paper's scale the synthetic set "
-        "shrinks from ~20 GB to ~0.2 GB for the phantom's lesions (benchmarks/RESULTS.md, 'Storage at paper "
-        "scale'); the prepared healthy images must then stay where they are. The study's paper preset "
-        "(configs/paper.yaml) uses it, where the run folder holds the prepared cohort beside the set.")
+        "femur, and `metsynth export whole` (or `export nnunet`) writes whole files. At the paper's scale the "
+        "synthetic set shrinks from ~20 GB to ~0.2 GB for the phantom's lesions (benchmarks/RESULTS.md, "
+        "'Storage at paper scale'); the prepared healthy images must then stay where they are. The study's "
+        "paper preset (configs/paper.yaml) uses it, where the run folder holds the prepared cohort beside the set.")
     label_compression_level: int | None = Field(
         1, ge=1, le=9, description="gzip level of the labels (they shrink ~1000x, for ~10 ms); null writes .nii.")
     transform: TransformConfig = Field(default_factory=TransformConfig)
