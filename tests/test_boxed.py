@@ -291,3 +291,33 @@ def header_datatype(path: Path) -> int:
     with (gzip.open if path.name.endswith(".gz") else open)(path, "rb") as fh:
         return nifti_layout(fh.read(540)).datatype
 
+
+
+def test_threads_reading_boxes_of_one_femur_load_it_once(tmp_path, monkeypatch):
+    """Dask workers run tasks in threads: they share the femur, read once, and every volume is right."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from metsynth import boxed
+
+    base = base_volume(7)
+    base_path = base.write(tmp_path / "H.nii.gz")
+    volumes = {}
+    for k in range(8):
+        volume = with_lesion(base, lo=(2 + k, 3, 4), hi=(9 + k, 10, 12), value=-0.1 * k)
+        volumes[write_boxed(volume, base_path, tmp_path / f"v{k}.nii.gz")] = volume.array
+    boxed._BASES.clear()
+    boxed._DIGESTS.clear()
+    reads = []
+    original = Volume.read.__func__
+
+    def counting(cls, path):
+        if Path(path) == base_path:
+            reads.append(path)
+        return original(cls, path)
+
+    monkeypatch.setattr(Volume, "read", classmethod(counting))
+    with ThreadPoolExecutor(8) as pool:
+        arrays = list(pool.map(lambda p: Volume.read(p).array, list(volumes) * 3))
+    assert all(np.array_equal(a, volumes[p]) for a, p in zip(arrays, list(volumes) * 3))
+    assert len(reads) == 1
+    assert not boxed._base(base_path, Volume.read).array.flags.writeable  # shared: never written into
