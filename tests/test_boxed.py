@@ -320,4 +320,4 @@ def test_threads_reading_boxes_of_one_femur_load_it_once(tmp_path, monkeypatch):
         arrays = list(pool.map(lambda p: Volume.read(p).array, list(volumes) * 3))
     assert all(np.array_equal(a, volumes[p]) for a, p in zip(arrays, list(volumes) * 3))
     assert len(reads) == 1
-    assert not boxed._base(base_path, Volume.read).array.flags.writeable  # shared: never written into
+    assert not boxed.base_volume(base_path, Volume.read).array.flags.writeable  # shared: never written into

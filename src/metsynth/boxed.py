@@ -22,7 +22,6 @@ those of the box file (int16 storage: within half a step).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -30,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from .boxes import index_box
 from .errors import InputError
-from .fileio import read_json, write_json
+from .fileio import file_sha256, read_json, write_json
 from .nifti import IntensityScale
 from .recent import recently_used
 
@@ -39,7 +39,8 @@ from .recent import recently_used
 # imports this module to read a box, so this one does not import it.
 Volume = Any
 
-__all__ = ["BOX_NOTE", "FORMAT", "base_of", "changed_box", "companion_path", "is_boxed", "read_boxed", "write_boxed"]
+__all__ = ["BOX_NOTE", "FORMAT", "base_volume", "box_record", "changed_box", "companion_path", "is_boxed",
+           "read_boxed", "write_boxed", "write_image"]
 
 FORMAT = "metsynth changed box 1"
 BOX_NOTE = "metsynth changed box"  # the box file's NIfTI descrip starts so: without its record it is refused
@@ -73,15 +74,11 @@ def changed_box(array: np.ndarray, base: np.ndarray) -> tuple[tuple[int, ...], t
     voxel at the origin where they are equal: a NIfTI cannot be empty)."""
     if array.shape != base.shape:
         raise ValueError(f"array {array.shape} and base {base.shape} differ in shape")
-    changed = np.asarray(array) != np.asarray(base)
-    if not changed.any():
+    changed = np.argwhere(np.asarray(array) != np.asarray(base))
+    if not len(changed):
         return (0,) * array.ndim, (1,) * array.ndim
-    lo, hi = [], []
-    for axis in range(array.ndim):
-        hit = np.flatnonzero(changed.any(axis=tuple(a for a in range(array.ndim) if a != axis)))
-        lo.append(int(hit[0]))
-        hi.append(int(hit[-1]) + 1)
-    return tuple(lo), tuple(hi)
+    lo, hi = index_box(changed, array.shape)
+    return tuple(int(v) for v in lo), tuple(int(v) for v in hi)
 
 
 def _stamp(path: Path) -> tuple[Any, ...]:
@@ -91,20 +88,12 @@ def _stamp(path: Path) -> tuple[Any, ...]:
     return str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _digest(path: Path) -> str:
     """SHA-256 of a file, computed once per process for each :func:`_stamp` (loaded under the lock: the
     threads of a Dask worker wait for one computation rather than each doing it)."""
     key = _stamp(path)
     with _LOCK:
-        return recently_used(_DIGESTS, key, 64, lambda: _sha256(path))
+        return recently_used(_DIGESTS, key, 64, lambda: file_sha256(path))
 
 
 def _read_only(volume: Volume) -> Volume:
@@ -112,7 +101,7 @@ def _read_only(volume: Volume) -> Volume:
     return volume
 
 
-def _base(path: Path, read: Any) -> Volume:
+def base_volume(path: Path, read: Any) -> Volume:
     """The base volume (``read(path)``: ``Volume.read``), kept read-only for the next volumes of the same femur."""
     key = _stamp(path)
     with _LOCK:
@@ -127,6 +116,18 @@ def _check_base_kind(base_path: Path, what: Path) -> None:
             "use image_layout: whole")
 
 
+def write_image(volume: Volume, path: str | os.PathLike, base_path: str | os.PathLike | None = None,
+                compression_level: int | None = 1, scale: IntensityScale | None = None,
+                max_share: float = 1.0) -> Path:
+    """Write a generated image in its layout: as a changed box over ``base_path``
+    (:func:`write_boxed`), or whole when ``base_path`` is None (removing the record an earlier
+    changed-box run left beside ``path``, which would make the whole file read as a box)."""
+    if base_path is not None:
+        return write_boxed(volume, base_path, path, compression_level, scale, max_share)
+    companion_path(path).unlink(missing_ok=True)
+    return volume.write(path, compression_level=compression_level, scale=scale)
+
+
 def write_boxed(volume: Volume, base_path: str | os.PathLike, path: str | os.PathLike,
                 compression_level: int | None = 1, scale: IntensityScale | None = None,
                 max_share: float = 1.0) -> Path:
@@ -136,15 +137,14 @@ def write_boxed(volume: Volume, base_path: str | os.PathLike, path: str | os.Pat
     changed all over), the whole volume is written instead, with no record. Returns ``path``."""
     base_path, path = Path(base_path), Path(path)
     _check_base_kind(base_path, path)
-    base = _base(base_path, type(volume).read)
+    base = base_volume(base_path, type(volume).read)
     diff = base.grid_mismatch(volume)
     if diff is not None:
         raise InputError(f"{path}: cannot store it as a box over {base_path}: not on its grid ({diff})")
     lo, hi = changed_box(np.asarray(volume.array, dtype=np.result_type(volume.array, base.array)),
                          np.asarray(base.array, dtype=np.result_type(volume.array, base.array)))
     if np.prod(np.subtract(hi, lo), dtype=np.float64) > max_share * volume.array.size:
-        companion_path(path).unlink(missing_ok=True)
-        return volume.write(path, compression_level=compression_level, scale=scale)
+        return write_image(volume, path, None, compression_level, scale)
     try:
         relative = os.path.relpath(base_path.resolve(), path.parent.resolve())
     except ValueError:  # another drive (Windows): the absolute path
@@ -168,15 +168,9 @@ def write_boxed(volume: Volume, base_path: str | os.PathLike, path: str | os.Pat
                      description=f"{BOX_NOTE}: see {companion_path(path).name}")
 
 
-def base_of(path: Path, record: dict[str, Any]) -> Path:
-    """The base image a box file's record names (relative paths are relative to the box's folder)."""
-    base = Path(record["base"])
-    return base if base.is_absolute() else Path(os.path.normpath(path.parent / base))
-
-
-def read_boxed(path: str | os.PathLike, read_box: Any, read_base: Any) -> Volume:
-    """The whole volume of a box file ``path``; ``read_box(path)`` reads the box file itself,
-    ``read_base(path)`` an image whole (``Volume.read``: a base may itself be a box)."""
+def box_record(path: str | os.PathLike) -> tuple[dict[str, Any], Path, np.ndarray, np.ndarray]:
+    """The checked record of a box file: ``(record, base path, lo, hi)``, the box being
+    ``base[lo:hi]``; the base exists and holds the bytes the record names (else InputError)."""
     path = Path(path)
     record_path = companion_path(path)
     record = read_json(record_path, what="the record of a volume stored as a box", fix=_REMAKE)
@@ -187,7 +181,8 @@ def read_boxed(path: str | os.PathLike, read_box: Any, read_base: Any) -> Volume
     if missing or record["image"] != path.name:
         what = f"lacks {', '.join(missing)}" if missing else f"is the record of {record['image']}, not {path.name}"
         raise InputError(f"{record_path}: {what}; {_REMAKE}")
-    base_path = base_of(path, record)
+    base_path = Path(record["base"])
+    base_path = base_path if base_path.is_absolute() else Path(os.path.normpath(path.parent / base_path))
     if not base_path.exists():
         raise InputError(
             f"{path}: stores only the box where the volume differs from its base image {base_path}, which is "
@@ -197,10 +192,18 @@ def read_boxed(path: str | os.PathLike, read_box: Any, read_base: Any) -> Volume
         raise InputError(
             f"{path}: its base image {base_path} has changed since the box was written (prepared again?), so the "
             f"whole volume cannot be rebuilt; {_REMAKE}")
-    box = read_box(path)
-    base = _base(base_path, read_base)
     lo = np.asarray(record["offset"], dtype=int)
-    hi = lo + np.asarray(record["box_shape"], dtype=int)
+    return record, base_path, lo, lo + np.asarray(record["box_shape"], dtype=int)
+
+
+def read_boxed(path: str | os.PathLike, read_box: Any, read_base: Any) -> Volume:
+    """The whole volume of a box file ``path``; ``read_box(path)`` reads the box file itself,
+    ``read_base(path)`` an image whole (``Volume.read``: a base may itself be a box)."""
+    path = Path(path)
+    record, base_path, lo, hi = box_record(path)
+    record_path = companion_path(path)
+    box = read_box(path)
+    base = base_volume(base_path, read_base)
     if tuple(record["shape"]) != base.shape or box.shape != tuple(int(n) for n in hi - lo) or np.any(hi > base.shape):
         raise InputError(f"{path}: its shape {box.shape} does not match its record {record_path.name} (box "
                          f"{record['box_shape']} at {record['offset']} in {record['shape']}); {_REMAKE}")

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .boxed import BOX_NOTE, companion_path, is_boxed, read_boxed
 from .dicom import _read_dicom_series
 from .errors import InputError
 from .fileio import DiskFullError, WriteError, atomic_path, free_bytes
@@ -242,8 +243,6 @@ class Volume:
         check_readable(path)
         if path.is_dir():
             return cls.from_sitk(_read_dicom_series(path), path)
-        from .boxed import is_boxed, read_boxed
-
         if is_boxed(path):
             return read_boxed(path, lambda box: cls._read_file(box, as_box=True), cls.read)
         return cls._read_file(path)
@@ -265,8 +264,6 @@ class Volume:
                 "into 0); replace them (e.g. with the air value) before using the file"
             )
         if not as_box and image.HasMetaDataKey("ITK_FileNotes"):
-            from .boxed import BOX_NOTE, companion_path
-
             if image.GetMetaData("ITK_FileNotes").startswith(BOX_NOTE):
                 raise InputError(
                     f"{path}: holds only the box where a volume differs from its base image, and its record "

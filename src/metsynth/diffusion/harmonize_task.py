@@ -4,15 +4,14 @@ of which loads the network once."""
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..boxed import companion_path, write_boxed
+from ..boxed import write_image
 from ..errors import InputError
-from ..fileio import atomic_path, files_stamp, read_json, write_json
+from ..fileio import copy_file, files_stamp, read_json, write_json
 from ..volume import IntensityScale, Volume
 from .consistency import check_consistency
 from .denoiser import cached_denoiser
@@ -78,16 +77,12 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
                                    config.min_contrast_ratio, config.min_contrast, config.min_lesion_voxels)
     out = Path(task.out_dir)
     image_rel = f"images/{item.volume_id}.nii.gz"
-    if config.image_layout == "changed_box":  # the box where it differs from its synthetic image
-        write_boxed(image.with_array(array), item.image, out / image_rel, scale=task.image_scale, max_share=0.5)
-    else:
-        companion_path(out / image_rel).unlink(missing_ok=True)  # of an earlier changed_box run
-        image.with_array(array).write(out / image_rel, scale=task.image_scale)
+    base = item.image if config.image_layout == "changed_box" else None  # the box where it differs from its source
+    write_image(image.with_array(array), out / image_rel, base, scale=task.image_scale, max_share=0.5)
     label_rel = None
     if item.label is not None:
         label_rel = f"labels/{Path(item.label).name}"
-        with atomic_path(out / label_rel) as tmp:
-            shutil.copyfile(item.label, tmp)
+        copy_file(item.label, out / label_rel)
     seconds = time.perf_counter() - start
     sidecar = read_json(item.sidecar) if item.sidecar else {"volume_id": item.volume_id}
     collapsed = bool(report.collapsed) if report is not None else False

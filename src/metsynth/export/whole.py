@@ -11,7 +11,6 @@ written atomically. The output folder must not be the set itself.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError, InputError
-from ..fileio import atomic_path, write_text
+from ..fileio import copy_file, write_text
 from ..outdir import OutputFolder, recorded_changes
 
 __all__ = ["WholeSummary", "export_whole"]
@@ -42,9 +41,8 @@ class WholeSummary:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    if not dst.exists():
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
+    if not dst.exists():  # copied by an interrupted run
+        copy_file(src, dst)
 
 
 def _write_one(task: dict[str, Any]) -> bool:

@@ -6,8 +6,8 @@ again is unpacked again; a patch then reads only its own voxels.
 What is stored whole and what as a box: an image is a float32 ``<stem>_image.npy``, except an
 image stored as a changed box (:mod:`metsynth.boxed`: a synthetic volume over its healthy femur),
 which is cached the same way: the box (``<stem>_imagebox.npy``) over its base's array, cached once
-for all the volumes of that femur (``base-<key>_image.npy``). A label is cached as the box around
-its lesion (``<stem>_labelbox.npy``; zeros elsewhere). Both read back as :class:`Overlaid` arrays,
+for all the volumes of that femur (``base-<its SHA-256>_image.npy``). A label is cached as the box
+around its lesion (``<stem>_labelbox.npy``; zeros elsewhere). Both read back as :class:`Overlaid` arrays,
 equal voxel for voxel to the whole ones, so a training gets the same patches; at the paper's scale
 the cache of a synthetic set shrinks from ~14 MB a volume (float32 image and uint8 label at 0.85
 mm) to the boxes. Caches written whole by earlier versions are read as they are.
@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..boxed import base_volume, box_record, is_boxed
+from ..boxes import index_box
 from ..errors import InputError
 from ..fileio import atomic_path, read_json, write_json
 from ..volume import Volume
@@ -120,9 +122,8 @@ def cache_volume(item: TrainingVolume, cache_dir: str | os.PathLike) -> Path:
         raise InputError(f"{item.image}: image has NaN or infinite voxels; fix the file")
     lbl = (np.asarray(label.array) > 0).astype(np.uint8)
     lesion = np.argwhere(lbl).astype(np.int32)
-    label_lo = lesion.min(axis=0) if len(lesion) else np.zeros(3, int)
-    label_hi = lesion.max(axis=0) + 1 if len(lesion) else np.ones(3, int)
-    arrays = {"label": None, "labelbox": _block(lbl, label_lo, label_hi), "lesion": lesion}
+    label_lo, label_hi = index_box(lesion, lbl.shape) if len(lesion) else (np.zeros(3, int), np.ones(3, int))
+    arrays = {"labelbox": _block(lbl, label_lo, label_hi), "lesion": lesion}
     meta = {"key": item.key, "image": item.image, "label": item.label, "shape": list(img.shape),
             "lesion_voxels": int(lbl.sum()), "label_offset": [int(v) for v in label_lo]}
     boxed = _boxed_image(item.image, img, cache_dir)
@@ -131,13 +132,15 @@ def cache_volume(item: TrainingVolume, cache_dir: str | os.PathLike) -> Path:
     else:
         meta["image_base"], meta["image_offset"], arrays["imagebox"] = boxed
     for suffix, array in arrays.items():
-        if array is None:
-            continue
-        with atomic_path(Path(f"{stem}_{suffix}.npy")) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, array)
+        _save(Path(f"{stem}_{suffix}.npy"), array)
     write_json(f"{stem}.json", meta)
     return stem
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array)
 
 
 def _block(array: np.ndarray, lo, hi) -> np.ndarray:
@@ -145,32 +148,16 @@ def _block(array: np.ndarray, lo, hi) -> np.ndarray:
 
 
 def _boxed_image(image_path: str, img: np.ndarray, cache_dir: Path) -> tuple[str, list[int], np.ndarray] | None:
-    """For an image stored as a changed box: ``(base stem name, offset, box)`` with the base's float32
-    array cached once (``base-<key>_image.npy``); None for a whole image, or where the base's values
-    are not those of the image outside the box (then the image is cached whole)."""
-    from ..boxed import base_of, companion_path, is_boxed
-
+    """For an image stored as a changed box: ``(base stem name, offset, box)``, the base's float32 array
+    cached once (``base-<its SHA-256>_image.npy``, named by content: ``Volume.read`` has just checked the
+    base against that digest and holds it in memory); None for a whole image."""
     if not is_boxed(image_path):
         return None
-    record = read_json(companion_path(image_path))
-    base_path = base_of(Path(image_path), record)
-    lo = np.asarray(record["offset"], dtype=int)
-    hi = lo + np.asarray(record["box_shape"], dtype=int)
-    st = base_path.stat()
-    name = "base-" + hashlib.sha256(f"{base_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    record, base_path, lo, hi = box_record(image_path)
+    name = f"base-{record['base_sha256'][:20]}"
     base_file = cache_dir / f"{name}_image.npy"
-    if base_file.exists():
-        base = np.load(base_file, mmap_mode="r")
-    else:
-        base = np.asarray(Volume.read(base_path).array, dtype=np.float32)
-    outside = np.ones(img.shape, bool)
-    outside[tuple(slice(a, b) for a, b in zip(lo, hi))] = False
-    if base.shape != img.shape or not np.array_equal(np.asarray(base)[outside], img[outside]):
-        return None
     if not base_file.exists():
-        with atomic_path(base_file) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, base)
+        _save(base_file, np.asarray(base_volume(base_path, Volume.read).array, dtype=np.float32))
     return name, [int(v) for v in lo], _block(img, lo, hi)
 
 

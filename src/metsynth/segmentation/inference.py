@@ -30,7 +30,7 @@ import numpy as np
 
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..fileio import file_sha256, files_stamp, read_json, write_json
+from ..fileio import copy_file, file_sha256, files_stamp, read_json, write_json
 from ..outdir import OutputFolder, recorded_changes
 from ..volume import Volume
 from .postprocess import PostprocessConfig
@@ -311,14 +311,9 @@ def combine_fold_predictions(final: Path, splits) -> None:
     """``final/<case>.nii.gz`` from ``final/fold<k>/``: each CV case from the fold that held it out,
     each test-only case by majority vote of the folds (``metsynth experiment``'s predict stage and
     ``metsynth predict --fold``)."""
-    import shutil
-
-    from ..fileio import atomic_path
-
     for fold in range(splits.n_folds):
         for case in splits.test(fold):
-            with atomic_path(final / f"{case}.nii.gz") as tmp:
-                shutil.copyfile(final / f"fold{fold}" / f"{case}.nii.gz", tmp)
+            copy_file(final / f"fold{fold}" / f"{case}.nii.gz", final / f"{case}.nii.gz")
     for case in splits.test_only:
         masks = [Volume.read(final / f"fold{k}" / f"{case}.nii.gz") for k in range(splits.n_folds)]
         votes = np.mean([m.array > 0 for m in masks], axis=0)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..boxed import companion_path, write_boxed
+from ..boxed import write_image
 from ..fileio import DiskFullError, write_json
 from ..volume import IntensityScale
 from .bank import BankEntry, LesionBank, load_bank
@@ -148,12 +148,8 @@ def run_task(task: SynthesisTask) -> list[dict[str, Any]]:
             sidecar["image"] = f"images/{vid}{_suffix(image_level)}"
             sidecar["label"] = f"labels/{vid}{_suffix(label_level)}"
             image = healthy.image.with_array(result.image)
-            if task.config.image_layout == "changed_box":
-                write_boxed(image, task.healthy.image, out / sidecar["image"], compression_level=image_level,
-                            scale=task.image_scale)
-            else:
-                companion_path(out / sidecar["image"]).unlink(missing_ok=True)  # of an earlier changed_box run
-                image.write(out / sidecar["image"], compression_level=image_level, scale=task.image_scale)
+            base = task.healthy.image if task.config.image_layout == "changed_box" else None
+            write_image(image, out / sidecar["image"], base, compression_level=image_level, scale=task.image_scale)
             healthy.image.with_array(result.label).write(out / sidecar["label"], compression_level=label_level)
         write_json(out / "sidecars" / f"{vid}.json", sidecar)  # last: marks the attempt as finished
         records.append({"volume_id": vid, "kept": result.kept, "reason": result.reason})
