@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "diffusion": ["--steps", "30", "--volumes", "1"],
     "storage_paper": ["--volumes", "2", "--read-repeats", "2"],
     "interpolation": ["--patches", "100"],
+    "memory_format": ["--repeats", "3", "--steps", "10"],
 }
 
 

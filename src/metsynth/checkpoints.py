@@ -35,6 +35,8 @@ def save_model(path: str | os.PathLike, network: str, state_dict: dict[str, Any]
         raise ValueError(f"network must be one of {', '.join(NETWORKS)}, got {network!r}")
     path = Path(path)
     header = {"format": MODEL_FORMAT, "network": network}
+    # in the usual layout whatever memory format the network ran in (metsynth.devices.to_memory_format)
+    state_dict = {k: v.contiguous() if hasattr(v, "contiguous") else v for k, v in state_dict.items()}
     save_torch(path, {**header, "state_dict": state_dict, "meta": meta})
     described = {**header, **{k: v for k, v in meta.items() if k not in header}}
     write_text(path.with_suffix(".yaml"), yaml.safe_dump(described, sort_keys=False))

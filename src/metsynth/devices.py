@@ -9,7 +9,7 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
@@ -72,6 +72,36 @@ def check_trainer(accelerator: str = "auto", devices: int | str | list[int] = "a
         raise ConfigError(f"trainer settings accelerator={accelerator!r}, devices={devices!r}, strategy={strategy!r}, "
                           f"precision={precision!r} cannot run here: {first} (`--accelerator auto` picks what "
                           "this machine has)") from None
+
+
+# ======================================================================= memory format of 3D convolutions
+MemoryFormat = Literal["auto", "channels_last", "contiguous"]
+MEMORY_FORMAT_HELP = (
+    "Memory layout of the network's 3D tensors: channels_last (NDHWC) or contiguous (NCDHW). auto: "
+    "channels_last on a CPU, where oneDNN's 3D convolutions with few channels are ~20 % faster on it "
+    "(benchmarks/bench_memory_format.py), contiguous elsewhere (not measured on a GPU). Same network and "
+    "weights either way; the sums run in another order, so the last bits differ.")
+
+
+def uses_channels_last(device: Any, memory_format: str = "auto") -> bool:
+    """Whether a network on ``device`` runs on channels-last (NDHWC) tensors (:data:`MEMORY_FORMAT_HELP`)."""
+    if memory_format == "auto":
+        return str(device).split(":")[0] == "cpu"
+    if memory_format not in ("channels_last", "contiguous"):
+        raise ConfigError(f"memory_format {memory_format!r}: use auto, channels_last or contiguous")
+    return memory_format == "channels_last"
+
+
+def to_memory_format(x: Any, channels_last: bool) -> Any:
+    """A module or a 5D tensor in channels-last layout when ``channels_last`` (else ``x`` itself).
+    Converting a module keeps its parameter objects (an optimizer built on them still holds them)."""
+    if not channels_last:
+        return x
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.contiguous(memory_format=torch.channels_last_3d) if x.dim() == 5 else x
+    return x.to(memory_format=torch.channels_last_3d)
 
 
 # ======================================================================= the ranks of a DDP study

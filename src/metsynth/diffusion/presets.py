@@ -38,6 +38,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..config import Settings, deep_merge, resolve_preset
+from ..devices import MEMORY_FORMAT_HELP, MemoryFormat
 
 
 class ModelConfig(Settings):
@@ -144,6 +145,7 @@ class TrainConfig(Settings):
     log_every_n_steps: int = Field(
         10, ge=1, description="Lightning logging interval (the loss CSV records every step).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (patches are cheap: 0 is usually fine).")
+    memory_format: MemoryFormat = Field("auto", description=MEMORY_FORMAT_HELP + " Also the DDPM's harmonizations.")
     seed: int = Field(0, description="Seed of the initial weights, patch positions, timesteps and noise.")
 
     @field_validator("patch_size")

@@ -42,6 +42,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..checkpoints import save_model
 from ..cohort import Cohort, load_cohort
+from ..devices import to_memory_format, uses_channels_last
 from ..errors import ConfigError
 from ..fileio import files_stamp, read_json, write_json
 from ..progress import quiet
@@ -52,7 +53,8 @@ from .presets import DiffusionConfig, diffusion_config
 log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption (they do not change the model).
-RESUMABLE_CHANGES = ("max_steps", "max_epochs", "checkpoint_every_n_steps", "log_every_n_steps", "num_workers")
+RESUMABLE_CHANGES = ("max_steps", "max_epochs", "checkpoint_every_n_steps", "log_every_n_steps", "num_workers",
+                     "memory_format")
 PRECISIONS = {"32": "32-true", "32-true": "32-true", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed",
               "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true", "64-true": "64-true"}
 
@@ -75,14 +77,19 @@ class DiffusionModule(L.LightningModule):
                                      use_buffers=True)
             self.ema.requires_grad_(False)
         self.noise_scheduler = self.cfg.noise.ddpm()
+        self.channels_last = False  # set where the fit runs (on_fit_start)
+
+    def on_fit_start(self) -> None:
+        self.channels_last = uses_channels_last(self.device, self.cfg.train.memory_format)
+        to_memory_format(self.model, self.channels_last)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        return self.model(x, timesteps=timesteps)
+        return self.model(to_memory_format(x, self.channels_last), timesteps=timesteps)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x0, noise, t = batch["image"], batch["noise"], batch["timestep"]
         x_t = self.noise_scheduler.add_noise(original_samples=x0, noise=noise, timesteps=t)
-        pred = self.model(x_t, timesteps=t)
+        pred = self(x_t, t)
         loss = F.mse_loss(pred.float(), noise.float())
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x0.shape[0])
         return loss

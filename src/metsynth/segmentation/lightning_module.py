@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..devices import to_memory_format
 from .network import build_network, dice_of, sliding_window_logits
 from .presets import SegmentationConfig
 
@@ -31,12 +32,19 @@ class SegmentationModule(L.LightningModule if L is not None else object):  # typ
 
         self.loss_fn = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
         self._val_dice: list[float] = []
+        self.channels_last = False  # set where the fit runs (on_fit_start)
+
+    def on_fit_start(self) -> None:
+        from ..devices import uses_channels_last
+
+        self.channels_last = uses_channels_last(self.device, self.config.trainer.memory_format)
+        to_memory_format(self.net, self.channels_last)
 
     def forward(self, x):
-        return self.net(x)
+        return self.net(to_memory_format(x, self.channels_last))
 
     def training_step(self, batch, batch_idx):
-        logits = self.net(batch["image"])
+        logits = self(batch["image"])
         loss = self.loss_fn(logits, batch["label"].float())
         bs = batch["image"].shape[0]
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=bs)
@@ -46,7 +54,7 @@ class SegmentationModule(L.LightningModule if L is not None else object):  # typ
         self._val_dice = []
 
     def validation_step(self, batch, batch_idx):
-        logits = sliding_window_logits(self.net, batch["image"], self.config)
+        logits = sliding_window_logits(self.net, batch["image"], self.config, channels_last=self.channels_last)
         pred = logits.argmax(1, keepdim=True)
         for i in range(pred.shape[0]):
             self._val_dice.append(dice_of(pred[i], batch["label"][i] > 0))

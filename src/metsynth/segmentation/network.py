@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import load_model, save_model
+from ..devices import to_memory_format
 from ..errors import InputError
 from .patches import AIR
-from .presets import SegmentationConfig
+from .presets import InferenceConfig, SegmentationConfig
 
 
 def build_network(config: SegmentationConfig):
@@ -33,13 +34,17 @@ def dice_of(pred, truth) -> float:
                       truth.detach().bool().cpu().numpy().reshape(flat))
 
 
-def sliding_window_logits(net, image, config: SegmentationConfig):
-    """Logits ``[B, 2, z, y, x]`` of whole volumes ``image [B, 1, z, y, x]`` (standardized)."""
+def sliding_window_logits(net, image, config: SegmentationConfig, inference: InferenceConfig | None = None,
+                          channels_last: bool = False):
+    """Logits ``[B, 2, z, y, x]`` of whole volumes ``image [B, 1, z, y, x]`` (standardized), window by
+    window with ``inference`` (default: ``config``'s); ``channels_last``: ``net`` runs on channels-last
+    windows (:func:`metsynth.devices.uses_channels_last`)."""
     from monai.inferers import sliding_window_inference
 
-    inf = config.inference
+    inf = inference or config.inference
+    predictor = (lambda window: net(to_memory_format(window, True))) if channels_last else net
     return sliding_window_inference(image, roi_size=tuple(config.patch_size), sw_batch_size=inf.sw_batch_size,
-                                    predictor=net, overlap=inf.overlap, mode=inf.blend, cval=AIR)
+                                    predictor=predictor, overlap=inf.overlap, mode=inf.blend, cval=AIR)
 
 
 def _from_lightning(ckpt: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

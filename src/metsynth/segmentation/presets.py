@@ -29,7 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..config import Settings, deep_merge, resolve_preset
-from ..devices import LightningDevices
+from ..devices import MEMORY_FORMAT_HELP, LightningDevices, MemoryFormat
 from .postprocess import PostprocessConfig
 
 Source = Literal["real", "synthetic", "harmonized", "online"]
@@ -122,7 +122,8 @@ class InferenceConfig(Settings):
     """Sliding-window inference over whole volumes (MONAI ``sliding_window_inference``)."""
 
     overlap: float = Field(0.5, ge=0, lt=1, description="Overlap of neighbouring windows (fraction).")
-    sw_batch_size: int = Field(2, ge=1, description="Windows per forward pass.")
+    sw_batch_size: int = Field(2, ge=1, description="Windows per forward pass (on a CPU, 4 windows of 32^3 at once "
+                                                    "take ~0.4x the time of one at a time, the same masks).")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="How overlapping windows are blended.")
     threshold: float = Field(0.5, gt=0, lt=1, description="Lesion probability threshold.")
 
@@ -136,6 +137,7 @@ class TrainerConfig(LightningDevices):
         None, gt=0, description="Clip the gradient norm to this value (None: no clipping, the paper). A Dice-loss "
         "training whose step sends every prediction to background stays there (loss 1.0); clipping prevents that step.")
     log_every_n_steps: int = Field(10, ge=1, description="How often step metrics are logged.")
+    memory_format: MemoryFormat = Field("auto", description=MEMORY_FORMAT_HELP + " Also the model's inference.")
 
     def on_devices(self, devices: LightningDevices) -> "TrainerConfig":
         """These settings, run where ``devices`` says: its device fields (accelerator, devices,
@@ -244,7 +246,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_epochs": 100,
         "val_cases": 2,
         "num_workers": 2,
-        "inference": {"overlap": 0.25, "sw_batch_size": 1},
+        "inference": {"overlap": 0.25, "sw_batch_size": 4},
         # Without it, one demo training in twelve (seed 1, Diffusion fold 1) took a step that sent
         # every prediction to background at epoch 52 and stayed there (Dice loss 1.0); clipped, the
         # same training (same bytes in, same seed) went on to loss 0.60.
@@ -264,7 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "val_cases": 1,
         "num_workers": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "log_every_n_steps": 1},
-        "inference": {"overlap": 0.25, "sw_batch_size": 1},
+        "inference": {"overlap": 0.25, "sw_batch_size": 4},
         "postprocess": {"min_lesion_mm3": 0.0},
     },
 }

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..devices import resolve_device
+from ..devices import resolve_device, to_memory_format, uses_channels_last
 from ..errors import InputError
 from ..volume import Volume, as_mask, check_finite
 from .patches import AIR
@@ -60,6 +60,7 @@ class SegmentationModel:
         net.load_state_dict(state)
         device = str(resolve_device(device))
         net.to(device).eval()
+        to_memory_format(net, uses_channels_last(device, config.trainer.memory_format))
         return cls(net=net, config=config, spacing=tuple(meta["spacing"]) if meta.get("spacing") else None,
                    hu_window=tuple(meta["hu_window"]) if meta.get("hu_window") else None,
                    device=device, meta=meta, path=str(path))
@@ -68,14 +69,14 @@ class SegmentationModel:
         """Lesion probability (float32, same shape) of a standardized array at the model's spacing,
         by MONAI sliding-window inference with the training patch as window."""
         import torch
-        from monai.inferers import sliding_window_inference
 
-        inf = inference or self.config.inference
+        from .network import sliding_window_logits
+
         x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode():
-            logits = sliding_window_inference(
-                x, roi_size=tuple(self.config.patch_size), sw_batch_size=inf.sw_batch_size, predictor=self.net,
-                overlap=inf.overlap, mode=inf.blend, cval=AIR)
+            logits = sliding_window_logits(
+                self.net, x, self.config, inference,
+                channels_last=uses_channels_last(self.device, self.config.trainer.memory_format))
             prob = torch.softmax(logits.float(), dim=1)[0, 1]
         return prob.cpu().numpy().astype(np.float32)
 
