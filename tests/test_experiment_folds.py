@@ -22,7 +22,9 @@ def test_prefetch_only_with_a_spare_core(tmp_path, monkeypatch, cores, spare):
     assert [t.prefetch for t in seen] == [spare, spare]
 
     monkeypatch.setattr(prefetch, "PREFETCH_DEPTH", 2)
-    monkeypatch.setattr(training, "_train_jobs", lambda ctx, fold, jobs: [])
+    depths = []
+    monkeypatch.setattr(training, "_train_jobs", lambda ctx, fold, jobs: depths.append(prefetch.PREFETCH_DEPTH) or [])
     monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # this test process keeps its threads
     training.run_fold_trainings(seen[0])
-    assert prefetch.PREFETCH_DEPTH == (2 if spare else 0)
+    assert depths == [2 if spare else 0]
+    assert prefetch.PREFETCH_DEPTH == 2  # put back: the worker process may be kept for later tasks

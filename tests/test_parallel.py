@@ -4,17 +4,28 @@ a failing task is reported by its key and does not stop the others."""
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 import pytest
 
 from metsynth.errors import ConfigError
-from metsynth.parallel import TaskFailure, TasksFailed, map_tasks, task_key
+from metsynth.parallel import TaskFailure, TasksFailed, map_tasks, reuse_workers, task_key
 
 
 def square(task: dict) -> tuple[str, int]:  # module level: picklable for spawn workers
     if task["x"] < 0:
         raise ValueError(f"negative input {task['x']}")
     return task["key"], task["x"] ** 2
+
+
+def pid_of(task) -> int:
+    time.sleep(0.05)  # long enough for both workers to take tasks
+    return os.getpid()
+
+
+def die(task) -> None:
+    os._exit(3)  # a worker killed mid-task (out of memory, a signal)
 
 
 TASKS = [{"key": f"t{i}", "x": i} for i in range(6)]
@@ -80,3 +91,24 @@ def test_unreachable_scheduler_is_a_clear_error():
     with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
         with pytest.raises(ConfigError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:9'"):
             list(map_tasks(square, TASKS, scheduler="tcp://127.0.0.1:9", progress=False))
+
+
+def test_reuse_workers_keeps_the_processes_between_calls_and_closes_them_after():
+    with reuse_workers():
+        first = set(map_tasks(pid_of, range(6), workers=2, progress=False))
+        with reuse_workers():  # a nested block shares the pools
+            second = set(map_tasks(pid_of, range(6), workers=2, progress=False))
+        third = set(map_tasks(pid_of, range(6), workers=2, progress=False))
+        assert second <= first and third <= first and os.getpid() not in first
+    for pid in first:  # closed (and reaped) when the block ended
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    outside = [set(map_tasks(pid_of, range(4), workers=2, progress=False)) for _ in range(2)]
+    assert not outside[0] & outside[1]  # without the block: new processes for each call
+
+
+def test_a_dead_worker_does_not_break_the_later_calls_of_a_block():
+    with reuse_workers():
+        broken = map_tasks(die, [1], workers=2, progress=False, raise_on_failure=False)
+        assert list(broken) == [] and "BrokenProcessPool" in broken.failures[0].error
+        assert dict(map_tasks(square, TASKS, workers=2, progress=False)) == EXPECTED

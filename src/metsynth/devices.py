@@ -78,15 +78,18 @@ def check_trainer(accelerator: str = "auto", devices: int | str | list[int] = "a
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 MEMORY_FORMAT_HELP = (
     "Memory layout of the network's 3D tensors: channels_last (NDHWC) or contiguous (NCDHW). auto: "
-    "channels_last on a CPU, where oneDNN's 3D convolutions with few channels are ~20 % faster on it "
-    "(benchmarks/bench_memory_format.py), contiguous elsewhere (not measured on a GPU). Same network and "
-    "weights either way; the sums run in another order, so the last bits differ.")
+    "channels_last in a training on a CPU in one process, where oneDNN's 3D convolutions with few channels are "
+    "~20 % faster on it (benchmarks/bench_memory_format.py), contiguous elsewhere (not measured on a GPU; "
+    "on several ranks DDP warns about it). Same network and weights either way; the sums run in another "
+    "order, so the last bits differ.")
 
 
-def uses_channels_last(device: Any, memory_format: str = "auto") -> bool:
-    """Whether a network on ``device`` runs on channels-last (NDHWC) tensors (:data:`MEMORY_FORMAT_HELP`)."""
+def uses_channels_last(device: Any, memory_format: str = "auto", world_size: int = 1) -> bool:
+    """Whether a network on ``device`` runs on channels-last (NDHWC) tensors (:data:`MEMORY_FORMAT_HELP`);
+    ``auto`` is contiguous in a training on several ranks (DDP's gradient buckets then copy the gradients
+    of parameters whose layout is ambiguous, such as a one-channel input's convolution, and warn)."""
     if memory_format == "auto":
-        return str(device).split(":")[0] == "cpu"
+        return str(device).split(":")[0] == "cpu" and world_size == 1
     if memory_format not in ("channels_last", "contiguous"):
         raise ConfigError(f"memory_format {memory_format!r}: use auto, channels_last or contiguous")
     return memory_format == "channels_last"

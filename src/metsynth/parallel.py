@@ -15,6 +15,12 @@ One function, :func:`map_tasks`, serves every batch stage::
   cluster through ``Client.get_executor()``; the workers must see the same files (shared file
   system) and have metsynth installed.
 
+Inside :func:`reuse_workers` (the study runs its stages in it), the local processes are kept
+between calls: one pool per worker count, started on first use and closed when the block ends,
+so each worker process imports torch and the rest once per study instead of once per stage.
+Tasks must then leave no state behind that changes a later task (torch's thread count is set by
+the tasks that use torch; a module-level cache must be keyed by what it caches).
+
 Results are yielded as tasks complete (not in task order). A task that raises does not stop the
 others: its key and error are logged at once and collected as :class:`TaskFailure` records;
 after the last task, :class:`TasksFailed` is raised with all of them (or, with
@@ -29,6 +35,7 @@ import logging
 import multiprocessing
 import traceback
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +44,7 @@ from .progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TaskFailure", "TaskMap", "TasksFailed", "map_tasks", "task_key"]
+__all__ = ["TaskFailure", "TaskMap", "TasksFailed", "map_tasks", "reuse_workers", "task_key"]
 
 
 @dataclass(frozen=True)
@@ -113,9 +120,10 @@ class TaskMap:
                 yield from self._run_dask(bar)
             elif self.workers == 1:
                 yield from self._run_inline(bar)
+            elif _KEPT is not None:
+                yield from self._run_executor(_kept_pool(self.workers), bar)
             else:
-                ctx = multiprocessing.get_context("spawn")
-                with cf.ProcessPoolExecutor(max_workers=self.workers, mp_context=ctx) as pool:
+                with _new_pool(self.workers) as pool:
                     yield from self._run_executor(pool, bar)
         finally:
             if bar is not None:
@@ -209,6 +217,43 @@ class TaskMap:
 
 
 _END = object()
+
+# worker count -> its process pool, while a reuse_workers() block is open (None: a pool per call)
+_KEPT: dict[int, cf.ProcessPoolExecutor] | None = None
+
+
+def _new_pool(workers: int) -> cf.ProcessPoolExecutor:
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def _kept_pool(workers: int) -> cf.ProcessPoolExecutor:
+    """The open pool of ``workers`` processes, or a new one (also in place of one a dead worker broke)."""
+    assert _KEPT is not None
+    pool = _KEPT.get(workers)
+    if pool is not None and getattr(pool, "_broken", False):
+        log.warning("a worker process of the kept pool died; starting new ones")
+        pool.shutdown(wait=False, cancel_futures=True)
+        pool = None
+    if pool is None:
+        pool = _KEPT[workers] = _new_pool(workers)
+    return pool
+
+
+@contextmanager
+def reuse_workers() -> Iterator[None]:
+    """Keep :func:`map_tasks`'s local worker processes between calls inside this block (see the
+    module's docstring); they are closed when it ends. Nested blocks share the outer one's pools."""
+    global _KEPT
+    if _KEPT is not None:
+        yield
+        return
+    _KEPT = {}
+    try:
+        yield
+    finally:
+        pools, _KEPT = _KEPT, None
+        for pool in pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def map_tasks(

@@ -76,12 +76,30 @@ def test_the_layout_is_a_resumable_setting_not_another_training(trained_model, t
 
 def test_inference_gives_the_same_mask_in_either_layout_and_window_batch(trained_model):
     model = SegmentationModel.load(trained_model["run"] / "model.pt", "cpu")
-    assert _weight(model.net).is_contiguous(memory_format=CL)
+    # auto: contiguous (channels-last pays in the backward pass only)
+    assert _weight(model.net).is_contiguous() and model.config.trainer.memory_format == "auto"
     image = Volume.read(trained_model["case"].image).array
-    fast = model.probabilities(image, InferenceConfig(overlap=0.25, sw_batch_size=4))
-
-    model.net.to(memory_format=torch.contiguous_format)
-    model.config = model.config.merged(trainer={**model.config.trainer.model_dump(), "memory_format": "contiguous"})
     plain = model.probabilities(image, InferenceConfig(overlap=0.25, sw_batch_size=1))
-    np.testing.assert_allclose(fast, plain, atol=1e-5)
-    assert ((fast > 0.5) == (plain > 0.5)).all() and (plain > 0.5).any()
+    batched = model.probabilities(image, InferenceConfig(overlap=0.25, sw_batch_size=4))
+
+    model.config = model.config.merged(trainer={**model.config.trainer.model_dump(), "memory_format": "channels_last"})
+    to_memory_format(model.net, True)
+    last = model.probabilities(image, InferenceConfig(overlap=0.25, sw_batch_size=4))
+    for other in (batched, last):
+        np.testing.assert_allclose(other, plain, atol=1e-5)
+        assert ((other > 0.5) == (plain > 0.5)).all()
+    assert (plain > 0.5).any()
+
+
+def test_an_explicit_setting_is_the_inference_layout_too(trained_model, tmp_path):
+    from metsynth.checkpoints import load_model, save_model
+
+    state, meta, _ = load_model(trained_model["run"] / "model.pt", "unet")
+    meta["config"]["trainer"]["memory_format"] = "channels_last"
+    save_model(tmp_path / "model.pt", "unet", state, meta)
+    assert _weight(SegmentationModel.load(tmp_path / "model.pt", "cpu").net).is_contiguous(memory_format=CL)
+
+
+def test_auto_is_contiguous_on_several_ranks():
+    assert not uses_channels_last("cpu", "auto", world_size=2)
+    assert uses_channels_last("cpu", "channels_last", world_size=2)

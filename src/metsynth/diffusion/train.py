@@ -77,10 +77,13 @@ class DiffusionModule(L.LightningModule):
                                      use_buffers=True)
             self.ema.requires_grad_(False)
         self.noise_scheduler = self.cfg.noise.ddpm()
-        self.channels_last = False  # set where the fit runs (on_fit_start)
+        self.channels_last = False  # set for the device the fit runs on (setup)
 
-    def on_fit_start(self) -> None:
-        self.channels_last = uses_channels_last(self.device, self.cfg.train.memory_format)
+    def setup(self, stage: str) -> None:
+        """The network's layout for the fit's device, before the strategy moves it there, wraps it (DDP's
+        gradient buckets follow the parameters' strides) and builds the optimizer on its parameters."""
+        self.channels_last = uses_channels_last(self.trainer.strategy.root_device, self.cfg.train.memory_format,
+                                                 self.trainer.world_size)
         to_memory_format(self.model, self.channels_last)
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:

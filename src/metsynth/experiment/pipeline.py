@@ -180,6 +180,7 @@ def _stage_splits(ctx: RunContext) -> None:
 
 def _stage_predict(ctx: RunContext) -> None:
     from ..cohort import Cohort, load_cohort
+    from ..devices import resolve_device
     from ..evaluation.splits import load_splits
     from ..segmentation.inference import combine_fold_predictions, predict_cohort
 
@@ -187,6 +188,9 @@ def _stage_predict(ctx: RunContext) -> None:
     layout = _layout(ctx)
     cohort = load_cohort(layout.prepared_manifest)
     splits = load_splits(layout.splits)
+    # on a CPU: the study's kept worker processes (parallel.reuse_workers: torch is imported once), one thread
+    # each, x0.69 of one process with 2 threads on 2 cores, the same masks (RESULTS.md); a GPU: in this process
+    workers = cfg.parallel.workers if str(resolve_device("auto")) == "cpu" else 1
     for model in trained_models(ctx):
         final = layout.predictions(model)
         for fold in range(splits.n_folds):
@@ -195,9 +199,7 @@ def _stage_predict(ctx: RunContext) -> None:
                          cases=[c for c in cohort.cases if c.id in ids])
             fold_dir = final / f"fold{fold}"
             manifest = sub.save(fold_dir / "cases.yaml")
-            # in this process (torch's threads use every core; new local processes would each pay
-            # for importing torch, per model and fold); a Dask cluster still gets the cases
-            predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir, workers=1,
+            predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir, workers=workers,
                            scheduler=cfg.parallel.scheduler, **_claim(ctx), progress=ctx.progress)
         combine_fold_predictions(final, splits)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..layout import RunLayout
+from ..parallel import reuse_workers
 from ..stages import RunContext, StageResult, run_stages
 from .config import ExperimentConfig, study_world
 from .pipeline import TRAINING_STAGES, build_stages
@@ -62,7 +63,8 @@ def _run_on_rank_zero(stages, config: ExperimentConfig, run_dir: Path, until, on
     ctx = RunContext(layout.root, config, progress=progress, force=force)
     if ranks is not None:
         ctx.extra["ranks"] = ranks
-    return run_stages(stages, ctx, until=until, only=only)
+    with reuse_workers():  # each worker process imports torch, MONAI and Lightning once for the whole study
+        return run_stages(stages, ctx, until=until, only=only)
 
 
 def _later_rank_by_environment() -> bool:

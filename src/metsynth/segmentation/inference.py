@@ -82,11 +82,20 @@ def run_predict_task(task: PredictTask) -> dict[str, Any]:
     """Segment one volume and write its mask (atomically); returns a row of ``predictions.csv``."""
     import time
 
-    if task.threads:
-        import torch
+    import torch
 
+    threads = torch.get_num_threads()
+    if task.threads:
         torch.set_num_threads(task.threads)
-    start = time.perf_counter()
+    try:
+        return _predict(task, time.perf_counter())
+    finally:
+        torch.set_num_threads(threads)  # the process may be kept for later tasks (parallel.reuse_workers)
+
+
+def _predict(task: PredictTask, start: float) -> dict[str, Any]:
+    import time
+
     model = _model_for(task.model, task.device)
     image = Volume.read(task.image)
     femur = Volume.read(task.femur) if task.femur else None

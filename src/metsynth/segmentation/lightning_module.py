@@ -32,12 +32,16 @@ class SegmentationModule(L.LightningModule if L is not None else object):  # typ
 
         self.loss_fn = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
         self._val_dice: list[float] = []
-        self.channels_last = False  # set where the fit runs (on_fit_start)
+        self.channels_last = False  # set for the device the fit runs on (setup)
 
-    def on_fit_start(self) -> None:
+    def setup(self, stage: str) -> None:
+        """The network's layout for the fit's device, before the strategy moves it there, wraps it (DDP's
+        gradient buckets follow the parameters' strides) and builds the optimizer on its parameters."""
         from ..devices import uses_channels_last
 
-        self.channels_last = uses_channels_last(self.device, self.config.trainer.memory_format)
+        trainer = self.trainer
+        self.channels_last = uses_channels_last(trainer.strategy.root_device, self.config.trainer.memory_format,
+                                                trainer.world_size)
         to_memory_format(self.net, self.channels_last)
 
     def forward(self, x):

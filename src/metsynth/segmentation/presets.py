@@ -137,7 +137,9 @@ class TrainerConfig(LightningDevices):
         None, gt=0, description="Clip the gradient norm to this value (None: no clipping, the paper). A Dice-loss "
         "training whose step sends every prediction to background stays there (loss 1.0); clipping prevents that step.")
     log_every_n_steps: int = Field(10, ge=1, description="How often step metrics are logged.")
-    memory_format: MemoryFormat = Field("auto", description=MEMORY_FORMAT_HELP + " Also the model's inference.")
+    memory_format: MemoryFormat = Field("auto", description=MEMORY_FORMAT_HELP + " The model's inference follows an "
+                                        "explicit setting; auto runs it contiguous (without a backward pass "
+                                        "channels-last is slower there).")
 
     def on_devices(self, devices: LightningDevices) -> "TrainerConfig":
         """These settings, run where ``devices`` says: its device fields (accelerator, devices,

@@ -60,7 +60,7 @@ class SegmentationModel:
         net.load_state_dict(state)
         device = str(resolve_device(device))
         net.to(device).eval()
-        to_memory_format(net, uses_channels_last(device, config.trainer.memory_format))
+        to_memory_format(net, _inference_channels_last(config, device))
         return cls(net=net, config=config, spacing=tuple(meta["spacing"]) if meta.get("spacing") else None,
                    hu_window=tuple(meta["hu_window"]) if meta.get("hu_window") else None,
                    device=device, meta=meta, path=str(path))
@@ -74,12 +74,18 @@ class SegmentationModel:
 
         x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None].to(self.device)
         with torch.inference_mode():
-            logits = sliding_window_logits(
-                self.net, x, self.config, inference,
-                channels_last=uses_channels_last(self.device, self.config.trainer.memory_format))
+            logits = sliding_window_logits(self.net, x, self.config, inference,
+                                           channels_last=_inference_channels_last(self.config, self.device))
             prob = torch.softmax(logits.float(), dim=1)[0, 1]
         return prob.cpu().numpy().astype(np.float32)
 
+
+
+def _inference_channels_last(config: SegmentationConfig, device: str) -> bool:
+    """Channels-last only where ``trainer.memory_format`` asks for it: ``auto`` runs inference contiguous,
+    since without a backward pass channels-last is slower on a CPU (``bench_memory_format.py``: x1.12-1.23)."""
+    fmt = config.trainer.memory_format
+    return fmt != "auto" and uses_channels_last(device, fmt)
 
 
 # ======================================================================= grids
