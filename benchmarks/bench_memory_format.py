@@ -55,40 +55,32 @@ def main() -> int:
                                   attention_levels=(False, False, False), num_head_channels=(0, 0, 16),
                                   num_res_blocks=1, norm_num_groups=8)
 
-    def unet_step(channels, size):
-        x = torch.randn((2, 1, size, size, size), generator=gen)
-        y = (torch.rand((2, 1, size, size, size), generator=gen) > 0.9).float()
-        loss = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
-        base = unet(channels)
-
+    def training_step(base, x, optimizer, loss):
+        """A builder of one optimizer step of a copy of ``base`` in either layout: ``loss(net, x)``."""
         def make(channels_last):
             net = to_memory_format(copy.deepcopy(base), channels_last)
-            opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+            opt = optimizer(net.parameters())
             xi = to_memory_format(x, channels_last)
 
             def step():
                 opt.zero_grad()
-                loss(net(xi), y).backward()
+                loss(net, xi).backward()
                 opt.step()
             return step
         return make
+
+    def unet_step(channels, size):
+        x = torch.randn((2, 1, size, size, size), generator=gen)
+        y = (torch.rand((2, 1, size, size, size), generator=gen) > 0.9).float()
+        dice = DiceLoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+        return training_step(unet(channels), x, lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
+                             lambda net, xi: dice(net(xi), y))
 
     def ddpm_step():
         x = torch.randn((2, 1, 16, 32, 32), generator=gen)
         t = torch.tensor([3, 7])
-        base = ddpm()
-
-        def make(channels_last):
-            net = to_memory_format(copy.deepcopy(base), channels_last)
-            opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-            xi = to_memory_format(x, channels_last)
-
-            def step():
-                opt.zero_grad()
-                ((net(xi, timesteps=t) - x) ** 2).mean().backward()
-                opt.step()
-            return step
-        return make
+        return training_step(ddpm(), x, lambda p: torch.optim.Adam(p, lr=1e-3),
+                             lambda net, xi: ((net(xi, timesteps=t) - x) ** 2).mean())
 
     def ddpm_predict():
         x = torch.randn((2, 1, 16, 32, 32), generator=gen)
