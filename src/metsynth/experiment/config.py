@@ -165,7 +165,9 @@ TrainerSpec = LightningDevices
 
 
 class ParallelSpec(Settings):
-    workers: int = Field(1, ge=1, description="Local processes for the batch stages.")
+    workers: int = Field(1, ge=1, description=(
+        "Local processes for the batch stages, the prediction on a CPU included (cores / workers torch threads "
+        "each); the study keeps them from stage to stage, so each imports torch once."))
     scheduler: str | None = Field(None, description="Dask scheduler address (tcp://host:port) for the batch stages.")
     trainings: int = Field(1, ge=1, description=(
         "Segmentation trainings at once on a CPU-only machine: the folds train in that many local processes, "
