@@ -7,7 +7,8 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -73,6 +74,21 @@ def check_trainer(accelerator: str = "auto", devices: int | str | list[int] = "a
                           f"precision={precision!r} cannot run here: {first} (`--accelerator auto` picks what "
                           "this machine has)") from None
 
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block (0: left as they are) and put back
+    after it: a task's setting must not outlive it in a worker process kept for later tasks
+    (:func:`metsynth.parallel.reuse_workers`)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 # ======================================================================= memory format of 3D convolutions
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]

@@ -40,15 +40,10 @@ class HarmonizeTask:
 
 def run_task(task: HarmonizeTask) -> dict[str, Any]:
     """Harmonize one volume and write image, label copy and sidecar (last). Returns a small record."""
-    import torch
+    from ..devices import torch_threads
 
-    previous_threads = torch.get_num_threads()
-    if task.threads:
-        torch.set_num_threads(task.threads)
-    try:
+    with torch_threads(task.threads):
         return _run_task(task)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _run_task(task: HarmonizeTask) -> dict[str, Any]:

@@ -95,24 +95,21 @@ class FoldTrainings:
 
 def run_fold_trainings(task: FoldTrainings) -> list[str]:
     """A worker process's task: train ``task.jobs`` one after the other; the model folders."""
-    import torch
-
+    from ..devices import torch_threads
     from ..logs import configure_logging
     from ..segmentation import prefetch
 
     configure_logging(task.log_level)
     # set for this task and put back after it: the process may be kept for later tasks (parallel.reuse_workers)
-    threads, depth = torch.get_num_threads(), prefetch.PREFETCH_DEPTH
-    if task.threads:
-        torch.set_num_threads(task.threads)
+    depth = prefetch.PREFETCH_DEPTH
     if not task.prefetch:
         prefetch.PREFETCH_DEPTH = 0
     try:
-        ctx = RunContext(Path(task.run_dir), ExperimentConfig.from_dict(task.config), progress=False,
-                         force=task.force)
-        return _train_jobs(ctx, task.fold, task.jobs)
+        with torch_threads(task.threads):
+            ctx = RunContext(Path(task.run_dir), ExperimentConfig.from_dict(task.config), progress=False,
+                             force=task.force)
+            return _train_jobs(ctx, task.fold, task.jobs)
     finally:
-        torch.set_num_threads(threads)
         prefetch.PREFETCH_DEPTH = depth
 
 

@@ -82,15 +82,11 @@ def run_predict_task(task: PredictTask) -> dict[str, Any]:
     """Segment one volume and write its mask (atomically); returns a row of ``predictions.csv``."""
     import time
 
-    import torch
+    from ..devices import torch_threads
 
-    threads = torch.get_num_threads()
-    if task.threads:
-        torch.set_num_threads(task.threads)
-    try:
-        return _predict(task, time.perf_counter())
-    finally:
-        torch.set_num_threads(threads)  # the process may be kept for later tasks (parallel.reuse_workers)
+    start = time.perf_counter()
+    with torch_threads(task.threads):  # put back after: a kept worker's later tasks
+        return _predict(task, start)
 
 
 def _predict(task: PredictTask, start: float) -> dict[str, Any]:
