@@ -189,7 +189,8 @@ def _stage_predict(ctx: RunContext) -> None:
     cohort = load_cohort(layout.prepared_manifest)
     splits = load_splits(layout.splits)
     # on a CPU: the study's kept worker processes (parallel.reuse_workers: torch is imported once), one thread
-    # each, x0.69 of one process with 2 threads on 2 cores, the same masks (RESULTS.md); a GPU: in this process
+    # each, x0.67-0.69 of one process with 2 threads on 2 cores, the same masks (bench_predict_workers.py);
+    # on a GPU: in this process
     workers = cfg.parallel.workers if str(resolve_device("auto")) == "cpu" else 1
     for model in trained_models(ctx):
         final = layout.predictions(model)
