@@ -1,6 +1,7 @@
 """The patch-prefetch thread (``segmentation/prefetch.py``) on and off, and the realism bootstrap's AUC.
 
     python benchmarks/bench_prefetch.py RUN [--fold 0] [--threads 1] [--side-by-side] [--sources real] [--constant]
+                                            [--repeats 1] [--epochs N]
     python benchmarks/bench_prefetch.py --auc
 
 RUN is a finished demo run (``make demo``: ``runs/demo``). Trains the study's model on ``--sources``
@@ -9,6 +10,10 @@ with the thread (2 batches ahead) and once without (depth 0), each into a scratc
 is deleted afterwards; ``--side-by-side`` trains folds 0 and 1 at once in two processes, as the demo
 does. Prints wall time, step time and data-wait share (``timing.json``) per run. ``--constant``: every
 patch is the first one again (no data cost at all), so the share is the training loop's own floor.
+``--repeats N`` alternates the two settings N times (this machine's speed drifts by 15 % within an
+hour, so one pair of runs cannot tell a few per cent) and prints each round's wall time (the slower
+of the side-by-side pair, start to end) and the paired difference; ``--epochs`` shortens each
+training (the study's ``max_epochs`` otherwise).
 
 ``--auc``: ``realism.c2st.rank_auc`` against scikit-learn's ``roc_auc_score`` on the same bootstrap
 resamples (ms per call, their ratio, the largest difference).
@@ -25,7 +30,8 @@ import time
 from pathlib import Path
 
 
-def train_once(run: str, fold: int, depth: int, threads: int, sources: str, constant: bool = False) -> dict:
+def train_once(run: str, fold: int, depth: int, threads: int, sources: str, constant: bool = False,
+               epochs: int = 0) -> dict:
     """One training in this process (the worker of ``main``); returns its timings."""
     import torch
 
@@ -48,7 +54,12 @@ def train_once(run: str, fold: int, depth: int, threads: int, sources: str, cons
 
     prefetch.PREFETCH_DEPTH = depth
     run_dir = Path(run)
-    ctx = RunContext(run_dir, ExperimentConfig.from_yaml(run_dir / "config.yaml"), progress=False)
+    config = ExperimentConfig.from_yaml(run_dir / "config.yaml")
+    if epochs:
+        data = config.model_dump(mode="json")
+        data["segmentation"]["overrides"]["max_epochs"] = epochs
+        config = ExperimentConfig.from_dict(data)
+    ctx = RunContext(run_dir, config, progress=False)
     model = f"bench_prefetch_{sources}_d{depth}"
     start = time.perf_counter()
     out = _train_one(ctx, model, fold, sources, None)
@@ -90,6 +101,8 @@ def main() -> None:
     parser.add_argument("--side-by-side", action="store_true", help="folds 0 and 1 at once, as the demo")
     parser.add_argument("--sources", default="real")
     parser.add_argument("--constant", action="store_true", help="every patch the first one: the loop's floor")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of (without, with), alternated")
+    parser.add_argument("--epochs", type=int, default=0, help="epochs per training (0: the study's)")
     parser.add_argument("--auc", action="store_true")
     parser.add_argument("--worker", nargs=2, type=int, metavar=("FOLD", "DEPTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -99,20 +112,31 @@ def main() -> None:
         parser.error("give RUN (a finished demo run) or --auc")
     if args.worker:
         print(json.dumps(train_once(args.run, args.worker[0], args.worker[1], args.threads, args.sources,
-                                    args.constant)))
+                                    args.constant, args.epochs)))
         return
     folds = [0, 1] if args.side_by_side else [args.fold]
-    print("| prefetch depth | fold | wall (s) | step (s) | data-wait share |\n|---|---|---|---|---|")
-    for depth in (0, 2):
-        procs = [subprocess.Popen([sys.executable, __file__, args.run, "--threads", str(args.threads),
-                                   "--sources", args.sources, "--worker", str(fold), str(depth)]
-                                  + (["--constant"] if args.constant else []),
-                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for fold in folds]
-        for proc in procs:
-            out, _ = proc.communicate()
-            r = json.loads(out.strip().splitlines()[-1])
-            print(f"| {r['depth']} | {r['fold']} | {r['wall_s']} | {r['step_s']} | {r['data_wait_share']:.1%} |")
+    print("| round | prefetch depth | fold | wall (s) | step (s) | data-wait share |\n|---|---|---|---|---|---|")
+    walls: dict[int, list[float]] = {0: [], 2: []}
+    for round_ in range(args.repeats):
+        for depth in (0, 2):
+            start = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, __file__, args.run, "--threads", str(args.threads),
+                                       "--sources", args.sources, "--epochs", str(args.epochs),
+                                       "--worker", str(fold), str(depth)] + (["--constant"] if args.constant else []),
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for fold in folds]
+            for proc in procs:
+                out, _ = proc.communicate()
+                r = json.loads(out.strip().splitlines()[-1])
+                print(f"| {round_} | {r['depth']} | {r['fold']} | {r['wall_s']} | {r['step_s']} | "
+                      f"{r['data_wait_share']:.1%} |")
+            walls[depth].append(time.perf_counter() - start)
+    if args.repeats > 1:
+        import numpy as np
 
+        diff = np.array(walls[2]) / np.array(walls[0])
+        print(f"\nwall per round (processes started to all ended): without {np.round(walls[0], 1).tolist()}, "
+              f"with {np.round(walls[2], 1).tolist()}; with / without per round: {np.round(diff, 3).tolist()}, "
+              f"median {np.median(diff):.3f}, range {diff.min():.3f}-{diff.max():.3f}")
 
 if __name__ == "__main__":
     main()

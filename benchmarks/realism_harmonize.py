@@ -2,7 +2,8 @@
 
     python benchmarks/realism_harmonize.py RUN [--variants t2d1,t2d2,t5d2,...] [--out DIR]
 
-Each variant ``t<T>d<D>`` harmonizes the run's realism sample (the volume ids the realism measure
+Each variant ``t<T>d<D>`` (optionally followed by ``+setting=value`` harmonize settings, e.g.
+``t2d2+blend=lesion+lesion_margin_mm=0``) harmonizes the run's realism sample (the volume ids the realism measure
 draws) from start timestep T with D averaged antithetic SDEdit draws (``harmonize.draws``), with
 the run's own DDPM, and measures every set with the feature discriminator (the CNN is left out to
 keep it fast) against the run's real lesions. Prints features AUC with its 95% interval, the
@@ -47,11 +48,12 @@ def main() -> None:
     sets = {"synthetic": synthetic}
     seconds = {}
     for variant in args.variants.split(","):
-        m = re.fullmatch(r"t(\d+)d(\d+)", variant)
+        m = re.fullmatch(r"t(\d+)d(\d+)((?:\+\w+=[\w.]+)*)", variant)
         if not m:
-            raise SystemExit(f"variant {variant!r}: expected t<T>d<D>, e.g. t2d2")
+            raise SystemExit(f"variant {variant!r}: expected t<T>d<D>[+setting=value...], e.g. t2d2+blend=lesion")
         t, draws = int(m.group(1)), int(m.group(2))
-        cfg = harmonize_config_for(checkpoint, {"start_timestep": t, "draws": draws})
+        extra = dict(kv.split("=", 1) for kv in m.group(3).split("+") if kv)
+        cfg = harmonize_config_for(checkpoint, {"start_timestep": t, "draws": draws, **extra})
         start = time.perf_counter()
         harmonize_set(synthetic, work / variant, checkpoint, cfg, volume_ids=ids, workers=1, threads=2,
                       progress=False, device="cpu")

@@ -84,9 +84,6 @@ class FoldTrainings:
     threads: int = 0  # torch threads in a worker process (0: leave as is)
     force: bool = False
     log_level: int = logging.INFO  # the parent's, for the worker's messages
-    # patches made in a thread ahead of the step (segmentation.prefetch); off when the folds' trainings
-    # fill every core: the thread then only competes with them (measured +11 % wall time on 2 x 1 cores)
-    prefetch: bool = True
 
     @property
     def key(self) -> str:
@@ -97,20 +94,13 @@ def run_fold_trainings(task: FoldTrainings) -> list[str]:
     """A worker process's task: train ``task.jobs`` one after the other; the model folders."""
     from ..devices import torch_threads
     from ..logs import configure_logging
-    from ..segmentation import prefetch
 
     configure_logging(task.log_level)
     # set for this task and put back after it: the process may be kept for later tasks (parallel.reuse_workers)
-    depth = prefetch.PREFETCH_DEPTH
-    if not task.prefetch:
-        prefetch.PREFETCH_DEPTH = 0
-    try:
-        with torch_threads(task.threads):
-            ctx = RunContext(Path(task.run_dir), ExperimentConfig.from_dict(task.config), progress=False,
-                             force=task.force)
-            return _train_jobs(ctx, task.fold, task.jobs)
-    finally:
-        prefetch.PREFETCH_DEPTH = depth
+    with torch_threads(task.threads):
+        ctx = RunContext(Path(task.run_dir), ExperimentConfig.from_dict(task.config), progress=False,
+                         force=task.force)
+        return _train_jobs(ctx, task.fold, task.jobs)
 
 
 def _train_jobs(ctx: RunContext, fold: int, jobs) -> list[str]:
@@ -154,8 +144,11 @@ def _train_folds(ctx: RunContext, jobs: dict[int, list[tuple[str, str, str | Non
     threads = max(1, (os.cpu_count() or 1) // processes)
     config = cfg.model_dump(mode="json")
     level = logging.getLogger("metsynth").getEffectiveLevel()
-    spare_core = processes * threads < (os.cpu_count() or 1)
-    tasks = [FoldTrainings(str(ctx.run_dir), config, fold, tuple(fold_jobs), threads, ctx.force, level, spare_core)
+    # each training makes its patches in a thread ahead of its steps (segmentation.prefetch), also when
+    # the folds fill every core: the steps then wait 4-5 % of their time for data instead of 12-13 %
+    # (28 % for online models) in the same wall time, x0.96-1.04 over 3 alternated rounds on 2 cores
+    # (benchmarks/bench_prefetch.py --side-by-side --repeats 3; benchmarks/RESULTS.md, 2026-12-07)
+    tasks = [FoldTrainings(str(ctx.run_dir), config, fold, tuple(fold_jobs), threads, ctx.force, level)
              for fold, fold_jobs in jobs.items()]
     log.info("training %d folds at once, %d torch thread(s) each", processes, threads)
     for _ in map_tasks(run_fold_trainings, tasks, workers=processes, progress=ctx.progress, desc="folds trained"):
