@@ -1,7 +1,7 @@
 """The patch-prefetch thread (``segmentation/prefetch.py``) on and off, and the realism bootstrap's AUC.
 
     python benchmarks/bench_prefetch.py RUN [--fold 0] [--threads 1] [--side-by-side] [--sources real] [--constant]
-                                            [--repeats 1] [--epochs N]
+                                            [--repeats 1] [--epochs N] [--study]
     python benchmarks/bench_prefetch.py --auc
 
 RUN is a finished demo run (``make demo``: ``runs/demo``). Trains the study's model on ``--sources``
@@ -13,7 +13,9 @@ patch is the first one again (no data cost at all), so the share is the training
 ``--repeats N`` alternates the two settings N times (this machine's speed drifts by 15 % within an
 hour, so one pair of runs cannot tell a few per cent) and prints each round's wall time (the slower
 of the side-by-side pair, start to end) and the paired difference; ``--epochs`` shortens each
-training (the study's ``max_epochs`` otherwise).
+training (the study's ``max_epochs`` otherwise). ``--study``: folds 0 and 1 through the study's own
+``_train_folds`` instead (a pool of two spawned processes kept for the call, one torch thread each,
+as the demo's train stage), the depth set in its workers; the wall time is that of the call.
 
 ``--auc``: ``realism.c2st.rank_auc`` against scikit-learn's ``roc_auc_score`` on the same bootstrap
 resamples (ms per call, their ratio, the largest difference).
@@ -72,6 +74,47 @@ def train_once(run: str, fold: int, depth: int, threads: int, sources: str, cons
             "data_wait_share": round(timing["data_wait_share"], 3)}
 
 
+def _with_depth(depth: int, task):
+    """The study's fold task with the prefetch depth set in its worker first (``--study``)."""
+    from metsynth.experiment.training import run_fold_trainings
+    from metsynth.segmentation import prefetch
+
+    prefetch.PREFETCH_DEPTH = depth
+    return run_fold_trainings(task)
+
+
+def study_once(run: str, depth: int, sources: str, epochs: int, tag: str) -> dict:
+    """Folds 0 and 1 trained by the study's ``_train_folds`` (the demo's path); wall time and timings."""
+    import functools
+
+    from metsynth.experiment import ExperimentConfig, training
+    from metsynth.parallel import reuse_workers
+    from metsynth.stages import RunContext
+
+    run_dir = Path(run)
+    config = ExperimentConfig.from_yaml(run_dir / "config.yaml")
+    data = config.model_dump(mode="json")
+    data["parallel"]["trainings"] = 2
+    if epochs:
+        data["segmentation"]["overrides"]["max_epochs"] = epochs
+    ctx = RunContext(run_dir, ExperimentConfig.from_dict(data), progress=False, force=True)
+    task_fn = training.run_fold_trainings
+    training.run_fold_trainings = functools.partial(_with_depth, depth)  # pickled by reference: spawn-safe
+    model = f"bench_prefetch_study_{tag}"
+    try:
+        start = time.perf_counter()
+        with reuse_workers():
+            training._train_folds(ctx, {fold: [(model, sources, None, None)] for fold in (0, 1)})
+        wall = time.perf_counter() - start
+    finally:
+        training.run_fold_trainings = task_fn
+    folder = run_dir / "models" / model
+    timings = [json.loads((folder / f"fold{fold}" / "timing.json").read_text()) for fold in (0, 1)]
+    shutil.rmtree(folder)
+    return {"wall_s": wall, "step_s": [round(t["step_s"], 1) for t in timings],
+            "data_wait_share": [round(t["data_wait_share"], 3) for t in timings]}
+
+
 def auc_timing(n: int = 120, resamples: int = 300) -> None:
     import numpy as np
     from sklearn.metrics import roc_auc_score
@@ -103,6 +146,7 @@ def main() -> None:
     parser.add_argument("--constant", action="store_true", help="every patch the first one: the loop's floor")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of (without, with), alternated")
     parser.add_argument("--epochs", type=int, default=0, help="epochs per training (0: the study's)")
+    parser.add_argument("--study", action="store_true", help="folds 0 and 1 through the study's own _train_folds")
     parser.add_argument("--auc", action="store_true")
     parser.add_argument("--worker", nargs=2, type=int, metavar=("FOLD", "DEPTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -119,6 +163,12 @@ def main() -> None:
     walls: dict[int, list[float]] = {0: [], 2: []}
     for round_ in range(args.repeats):
         for depth in (0, 2):
+            if args.study:
+                r = study_once(args.run, depth, args.sources, args.epochs, f"r{round_}d{depth}")
+                print(f"| {round_} | {depth} | 0, 1 | {r['wall_s']:.1f} | {r['step_s']} | {r['data_wait_share']} |",
+                      flush=True)
+                walls[depth].append(r["wall_s"])
+                continue
             start = time.perf_counter()
             procs = [subprocess.Popen([sys.executable, __file__, args.run, "--threads", str(args.threads),
                                        "--sources", args.sources, "--epochs", str(args.epochs),

@@ -181,7 +181,10 @@ class SegmentationConfig(Settings):
     val_every_n_epochs: int = Field(1, ge=1, description="Validation (whole held-out real volumes) every n epochs.")
     val_cases: int = Field(
         3, ge=0, description="Real training-fold cases held out for validation (early stopping, best checkpoint).")
-    num_workers: int = Field(4, ge=0, description="DataLoader worker processes (0 = in the training process).")
+    num_workers: int = Field(
+        4, ge=0, description="DataLoader worker processes (0: patches made in a thread of the training process, "
+                             "2 batches ahead of the step; timing.json's data_wait_share says whether the steps "
+                             "wait for them).")
     cache_dir: str | None = Field(
         None, description="Where volumes are unpacked to .npy for fast patch reads (default: <out>/cache).")
     seed: int = Field(0, description="Seed of weights, patch sampling, augmentation and the validation hold-out.")
