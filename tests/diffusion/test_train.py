@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import lightning as L
 import pytest
@@ -26,6 +27,10 @@ def test_tiny_model_trains_and_its_loss_falls(trained, tiny_config):
     losses = [float(r["loss"]) for r in rows]
     assert sum(losses[-2:]) / 2 < 0.95 * sum(losses[:2]) / 2, losses
     assert (trained.out_dir / "loss.png").stat().st_size > 1000
+    timing = json.loads((trained.out_dir / "timing.json").read_text())
+    assert timing["steps"] == 6 and timing["step_s"] > 0
+    assert 0 <= timing["data_wait_share"] < 1  # measured, not a placeholder
+    assert timing["data_wait_s"] + timing["step_s"] <= trained.seconds
 
 
 def test_export_is_plain_weights_with_its_settings(trained, tiny_config):

@@ -10,6 +10,7 @@ Run folder (``out_dir``)::
     diffusion.yaml          the resolved settings (a rerun with other model/noise/train settings is refused)
     checkpoints/last.ckpt   Lightning checkpoint (every n steps and at each epoch end): resume point
     loss.csv, loss.png      the loss of every optimizer step
+    timing.json             steps and the share of step time spent waiting for patches (of this run)
     model.pt                the exported weights (EMA if enabled, else final): a plain state_dict
     model.yaml              the settings the weights belong to (what ``metsynth harmonize`` reads)
 
@@ -46,6 +47,7 @@ from ..devices import to_memory_format, uses_channels_last
 from ..errors import ConfigError
 from ..fileio import files_stamp, read_json, write_json
 from ..progress import quiet
+from ..segmentation.callbacks import DataWaitMonitor
 from .callbacks import LossHistory, StepCheckpoint, plot_loss
 from .data import EpochSampler, PatchDataset, ResumableLoader, load_training_cases
 from .presets import DiffusionConfig, diffusion_config
@@ -187,6 +189,7 @@ def train_diffusion(
 
     history = LossHistory(out_dir)
     checkpoint = StepCheckpoint(last, train.checkpoint_every_n_steps)
+    waits = DataWaitMonitor()  # the segmentation trainings' monitor: is the denoiser ever starved?
     ckpt_path = str(last) if resumes and last.exists() else None
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
@@ -194,7 +197,7 @@ def train_diffusion(
         trainer = L.Trainer(
             accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
             precision=precision, max_epochs=train.max_epochs, max_steps=train.max_steps,
-            callbacks=[history, checkpoint, *callbacks], logger=False, enable_checkpointing=False,
+            callbacks=[history, checkpoint, waits, *callbacks], logger=False, enable_checkpointing=False,
             enable_progress_bar=progress and not quiet(), enable_model_summary=False,
             log_every_n_steps=train.log_every_n_steps, default_root_dir=out_dir, num_sanity_val_steps=0,
         )
@@ -203,6 +206,7 @@ def train_diffusion(
     seconds = time.perf_counter() - start
     export, export_config = out_dir / "model.pt", out_dir / "model.yaml"
     if trainer.is_global_zero:
+        write_json(out_dir / "timing.json", waits.summary())
         export_weights(module, config, export, export_config,
                        trained={"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                                 "cases": [c.id for c in cases]})
