@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from metsynth.realism.c2st import C2STResult, bootstrap_auc, c2st, cnn_scores, feature_scores, grouped_folds
+from metsynth.realism.c2st import C2STResult, bootstrap_auc, c2st, cnn_scores, feature_scores, grouped_folds, rank_auc
 
 
 def gaussian_sets(shift, n=40, d=5, seed=0):
@@ -162,6 +162,37 @@ def test_bootstrap_deterministic_and_seeded():
     y, s, g = clustered_scores()
     assert bootstrap_auc(y, s, 200, 3, g) == bootstrap_auc(y, s, 200, 3, g)
     assert bootstrap_auc(y, s, 200, 3) != bootstrap_auc(y, s, 200, 4)
+
+
+def _bootstrap_by_ranking(y, s, n_boot, seed, groups=None):
+    """The interval from ranking every resample (rank_auc), drawn as bootstrap_auc draws."""
+    rng = np.random.default_rng(seed)
+    values = []
+    if groups is None:
+        pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+        for _ in range(n_boot):
+            idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+            values.append(rank_auc(y[idx], s[idx]))
+    else:
+        names, inverse = np.unique(groups, return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(len(names))]
+        for _ in range(n_boot):
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
+            if 0 < y[idx].sum() < len(idx):
+                values.append(rank_auc(y[idx], s[idx]))
+    return tuple(np.percentile(values, [2.5, 97.5]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bootstrap_is_the_ranked_resamples_interval(seed):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(57) < 0.45).astype(int)
+    s = np.round(rng.normal(size=57) + 0.4 * y, 1)  # rounded: many ties
+    g = rng.integers(0, 13, 57)  # groups mixing both classes, some holding one
+    for groups in (None, g):
+        ours = bootstrap_auc(y, s, 300, seed, groups)
+        assert ours == pytest.approx(_bootstrap_by_ranking(y, s, 300, seed, groups), abs=1e-12)
+        assert ours[0] < ours[1]
 
 
 def test_bootstrap_perfect_separation():

@@ -78,24 +78,36 @@ def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: i
     With ``groups``, whole groups are resampled (a cluster bootstrap): lesions of one donor are
     near-copies of each other, so resampling them one by one would pretend to far more
     independent samples than there are. Without, the samples are resampled within each class.
+
+    A resample is a count per sample (how often it was drawn), and its AUC the Mann-Whitney
+    statistic with those counts as weights, ``c_pos @ W @ c_neg / (n_pos n_neg)``, ``W`` holding 1
+    for each (positive, negative) pair the positive wins and 1/2 for a tie: all resamples in one
+    product: the same interval as ranking each resample (:func:`rank_auc`; a test checks it, ties
+    included) from the same draws, in 0.07-0.09x the time (1000 resamples of 110 lesions in 40
+    groups: 12-14 ms against 162-167 ms; the demo's realism stage makes 24 such intervals).
     """
     rng = np.random.default_rng(seed)
     y = np.asarray(y).astype(int)
-    values: list[float] = []
+    scores = np.asarray(scores, dtype=np.float64)
+    counts = np.zeros((n_boot, len(y)))
     if groups is None:
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-        for _ in range(n_boot):
+        for b in range(n_boot):
             idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-            values.append(rank_auc(y[idx], scores[idx]))
+            counts[b] = np.bincount(idx, minlength=len(y))
     else:
         names, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        members = [np.flatnonzero(inverse == g) for g in range(len(names))]
-        for _ in range(n_boot):
-            idx = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
-            if 0 < y[idx].sum() < len(idx):
-                values.append(rank_auc(y[idx], scores[idx]))
-    if not values:
+        for b in range(n_boot):
+            counts[b] = np.bincount(rng.integers(0, len(names), len(names)), minlength=len(names))[inverse]
+    positive = y == 1
+    s1, s0 = scores[positive], scores[~positive]
+    wins = (s1[:, None] > s0[None, :]) + 0.5 * (s1[:, None] == s0[None, :])
+    c1, c0 = counts[:, positive], counts[:, ~positive]
+    n1, n0 = c1.sum(axis=1), c0.sum(axis=1)
+    both = (n1 > 0) & (n0 > 0)  # a cluster resample may hold one class only: it has no AUC
+    if not both.any():
         return float("nan"), float("nan")
+    values = ((c1[both] @ wins) * c0[both]).sum(axis=1) / (n1[both] * n0[both])
     lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)
 
