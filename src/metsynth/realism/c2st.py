@@ -83,8 +83,9 @@ def bootstrap_auc(y: np.ndarray, scores: np.ndarray, n_boot: int = 1000, seed: i
     statistic with those counts as weights, ``c_pos @ W @ c_neg / (n_pos n_neg)``, ``W`` holding 1
     for each (positive, negative) pair the positive wins and 1/2 for a tie: all resamples in one
     product: the same interval as ranking each resample (:func:`rank_auc`; a test checks it, ties
-    included) from the same draws, in 0.07-0.09x the time (1000 resamples of 110 lesions in 40
-    groups: 12-14 ms against 162-167 ms; the demo's realism stage makes 24 such intervals).
+    included) from the same draws, in 0.07-0.10x the time (``benchmarks/bench_prefetch.py --auc``:
+    1000 resamples of 120 samples in 40 groups, 21-29 ms against 278-311 ms; the demo's realism
+    stage makes 24 such intervals).
     """
     rng = np.random.default_rng(seed)
     y = np.asarray(y).astype(int)
