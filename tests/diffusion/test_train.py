@@ -76,6 +76,9 @@ def test_interrupted_training_resumes_to_the_same_weights(tmp_path, prepared_coh
     longer = tiny_config.merged(train={**tiny_config.train.model_dump(), "max_steps": 7})
     more = train_diffusion(prepared_cohort, out, longer, accelerator="cpu", devices=1, progress=False)
     assert more.steps == 7 and len(_rows(out / "loss.csv")) == 7
+    assert json.loads((out / "timing.json").read_text())["steps"] == 1  # this run's steps
+    again = train_diffusion(prepared_cohort, out, longer, accelerator="cpu", devices=1, progress=False)
+    assert again.steps == 7 and json.loads((out / "timing.json").read_text())["steps"] == 1  # kept, not NaN
     other = tiny_config.merged(train={**tiny_config.train.model_dump(), "learning_rate": 0.1, "max_steps": 1})
     with pytest.raises(ConfigError, match="learning_rate"):
         train_diffusion(prepared_cohort, out, other, accelerator="cpu", devices=1, progress=False)

@@ -10,7 +10,7 @@ Run folder (``out_dir``)::
     diffusion.yaml          the resolved settings (a rerun with other model/noise/train settings is refused)
     checkpoints/last.ckpt   Lightning checkpoint (every n steps and at each epoch end): resume point
     loss.csv, loss.png      the loss of every optimizer step
-    timing.json             steps and the share of step time spent waiting for patches (of this run)
+    timing.json             steps and the share of step time spent waiting for patches (of the last run that stepped)
     model.pt                the exported weights (EMA if enabled, else final): a plain state_dict
     model.yaml              the settings the weights belong to (what ``metsynth harmonize`` reads)
 
@@ -206,7 +206,8 @@ def train_diffusion(
     seconds = time.perf_counter() - start
     export, export_config = out_dir / "model.pt", out_dir / "model.yaml"
     if trainer.is_global_zero:
-        write_json(out_dir / "timing.json", waits.summary())
+        if waits.steps:  # a rerun of a finished training takes no step: the record of the last one stays
+            write_json(out_dir / "timing.json", waits.summary())
         export_weights(module, config, export, export_config,
                        trained={"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                                 "cases": [c.id for c in cases]})
