@@ -33,13 +33,23 @@ import time
 from pathlib import Path
 
 
+def _study_config(run_dir: Path, epochs: int, **parallel):
+    """The run's study settings, with ``epochs`` per training (0: the study's) and ``parallel`` overrides."""
+    from metsynth.experiment import ExperimentConfig
+
+    data = ExperimentConfig.from_yaml(run_dir / "config.yaml").model_dump(mode="json")
+    data["parallel"].update(parallel)
+    if epochs:
+        data["segmentation"]["overrides"]["max_epochs"] = epochs
+    return ExperimentConfig.from_dict(data)
+
+
 def train_once(run: str, fold: int, depth: int, threads: int, sources: str, constant: bool = False,
                epochs: int = 0) -> dict:
     """One training in this process (the worker of ``main``); returns its timings."""
     import torch
 
     torch.set_num_threads(threads)
-    from metsynth.experiment import ExperimentConfig
     from metsynth.experiment.training import _train_one
     from metsynth.segmentation import datasets, prefetch
     from metsynth.stages import RunContext
@@ -57,12 +67,7 @@ def train_once(run: str, fold: int, depth: int, threads: int, sources: str, cons
 
     prefetch.PREFETCH_DEPTH = depth
     run_dir = Path(run)
-    config = ExperimentConfig.from_yaml(run_dir / "config.yaml")
-    if epochs:
-        data = config.model_dump(mode="json")
-        data["segmentation"]["overrides"]["max_epochs"] = epochs
-        config = ExperimentConfig.from_dict(data)
-    ctx = RunContext(run_dir, config, progress=False)
+    ctx = RunContext(run_dir, _study_config(run_dir, epochs), progress=False)
     model = f"bench_prefetch_{sources}_d{depth}"
     start = time.perf_counter()
     out = _train_one(ctx, model, fold, sources, None)
@@ -88,17 +93,12 @@ def study_once(run: str, depth: int, sources: str, epochs: int, tag: str) -> dic
     """Folds 0 and 1 trained by the study's ``_train_folds`` (the demo's path); wall time and timings."""
     import functools
 
-    from metsynth.experiment import ExperimentConfig, training
+    from metsynth.experiment import training
     from metsynth.parallel import reuse_workers
     from metsynth.stages import RunContext
 
     run_dir = Path(run)
-    config = ExperimentConfig.from_yaml(run_dir / "config.yaml")
-    data = config.model_dump(mode="json")
-    data["parallel"]["trainings"] = 2
-    if epochs:
-        data["segmentation"]["overrides"]["max_epochs"] = epochs
-    ctx = RunContext(run_dir, ExperimentConfig.from_dict(data), progress=False, force=True)
+    ctx = RunContext(run_dir, _study_config(run_dir, epochs, trainings=2), progress=False, force=True)
     task_fn = training.run_fold_trainings
     training.run_fold_trainings = functools.partial(_with_depth, depth)  # pickled by reference: spawn-safe
     model = f"bench_prefetch_study_{tag}"
