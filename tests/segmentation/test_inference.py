@@ -327,10 +327,72 @@ def test_predict_command_fold_refuses_another_folds_model_and_gathers_the_folds(
                                   "-o", str(real / f"fold{k}"), "--fold", str(k), "--splits", str(s["splits"])])
         assert res.exit_code == 0, res.output
         assert f"fold {k}: test fold {k}'s cases and the test-only cases" in res.output
-        assert ("every fold predicted" in res.output) == (k == 1)
+        assert "every fold predicted" not in res.output  # the test-only case waits for the folds' ensemble
+    assert "once these are predicted too: test_only" in res.output and not list(real.glob("*.nii.gz"))
+    res = runner.invoke(app, ["-q", "predict", str(s["models"][0]), str(s["manifest"]), "--ensemble",
+                              str(s["models"][1]), "--splits", str(s["splits"]), "-o", str(real / "test_only")])
+    assert res.exit_code == 0, res.output
+    assert "the test-only cases, by the mean probability of 2 models" in res.output
+    assert "every fold predicted" in res.output
     cases = sorted(s["saved"].cases + ("M04",))
     assert sorted(p.name for p in real.glob("*.nii.gz")) == [f"{c}.nii.gz" for c in cases]
     for k in range(2):  # each CV case from the fold that held it out
         for case in s["saved"].test(k):
             assert np.array_equal(Volume.read(real / f"{case}.nii.gz").array,
                                   Volume.read(real / f"fold{k}" / f"{case}.nii.gz").array)
+    # the test-only case from the folds' ensemble
+    assert np.array_equal(Volume.read(real / "M04.nii.gz").array, Volume.read(real / "test_only" / "M04.nii.gz").array)
+
+
+class RampNet(torch.nn.Module):
+    """Lesion logit a linear ramp of the intensity above ``offset``: graded probabilities."""
+
+    def __init__(self, offset: float) -> None:
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, x):
+        fg = (x - self.offset) * 3.0
+        return torch.cat([-fg, fg], dim=1)
+
+
+def test_ensemble_averages_the_probabilities_then_thresholds_once():
+    from metsynth.errors import InputError
+    from metsynth.segmentation.volume_inference import ModelEnsemble
+
+    config = segmentation_config("tiny")
+    members = [SegmentationModel(net=RampNet(o), config=config, spacing=(2.0, 2.0, 2.0), hu_window=HU_WINDOW)
+               for o in (-0.2, 0.3)]
+    hu = np.broadcast_to(np.linspace(-500.0, 1500.0, 40, dtype=np.float32), (24, 24, 40)).copy()
+    image = Volume(hu, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    array = (2.0 * (image.array - HU_WINDOW[0]) / (HU_WINDOW[1] - HU_WINDOW[0]) - 1.0).astype(np.float32)
+    ensemble = ModelEnsemble(members)
+    mean = (members[0].probabilities(array) + members[1].probabilities(array)) / 2
+    assert np.allclose(ensemble.probabilities(array), mean, atol=1e-6)
+    off = PostprocessConfig(min_lesion_mm3=0, keep_in_femur=False, fill_holes=False)
+    mask = predict_volume(ensemble, image, postprocess_config=off).mask.array.astype(bool)
+    first, second = (predict_volume(m, image, postprocess_config=off).mask.array.astype(bool) for m in members)
+    assert np.array_equal(mask, mean >= 0.5)
+    # between the two: more than their intersection (what a vote of two folds kept), less than their union
+    assert (mask & ~second).any() and (first & ~mask).any() and not (mask & ~first).any()
+    other = SegmentationModel(net=RampNet(0.0), config=config, spacing=(1.0, 1.0, 1.0), hu_window=HU_WINDOW)
+    with pytest.raises(InputError, match="voxel size"):
+        ModelEnsemble([members[0], other])
+
+
+def test_ensemble_predicts_only_cases_none_of_its_models_trained_on(cv_study, tmp_path):
+    from metsynth.fileio import read_json
+
+    s = cv_study
+    models = s["models"]
+    out = predict_cohort(models, s["manifest"], tmp_path / "t", splits=s["splits"], progress=False)
+    assert sorted(pd.read_csv(out / "predictions.csv", dtype={"case": str})["case"]) == ["M04"]
+    record = read_json(out / "predict.json")
+    assert record["test_only"] is True and len(record["model"]) == 2 and len(record["model_sha256"]) == 2
+    with pytest.raises(ConfigError, match="trained on .*pass --splits"):  # the whole cohort: training cases
+        predict_cohort(models, s["manifest"], tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match="an ensemble of the folds' models"):
+        predict_cohort(models, s["manifest"], tmp_path / "b", fold=0, splits=s["splits"], progress=False)
+    with pytest.raises(ConfigError, match="given twice"):
+        predict_cohort([models[0], models[0]], s["manifest"], tmp_path / "c", splits=s["splits"], progress=False)
+    assert not any((tmp_path / d).exists() for d in "abc")

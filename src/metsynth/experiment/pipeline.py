@@ -53,7 +53,9 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
         Stage("size_study", _stage_size_study, ("synthesize", "splits"),
               lambda ctx: [c.seed, c.size_study, c.segmentation.model_dump(mode="json"), c.trainer.model_dump()],
               "models on subsets of the synthetic set"),
-        Stage("predict", _stage_predict, ("train", "size_study"), lambda ctx: None,
+        # the method is part of the stage's record: a run of an earlier version (test-only cases by a vote
+        # of the folds' masks) predicts again when resumed
+        Stage("predict", _stage_predict, ("train", "size_study"), lambda ctx: {"test_only": "fold ensemble"},
               "sliding-window inference on each fold's held-out cases"),
         Stage("evaluate", _stage_evaluate, ("predict",), lambda ctx: c.evaluation.model_dump(mode="json"),
               "Dice, HD, HD95, ASSD, lesion-wise detection"),
@@ -182,7 +184,7 @@ def _stage_predict(ctx: RunContext) -> None:
     from ..cohort import Cohort, load_cohort
     from ..devices import resolve_device
     from ..evaluation.splits import load_splits
-    from ..segmentation.inference import combine_fold_predictions, predict_cohort
+    from ..segmentation.inference import TEST_ONLY_DIR, combine_fold_predictions, predict_cohort
 
     cfg: ExperimentConfig = ctx.config
     layout = _layout(ctx)
@@ -194,13 +196,17 @@ def _stage_predict(ctx: RunContext) -> None:
     workers = cfg.parallel.workers if str(resolve_device("auto")) == "cpu" else 1
     for model in trained_models(ctx):
         final = layout.predictions(model)
-        for fold in range(splits.n_folds):
-            ids = set(splits.test(fold)) | set(splits.test_only)
+        for fold in range(splits.n_folds):  # each cross-validated case by the fold that held it out
+            ids = set(splits.test(fold))
             sub = Cohort(name=f"{cohort.name}-fold{fold}", prepared=cohort.prepared,
                          cases=[c for c in cohort.cases if c.id in ids])
             fold_dir = final / f"fold{fold}"
             manifest = sub.save(fold_dir / "cases.yaml")
             predict_cohort(layout.model_dir(model, fold) / "model.pt", manifest, fold_dir, workers=workers,
+                           scheduler=cfg.parallel.scheduler, **_claim(ctx), progress=ctx.progress)
+        if splits.test_only:  # each test-only case by the folds' mean probability (segmentation.ModelEnsemble)
+            predict_cohort([layout.model_dir(model, fold) / "model.pt" for fold in range(splits.n_folds)],
+                           layout.prepared_manifest, final / TEST_ONLY_DIR, splits=layout.splits, workers=workers,
                            scheduler=cfg.parallel.scheduler, **_claim(ctx), progress=ctx.progress)
         combine_fold_predictions(final, splits)
 

@@ -103,9 +103,16 @@ def predict(
     fold: Optional[int] = typer.Option(
         None, "--fold",
         help="CV fold k of the model (with --splits and a cohort manifest): predict only the cases it held out, test "
-             "fold k plus the test-only cases. Default with --splits: the model's own fold. With -o MODEL_DIR/fold<k>, "
-             "once every fold is predicted, MODEL_DIR/<case>.nii.gz gets each case from the fold that held it out "
-             "(test-only cases: the folds' majority vote), as `metsynth experiment` does."),
+             "fold k plus the test-only cases. Default with --splits: the model's own fold. With -o MODEL_DIR/fold<k> "
+             "for every fold and the folds' --ensemble in MODEL_DIR/test_only, MODEL_DIR/<case>.nii.gz gets each "
+             "case from the fold that held it out and each test-only case from the ensemble, as `metsynth "
+             "experiment` does."),
+    ensemble: Optional[list[Path]] = typer.Option(
+        None, "--ensemble",
+        help="Another model to average with MODEL (repeat for more): the mean lesion probability is thresholded "
+             "and post-processed once, as nnU-Net ensembles folds. Only cases none of the models trained on are "
+             "predicted: with --splits, the test-only cases (e.g. fold0/model.pt --ensemble fold1/model.pt "
+             "--splits splits.json -o MODEL_DIR/test_only)."),
     splits: Optional[Path] = typer.Option(
         None, "--splits", help="splits.json the model was trained with (needed with --fold)."),
     femur: Optional[Path] = typer.Option(
@@ -141,27 +148,47 @@ def predict(
     from ..cli import quiet
     from ..config import look_up_option
     from ..fileio import read_json
-    from .inference import SegmentationModel, gather_fold_predictions, predict_cohort
+    from .inference import (
+        TEST_ONLY_DIR,
+        SegmentationModel,
+        gather_fold_predictions,
+        missing_fold_predictions,
+        predict_cohort,
+    )
 
     look_up_option(grid, ["input", "source"], "grid")
     loaded = SegmentationModel.load(model, "cpu")
+    models = [model, *(ensemble or [])]
     post = loaded.config.postprocess.merged(min_lesion_mm3=min_lesion_mm3, keep_in_femur=femur_filter,
                                             fill_holes=fill_holes)
     inference = loaded.config.inference.merged(threshold=threshold, overlap=overlap)
-    result = predict_cohort(model, [str(p) for p in inputs] if len(inputs) > 1 else inputs[0], out, fold=fold,
+    inputs_arg = [str(p) for p in inputs] if len(inputs) > 1 else inputs[0]
+    result = predict_cohort(models if len(models) > 1 else model, inputs_arg, out, fold=fold,
                             splits=splits, femur=femur, grid=grid, standardized=standardized, postprocess_config=post,
                             inference=inference, device=device, workers=workers, scheduler=scheduler,  # type: ignore[arg-type]
                             force=force, progress=not quiet())
-    done = read_json(result / "predict.json").get("fold")
+    record = read_json(result / "predict.json")
+    done = record.get("fold")
     if done is not None:
         typer.echo(f"fold {done}" + (" (the model's)" if fold is None else "")
                    + f": test fold {done}'s cases and the test-only cases, never trained on by this model")
+    elif record.get("test_only"):
+        typer.echo(f"the test-only cases, by the mean probability of {len(models)} models")
     typer.echo(f"predictions: {result} (table: {result / 'predictions.csv'})")
-    if done is not None and result.name == f"fold{done}":
+    part = result.name == f"fold{done}" if done is not None else bool(record.get("test_only")) and \
+        result.name == TEST_ONLY_DIR
+    if part:
         gathered = gather_fold_predictions(result.parent)
         if gathered:
             typer.echo(f"every fold predicted: {result.parent}/<case>.nii.gz ({len(gathered)} cases, each from the "
-                       "fold that held it out; test-only cases by majority vote of the folds)")
+                       "fold that held it out; test-only cases from the folds' ensemble)")
+        else:
+            state = missing_fold_predictions(result.parent)
+            if state is not None and state[1]:
+                typer.echo(f"{result.parent}/<case>.nii.gz is written once these are predicted too: "
+                           + ", ".join(state[1]) + (f" (the folds' models with --ensemble, --splits, -o "
+                                                     f"{result.parent / TEST_ONLY_DIR})" if TEST_ONLY_DIR in state[1]
+                                                    else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -14,8 +14,16 @@ is refused (that fold's cases are among its training cases). Without ``fold``, a
 for fold F is run on fold F when ``splits`` is given; without ``splits``, a manifest holding cases
 it trained on or validated on (its ``training_set.json``) is refused, since their masks would be
 scored as results. The fold and the splits file are recorded in ``predict.json``, where
-``metsynth evaluate`` finds them. :func:`gather_fold_predictions` assembles the folds'
-predictions of one model (``<model>/fold<k>/``) into ``<model>/<case>.nii.gz`` as the study does.
+``metsynth evaluate`` finds them.
+
+The test-only cases of a cross-validated model are predicted by its folds together
+(:class:`ModelEnsemble`: the mean of the folds' lesion probabilities, thresholded and
+post-processed once, as nnU-Net ensembles folds). A vote of the folds' binary masks would, with
+two folds, keep only what both found: on the demo's seeds 0-3 that lowered the Real model's mean
+Dice on its 24 test-only cases by 0.07-0.34, the fine-tuned synthetic model's by 0.01-0.12
+(benchmarks/RESULTS.md, "The test-only cases by the folds together").
+:func:`gather_fold_predictions` assembles the folds' predictions of one model
+(``<model>/fold<k>/``, ``<model>/test_only/``) into ``<model>/<case>.nii.gz`` as the study does.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from ..volume import Volume
 from .postprocess import PostprocessConfig
 from .presets import InferenceConfig
 from .volume_inference import (
+    ModelEnsemble,
     Prediction,
     SegmentationModel,
     empty_grid,
@@ -60,21 +69,27 @@ class PredictTask:
     standardized: bool
     source: dict[str, Any] | None
     grid: str
-    model: str
+    model: str | tuple[str, ...]  # several: a fold ensemble (mean probability)
     device: str
     postprocess: dict[str, Any]
     inference: dict[str, Any]
     threads: int = 0
 
 
-_MODELS: dict[tuple[str, str], SegmentationModel] = {}
+_MODELS: dict[tuple[Any, str], SegmentationModel | ModelEnsemble] = {}
 
 
-def _model_for(path: str, device: str) -> SegmentationModel:
+def _load(path: str | tuple[str, ...], device: str) -> SegmentationModel | ModelEnsemble:
+    if isinstance(path, str):
+        return SegmentationModel.load(path, device)
+    return ModelEnsemble([SegmentationModel.load(p, device) for p in path])
+
+
+def _model_for(path: str | tuple[str, ...], device: str) -> SegmentationModel | ModelEnsemble:
     key = (path, device)
     if key not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = SegmentationModel.load(path, device)
+        _MODELS[key] = _load(path, device)
     return _MODELS[key]
 
 
@@ -181,8 +196,35 @@ def _fold_selection(model: SegmentationModel, model_path: Path, cohort: Any, man
     return fold, ids
 
 
+def _ensemble_selection(paths: list[Path], cohort: Any, manifest: Any, fold: int | None,
+                        splits: str | os.PathLike | None) -> set[str] | None:
+    """The cases an ensemble predicts (None: every case): with ``splits``, its test-only cases; refused
+    where any member trained on one of them (its result there would not be held out)."""
+    if fold is not None:
+        raise ConfigError(f"--fold {fold} picks one fold model's held-out cases; an ensemble of the folds' models "
+                          "predicts the cases none of them trained on: pass --splits alone (its test-only cases), "
+                          "or one model with --fold")
+    ids: set[str] | None = None
+    if splits is not None:
+        from ..evaluation.splits import load_fold_splits
+
+        split_obj = load_fold_splits(splits, 0, cohort)
+        ids = set(split_obj.test_only) & {c.id for c in cohort.cases}
+        if not ids:
+            raise InputError(f"{manifest}: none of the test-only cases of {splits} is in this cohort; give the "
+                             "cohort the splits were made for")
+    chosen = {c.id for c in cohort.cases if ids is None or c.id in ids}
+    for path in paths:
+        seen = sorted(chosen & (_trained_cases(path) or set()))
+        if seen:
+            raise ConfigError(f"{manifest}: holds {len(seen)} case(s) that {path} trained on ({', '.join(seen[:5])}); "
+                              "an ensemble predicts only cases none of its models trained on: pass --splits "
+                              "splits.json to predict the test-only cases")
+    return ids
+
+
 def predict_cohort(
-    model_path: str | os.PathLike,
+    model_path: str | os.PathLike | list[str | os.PathLike],
     inputs: str | os.PathLike | list[str | os.PathLike],
     out_dir: str | os.PathLike,
     *,
@@ -213,16 +255,25 @@ def predict_cohort(
 
     ``fold`` and ``splits`` (a manifest only): predict only fold ``fold``'s held-out cases (its test
     fold and the test-only cases; see the module's docstring for the checks and the default fold).
+
+    ``model_path`` a list of several models: a :class:`ModelEnsemble` (their mean probability,
+    thresholded and post-processed once), e.g. the folds of a study. It predicts only cases none of
+    its models trained on; with ``splits`` (and no ``fold``), the splits' test-only cases.
     """
     import pandas as pd
 
     from ..cohort import load_cohort
     from ..parallel import map_tasks
 
-    model_path = Path(model_path)
-    if model_path.is_dir():
-        model_path = model_path / "model.pt"
-    model = SegmentationModel.load(model_path, "cpu")  # validates the file early
+    given = [model_path] if isinstance(model_path, (str, os.PathLike)) else list(model_path)
+    if not given:
+        raise ConfigError("no model to predict with")
+    model_paths = [Path(p) / "model.pt" if Path(p).is_dir() else Path(p) for p in given]
+    if len(set(model_paths)) != len(model_paths):
+        raise ConfigError(f"a model is given twice: {[str(p) for p in model_paths]}")
+    members = [SegmentationModel.load(p, "cpu") for p in model_paths]  # validates the files early
+    model = members[0] if len(members) == 1 else ModelEnsemble(members)
+    model_path = model_paths[0]
     post = postprocess_config if postprocess_config is not None else model.config.postprocess
     inf = inference or model.config.inference
     out = Path(out_dir)
@@ -236,7 +287,10 @@ def predict_cohort(
         is_prepared = cohort.prepared is not None
         if femur is not None:
             raise ConfigError("--femur is for single image files; a manifest gives each case's femur mask")
-        fold, fold_ids = _fold_selection(model, model_path, cohort, paths[0], fold, splits)
+        if len(members) == 1:
+            fold, fold_ids = _fold_selection(model, model_path, cohort, paths[0], fold, splits)
+        else:
+            fold_ids = _ensemble_selection(model_paths, cohort, paths[0], fold, splits)
         for case in cohort.cases:
             if fold_ids is not None and case.id not in fold_ids:
                 continue
@@ -270,21 +324,27 @@ def predict_cohort(
             if path is not None:
                 check_readable(path, f"{what} of {key!r}")
 
-    settings = {"model": str(model_path), "model_sha256": file_sha256(model_path, 16), "grid": grid,
+    ensemble = len(model_paths) > 1
+    settings = {"model": [str(p) for p in model_paths] if ensemble else str(model_path),
+                "model_sha256": [file_sha256(p, 16) for p in model_paths] if ensemble else file_sha256(model_path, 16),
+                "grid": grid,
                 "postprocess": post.model_dump(), "inference": inf.model_dump(),
                 # the images as they are now: scans written again since are predicted again
                 "inputs": files_stamp(p for _, img, fem, *_ in items for p in (img, fem))}
     if fold is not None:  # read by `metsynth evaluate` (its default fold) and gather_fold_predictions
         settings.update(fold=fold, splits=str(Path(splits).resolve()))  # type: ignore[arg-type]
+    elif ensemble and splits is not None:  # the test-only cases: read by gather_fold_predictions
+        settings.update(test_only=True, splits=str(Path(splits).resolve()))
     folder = OutputFolder(out, "predictions", "predict.json", outputs=("*.nii.gz", "predictions.csv"),
                           ignore=("cases.yaml",))  # the study's manifest of the fold's cases
     folder.claim(lambda record: recorded_changes(record, settings), force=force, replace_other=replace_other)
     write_json(folder.record_file, settings)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+    task_model: str | tuple[str, ...] = tuple(str(p) for p in model_paths) if ensemble else str(model_path)
     tasks = [
         PredictTask(key=key, image=img, out=str(out / f"{key}.nii.gz"), femur=fem, standardized=std, source=src,
-                    grid=grid, model=str(model_path), device=device, postprocess=post.model_dump(),
+                    grid=grid, model=task_model, device=device, postprocess=post.model_dump(),
                     inference=inf.model_dump(), threads=threads)
         for key, img, fem, std, src in items
     ]
@@ -297,7 +357,8 @@ def predict_cohort(
     if len(todo) < len(tasks):
         log.info("%d of %d cases already predicted: skipped", len(tasks) - len(todo), len(tasks))
     if workers == 1 and scheduler is None:
-        _MODELS[(str(model_path), device)] = model if device == "cpu" else SegmentationModel.load(model_path, device)
+        _MODELS.clear()
+        _MODELS[(task_model, device)] = model if device == "cpu" else _load(task_model, device)
     try:
         for row in map_tasks(run_predict_task, todo, workers=workers, scheduler=scheduler, progress=progress,
                              desc="predict"):
@@ -312,33 +373,29 @@ def predict_cohort(
     return out
 
 
+TEST_ONLY_DIR = "test_only"  # a model's folder of the test-only cases predicted by its folds' ensemble
+
+
 def combine_fold_predictions(final: Path, splits) -> None:
-    """``final/<case>.nii.gz`` from ``final/fold<k>/``: each CV case from the fold that held it out,
-    each test-only case by majority vote of the folds (``metsynth experiment``'s predict stage and
-    ``metsynth predict --fold``)."""
+    """``final/<case>.nii.gz``: each cross-validated case from the fold that held it out
+    (``final/fold<k>/``), each test-only case from the folds' ensemble (``final/test_only/``: the
+    folds' mean probability, :class:`ModelEnsemble`); ``metsynth experiment``'s predict stage and
+    :func:`gather_fold_predictions`."""
     for fold in range(splits.n_folds):
         for case in splits.test(fold):
             copy_file(final / f"fold{fold}" / f"{case}.nii.gz", final / f"{case}.nii.gz")
     for case in splits.test_only:
-        masks = [Volume.read(final / f"fold{k}" / f"{case}.nii.gz") for k in range(splits.n_folds)]
-        votes = np.mean([m.array > 0 for m in masks], axis=0)
-        masks[0].with_array((votes > 0.5).astype(np.uint8)).write(final / f"{case}.nii.gz")
+        copy_file(final / TEST_ONLY_DIR / f"{case}.nii.gz", final / f"{case}.nii.gz")
 
 
-def gather_fold_predictions(model_dir: str | os.PathLike) -> list[Path] | None:
-    """Assemble one model's per-fold predictions into the study's layout, once every fold is there.
-
-    ``model_dir`` holds ``fold<k>/`` folders written by ``predict_cohort(..., fold=k)`` (``metsynth
-    predict --fold k -o MODEL_DIR/fold<k>``). When every fold of their splits file is predicted
-    (each folder's ``predict.json`` records its fold and the same splits, and holds all its cases),
-    writes ``MODEL_DIR/<case>.nii.gz`` as ``metsynth experiment`` does: each cross-validated case
-    from the fold that held it out, each test-only case by majority vote of the folds. Returns the
-    masks written, or None while a fold is missing (nothing is written then).
-    """
+def missing_fold_predictions(model_dir: str | os.PathLike) -> tuple[Any, list[str]] | None:
+    """What :func:`gather_fold_predictions` still needs in ``model_dir``: ``(splits, missing)``, where
+    ``missing`` lists the folders (``fold<k>``, ``test_only``) not yet predicted; None when no
+    ``fold<k>/`` there was predicted with ``--fold`` (nothing to gather)."""
     from ..evaluation.splits import load_splits
 
     root = Path(model_dir)
-    records = {}
+    records: dict[int, str] = {}
     for sub in root.glob("fold*"):
         marker = sub / "predict.json"
         if sub.name[4:].isdigit() and marker.is_file():
@@ -347,17 +404,45 @@ def gather_fold_predictions(model_dir: str | os.PathLike) -> list[Path] | None:
                 records[int(sub.name[4:])] = data["splits"]
     if not records or len(set(records.values())) != 1:
         return None
-    split_obj = load_splits(next(iter(records.values())))
+    split_path = next(iter(records.values()))
+    split_obj = load_splits(split_path)
+    missing = []
     for k in range(split_obj.n_folds):
-        wanted = set(split_obj.test(k)) | set(split_obj.test_only)
-        if k not in records or any(not (root / f"fold{k}" / f"{case}.nii.gz").is_file() for case in wanted):
-            return None
+        if k not in records or any(not (root / f"fold{k}" / f"{case}.nii.gz").is_file()
+                                   for case in split_obj.test(k)):
+            missing.append(f"fold{k}")
+    if split_obj.test_only:
+        marker = root / TEST_ONLY_DIR / "predict.json"
+        data = read_json(marker) if marker.is_file() else None
+        if not (isinstance(data, dict) and data.get("test_only") and data.get("splits") == split_path
+                and all((root / TEST_ONLY_DIR / f"{case}.nii.gz").is_file() for case in split_obj.test_only)):
+            missing.append(TEST_ONLY_DIR)
+    return split_obj, missing
+
+
+def gather_fold_predictions(model_dir: str | os.PathLike) -> list[Path] | None:
+    """Assemble one model's per-fold predictions into the study's layout, once every part is there.
+
+    ``model_dir`` holds ``fold<k>/`` folders written by ``predict_cohort(..., fold=k)`` (``metsynth
+    predict --fold k -o MODEL_DIR/fold<k>``) and, when the splits have test-only cases,
+    ``test_only/`` written by the folds' ensemble (``metsynth predict FOLD0_MODEL --ensemble
+    FOLD1_MODEL ... --splits splits.json -o MODEL_DIR/test_only``). When every fold of their splits
+    file is predicted (each folder's ``predict.json`` records its fold and the same splits, and holds
+    its test fold's cases) and so are the test-only cases, writes ``MODEL_DIR/<case>.nii.gz`` as
+    ``metsynth experiment`` does (:func:`combine_fold_predictions`). Returns the masks written, or
+    None while a part is missing (nothing is written then).
+    """
+    state = missing_fold_predictions(model_dir)
+    if state is None or state[1]:
+        return None
+    split_obj = state[0]
+    root = Path(model_dir)
     combine_fold_predictions(root, split_obj)
     return [root / f"{case}.nii.gz" for case in sorted(set(split_obj.cases) | set(split_obj.test_only))]
 
 
 __all__ = [
-    "Prediction", "PredictTask", "SegmentationModel", "combine_fold_predictions", "empty_grid",
-    "gather_fold_predictions", "predict_cohort", "predict_volume", "resample_linear", "resolve_device",
-    "restore_source_grid", "run_predict_task",
+    "TEST_ONLY_DIR", "ModelEnsemble", "Prediction", "PredictTask", "SegmentationModel", "combine_fold_predictions",
+    "empty_grid", "gather_fold_predictions", "missing_fold_predictions", "predict_cohort", "predict_volume",
+    "resample_linear", "resolve_device", "restore_source_grid", "run_predict_task",
 ]

@@ -81,6 +81,43 @@ class SegmentationModel:
 
 
 
+class ModelEnsemble:
+    """Several trained U-Nets used as one: the mean of their lesion probabilities, then one threshold and
+    one post-processing (as nnU-Net ensembles its folds). The cross-validated study predicts each
+    test-only case with its folds' models so; a vote of binary masks would, with two folds, keep only
+    what both found (their intersection).
+
+    The members must share the voxel size and HU window (folds of one study do); the first member's
+    inference and post-processing settings are the ensemble's.
+    """
+
+    def __init__(self, members: list[SegmentationModel]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        first = members[0]
+        for other in members[1:]:
+            for what, a, b in (("voxel size", first.spacing, other.spacing),
+                               ("HU window", first.hu_window, other.hu_window)):
+                same = a == b if a is None or b is None else np.allclose(a, b, rtol=0, atol=SPACING_TOL_MM)
+                if not same:
+                    raise InputError(f"{other.path}: {what} {b} differs from {first.path}'s {a}; an ensemble "
+                                     "averages models trained on the same prepared cohort (folds of one study)")
+        self.members = list(members)
+        self.config = first.config
+        self.spacing = first.spacing
+        self.hu_window = first.hu_window
+        self.device = first.device
+        self.meta = first.meta
+        self.path = first.path
+
+    def probabilities(self, array: np.ndarray, inference: InferenceConfig | None = None) -> np.ndarray:
+        """The members' mean lesion probability (float32, same shape as ``array``)."""
+        total = self.members[0].probabilities(array, inference)
+        for member in self.members[1:]:
+            total += member.probabilities(array, inference)
+        return total / np.float32(len(self.members))
+
+
 def _inference_channels_last(config: SegmentationConfig, device: str) -> bool:
     """Channels-last only where ``trainer.memory_format`` asks for it: ``auto`` runs inference contiguous,
     since without a backward pass channels-last is slower on a CPU (``bench_memory_format.py``: x1.12-1.23)."""
