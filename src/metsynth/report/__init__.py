@@ -3,19 +3,23 @@
 One self-contained file (inline CSS, pictures as PNG data URIs, no scripts, no external URLs),
 readable on screen and on paper, with the paper's tables filled with the run's numbers:
 
-1. **Summary**: headline numbers (best model by mean Dice, its gain over Real with the test),
+1. **Summary**: headline numbers (the model with the highest mean Dice, its paired difference to
+   Real as Table 3 gives it, HL Δ, and whether any model differs significantly from Real),
    the cohort by role and centre, the data generated (bank, synthetic, harmonized, folds) and
    the stages run (``stages/*.json``: duration, finish time);
 2. **Results tables**: Table 3 (the five training sets: Real, Synthetic, Synthetic+FT,
-   Diffusion, Diffusion+FT; mean ± std of Dice ↑, HD ↓, HD95 ↓, ASSD ↓; best in bold; ``*``
-   where a model differs from Real), Table 2 (size of the synthetic set) and Table 1 (operator
-   variability, from ``variability/`` or computed from the cohort's annotations);
+   Diffusion, Diffusion+FT; mean ± std of Dice ↑, HD ↓, HD95 ↓, ASSD ↓; best value in bold;
+   ``*`` where a model differs from Real; HL Δ: the paired Hodges-Lehmann difference), Table 2
+   (size of the synthetic set, each size against the smallest, the full set labelled with what
+   each fold trained on) and Table 1 (operator variability, from ``variability/`` or computed
+   from the cohort's annotations);
 3. **Metric distributions**: box plots per metric and model, every case drawn;
 4. **Segmentation examples** (the paper's Figure 5): real cases, truth in red, each model's
    prediction in green, one column per model;
 5. **Synthesis and harmonization QC**: the stages' preview montages (or ones drawn here) and
    training curves;
-6. **Statistics**: Kruskal-Wallis, pairwise tests against Real (Holm), lesion-wise detection;
+6. **Statistics**: Kruskal-Wallis, pairwise tests against Real (Holm; Δ mean: the difference of
+   the means), lesion-wise detection;
 7. **Configuration and provenance**: ``config.yaml``, versions, stage fingerprints, DDPM
    checkpoint hashes.
 

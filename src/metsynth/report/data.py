@@ -206,7 +206,9 @@ class RunData:
         return out
 
     def checkpoints(self) -> list[dict[str, Any]]:
-        """Distinct DDPM checkpoints named in the harmonized sidecars, with their volume counts."""
+        """Distinct DDPM checkpoints named in the harmonized sidecars, with their volume counts and
+        the settings of the first volume: start timestep, ``ddim_steps`` asked for, and the DDIM
+        ``timesteps`` actually run (the sidecar's, else computed as the harmonization does)."""
         seen: Counter[tuple[str, str]] = Counter()
         settings: dict[tuple[str, str], dict[str, Any]] = {}
         for data in self.harmonized_sidecars:
@@ -215,9 +217,87 @@ class RunData:
             if not any(key):
                 continue
             seen[key] += 1
-            settings.setdefault(key, {"start_timestep": h.get("start_timestep"), "ddim_steps": h.get("ddim_steps"),
-                                      "region": h.get("region")})
+            if key not in settings:
+                ts = h.get("timesteps")
+                steps = [int(t) for t in ts] if isinstance(ts, list) and ts else None
+                if steps is None:  # an older sidecar: the timesteps the harmonization computes
+                    computed = self._ddim_timesteps(h.get("ddim_steps"), h.get("start_timestep"))
+                    steps = list(computed) if computed is not None else None
+                settings[key] = {"start_timestep": h.get("start_timestep"), "ddim_steps": h.get("ddim_steps"),
+                                 "region": h.get("region"), "timesteps": steps}
         return [{"sha256": k[0], "checkpoint": k[1], "volumes": n, **settings[k]} for k, n in seen.items()]
+
+    @functools.cached_property
+    def num_train_timesteps(self) -> int | None:
+        """T of the run's DDPM (``diffusion/model.yaml`` or ``diffusion/diffusion.yaml``), or None."""
+        import yaml
+
+        for name in ("model.yaml", "diffusion.yaml"):
+            path = self.layout.diffusion / name
+            if not path.is_file():
+                continue
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError:
+                continue
+            found = _find_key(data, "num_train_timesteps")
+            if isinstance(found, int):
+                return found
+        return None
+
+    def _ddim_timesteps(self, ddim_steps: Any, start: Any) -> tuple[int, ...] | None:
+        if not isinstance(ddim_steps, int) or not isinstance(start, int) or self.num_train_timesteps is None:
+            return None
+        from ..diffusion.schedule import ddim_timesteps
+
+        try:
+            return tuple(ddim_timesteps(self.num_train_timesteps, ddim_steps, start))
+        except Exception:  # noqa: BLE001 - an inconsistent record: say nothing rather than guess
+            return None
+
+    # ------------------------------------------------------------------ trained models
+    def training_sets(self, model: str) -> list[dict[str, Any]]:
+        """The ``models/<model>/fold<k>/training_set.json`` of each fold (what each fold trained on)."""
+        cache = self.__dict__.setdefault("_training_sets", {})
+        if model not in cache:
+            out = []
+            folder = self.root / "models" / model
+            for path in sorted(folder.glob("fold*/training_set.json")) if folder.is_dir() else []:
+                try:
+                    data = read_json(path)
+                except ValueError:
+                    log.warning("%s: unreadable training set, left out", path)
+                    continue
+                if isinstance(data, dict) and isinstance(data.get("train"), list):
+                    out.append(data)
+            cache[model] = out
+        return cache[model]
+
+    def train_sizes(self, model: str) -> list[int]:
+        """Volumes each fold of ``model`` trained on (empty when no training_set.json was written)."""
+        return [len(d["train"]) for d in self.training_sets(model)]
+
+    def training_history(self, model: str, fold: int = 0) -> dict[str, list[tuple[int, float]]] | None:
+        """Per-epoch training loss and validation Dice of one fold from its CSV log
+        (``models/<model>/fold<k>/logs/metrics.csv``), as the training's curves.png draws them."""
+        path = self.layout.model_dir(model, fold) / "logs" / "metrics.csv"
+        if not path.is_file():
+            return None
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(path)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError):
+            return None
+        if "epoch" not in table:
+            return None
+        out: dict[str, list[tuple[int, float]]] = {}
+        for key, column in (("train_loss", "train_loss_epoch"), ("val_dice", "val_dice")):
+            out[key] = []
+            if column in table.columns:
+                rows = table[["epoch", column]].dropna().groupby("epoch")[column].last()
+                out[key] = [(int(e), float(v)) for e, v in rows.items()]
+        return out
 
     # ------------------------------------------------------------------ bank, splits
     @functools.cached_property
@@ -305,3 +385,20 @@ class RunData:
             return None
         order = {m: i for i, m in enumerate(models)}
         return sorted(means.index, key=lambda m: (-means[m], order.get(m, 0)))[0]
+
+
+def _find_key(data: Any, key: str) -> Any:
+    """The first value of ``key`` anywhere in nested dicts/lists (None when absent)."""
+    if isinstance(data, dict):
+        if key in data:
+            return data[key]
+        items = list(data.values())
+    elif isinstance(data, list):
+        items = data
+    else:
+        return None
+    for item in items:
+        found = _find_key(item, key)
+        if found is not None:
+            return found
+    return None

@@ -106,6 +106,34 @@ def metric_boxplots(data: "pd.DataFrame", models: Sequence[str], labels: Sequenc
     return _figure_png(fig, dpi)
 
 
+# --------------------------------------------------------------------------- training curves
+def training_curves(history: dict[str, list[tuple[int, float]]], title: str = "", dpi: int = 100) -> bytes:
+    """A segmentation training's curves: training Dice loss per epoch and, only where the training
+    validated, validation Dice in a second panel (as ``segmentation.callbacks.plot_curves``);
+    integer epoch ticks."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    panels = [("train_loss", "training Dice loss", "tab:blue")]
+    if history.get("val_dice"):
+        panels.append(("val_dice", "validation Dice", "tab:green"))
+    fig = Figure(figsize=(4.0 * len(panels), 3.0), dpi=dpi, facecolor="white")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (key, label, colour) in zip(axes, panels):
+        points = history.get(key) or []
+        if points:
+            x, y = zip(*points)
+            ax.plot(x, y, marker="o" if len(points) < 30 else None, ms=3, color=colour)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(f"{title}: {label}" if title and key == "train_loss" else label, fontsize=10)
+        ax.grid(alpha=0.3)
+        if key == "val_dice":
+            ax.set_ylim(0, 1)
+    fig.tight_layout()
+    return _figure_png(fig, dpi)
+
+
 # --------------------------------------------------------------------------- slices
 def largest_component(mask: np.ndarray) -> np.ndarray | None:
     """Boolean mask of the largest 26-connected component, or None when empty."""

@@ -36,6 +36,10 @@ nav.toc { background: var(--soft); border: 1px solid var(--rule); padding: 8px 1
 nav.toc a { color: var(--accent); text-decoration: none; }
 nav.toc ol { margin: 0; padding-left: 20px; }
 table { border-collapse: collapse; margin: 8px 0 4px; font-size: 14px; font-variant-numeric: tabular-nums; }
+.scroll { max-width: 100%; overflow-x: auto; }
+.scroll > table { margin: 8px 0 4px; }
+header .meta code { word-break: break-all; }
+td code { word-break: break-all; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 4px; }
 th, td { padding: 4px 10px; text-align: center; border-bottom: 1px solid var(--rule); }
 thead th { border-bottom: 1.5px solid var(--ink); border-top: 1.5px solid var(--ink); }
@@ -52,12 +56,14 @@ p.tablenote, section table + p { margin: 2px 0; }
 .card { border: 1px solid var(--rule); border-left: 4px solid var(--accent); padding: 8px 14px;
         min-width: 170px; background: #fff; }
 .card .v { font-size: 22px; font-weight: 700; }
+.card .v small { font-size: 13px; font-weight: 400; color: var(--muted); }
 .card .k { font-size: 12.5px; color: var(--muted); }
 .notrun { border: 1px dashed var(--rule); background: var(--soft); color: var(--muted); padding: 8px 12px;
           margin: 8px 0; font-size: 14px; }
 .error { border: 1px solid #c0392b; background: #fdf0ee; color: #922b21; padding: 8px 12px; margin: 8px 0; }
 figure { margin: 10px 0 18px; }
 figure img { max-width: 100%; height: auto; display: block; border: 1px solid var(--rule); }
+figure { max-width: 100%; }
 figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; }
 .cols { display: grid; grid-template-columns: 3fr 2fr; gap: 8px 40px; align-items: start; }
 @media (max-width: 900px) { .cols { grid-template-columns: 1fr; } }
@@ -72,6 +78,11 @@ figcaption { color: var(--muted); font-size: 13.5px; margin-top: 4px; }
   .part, figure, table, .cards { break-inside: avoid; page-break-inside: avoid; }
   section { break-before: auto; }
   pre { white-space: pre-wrap; }
+  .scroll { overflow: visible; }
+  table { font-size: 8.5pt; }
+  th, td { padding: 2px 5px; }
+  figure img { max-width: 100% !important; }
+  .grid figure { max-width: 49%; }
 }
 """
 
@@ -99,7 +110,8 @@ def png_data_uri(png: bytes) -> str:
 
 def figure(png: bytes, caption: str = "", alt: str = "", width: int | None = None) -> str:
     """A ``<figure>`` with the PNG embedded; ``caption`` is HTML (escape it yourself)."""
-    style = f' style="max-width:{int(width)}px"' if width else ""
+    # min(): the picture's natural cap, but never wider than the page (narrow windows, paper)
+    style = f' style="max-width:min({int(width)}px,100%)"' if width else ""
     cap = f"<figcaption>{caption}</figcaption>" if caption else ""
     return (f'<figure><img src="{png_data_uri(png)}" alt="{esc(alt or "figure")}"{style}>{cap}</figure>')
 
@@ -119,10 +131,15 @@ def error_box(what: str, err: BaseException) -> str:
             f"{esc(err)}</div>")
 
 
+def scroll(table_html: str) -> str:
+    """A table in a box that scrolls sideways where the page is narrower than the table."""
+    return f'<div class="scroll">{table_html}</div>'
+
+
 def kv_table(rows: Iterable[tuple[str, Any]]) -> str:
     """Two-column key/value table; values are HTML (escape them yourself)."""
     body = "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="kv"><tbody>{body}</tbody></table>'
+    return scroll(f'<table class="kv"><tbody>{body}</tbody></table>')
 
 
 def data_table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1, caption: str = "",
@@ -136,10 +153,19 @@ def data_table(header: Sequence[str], rows: Iterable[Sequence[Any]], left: int =
     head = "".join(cell("th", i, h) for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(r)) + "</tr>" for r in rows)
     cap = f"<caption>{esc(caption)}</caption>" if caption else ""
-    return f'<table class="data">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return scroll(f'<table class="data">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
 
 
 # --------------------------------------------------------------------------- number formats
+HASH_PREFIX = 16
+
+
+def short_hash(value: Any, n: int = HASH_PREFIX) -> str:
+    """The first ``n`` characters of a hex digest (a table column says "sha256 prefix"); '-' if empty."""
+    text = str(value or "").strip()
+    return text[:n] if text else "-"
+
+
 def fmt(value: Any, decimals: int = 2) -> str:
     """A number with fixed decimals; '-' for None/NaN."""
     if value is None:

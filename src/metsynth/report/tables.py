@@ -12,10 +12,10 @@ import numpy as np
 
 from ..evaluation.metrics import METRIC_LABELS, METRICS
 from ..layout import PAPER_MODELS, TABLE3_MODELS, display_name
-from .page import data_table, esc, fmt, fmt_p, not_run
+from .page import data_table, esc, fmt, fmt_p, not_run, scroll
 
 if TYPE_CHECKING:
-    from ..evaluation.stats import Comparison
+    from ..evaluation.stats import Comparison, Table
     from ..evaluation.variability import VariabilityResult
     from .data import RunData
 
@@ -38,6 +38,41 @@ def model_label(model: str) -> str:
     return model
 
 
+def _span(values: Sequence[int]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def per_fold(run: "RunData", model: str) -> str | None:
+    """How many volumes each fold of ``model`` trained on, from its ``training_set.json`` files
+    (e.g. "120 per fold"); None where the run has none."""
+    sizes = run.train_sizes(model)
+    return f"{_span(sizes)} per fold" if sizes else None
+
+
+def trained_on(run: "RunData", model: str) -> str | None:
+    """What each fold of ``model`` trained on, by source ("120 synthetic per fold",
+    "3 real + 40 synthetic per fold"), from its ``training_set.json`` files; None where absent."""
+    sets = run.training_sets(model)
+    if not sets:
+        return None
+    by_source: dict[str, list[int]] = {}
+    for data in sets:
+        counts = Counter(str(v.get("source", "?")) if isinstance(v, dict) else "?" for v in data["train"])
+        for source in counts:
+            by_source.setdefault(source, [])
+        for source, values in by_source.items():
+            values.append(counts.get(source, 0))
+    if not by_source:
+        return "nothing per fold"
+    return " + ".join(f"{_span(v)} {k}" for k, v in by_source.items()) + " per fold"
+
+
+def model_with_training(run: "RunData", model: str) -> str:
+    """``model_label`` followed by what each fold trained on, where the run recorded it."""
+    what = trained_on(run, model)
+    return f"{model_label(model)} ({what})" if what else model_label(model)
+
 
 # =========================================================================== comparisons
 def paper_comparison(run: "RunData") -> "Comparison | None":
@@ -57,46 +92,123 @@ def paper_comparison(run: "RunData") -> "Comparison | None":
 
 
 def size_labels(run: "RunData") -> dict[str, str]:
+    """Table 2's row labels: the size asked for, and for the full set what each fold actually
+    trained on (the leakage filter drops volumes per fold), read from ``training_set.json``."""
     labels = {}
     for m in run.size_models:
+        folds = per_fold(run, m)
         if m in ("synthetic", "size_all"):
-            n = run.n_synthetic_kept
-            labels[m] = f"all ({n})" if n else "all"
+            labels[m] = f"all ({folds})" if folds else "all"
         else:
-            labels[m] = display_name(m)
+            n = display_name(m)
+            sizes = run.train_sizes(m)
+            labels[m] = f"{n} ({folds})" if sizes and {str(v) for v in sizes} != {n} else n
     return labels
 
 
+def size_sentence_labels(run: "RunData") -> dict[str, str]:
+    """The size-study models as they read in a sentence ("40 synthetic", "all synthetic (120 per fold)")."""
+    out = {}
+    for m, label in size_labels(run).items():
+        head, _, tail = label.partition(" ")
+        out[m] = f"{head} synthetic" + (f" {tail}" if tail else "")
+    return out
+
+
 def size_comparison(run: "RunData") -> "Comparison | None":
-    """Table 2's statistics over the size study's models (no reference markers, as the paper)."""
+    """Table 2's statistics over the size study's models: Kruskal-Wallis, and each size against the
+    smallest, paired by case (as ``metsynth stats`` writes ``stats/table2.*``)."""
     if "size_comparison" not in run.__dict__:
         comp = None
         if run.size_models:
-            from ..evaluation.stats import compare_models, results_table
+            from ..evaluation.stats import compare_models
 
             labels = size_labels(run)
             models = [labels[m] for m in run.size_models]
             data = run.results_for(run.size_models, labels)
             comp = compare_models(data, models=models)
-            comp.table = results_table(data, models=models)  # no markers: the paper tests only Table 3
             comp.table.row_header = "Training set size"
         run.__dict__["size_comparison"] = comp
     return run.__dict__["size_comparison"]
 
 
+def _and(items: Sequence[str]) -> str:
+    items = list(items)
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _cases(k: int) -> str:
+    return f"{k} case" if k == 1 else f"{k} cases"
+
+
 def cases_note(run: "RunData", models: Sequence[str], labels: dict[str, str] | None = None) -> str:
+    """How many real cases each model was scored on and where undefined distances were filled, as
+    sentences (``labels``: how each model reads in a sentence)."""
     labels = labels or {m: display_name(m) for m in models}
     sub = run.results_for(models, {m: m for m in models})
     counts = sub.groupby("model").size()
     filled = sub.groupby("model")["worst_case_filled"].sum()
     n = {m: int(counts.get(m, 0)) for m in models}
-    text = (f"{next(iter(n.values()))} real cases per model" if len(set(n.values())) == 1
-            else "cases per model: " + ", ".join(f"{labels[m]} {n[m]}" for m in models))
+    text = (f"{next(iter(n.values()))} real cases per model." if len(set(n.values())) == 1
+            else "Real cases per model: " + _and([f"{_cases(n[m])} for {labels[m]}" for m in models]) + ".")
     worst = {m: int(filled.get(m, 0)) for m in models if filled.get(m, 0)}
     if worst:
-        text += ("; distances undefined (one mask empty) set to the worst case (the field-of-view diagonal) for "
-                 + ", ".join(f"{labels[m]} {k}" for m, k in worst.items()) + " case(s)")
-    return text + ". Distances in mm."
+        text += (" Distances that are undefined (one mask empty) were set to the worst case, the field-of-view "
+                 "diagonal: " + _and([f"{_cases(k)} of {labels[m]}" for m, k in worst.items()]) + ".")
+    return text + " Distances in mm."
+
+
+BOLD_NOTE = ("Bold: the best mean of each metric (highest Dice, lowest distances), only the best value, not a "
+             "test result; a difference to the reference is significant only where * marks it.")
+HL_NOTE = ("HL Δ is a median-type estimate of the per-case paired difference, not the difference of the means "
+           "(Δ mean, in the Statistics section); the two can differ, even in sign.")
+
+
+def results_table_html(table: "Table", extra_notes: Sequence[str] = (),
+                       reference: tuple[str, str] | None = None) -> str:
+    """A Table 2/3 (:func:`metsynth.evaluation.stats.results_table`) as the report shows it: the
+    paired Hodges-Lehmann difference named "HL Δ" (apart from Section 7's "Δ mean"), bold
+    explained as the best value only, in a box that scrolls on narrow pages. ``reference``: (its
+    row label, how it reads in the notes), e.g. ("40", "40 synthetic")."""
+    rows = []
+    for label, cells in table.rows:
+        tds = []
+        for c in cells:
+            mean, std, extra = c.plain()
+            text = f"<b>{esc(mean)}</b>" if c.bold and mean != "-" else esc(mean)
+            if std:
+                text += f" &plusmn; <small>{esc(std)}</small>"
+            if extra:
+                text += f" <small>{esc(extra)}</small>"
+            text += esc(c.marker)
+            diff = c.diff_parts()
+            if diff:
+                text += f'<br><small class="diff">HL Δ {esc(diff[0])} [{esc(diff[1])}, {esc(diff[2])}]</small>'
+            tds.append(f"<td>{text}</td>")
+        rows.append(f"<tr><th>{esc(label)}</th>{''.join(tds)}</tr>")
+    head = "".join(f"<th>{esc(h)}</th>" for h in [table.row_header, *table.columns])
+    html = scroll(f'<table class="metsynth-table"><thead><tr>{head}</tr></thead>'
+                  f"<tbody>{''.join(rows)}</tbody></table>")
+    notes = []
+    has_diff = any(c.diff_parts() for _, cells in table.rows for c in cells)
+    has_marker = any(c.marker for _, cells in table.rows for c in cells)
+    for note in table.notes:
+        if note.startswith("mean ± std over cases"):
+            notes.append("Mean ± std over cases. " + BOLD_NOTE)
+        elif note.startswith("Δ [..]"):
+            notes.append("HL " + note + ". " + HL_NOTE)
+        elif note.startswith("*:"):
+            notes.append(note + ("." if has_marker else "; no model reaches it here."))
+        else:
+            notes.append(note)
+    if not has_diff:
+        notes = [n for n in notes if not n.startswith("HL Δ")]
+    if reference is not None:
+        ref, text = reference
+        notes = [n.replace(f"against {ref},", f"against {text},").replace(f"model − {ref},", f"model − {text},")
+                 for n in notes]
+    notes += list(extra_notes)
+    return html + "".join(f'<p class="tablenote">{esc(n)}</p>' for n in notes)
 
 
 # =========================================================================== Tables 3, 2, 1
@@ -109,18 +221,43 @@ def table3_html(run: "RunData") -> str:
     note = cases_note(run, run.paper_models)
     if missing:
         note += " Not evaluated in this run: " + ", ".join(missing) + "."
-    return comp.table.to_html() + f'<p class="tablenote">{esc(note)} Paper, same layout: Real 0.45 ± 0.33, ' \
-        "Synthetic 0.59 ± 0.29, Synthetic+FT 0.62 ± 0.27, Diffusion 0.62 ± 0.27, Diffusion+FT 0.65 ± 0.24 (Dice).</p>"
+    note += (" Paper, same layout: Real 0.45 ± 0.33, Synthetic 0.59 ± 0.29, Synthetic+FT 0.62 ± 0.27, "
+             "Diffusion 0.62 ± 0.27, Diffusion+FT 0.65 ± 0.24 (Dice).")
+    return results_table_html(comp.table, [note])
 
 
 def table2_html(run: "RunData") -> str:
     comp = size_comparison(run)
     if comp is None:
         return not_run("no size-study model evaluated (<code>evaluation/size_&lt;N&gt;/metrics.csv</code>).")
-    note = cases_note(run, run.size_models, size_labels(run))
-    if "synthetic" in run.size_models:
-        note += " The full set is the Synthetic model of Table 3 (not trained twice)."
-    return comp.table.to_html() + f'<p class="tablenote">{esc(note)}</p>'
+    notes = [cases_note(run, run.size_models, size_sentence_labels(run))]
+    full = next((m for m in run.size_models if m in ("synthetic", "size_all")), None)
+    if full is not None:
+        text = ("The full set is the Synthetic model of Table 3 (not trained twice)." if full == "synthetic"
+                else "The full set is the model size_all.")
+        sets = run.training_sets(full)
+        if sets:
+            sizes = [len(d["train"]) for d in sets]
+            dropped = [int(d.get("dropped_leaking") or 0) for d in sets]
+            text += (f" Each of its {len(sets)} fold(s) trained on {_span(sizes)} volumes"
+                     + (f" of the {run.n_synthetic_kept} generated" if run.n_synthetic_kept else "")
+                     + (f"; {_span(dropped)} per fold were dropped by the leakage filter" if any(dropped) else "")
+                     + f" (<code>models/{full}/fold*/training_set.json</code>).")
+        notes.append(text)
+    stored = " (as in <code>stats/table2.txt</code>, stage stats)" if (run.root / "stats" / "table2.txt").is_file() \
+        else ""
+    notes.append(f"* and HL Δ: the paired test against the smallest set{stored}; the unpaired Kruskal-Wallis test "
+                 "across the sizes and both pairwise tests are in the Statistics section.")
+    ref = run.size_models[0]
+    reference = (comp.reference, size_sentence_labels(run)[ref])
+    return (results_table_html(comp.table, [], reference)
+            + "".join(f'<p class="tablenote">{_note_html(n)}</p>' for n in notes))
+
+
+def _note_html(text: str) -> str:
+    """A note that may hold ``<code>`` (added here) but is otherwise plain text."""
+    parts = text.replace("</code>", "<code>").split("<code>")
+    return "".join(f"<code>{esc(p)}</code>" if i % 2 else esc(p) for i, p in enumerate(parts))
 
 
 TABLE1_GROUPS = (
@@ -183,9 +320,9 @@ def table1_html(run: "RunData") -> str:
         label = "Mean Dice" if metric == "dice" else f"Mean {METRIC_LABELS[metric]}"
         body.append(f"<tr><th>{esc(label)}</th>{''.join(tds)}</tr>")
     body.append("<tr><th>n (comparisons)</th>" + "".join(f"<td>{len(c[2])}</td>" for c in columns) + "</tr>")
-    html = (f'<table class="metsynth-table"><thead><tr><th rowspan="2"></th>{"".join(head1)}</tr>'
-            f"<tr>{head2}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+    html = scroll(f'<table class="metsynth-table"><thead><tr><th rowspan="2"></th>{"".join(head1)}</tr>'
+                  f"<tr>{head2}</tr></thead>"
+                  f"<tbody>{''.join(body)}</tbody></table>")
     auto = f"Automatic: {esc(display_name(model))} predictions" if model else "Automatic: the variability stage's model"
     if not (pairs["comparison"] == "auto").any():
         auto = "No automatic comparison (no predictions for these cases)"
@@ -209,7 +346,9 @@ def table1_html(run: "RunData") -> str:
 
 
 # =========================================================================== statistics
-def tests_html(run: "RunData", comp: "Comparison | None", pairwise: bool) -> str:
+def tests_html(run: "RunData", comp: "Comparison | None", pairwise: bool, reference: str | None = None) -> str:
+    """Kruskal-Wallis per metric and, with ``pairwise``, each model against the reference
+    (``reference``: how the reference reads in a sentence; default its label)."""
     if comp is None:
         return not_run("no models of this table were evaluated.")
     rows = []
@@ -222,21 +361,24 @@ def tests_html(run: "RunData", comp: "Comparison | None", pairwise: bool) -> str
     html = data_table(["metric", "H", "p", "p < 0.05", "cases"], rows,
                       caption=f"Kruskal-Wallis across {len(comp.kruskal[0].n) if comp.kruskal else 0} models")
     if pairwise and not comp.pairwise.empty:
-        html += _pairwise_matrix(comp)
-        html += f'<p class="tablenote">{esc(PAPER_ANALYSIS)} Δ: model mean minus {esc(comp.reference)} mean; ' \
-                "MW: Mann-Whitney U p; W: Wilcoxon signed-rank p (paired by case); both Holm-adjusted; " \
-                "bold: p &lt; 0.05. The results table gives each paired difference as a Hodges-Lehmann estimate " \
-                "with its Wilcoxon signed-rank interval at the Bonferroni level that goes with Holm's " \
-                "correction.</p>"
+        ref = reference or comp.reference
+        html += _pairwise_matrix(comp, ref)
+        lead = esc(PAPER_ANALYSIS) + " " if comp.reference == display_name("real") else ""
+        html += f'<p class="tablenote">{lead}Δ mean: the model\'s mean minus the mean of ' \
+                f"{esc(ref)} (difference of the means); MW: Mann-Whitney U p; W: " \
+                "Wilcoxon signed-rank p (paired by case); both Holm-adjusted; bold: p &lt; 0.05. The results table " \
+                "gives each paired difference as HL Δ, the Hodges-Lehmann estimate with its Wilcoxon signed-rank " \
+                "interval at the Bonferroni level that goes with Holm's correction; HL Δ and Δ mean measure " \
+                "different things and can differ, even in sign.</p>"
     return html
 
 
-def _pairwise_matrix(comp: "Comparison") -> str:
+def _pairwise_matrix(comp: "Comparison", reference: str) -> str:
     """Rows: models; per metric three columns: difference to the reference, MW p, W p."""
     pw = comp.pairwise
     metrics = [m for m in METRICS if (pw["metric"] == m).any()]
     head1 = "".join(f'<th colspan="3" class="group">{esc(METRIC_LABELS.get(m, m))}</th>' for m in metrics)
-    head2 = "".join("<th>Δ</th><th>MW</th><th>W</th>" for _ in metrics)
+    head2 = "".join("<th>Δ&nbsp;mean</th><th>MW&nbsp;p</th><th>W&nbsp;p</th>" for _ in metrics)
 
     def p_cell(p: float) -> str:
         text = esc(fmt_p(p))
@@ -257,9 +399,9 @@ def _pairwise_matrix(comp: "Comparison") -> str:
                          + p_cell(float(r["wilcoxon_p_holm"])))
         n = int(pw.loc[pw["model"] == model, "n_paired"].min())
         body.append(f"<tr><th>{esc(model)}</th>{''.join(cells)}<td>{n}</td></tr>")
-    return (f'<table class="metsynth-table"><caption>Each model against {esc(comp.reference)}</caption>'
-            f'<thead><tr><th rowspan="2">Model</th>{head1}<th rowspan="2">pairs</th></tr><tr>{head2}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return scroll(f'<table class="metsynth-table"><caption>Each model against {esc(reference)}</caption>'
+                  f'<thead><tr><th rowspan="2">Model</th>{head1}<th rowspan="2">pairs</th></tr><tr>{head2}</tr>'
+                  f"</thead><tbody>{''.join(body)}</tbody></table>")
 
 
 def detection_html(run: "RunData") -> str:

@@ -128,25 +128,33 @@ class CurvePlotter(_Callback):  # type: ignore[misc,valid-type]
 
 
 def plot_curves(history: dict[str, list[tuple[int, float]]], path: str | os.PathLike) -> Path:
-    """A two-panel PNG: training Dice loss and validation Dice per epoch (matplotlib, no pyplot)."""
+    """A PNG of the training Dice loss per epoch and, where the training validated, the validation
+    Dice in a second panel (no empty panel when ``val_cases: 0``); integer epoch ticks
+    (matplotlib, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(8, 3.2), dpi=100)
+    panels = [("train_loss", "training Dice loss", "tab:blue")]
+    if history.get("val_dice"):  # val_cases: 0 logs none (the epoch bound ends training)
+        panels.append(("val_dice", "validation Dice", "tab:green"))
+    fig = Figure(figsize=(4 * len(panels), 3.2), dpi=100)
     FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
-    for ax, key, label, colour in ((ax1, "train_loss", "training Dice loss", "tab:blue"),
-                                   (ax2, "val_dice", "validation Dice", "tab:green")):
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (key, label, colour) in zip(axes, panels):
         points = history.get(key) or []
         if points:
             x, y = zip(*points)
             ax.plot(x, y, marker="o" if len(points) < 30 else None, ms=3, color=colour)
-        else:  # e.g. val_cases: 0 (no validation; the epoch bound ends training)
-            ax.text(0.5, 0.5, f"no {label}", ha="center", va="center", color="0.4", transform=ax.transAxes)
+        else:
+            ax.text(0.5, 0.5, f"no {label} logged yet", ha="center", va="center", color="0.4",
+                    transform=ax.transAxes)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(label)
         ax.grid(alpha=0.3)
-    ax2.set_ylim(0, 1)
+        if key == "val_dice":
+            ax.set_ylim(0, 1)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

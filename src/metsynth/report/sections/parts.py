@@ -33,3 +33,15 @@ def _subpart(title: str, build, *args: Any) -> str:
         log.exception("report: %s failed", title)
         body = error_box(title, err)
     return part(title, body)
+
+
+def ddim_text(ck: dict[str, Any], total: int | None = None) -> str:
+    """The DDIM steps a harmonization actually ran, e.g. "DDIM from t=2: 2 steps (t = 2, 0; 20
+    requested over the full 200-step schedule)" (``ck``: an entry of ``RunData.checkpoints``)."""
+    start, asked, steps = ck.get("start_timestep"), ck.get("ddim_steps"), ck.get("timesteps")
+    schedule = f"the full {total}-step schedule" if total else "the full schedule"
+    if steps:
+        n = len(steps)
+        return (f"DDIM from t={start}: {n} step{'s' if n != 1 else ''} (t = {', '.join(str(t) for t in steps)}; "
+                f"{asked} requested over {schedule})")
+    return f"DDIM from t={start}; {asked} steps requested over {schedule} (the steps run are not recorded)"

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ... import __version__
-from ..page import Section, data_table, esc, not_run
+from ..page import HASH_PREFIX, Section, data_table, esc, not_run, short_hash
 from .parts import _code, _rel, _subpart
 
 if TYPE_CHECKING:
@@ -57,7 +57,8 @@ def _provenance(run: "RunData") -> str:
                            [[a, b or "-", c or "-"] for a, b, c in recorded], caption="Versions recorded by the stages")
     if run.cohort_path is not None:
         digest = hashlib.sha256(run.cohort_path.read_bytes()).hexdigest()[:16]
-        html += f'<p class="note">Cohort manifest {_code(_rel(run, run.cohort_path))}, sha256 {_code(digest)}.</p>'
+        html += (f'<p class="note">Cohort manifest {_code(_rel(run, run.cohort_path))}, sha256 prefix '
+                 f"{_code(digest)}.</p>")
     if run.markers:
         rows = [[m["stage"], _code(str(m.get("fingerprint", "-"))),
                  ", ".join(f"{esc(k)} {_code(str(v))}" for k, v in (m.get("inputs") or {}).items()) or "-"]
@@ -66,8 +67,20 @@ def _provenance(run: "RunData") -> str:
                            caption="Stage markers (stages/*.json)", raw=True)
     cks = run.checkpoints()
     if cks:
-        html += data_table(["DDPM checkpoint", "sha256", "volumes", "start timestep", "DDIM steps"],
-                           [[_rel(run, Path(c["checkpoint"])) if c["checkpoint"] else "-", c["sha256"], c["volumes"],
-                             c["start_timestep"], c["ddim_steps"]] for c in cks],
+        html += data_table(["DDPM checkpoint", "sha256 prefix", "volumes", "start timestep", "DDIM steps run",
+                            "DDIM timesteps", "DDIM steps requested"],
+                           [[_rel(run, Path(c["checkpoint"])) if c["checkpoint"] else "-", short_hash(c["sha256"]),
+                             c["volumes"], _or_dash(c["start_timestep"]),
+                             len(c["timesteps"]) if c.get("timesteps") else "-",
+                             ", ".join(str(t) for t in c["timesteps"]) if c.get("timesteps") else "-",
+                             _or_dash(c["ddim_steps"])] for c in cks],
                            caption="Checkpoints named in the harmonized sidecars")
+        html += (f'<p class="tablenote">sha256 prefix: the first {HASH_PREFIX} hex digits of the checkpoint\'s '
+                 "sha256 (in full in the sidecars). DDIM steps requested: the size of the DDIM grid over the full "
+                 "schedule (its stride: T / steps); only the grid points at or below the start timestep run, the "
+                 "sidecars' <code>timesteps</code>.</p>")
     return html
+
+
+def _or_dash(value: object) -> object:
+    return "-" if value is None or value == "" else value

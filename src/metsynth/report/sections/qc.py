@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...layout import TABLE3_MODELS, display_name
+from ...layout import TABLE3_MODELS
 from .. import figures
 from ..page import Section, esc, figure, not_run
-from .parts import _rel, _subpart
+from ..tables import model_label
+from .parts import _rel, _subpart, ddim_text
 
 if TYPE_CHECKING:
     from ..data import RunData
@@ -81,8 +82,8 @@ def _harmonization_qc(run: "RunData") -> str:
         return not_run("no harmonized set (<code>harmonized/</code>, stage harmonize).")
     facts = []
     for ck in run.checkpoints():
-        facts.append(f"checkpoint {ck['sha256'][:12] or '?'} on {ck['volumes']} volumes, start timestep "
-                     f"{ck['start_timestep']}, {ck['ddim_steps']} DDIM steps, region {ck['region']}")
+        facts.append(f"checkpoint {ck['sha256'][:12] or '?'} (sha256 prefix) on {ck['volumes']} volumes, "
+                     f"{ddim_text(ck, run.num_train_timesteps)}, region {ck['region']}")
     rows = run.harmonized_index
     if rows is not None:
         flagged = [r.get("volume_id", "?") for r in rows if r.get("consistent") == "false"]
@@ -120,10 +121,34 @@ def _training_curves(run: "RunData") -> str:
         items.append(figure(loss.read_bytes(), "DDPM training loss (diffusion/loss.png)", "DDPM loss"))
     for model in [*TABLE3_MODELS, *[m for m in run.evaluated if m.startswith("size_")]]:
         curves = sorted((run.root / "models" / model).glob("fold*/curves.png"))
-        if curves:
-            items.append(figure(curves[0].read_bytes(), f"{esc(display_name(model))}: loss and validation Dice "
-                                f"({esc(_rel(run, curves[0]))}; {len(curves)} fold(s) in all)", f"curves {model}"))
+        if not curves:
+            continue
+        folder = curves[0].parent
+        fold = int(folder.name[4:]) if folder.name[4:].isdigit() else 0
+        history = run.training_history(model, fold)
+        if history is not None and history.get("train_loss"):  # redrawn: one panel where nothing validated
+            png = figures.training_curves(history, model_label(model))
+            source = f"drawn from {_rel(run, folder / 'logs' / 'metrics.csv')}"
+        else:
+            png, source, history = curves[0].read_bytes(), _rel(run, curves[0]), None
+        val = _validated(run, model, fold, history)
+        what = ("training loss and validation Dice" if val
+                else "training loss only (no validation cases, val_cases 0)" if val is False
+                else "training curves")
+        items.append(figure(png, f"{esc(model_label(model))}, {folder.name}: {esc(what)} ({esc(source)}; "
+                                 f"{len(curves)} fold(s) in all)", f"curves {model}"))
     if not items:
         return not_run("no training curves (<code>diffusion/loss.png</code>, "
                        "<code>models/&lt;model&gt;/fold&lt;k&gt;/curves.png</code>).")
     return '<div class="grid">' + "".join(items) + "</div>"
+
+
+def _validated(run: "RunData", model: str, fold: int, history: dict | None) -> bool | None:
+    """Whether a fold validated on real cases: its logged validation Dice, else its training set's
+    validation cases; None when neither tells."""
+    if history is not None:
+        return bool(history.get("val_dice"))
+    for data in run.training_sets(model):
+        if data.get("fold") == fold:
+            return bool(data.get("val"))
+    return None

@@ -34,32 +34,60 @@ def realism_section(run: "RunData") -> Section:
 
 
 def _auc_cell(t: dict[str, Any] | None) -> str:
-    if not t:
+    """One cross-validated test: AUC [95% bootstrap interval]; '-' where it did not run."""
+    if not t or t.get("auc") is None:
         return "-"
-    return f"{fmt(t['auc'])} [{fmt(t['ci95'][0])}, {fmt(t['ci95'][1])}]"
+    ci = t.get("ci95") or [None, None]
+    return f"{fmt(t['auc'])}\u00a0[{fmt(ci[0])},\u00a0{fmt(ci[1])}]"  # no-break spaces: one line per value
+
+
+def _null_features_cell(t: dict[str, Any] | None) -> str:
+    """A feature null control: median over random splits with the range over them (not an interval)."""
+    if not t or t.get("auc") is None:
+        return "-"
+    ci = t.get("ci95") or [None, None]
+    splits = t.get("splits")
+    if splits == 1:
+        return f"{fmt(t['auc'])} (1 split)"
+    return f"{fmt(t['auc'])} (range {fmt(ci[0])}–{fmt(ci[1])}" + (f", {splits} splits)" if splits else ")")
+
+
+def cnn_null_sentence(report: dict[str, Any]) -> str:
+    """The sentence that reads a CNN AUC against the CNN's own null control."""
+    cnn = (report.get("null_real") or {}).get("cnn")
+    if not cnn:
+        return ""
+    return (f"A 3D CNN AUC is only meaningful relative to the CNN's own null control, not to 0.5: told to separate two "
+            f"random halves of the real lesions, the same CNN already reaches {_auc_cell(cnn)} here, so a set's CNN "
+            "AUC within that range is what chance and this small training give.")
 
 
 def _realism_table(report: dict[str, Any]) -> str:
     null = report.get("null_real", {})
-    rows = [["real vs real (null)", report["n_real"], _auc_cell(null.get("features")), _auc_cell(null.get("cnn")), ""]]
+    rows = [["real vs real (null)", report["n_real"], _null_features_cell(null.get("features")),
+             _auc_cell(null.get("cnn")), "-", "-"]]
     for name, s in report["sets"].items():
         n = s.get("null", {})
         rows.append([name, s["n_volumes"], _auc_cell(s.get("features")), _auc_cell(s.get("cnn")),
-                     f"{_auc_cell(n.get('features'))} / {_auc_cell(n.get('cnn'))}"])
+                     _null_features_cell(n.get("features")), _auc_cell(n.get("cnn"))])
     cfg = report.get("config", {})
-    return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null: generated halves (features / CNN)"],
+    splits = cfg.get("null_splits", 1)
+    return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null, generated halves: features",
+                        "null, generated halves: 3D CNN"],
                        rows,
                        caption=f"Real lesions: {report['n_real']} from {report['real_groups']} patients")
             + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions '
               "(reference masks "
               "of the metastatic and test cases) from the set's (0.5: cannot be told apart; 1: always told apart), "
               f"{cfg.get('folds', '?')} folds grouped so that no patient or donor is on both sides, repeated "
-              f"{cfg.get('repeats', '?')} times; [95% bootstrap interval, whole patients and donors resampled]. "
-              "Features: "
+              f"{cfg.get('repeats', '?')} times. AUC [..]: the 95% bootstrap interval of one test (whole patients "
+              "and donors resampled). Features: "
               "gradient-boosted trees on the lesion features below; 3D CNN: a small MONAI classifier on lesion-centred "
               f"patches ({fmt(cfg.get('patch_mm'), 0)} mm), trained from scratch. Null controls: the same test between "
-              f"random halves of one set (features: median [range] over {cfg.get('null_splits', 1)} splits; CNN: one "
-              "split): the AUC chance alone gives with these sizes.</p>")
+              f"random halves of one set, the AUC chance alone gives with these sizes; features: median over "
+              f"{splits} split(s) with the range over them (not a confidence interval); CNN: one split, with its "
+              "95% bootstrap interval. -: not run.</p>"
+            + (f'<p class="tablenote"><b>{cnn_null_sentence(report)}</b></p>' if cnn_null_sentence(report) else ""))
 
 
 def _realism_features(report: dict[str, Any], top: int = 5) -> str:
@@ -86,10 +114,12 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
                                            real_dice=None if real is None else real[0]))
     rows = [[r["timestep"], fmt(r.get("features_auc")), fmt(r.get("contrast_kept")), fmt(r.get("contrast_kept_p10")),
              r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
-    html = figure(png, "Realism (C2ST AUC; grey band: real vs real null), lesion contrast kept after / before "
-                       "harmonization, and the Dice of the models trained on the set where the study trained one, "
-                       "against the start timestep (0: not harmonized; dashed: the study's choice).", "Figure 4",
-                       width=980)
+    caption = ("Realism (C2ST AUC with 95% bootstrap intervals; grey band: the features' real-vs-real null, range "
+               "over its splits; red band and dashed red line: the 3D CNN's own real-vs-real null, AUC and 95% "
+               "interval), lesion contrast kept after / before harmonization, and the Dice of the models trained on "
+               "the set where the study trained one, against the start timestep (0: not harmonized; dashed orange: "
+               "the study's choice). " + cnn_null_sentence(report))
+    html = figure(png, caption.strip(), "Figure 4", width=980)
     html += data_table(["start timestep", "features AUC", "contrast kept (median)", "10th percentile",
                         "lesions collapsed"],
                        rows, caption="The sweep")

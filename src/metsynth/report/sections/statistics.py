@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ...layout import display_name
 from ..page import Section, data_table, fmt, not_run
-from ..tables import detection_html, paper_comparison, size_comparison, tests_html
+from ..tables import detection_html, paper_comparison, size_comparison, size_sentence_labels, tests_html
 from .parts import _subpart
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ def statistics_section(run: "RunData") -> Section:
                        not_run("no evaluation yet (<code>evaluation/&lt;model&gt;/metrics.csv</code>)."), False)
     parts = [
         _subpart("Tests: the five training sets", tests_html, run, paper_comparison(run), True),
-        _subpart("Tests: size of the synthetic set", tests_html, run, size_comparison(run), False),
+        _subpart("Tests: size of the synthetic set", tests_html, run, size_comparison(run), True,
+                 _size_reference(run)),
         _subpart("What difference this run could detect", _detectable, run),
         _subpart("Lesion-wise detection", detection_html, run),
     ]
@@ -51,3 +52,8 @@ def _detectable(run: "RunData") -> str:
             + f'<p class="tablenote">80% power at Holm\'s strictest level (0.05 / {len(table)}), normal approximation '
               f"of the paired test over the {n} cases scored per model, with the spread of per-case differences this "
               f"run shows. A difference smaller than this can be real and still not reach p &lt; 0.05 here.{need}</p>")
+
+
+def _size_reference(run: "RunData") -> str | None:
+    """The size study's reference (its smallest set) as it reads in a sentence ("40 synthetic")."""
+    return size_sentence_labels(run)[run.size_models[0]] if run.size_models else None

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from typing import TYPE_CHECKING
 
 from ...layout import display_name
 from ..page import Section, data_table, esc, fmt, fmt_p, fmt_seconds, kv_table, not_run
-from ..tables import model_label, paper_comparison
+from ..tables import _span, model_with_training, paper_comparison
 from .parts import _code, _rel, _subpart
 
 if TYPE_CHECKING:
     from ..data import RunData
+
+ALPHA = 0.05
 
 
 def summary_section(run: "RunData") -> Section:
@@ -35,26 +38,64 @@ def _headline(run: "RunData") -> str:
     if best is None or run.results is None:
         return not_run("no evaluation yet (<code>evaluation/&lt;model&gt;/metrics.csv</code>, stage evaluate).")
     res = run.results[run.results["model"] == best]
-    cards = [("Best model (mean Dice)", esc(display_name(best))),
-             ("Dice ↑", f"{fmt(res['dice'].mean(), 2)} <small>± {fmt(res['dice'].std(ddof=1), 2)}</small>"),
-             ("HD95 ↓", f"{fmt(res['hd95'].mean(), 1)} mm"),
-             ("ASSD ↓", f"{fmt(res['assd'].mean(), 1)} mm"),
-             ("Cases evaluated", str(len(res)))]
+    name = display_name(best)
+    dice_rows = None
+    if comp is not None and not comp.pairwise.empty and best in run.paper_models and "real" in run.paper_models:
+        dice_rows = comp.pairwise[comp.pairwise["metric"] == "dice"]
+    best_row = None
+    if dice_rows is not None:
+        sel = dice_rows[dice_rows["model"] == name]
+        best_row = sel.iloc[0] if len(sel) else None
+    significant = [] if dice_rows is None else [
+        str(r.model) for r in dice_rows.itertuples()
+        if r.wilcoxon_p_holm < ALPHA or r.mannwhitney_p_holm < ALPHA]
+    best_better = (best_row is not None and name in significant and float(best_row["diff_hl"]) > 0)
+    if best_better:
+        headline = ("Best model (mean Dice; differs from Real)", esc(name))
+    elif best == "real":
+        headline = ("Highest mean Dice", esc(name))
+    else:
+        headline = ("Highest mean Dice (not a significant win)" if dice_rows is not None else "Highest mean Dice",
+                    esc(name))
+    who = f" · {name}"
+    cards = [headline,
+             (f"Dice ↑{who}", f"{fmt(res['dice'].mean(), 2)} <small>± {fmt(res['dice'].std(ddof=1), 2)}</small>"),
+             (f"HD95 ↓ (mean){who}", f"{fmt(res['hd95'].mean(), 1)} mm"),
+             (f"ASSD ↓ (mean){who}", f"{fmt(res['assd'].mean(), 1)} mm"),
+             (f"Cases evaluated{who}", str(len(res)))]
     sentence = ""
     if "real" in run.evaluated and best != "real":
         real = run.results[run.results["model"] == "real"]
         diff = res["dice"].mean() - real["dice"].mean()
-        cards.append(("Dice vs Real", f"{'+' if diff >= 0 else '−'}{abs(diff):.2f}"))
-        p_text = ""
-        if comp is not None and not comp.pairwise.empty:
-            row = comp.pairwise[(comp.pairwise["metric"] == "dice") & (comp.pairwise["model"] == display_name(best))]
-            if len(row):
-                r = row.iloc[0]
-                p_text = (f" (paired Wilcoxon p = {fmt_p(r['wilcoxon_p_holm'])}, Mann-Whitney p = "
-                          f"{fmt_p(r['mannwhitney_p_holm'])}, Holm-corrected, n = {int(r['n_paired'])} pairs)")
-        sentence = (f"<p>{esc(display_name(best))} reaches a mean Dice of {fmt(res['dice'].mean(), 2)} against "
-                    f"{fmt(real['dice'].mean(), 2)} for the model trained on real cases only{p_text}. "
-                    "The paper reports 0.65 (Diffusion+FT) against 0.45 (Real) on 38 real cases.</p>")
+        text = (f"{esc(name)} has the highest mean Dice, {fmt(res['dice'].mean(), 2)} against "
+                f"{fmt(real['dice'].mean(), 2)} for the model trained on real cases only (Δ mean "
+                f"{_signed(diff, 2)}")
+        if best_row is not None and not math.isnan(float(best_row["diff_hl"])):
+            hl = (f"{_signed(best_row['diff_hl'], 2)} [{_signed(best_row['diff_ci_low'], 2)}, "
+                  f"{_signed(best_row['diff_ci_high'], 2)}]")
+            level = f"{100 * float(best_row['diff_ci_confidence']):.4g}%"
+            cards.append(("HL Δ Dice vs Real (paired, as Table 3)", f"{hl} <small>{esc(level)} CI</small>"))
+            text += f"; paired Hodges-Lehmann estimate HL Δ {hl}, {level} interval, as in Table 3"
+        else:
+            cards.append(("Δ mean Dice vs Real", _signed(diff, 2)))
+        text += ")"
+        if dice_rows is not None and len(dice_rows):
+            p_w = float(dice_rows["wilcoxon_p_holm"].min())
+            p_mw = float(dice_rows["mannwhitney_p_holm"].min())
+            n_pairs = int(dice_rows["n_paired"].min())
+            if not significant:
+                cards.append(("Against Real", "no significant difference"
+                              f" <small>Holm p ≥ {esc(fmt_p(min(p_w, p_mw)))}</small>"))
+                text += (f". No model differs significantly from Real in Dice: every Holm-adjusted p is at least "
+                         f"{fmt_p(p_w)} (paired Wilcoxon, n = {n_pairs} pairs) and {fmt_p(p_mw)} (Mann-Whitney)")
+            else:
+                r = best_row
+                which = ", ".join(esc(m) for m in significant)
+                text += (f". Differs significantly from Real in Dice (Holm-adjusted p &lt; {ALPHA:g}): {which}")
+                if r is not None:
+                    text += (f"; {esc(name)}: paired Wilcoxon p = {fmt_p(r['wilcoxon_p_holm'])}, Mann-Whitney p = "
+                             f"{fmt_p(r['mannwhitney_p_holm'])}, n = {int(r['n_paired'])} pairs")
+        sentence = (f"<p>{text}. The paper reports 0.65 (Diffusion+FT) against 0.45 (Real) on 38 real cases.</p>")
     elif best == "real":
         sentence = ("<p>The model trained on real cases only has the best mean Dice in this run: the synthetic "
                     "training sets did not help here (the paper reports 0.65 for Diffusion+FT against 0.45 for "
@@ -62,6 +103,17 @@ def _headline(run: "RunData") -> str:
     html = '<div class="cards">' + "".join(
         f'<div class="card"><div class="k">{esc(k)}</div><div class="v">{v}</div></div>' for k, v in cards) + "</div>"
     return html + sentence
+
+
+def _signed(value: float, decimals: int) -> str:
+    """``+0.07`` / ``−0.04`` / ``+∞``: a difference with its sign."""
+    v = float(value)
+    if math.isinf(v):
+        return "+∞" if v > 0 else "−∞"
+    text = f"{abs(v):.{decimals}f}"
+    if float(text) == 0:
+        return text
+    return ("+" if v > 0 else "−") + text
 
 
 def _cohort(run: "RunData") -> str:
@@ -112,8 +164,15 @@ def _generated(run: "RunData") -> str:
         kept = sum(1 for r in syn if r.get("kept") == "true")
         reasons = Counter(r.get("reason") or "?" for r in syn if r.get("kept") != "true")
         dropped = "; ".join(f"{n} {esc(k)}" for k, n in reasons.most_common())
+        used = ""
+        sets = run.training_sets("synthetic")
+        if sets:
+            sizes = [len(d["train"]) for d in sets]
+            leak = [int(d.get("dropped_leaking") or 0) for d in sets]
+            used = (f"; each fold of the Synthetic model trained on {_span(sizes)} of them"
+                    + (f" ({_span(leak)} dropped by the leakage filter)" if any(leak) else ""))
         rows.append(("Synthetic set", f"{kept} volumes kept of {len(syn)} attempts"
-                     + (f" (dropped: {dropped})" if dropped else "")))
+                     + (f" (dropped: {dropped})" if dropped else "") + used))
     har = run.harmonized_index
     n_har = (sum(1 for r in har if r.get("kept", "true") == "true") if har is not None
              else len(run.harmonized_sidecars) or None)
@@ -129,7 +188,8 @@ def _generated(run: "RunData") -> str:
                      f"{len(folds)} folds of real metastatic cases ({sizes}), "
                      f"{len(test_only)} test-only case(s), seed {esc(run.splits.get('seed', '?'))}"))
     if run.evaluated:
-        rows.append(("Evaluated models", ", ".join(esc(model_label(m)) for m in run.evaluated)))
+        rows.append(("Evaluated models (what each fold trained on)",
+                     ", ".join(esc(model_with_training(run, m)) for m in run.evaluated)))
     if not rows:
         return not_run("no lesion bank, synthetic set, harmonized set, splits or evaluation in this run directory.")
     return kv_table(rows)
