@@ -125,7 +125,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Random seed of the phantom, synthesis and trainings."),
     workers: int = typer.Option(2, "--workers", "-j", min=1, help="Local processes for the batch stages."),
 ) -> None:
-    """The whole study on a freshly generated phantom cohort, on a laptop CPU (10-12 minutes on 2 cores).
+    """The whole study on a freshly generated phantom cohort, on a laptop CPU (8.5-10 minutes on 2 cores).
 
     phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
     sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold
