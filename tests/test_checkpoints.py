@@ -37,7 +37,8 @@ def test_the_same_weights_give_the_same_bytes(tmp_path):
 
 def test_a_model_of_the_other_network_is_refused(tmp_path):
     save_model(tmp_path / "model.pt", "ddpm", _state(), {"config": {}})
-    with pytest.raises(InputError, match=r"a DDPM, not a segmentation model; give it to `metsynth harmonize"):
+    with pytest.raises(InputError, match=r"a DDPM, not a segmentation model \(it is the denoising diffusion model of "
+                                         r"`metsynth diffusion train`\); give it to `metsynth harmonize"):
         load_model(tmp_path / "model.pt", "unet")
 
 
@@ -81,18 +82,38 @@ class _Evil:
         return (print, ("pwned",))
 
 
-@pytest.mark.parametrize("content", [b"not a zip at all", None])
+@pytest.mark.parametrize("content", [b"not a zip at all", b"PK\x03\x04 cut short", None])
 def test_garbage_and_pickled_code_are_refused(tmp_path, content, capsys):
     path = tmp_path / "model.pt"
     if content is None:
         torch.save({"format": MODEL_FORMAT, "network": "unet", "state_dict": {}, "meta": _Evil()}, path)
     else:
         path.write_bytes(content)
-    with pytest.raises(InputError, match=r"cannot be read as a metsynth segmentation model with "
-                                         r"torch.load\(weights_only=True\)") as info:
+    says = (r"is not a model checkpoint \(it looks like a text file\)" if content == b"not a zip at all" else
+            r"cannot be read as a metsynth segmentation model with torch.load\(weights_only=True\)")
+    with pytest.raises(InputError, match=says) as info:
         load_model(path, "unet")
     assert "\n" not in str(info.value)
+    assert "weights_only` set to `False" not in str(info.value) and "weights_only=False" not in str(info.value)
     assert "pwned" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, content, looks", [
+    ("cohort.yaml", b"name: tiny\ncases:\n- id: M01\n  image: images/M01.nii.gz\n", "a cohort manifest"),
+    ("M01.nii.gz", b"\x1f\x8b\x08\x00" + bytes(range(256)), "an image"),
+    ("ct.nii", bytes(344) + b"n+1\0" + bytes(200), "an image"),
+])
+def test_a_manifest_or_image_given_as_the_model_says_so_and_the_usage(tmp_path, name, content, looks):
+    """`metsynth predict cohort.yaml image.nii.gz` (arguments swapped): named as what it is, with the usage;
+    never torch's advice to load with weights_only=False."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(InputError) as info:
+        load_model(path, "unet")
+    assert str(info.value) == (f"{path} is not a model checkpoint (it looks like {looks}); usage: metsynth predict "
+                               "MODEL INPUTS... -o OUT (the model.pt written by `metsynth train`, or its folder)")
+    with pytest.raises(InputError, match=r"usage: metsynth harmonize SET --checkpoint MODEL"):
+        load_model(path, "ddpm")
 
 
 def test_missing_file_names_the_command(tmp_path):

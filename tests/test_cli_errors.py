@@ -36,6 +36,7 @@ def root(tmp_path_factory) -> Path:
     write_tiny_cohort(root / "cohort", n_healthy=1, n_metastatic=2)
     (root / "afile").write_text("I am a file\n")
     (root / "a-folder").mkdir()
+    (root / "link-to-M01.nii.gz").symlink_to(root / "cohort" / "images" / "M01.nii.gz")
     # a manifest saved as Latin-1 (an accented name)
     text = (root / "cohort" / "cohort.yaml").read_text(encoding="utf-8").replace("name: tiny", "name: Hôpital", 1)
     (root / "cohort" / "latin1.yaml").write_bytes(text.encode("latin-1"))
@@ -159,6 +160,16 @@ CASES = [
     Case("disk-full", ["splits", "{root}/cohort/cohort.yaml", "-o", "{root}/new-splits.json", "--folds", "2"],
          ["disk full writing {root}/new-splits.json", "free space or choose another --out"],
          _refuse_replace(errno.ENOSPC, "No space left on device")),
+    # an output file that is an input: refused before the input is overwritten (the same name, or a link)
+    Case("femur-out-is-the-image", ["femur", "{root}/cohort/images/M01.nii.gz", "-o",
+                                    "{root}/cohort/images/M01.nii.gz"],
+         ["{root}/cohort/images/M01.nii.gz", "is also an input", "choose another --out"]),
+    Case("femur-out-is-a-link-to-the-image", ["femur", "{root}/cohort/images/M01.nii.gz", "-o",
+                                              "{root}/link-to-M01.nii.gz"],
+         ["{root}/link-to-M01.nii.gz", "is also an input", "choose another --out"]),
+    Case("splits-out-is-the-manifest", ["splits", "{root}/cohort/cohort.yaml", "-o", "{root}/cohort/cohort.yaml",
+                                        "--folds", "2"],
+         ["{root}/cohort/cohort.yaml", "is also an input", "choose another --out"]),
     # inputs that are not what they should be
     Case("manifest-not-utf8", ["cohort", "check", "{root}/cohort/latin1.yaml"],
          ["{root}/cohort/latin1.yaml", "not UTF-8", "save the file as UTF-8"]),

@@ -134,6 +134,28 @@ def test_prepare_resumes_and_refuses_other_settings(tmp_path):
     assert Volume.read(out / "images" / "H00.nii.gz").spacing == (1.0, 1.0, 1.0)
 
 
+def test_prepare_refuses_a_folder_of_another_cohort(tmp_path):
+    """Another cohort into a prepared folder is another preparation: refused (nothing changed), not mixed
+    with the cases already there; --force replaces it; the same cohort still resumes."""
+    first = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=2)
+    other = write_tiny_cohort(tmp_path / "raw2", n_healthy=1, n_metastatic=1)
+    out = tmp_path / "prepared"
+    prepare_cohort(load_cohort(first), out, PrepareConfig(), progress=False)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"other settings or inputs \(cases: H00, M01, M02 -> H00, M01\).*--force"):
+        prepare_cohort(load_cohort(other), out, PrepareConfig(), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
+    prepare_cohort(load_cohort(first), out, PrepareConfig(), progress=False)  # the same cohort: resumed
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == {
+        p: t for p, t in before.items() if p.name.endswith(".nii.gz")}
+    # a folder prepared before the cohort was recorded: judged by the cases it holds
+    (out / "prepare_inputs.json").unlink()
+    with pytest.raises(ConfigError, match="cases M02 are not in cohort"):
+        prepare_cohort(load_cohort(other), out, PrepareConfig(), progress=False)
+    prepare_cohort(load_cohort(other), out, PrepareConfig(), force=True, progress=False)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["H00.nii.gz", "M01.nii.gz"]
+
+
 def test_a_case_whose_scan_was_written_again_is_prepared_again(tmp_path):
     manifest = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=1)
     out = tmp_path / "prepared"

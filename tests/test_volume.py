@@ -71,6 +71,30 @@ def test_dicom_series_matches_its_segmentation_grid(real_data):
     np.testing.assert_allclose(ct.index_to_world(corner), seg.index_to_world([[19, 0, 511]]), atol=1e-3)
 
 
+@pytest.mark.parametrize("spoil", ["missing", "duplicate"])
+def test_dicom_series_with_a_missing_or_duplicated_slice_is_refused(real_data, tmp_path, spoil):
+    """Read as one grid, a series with a gap would get an averaged spacing and misplace every slice
+    after it: refused in one line naming the folder and the gap (positions in mm)."""
+    import shutil
+
+    from metsynth.errors import InputError
+
+    source = real_data / "totalsegmentator" / "example_ct_dicom"
+    folder = tmp_path / "series"
+    shutil.copytree(source, folder)  # a copy in the test's own folder (never in the repository)
+    names = sorted(p.name for p in folder.iterdir())
+    victim = folder / names[len(names) // 2]
+    if spoil == "missing":
+        victim.unlink()
+        says = r"a gap of 4\.00 mm between the slices at -?\d+\.\d\d mm and -?\d+\.\d\d mm along the slice normal, " \
+               r"where the others are 2\.00 mm apart"
+    else:
+        shutil.copy(victim, folder / "copy-of-a-slice")
+        says = r"two slices at the same position \(the slices at -?\d+\.\d\d mm and -?\d+\.\d\d mm"
+    with pytest.raises(InputError, match=rf"{folder}: the DICOM slices are not evenly spaced: {says}"):
+        Volume.read(folder)
+
+
 def test_dicom_to_nifti_keeps_geometry(real_data, tmp_path):
     ct = Volume.read(real_data / "totalsegmentator" / "example_ct_dicom")
     back = Volume.read(ct.write(tmp_path / "ct.nii.gz"))

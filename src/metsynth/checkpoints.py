@@ -23,6 +23,7 @@ MODEL_FORMAT = "metsynth-model/2"
 LEGACY_FORMATS = {"unet": "metsynth-unet/1", "ddpm": "metsynth-ddpm/1"}
 NETWORKS = {"unet": ("segmentation model", "`metsynth train`", "`metsynth predict` or `train --init`"),
             "ddpm": ("DDPM", "`metsynth diffusion train`", "`metsynth harmonize --checkpoint`")}
+ARCHITECTURES = {"unet": "3D U-Net", "ddpm": "denoising diffusion model"}
 
 
 def save_model(path: str | os.PathLike, network: str, state_dict: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -43,6 +44,48 @@ def save_model(path: str | os.PathLike, network: str, state_dict: dict[str, Any]
     return path
 
 
+USAGE = {"unet": "metsynth predict MODEL INPUTS... -o OUT", "ddpm": "metsynth harmonize SET --checkpoint MODEL -o OUT"}
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` looks like when it is plainly no model file (a YAML manifest, an image, text),
+    from its name and first bytes; None when it may be one (a zip archive or a pickle)."""
+    name = path.name.lower()
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return None
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip archive, or a legacy pickle
+        return None
+    if name.endswith((".yaml", ".yml")) or name == "cohort.yaml":
+        return "a cohort manifest" if b"cases:" in head or name == "cohort.yaml" else "a YAML settings file"
+    if name.endswith((".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")) or head[128:132] == b"DICM" \
+            or head[344:348] in (b"n+1\0", b"ni1\0"):
+        return "an image"
+    if head[:2] == b"\x1f\x8b":
+        return "a gzip file (an image?)"
+    if name.endswith((".json", ".csv", ".txt", ".md")):
+        return f"a {name.rsplit('.', 1)[-1].upper()} file"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.strip() and all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "a cohort manifest" if "cases:" in text else "a text file"
+    return None
+
+
+def wrong_network(path: str | os.PathLike, found: Any, network: str) -> InputError:
+    """The one-line error for a model file of another network than ``network`` (``found``: the
+    ``network`` its header or model.yaml names), saying which command made it and which one to use."""
+    what, made_by, used_by = NETWORKS[network]
+    other = NETWORKS.get(str(found), (str(found), "", "another command"))
+    origin = f" (it is the {ARCHITECTURES.get(str(found), 'network')} of {other[1]})" if other[1] else ""
+    return InputError(f"{path}: a {other[0]}, not a {what}{origin}; give it to {other[2]}, and give {used_by} "
+                      f"the model.pt of {made_by}")
+
+
 def load_model(path: str | os.PathLike, network: str, *,
                from_lightning: Any = None) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """``(state_dict, meta, file)`` of a model of ``network`` (a ``model.pt``, its folder, or a
@@ -57,17 +100,22 @@ def load_model(path: str | os.PathLike, network: str, *,
     if not path.is_file():
         raise InputError(f"{path}: {what} not found; give the model.pt written by {made_by} (or its folder, or a "
                          "Lightning .ckpt of its checkpoints/ folder)")
+    kind = _not_a_checkpoint(path)
+    if kind is not None:  # e.g. `metsynth predict cohort.yaml model.pt`: the arguments swapped
+        raise InputError(f"{path} is not a model checkpoint (it looks like {kind}); usage: {USAGE[network]} "
+                         f"(the model.pt written by {made_by}, or its folder)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated, garbage or foreign: the file's fault
         first = next((x.strip() for x in str(err).splitlines() if x.strip()), type(err).__name__)
+        if "weights_only" in first or "weights only" in first.lower():  # torch's advice to unpickle anything: not ours
+            first = "it holds Python objects other than weights and plain data, which metsynth never loads"
         raise InputError(f"{path}: cannot be read as a metsynth {what} with torch.load(weights_only=True) "
-                         f"({type(err).__name__}: {first}); use the model.pt written by {made_by}") from None
+                         f"({type(err).__name__}: {first[:200]}); "
+                         f"use the model.pt written by {made_by}") from None
     if isinstance(obj, dict) and obj.get("format") == MODEL_FORMAT:
         if obj.get("network") != network:
-            other = NETWORKS.get(str(obj.get("network")), (str(obj.get("network")), "", "another command"))
-            raise InputError(f"{path}: a {other[0]}, not a {what}; give it to {other[2]}, and give {used_by} "
-                             f"the model.pt of {made_by}")
+            raise wrong_network(path, obj.get("network"), network)
         return obj["state_dict"], obj["meta"], path
     if isinstance(obj, dict) and "state_dict" in obj and "hyper_parameters" in obj:  # Lightning checkpoint
         if from_lightning is None:

@@ -81,7 +81,8 @@ def handle_errors(fn: F, outputs: dict[str, tuple[str, str | None]] | None = Non
     ``outputs`` maps parameter names to (option, kind) of the paths the command writes ("folder",
     "file" or None for either): each given one is checked before the command starts
     (:func:`~metsynth.fileio.check_output_path`), so an output that cannot be written is refused
-    with nothing written.
+    with nothing written; so is an output file that is one of the command's inputs
+    (:func:`~metsynth.fileio.check_not_an_input`: ``metsynth femur CT -o CT``).
     """
     outputs = outputs or {}
     option = next(iter(outputs.values()))[0] if len(outputs) == 1 else "--out"
@@ -90,11 +91,14 @@ def handle_errors(fn: F, outputs: dict[str, tuple[str, str | None]] | None = Non
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             if outputs:
-                from .fileio import check_output_path
+                from .fileio import check_not_an_input, check_output_path
 
+                inputs = [value for key, value in kwargs.items() if key not in outputs]
                 for name, (opt, kind) in outputs.items():
                     if kwargs.get(name) is not None:
                         check_output_path(kwargs[name], kind, opt)
+                        if kind != "folder":  # a file to write: never one the command reads
+                            check_not_an_input(kwargs[name], inputs, opt)
             return fn(*args, **kwargs)
         except MetsynthError as err:
             _fail(str(err))

@@ -156,6 +156,36 @@ def check_output_path(path: str | os.PathLike, kind: str | None = None, option: 
                                         f"another {option} in a folder you can write, or fix its permissions")
 
 
+def check_not_an_input(path: str | os.PathLike, inputs: Any, option: str = "--out") -> None:
+    """Refuse, before anything is written, an output file ``path`` that is one of the ``inputs``.
+
+    ``inputs``: paths (or lists of paths, or None) the command reads. Compared as files
+    (:func:`os.path.samefile`: the same file under another name, a symbolic or hard link, counts),
+    so ``metsynth femur CT -o CT`` never writes the mask over the CT. A missing output is no input.
+    """
+    out = Path(path)
+    if not out.exists() or out.is_dir():
+        return
+    stack = [inputs]
+    while stack:
+        item = stack.pop()
+        if item is None or isinstance(item, (bool, int, float)):
+            continue
+        if isinstance(item, (list, tuple, set)):
+            stack.extend(item)
+            continue
+        if not isinstance(item, (str, os.PathLike)):
+            continue
+        candidate = Path(item)
+        try:
+            same = candidate.exists() and not candidate.is_dir() and os.path.samefile(out, candidate)
+        except OSError:
+            same = False
+        if same:
+            raise OutputError(errno.EEXIST, f"{out}: is also an input of this command ({candidate}); writing "
+                                            f"{option} there would overwrite it; choose another {option}")
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -18,8 +18,9 @@ For each case, in this order:
 
 Outputs, in ``out_dir``: ``images/``, ``femur/``, ``lesions/`` (one file per annotation),
 ``cohort.yaml`` (the prepared manifest, same schema, with ``prepared:`` and per-case ``source:``)
-and ``prepare.yaml`` (the settings). A rerun skips finished cases; another configuration in the
-same folder is refused unless ``force``.
+``prepare.yaml`` (the settings) and ``prepare_inputs.json`` (the cohort: case ids and a digest of
+their files' names). A rerun skips finished cases; another configuration, or another cohort (other
+cases), in the same folder is refused unless ``force``.
 """
 
 from __future__ import annotations
@@ -243,7 +244,8 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
     Cases run through :func:`metsynth.parallel.map_tasks` (``workers`` local processes, or a
     Dask ``scheduler``); a case that fails does not stop the others, except a full disk, which
     stops the run with :class:`~metsynth.fileio.DiskFullError` (every write is atomic: nothing
-    is left under a final name, and a rerun resumes).
+    is left under a final name, and a rerun resumes). A folder holding another cohort's preparation
+    (other case ids, or the same ids with other files) is another preparation, as one of other settings.
     """
     from .parallel import map_tasks
 
@@ -252,7 +254,7 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
     manifest = out_dir / "cohort.yaml"
     settings_file = out_dir / "prepare.yaml"
     check_cohort(cohort, progress=False)  # raises before anything is written
-    _claim_run_dir(out_dir, settings_file, config, force, replace_other)
+    _claim_run_dir(out_dir, settings_file, config, force, replace_other, inputs=cohort_inputs(cohort))
 
     tasks = [{"key": case.id, "case": case, "out_dir": out_dir, "config": config, "femur_config": femur_config}
              for case in cohort.cases]
@@ -277,16 +279,87 @@ def prepare_cohort(cohort: Cohort, out_dir: str | os.PathLike, config: PrepareCo
     return manifest
 
 
+INPUTS_FILE = "prepare_inputs.json"  # which cohort the folder's cases come from (see _input_changes)
+
+
+def cohort_inputs(cohort: Cohort) -> dict:
+    """What a preparation is made of, beside its settings: the case ids and a digest of what the
+    manifest says of each case that the prepared files depend on (its image, masks and side; paths
+    relative to the manifest's folder, so a moved cohort is the same). Another cohort (other
+    cases, other files) differs; a case whose files were written again does not (it is redone)."""
+    import hashlib
+    import json
+
+    from .cohort import _relative
+
+    base = (cohort.root or Path.cwd()).resolve()
+
+    def rel(path) -> str | None:
+        return None if path is None else _relative(Path(path), base)
+
+    described = [{"id": c.id, "image": rel(c.image), "femur_mask": rel(c.femur_mask), "side": c.side,
+                  "lesion_masks": [[rel(a.path), a.annotator, a.round] for a in c.lesion_masks]}
+                 for c in cohort.cases]
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"cohort": cohort.name, "cases": [c.id for c in cohort.cases], "cases_digest": digest}
+
+
+def _ids(ids) -> str:
+    ids = sorted(ids)
+    return ", ".join(ids[:6]) + (f", ... ({len(ids)} cases)" if len(ids) > 6 else "")
+
+
+def _input_changes(out_dir: Path, new: dict) -> list[str]:
+    """How the cohort the folder was prepared from differs from ``new`` (:func:`cohort_inputs`).
+
+    A folder prepared before :data:`INPUTS_FILE` existed is judged by the cases it holds (its
+    ``sources/`` and ``cohort.yaml``): a case not in the new cohort makes it another preparation."""
+    from .fileio import read_json
+
+    record = out_dir / INPUTS_FILE
+    new_ids = set(new["cases"])
+    if record.is_file():
+        old = read_json(record, what="the record of a preparation's cohort")
+        if not isinstance(old, dict):
+            return [f"{INPUTS_FILE} unreadable"]
+        old_ids = set(old.get("cases") or [])
+        if old_ids != new_ids:
+            return [f"cases: {_ids(old_ids)} -> {_ids(new_ids)}"]
+        if old.get("cases_digest") != new["cases_digest"]:
+            return [f"cohort {old.get('cohort')!r} -> {new['cohort']!r}: the same case ids with other image or "
+                    "mask files (or sides)"]
+        return []
+    held = {p.stem for p in (out_dir / "sources").glob("*.json")}
+    manifest = out_dir / "cohort.yaml"
+    if manifest.is_file():
+        try:
+            from .config import read_yaml
+
+            data = read_yaml(manifest, error=InputError)
+            held |= {str(c.get("id")) for c in data.get("cases", []) if isinstance(c, dict)}
+        except (InputError, ValueError, AttributeError):
+            pass
+    others = held - new_ids
+    return [f"cases {_ids(others)} are not in cohort {new['cohort']!r}"] if others else []
+
+
 def _claim_run_dir(out_dir: Path, settings_file: Path, config: PrepareConfig, force: bool,
-                   replace_other: bool = False) -> None:
+                   replace_other: bool = False, inputs: dict | None = None) -> None:
+    from .fileio import write_json
     from .outdir import OutputFolder, differences
 
     folder = OutputFolder(out_dir, "a preparation", settings_file.name,
-                          outputs=("images", "femur", "lesions", "sources", "cohort.yaml"))
+                          outputs=("images", "femur", "lesions", "sources", "cohort.yaml", INPUTS_FILE))
     new = config.model_dump(mode="json")
-    folder.claim(lambda record: differences(PrepareConfig.from_yaml(record).model_dump(mode="json"), new),
-                 force=force, replace_other=replace_other)
+
+    def changes(record: Path) -> list[str]:
+        found = differences(PrepareConfig.from_yaml(record).model_dump(mode="json"), new)
+        return found + (_input_changes(out_dir, inputs) if inputs is not None else [])
+
+    folder.claim(changes, force=force, replace_other=replace_other)
     config.to_yaml(settings_file)
+    if inputs is not None:
+        write_json(out_dir / INPUTS_FILE, inputs)
 
 
 @dataclass(frozen=True)

@@ -83,3 +83,25 @@ def test_a_gpu_request_without_a_gpu_is_one_line(tmp_path, prepared_cohort):
                                  "--preset", "tiny", "--accelerator", "gpu"])
     assert result.exit_code == 2 and "cannot run here" in result.output, result.output
     assert not (tmp_path / "s").exists()
+
+
+def test_a_segmentation_model_given_to_harmonize_is_named_in_one_line(tmp_path, builders):
+    """The U-Net of `metsynth train` (its model.yaml holds a segmentation config) is said to be one, not
+    listed as a wall of unknown DDPM settings; nothing is written."""
+    import torch
+
+    from metsynth.checkpoints import save_model
+    from metsynth.segmentation.presets import segmentation_config
+
+    model = save_model(tmp_path / "unet" / "model.pt", "unet", {"w": torch.zeros(1)},
+                       {"config": segmentation_config("tiny").model_dump(mode="json")})
+    src = builders.write_synthetic_set(tmp_path / "syn")
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["--quiet", "harmonize", str(src), "--checkpoint", str(model), "--out", str(out),
+                                 "--device", "cpu"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "unknown setting" not in errors[0]
+    assert f"{model}: a segmentation model, not a DDPM (it is the 3D U-Net of `metsynth train`)" in errors[0]
+    assert "`metsynth diffusion train`" in errors[0]
+    assert not out.exists()

@@ -309,6 +309,23 @@ def test_consistency_check_flags_a_planted_failure(tmp_path, builders, trained, 
     assert [r["kept"] for r in rows] == ["false", "false"]
 
 
+def test_a_folder_that_is_not_a_synthetic_set_writes_nothing(tmp_path, builders, trained):
+    """A prepared cohort (images/, no index.csv) or a set without the labels region 'lesion' needs is
+    refused before the output folder exists, not volume by volume into an empty skeleton."""
+    prepared = builders.write_prepared_cohort(tmp_path / "prepared").parent
+    out = tmp_path / "harm"
+    with pytest.raises(InputError, match=r"a cohort \(cohort.yaml\), not a synthetic set .*metsynth synthesize"):
+        harmonize_set(prepared, out, trained.export, progress=False)
+    assert not out.exists()
+    src = builders.write_synthetic_set(tmp_path / "syn", index=False)
+    for label in (src / "labels").iterdir():
+        label.unlink()
+    with pytest.raises(InputError, match=r"volume syn000: no label file .*'lesion' needs it .*\(2 of 2 volumes so\)"):
+        harmonize_set(src, out, trained.export, HarmonizeConfig.from_dict(
+            {**trained_harmonize(trained), "region": "lesion"}), progress=False)
+    assert not out.exists()
+
+
 def test_bad_inputs_are_named(tmp_path, builders, trained):
     with pytest.raises(InputError, match="synthetic set folder not found"):
         harmonize_set(tmp_path / "nowhere", tmp_path / "o", trained.export, progress=False)

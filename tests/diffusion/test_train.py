@@ -172,3 +172,48 @@ def test_checkpoint_of_another_model_is_refused(finished_cli_run, tiny_config):
     wider = tiny.merged(model={**tiny.model.model_dump(), "channels": [8, 16, 32]})
     with pytest.raises(InputError, match="weights (are not of|do not fit) this model"):
         check_resume_checkpoint(last, DiffusionModule(wider.model_dump(mode="json")))
+
+
+def test_a_nan_healthy_image_writes_nothing_and_the_corrected_rerun_trains(tmp_path, builders, tiny_config):
+    """A healthy image with NaN is refused in one line before the run folder exists; the rerun on the
+    corrected file is not refused as "another training"."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+    from metsynth.cohort import load_cohort
+    from metsynth.volume import Volume
+
+    cohort = builders.write_prepared_cohort(tmp_path / "cohort", n_healthy=1)
+    image = load_cohort(cohort).by_role("healthy")[0].image
+    good = image.read_bytes()
+    vol = Volume.read(image)
+    array = vol.array.astype(np.float32)
+    array[2, 3, 4] = np.nan
+    vol.with_array(array).write(image)
+    out = tmp_path / "run"
+    args = ["--quiet", "diffusion", "train", str(cohort), "--preset", "tiny", "--accelerator", "cpu", "--devices", "1",
+            "--max-steps", "1", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(image) in errors[0] and "NaN" in errors[0]
+    assert not out.exists()
+    image.write_bytes(good)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "model.pt").is_file()
+
+
+def test_a_folder_whose_training_never_started_is_taken_over(tmp_path, prepared_cohort, tiny_config):
+    """diffusion.yaml and inputs.json without checkpoints or weights (an earlier version stopped on its
+    inputs after writing them) are no training: the corrected training runs there."""
+    from metsynth.fileio import write_json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    tiny_config.merged(train={"learning_rate": 0.5}).to_yaml(run / "diffusion.yaml")
+    write_json(run / "inputs.json", {"healthy_files": "stale"})
+    result = train_diffusion(prepared_cohort, run, tiny_config.merged(train={"max_steps": 1}), accelerator="cpu",
+                             devices=1, progress=False)
+    assert result.steps == 1 and (run / "model.pt").is_file()

@@ -422,3 +422,93 @@ def test_a_missing_init_is_one_line_and_writes_nothing(tmp_path, prepared_cohort
     assert "Traceback (most recent call last)" not in result.output
     assert sum(line.startswith("error:") for line in result.output.splitlines()) == 1
     assert not out.exists()
+
+
+def _train_cli(manifest, out, *extra):
+    from typer.testing import CliRunner
+
+    from metsynth.cli import app
+
+    return CliRunner().invoke(app, ["--quiet", "train", str(manifest), "-o", str(out), "--preset", "tiny",
+                                    "--val-cases", "0", "--accelerator", "cpu", "--max-epochs", "1", *extra])
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_a_missing_training_file_is_one_line_and_writes_nothing(tmp_path, builders):
+    manifest = builders.write_prepared_cohort(tmp_path / "cohort", n_metastatic=2, n_healthy=0)
+    (manifest.parent / "images" / "M01.nii.gz").unlink()
+    out = tmp_path / "run"
+    error = _one_error_line(_train_cli(manifest, out))
+    assert str(manifest.parent / "images" / "M01.nii.gz") in error and "real/M01" in error and "not found" in error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("spoil", ["nan image", "label of another grid"])
+def test_an_unusable_real_case_writes_nothing_and_the_corrected_rerun_trains(tmp_path, builders, spoil):
+    import numpy as np
+
+    from metsynth.volume import Volume
+
+    manifest = builders.write_prepared_cohort(tmp_path / "cohort", n_metastatic=2, n_healthy=0)
+    image, label = manifest.parent / "images" / "M01.nii.gz", manifest.parent / "lesions" / "M01.nii.gz"
+    target = image if spoil == "nan image" else label
+    good = target.read_bytes()
+    vol = Volume.read(target)
+    if spoil == "nan image":
+        array = vol.array.astype(np.float32)
+        array[1, 2, 3] = np.nan
+        vol.with_array(array).write(target)
+    else:
+        vol.crop(np.zeros(3, int), np.asarray(vol.shape) - 1).write(target)
+    out = tmp_path / "run"
+    error = _one_error_line(_train_cli(manifest, out))
+    assert str(target) in error and "real/M01" in error
+    assert not out.exists()
+    target.write_bytes(good)  # corrected: the rerun trains
+    result = _train_cli(manifest, out)
+    assert result.exit_code == 0, result.output
+    assert (out / "result.json").is_file()
+
+
+def test_an_unusable_synthetic_volume_leaves_no_training_folder(tmp_path, builders):
+    import numpy as np
+
+    from metsynth.errors import MetsynthError
+    from metsynth.segmentation.datasets import build_training_set
+    from metsynth.volume import Volume
+
+    manifest = builders.write_prepared_cohort(tmp_path / "cohort", n_metastatic=2, n_healthy=1)
+    syn = builders.write_synthetic_set(tmp_path / "syn", manifest, donors=["M01"], per_donor=1)
+    ts = build_training_set(manifest, "synthetic,real", synthetic=syn, val_cases=0, seed=0)
+    bad = next(v for v in ts.train if v.source == "synthetic")
+    vol = Volume.read(bad.image)
+    array = vol.array.astype(np.float32)
+    array[0, 0, 0] = np.inf
+    vol.with_array(array).write(bad.image)
+    out = tmp_path / "run"
+    with pytest.raises(MetsynthError, match="NaN or infinite"):  # found while unpacking (not read before)
+        train_segmentation(ts, out, builders.overfit_config(max_epochs=1, val_cases=0), progress=False)
+    assert not out.exists()
+
+
+def test_a_folder_whose_training_never_started_is_not_another_training(tmp_path, trained_model, builders):
+    """A folder left by an earlier version that stopped on unusable volumes (config.yaml, training_set.json,
+    init.json, cache/; no checkpoint) does not block the corrected training."""
+    from metsynth.fileio import write_json
+    from metsynth.segmentation.run_folder import training_changes, training_started
+
+    run = tmp_path / "run"
+    (run / "cache").mkdir(parents=True)
+    builders.overfit_config(max_epochs=3, seed=99).to_yaml(run / "config.yaml")
+    write_json(run / "init.json", {"init": None, "init_sha256": None, "files": "0123"})
+    config = builders.overfit_config(max_epochs=1, patches_per_volume=2)
+    assert not training_started(run) and training_changes(run, config, trained_model["training_set"]) == []
+    result = train_segmentation(trained_model["training_set"], run, config, progress=False)
+    assert result.epochs == 1 and training_started(run)

@@ -78,6 +78,31 @@ def test_a_bank_of_donor_files_written_again_is_another_bank(tmp_path):
     assert after != before  # so that a synthesis made from the old bank is redone too
 
 
+@pytest.mark.parametrize("spoil", ["nan image of the second case", "lesion mask missing", "unknown annotator"])
+def test_an_unusable_case_writes_no_bank_folder(tmp_path, spoil):
+    """Every case is read and checked before the bank's folder is made: a bad one (even the last)
+    leaves nothing on disk, and the corrected extraction then runs there."""
+    from metsynth.cohort import load_cohort
+    from synthesis.synth_toy import write_toy_cohort
+
+    cohort = write_toy_cohort(tmp_path / "cohort")
+    case = load_cohort(cohort).by_role("metastatic")[-1]
+    config = BankConfig()
+    if spoil.startswith("nan"):
+        vol = Volume.read(case.image)
+        array = vol.array.astype(np.float32)
+        array[0, 0, 0] = np.nan
+        vol.with_array(array).write(case.image)
+    elif spoil == "lesion mask missing":
+        case.lesion_masks[0].path.unlink()
+    else:
+        config = BankConfig(annotator="nobody")
+    out = tmp_path / "bank"
+    with pytest.raises(InputError, match=case.id if spoil != "unknown annotator" else "annotator 'nobody'"):
+        extract_bank(cohort, out, config, progress=False)
+    assert not out.exists()
+
+
 def test_not_a_bank(tmp_path):
     with pytest.raises(InputError, match="not a lesion bank"):
         load_bank(tmp_path)

@@ -95,6 +95,14 @@ def checkpoint_settings(checkpoint: str | os.PathLike) -> DiffusionConfig:
     yaml_path = path.with_suffix(".yaml")
     if path.suffix == ".pt" and path.is_file() and yaml_path.is_file():
         info = read_yaml(yaml_path, error=InputError)
+        if isinstance(info, dict) and info.get("network") not in (None, "ddpm"):  # e.g. the U-Net of `metsynth train`
+            from ..checkpoints import wrong_network
+
+            raise wrong_network(path, info.get("network"), "ddpm")
+        if isinstance(info, dict) and info.get("format") == "metsynth-unet/1":
+            from ..checkpoints import wrong_network
+
+            raise wrong_network(path, "unet", "ddpm")
         if "config" in info:
             return DiffusionConfig.from_dict(info["config"], source=str(yaml_path), error=InputError)
     return read_checkpoint(path)[1]

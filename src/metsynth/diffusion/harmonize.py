@@ -56,7 +56,7 @@ from typing import Any
 import yaml
 
 from ..devices import resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..fileio import file_sha256, files_stamp, read_json, remove_stale_temps, write_text
 from ..synthesis.sets import finished_sidecar
 from .denoiser import Denoiser, cached_denoiser, checkpoint_settings, load_denoiser, read_checkpoint
@@ -200,6 +200,16 @@ def harmonize_set(
         if limit < 1:
             raise ConfigError(f"limit must be >= 1, got {limit}")
         kept = kept[:limit]
+    missing = [i for i in kept if i.image is None or not Path(i.image).is_file()
+               or (config.region == "lesion" and i.label is None)]
+    if missing:  # before the output folder exists (each volume's task would fail alone, leaving a skeleton)
+        item = missing[0]
+        problem = (f"image file {item.image} not found" if item.image is None or not Path(item.image).is_file()
+                   else f"no label file (labels/{item.volume_id}.nii.gz); region 'lesion' needs it (or use region "
+                        "'volume')")
+        more = f" ({len(missing)} of {len(kept)} volumes so)" if len(missing) > 1 else ""
+        raise InputError(f"{synthetic_dir}: volume {item.volume_id}: {problem}{more}; give the --out folder of "
+                         "`metsynth synthesize` (index.csv, images/, labels/)")
     _claim_out_dir(out, synthetic_dir, resolved, force, replace_other)
     todo = [i for i in kept if not _harmonized(out, i)]
     done_before = len(kept) - len(todo)

@@ -53,6 +53,9 @@ def read_synthetic_set(folder: str | os.PathLike) -> tuple[list[SyntheticItem], 
                 items.append(SyntheticItem(vid, image if kept else None, label if kept else None,
                                            str(sidecar) if sidecar.is_file() else None, dict(row), kept))
     else:
+        if (folder / "cohort.yaml").is_file():  # e.g. the --out folder of `metsynth prepare`
+            raise InputError(f"{folder}: a cohort (cohort.yaml), not a synthetic set (no index.csv); give the --out "
+                             "folder of `metsynth synthesize` (index.csv, images/, labels/)")
         columns = ["volume_id", "kept", "image", "label"]
         files = sorted(p for p in (folder / "images").glob("*.nii*")) if (folder / "images").is_dir() else []
         if not files:

@@ -162,6 +162,9 @@ def train_diffusion(
         cohort = load_cohort(cohort)
     # the healthy cases' files as they are now: a preparation that wrote them again makes this another training
     healthy_files = files_stamp(p for case in cohort.by_role("healthy") for p in (case.image, case.femur_mask))
+    train = config.train
+    # the healthy cases read and checked (finite, in [-1, 1], femur mask on the grid) before anything is written
+    cases = load_training_cases(cohort, train.mask_margin_mm)
     module = DiffusionModule(config.model_dump(mode="json"))  # before the run folder: a resume checks against it
     checkpoint_dir = out_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
@@ -175,8 +178,6 @@ def train_diffusion(
 
     resumes = on_rank_zero(claim)  # in a DDP study: decided and written by rank 0 alone, for every rank
 
-    train = config.train
-    cases = load_training_cases(cohort, train.mask_margin_mm)
     dataset = PatchDataset(cases, train.patch_size, train.patches_per_case,
                            config.noise.num_train_timesteps, seed=train.seed, max_timestep=train.max_timestep)
     sampler = EpochSampler(len(dataset), seed=train.seed)
@@ -240,6 +241,8 @@ def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | 
     inputs = out_dir / "inputs.json"
 
     def changes(record: Path) -> list[str]:
+        if not any((out_dir / name).exists() for name in folder.outputs):
+            return []  # settings recorded, but no step taken (an earlier version stopped on its inputs)
         diff = _training_diff(DiffusionConfig.from_yaml(record), config)
         recorded = read_json(inputs).get("healthy_files") if inputs.exists() else None
         if recorded is not None and recorded != healthy_files:

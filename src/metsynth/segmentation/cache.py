@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +102,54 @@ def _cache_key(item: TrainingVolume) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
 
 
+def _read_checked(item: TrainingVolume) -> tuple[np.ndarray, np.ndarray]:
+    """The image (float32) and binary label (uint8) of ``item``, checked: the label on the image's
+    grid, the image finite. Raises :class:`InputError` naming the volume, the file and the fix."""
+    image = Volume.read(item.image)
+    label = Volume.read(item.label)
+    diff = image.grid_mismatch(label)
+    if diff is not None:
+        raise InputError(f"{item.label}: label of training volume {item.key} is not on the grid of its image "
+                         f"{item.image} ({diff}); masks must share the image's grid (fix the mask, or rerun "
+                         "`metsynth prepare` on a corrected cohort)")
+    img = np.asarray(image.array, dtype=np.float32)
+    if not np.all(np.isfinite(img)):
+        n = int((~np.isfinite(img)).sum())
+        raise InputError(f"{item.image}: image of training volume {item.key} has {n} NaN or infinite voxels; "
+                         "fix or replace the file (e.g. rerun `metsynth prepare` on a corrected cohort)")
+    return img, (np.asarray(label.array) > 0).astype(np.uint8)
+
+
+def check_training_volumes(items: Sequence[TrainingVolume], cache_dir: str | os.PathLike | None = None,
+                           read: Callable[[TrainingVolume], bool] = lambda item: True) -> None:
+    """Check a training's volumes before anything is written (reads only).
+
+    Every image and label must be a file (all missing ones are named at once); the volumes for
+    which ``read(item)`` is true and that are not in ``cache_dir`` yet (a cached volume was checked
+    when it was cached) are read and checked as :func:`cache_volume` checks them (the label on the
+    image's grid, no NaN). Raises :class:`InputError`, one line naming the volume, the file and the fix.
+    """
+    missing = [(item, p) for item in items for kind, p in (("image", item.image), ("label", item.label))
+               if not Path(p).is_file()]
+    if missing:
+        item, path = missing[0]
+        more = f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+        raise InputError(f"{path}: file of training volume {item.key} not found{more}; was the training data "
+                         "moved or deleted? Restore it, or rerun the stage that wrote it (e.g. `metsynth "
+                         "prepare`) and train on its manifest")
+    for item in items:
+        if not read(item):
+            continue
+        if cache_dir is not None and Path(f"{Path(cache_dir) / _cache_key(item)}.json").exists():
+            continue
+        try:
+            _read_checked(item)
+        except InputError as err:
+            if item.key in str(err):
+                raise
+            raise InputError(f"training volume {item.key}: {err}") from None
+
+
 def cache_volume(item: TrainingVolume, cache_dir: str | os.PathLike) -> Path:
     """Unpack ``item`` into ``cache_dir`` (once; keyed by paths, sizes and mtimes); return its stem."""
     cache_dir = Path(cache_dir)
@@ -111,16 +159,7 @@ def cache_volume(item: TrainingVolume, cache_dir: str | os.PathLike) -> Path:
     stem = cache_dir / _cache_key(item)
     if Path(f"{stem}.json").exists():
         return stem
-    image = Volume.read(item.image)
-    label = Volume.read(item.label)
-    diff = image.grid_mismatch(label)
-    if diff is not None:
-        raise InputError(f"{item.label}: label is not on the grid of its image {item.image} ({diff}); "
-                         "masks must share the image's grid")
-    img = np.asarray(image.array, dtype=np.float32)
-    if not np.all(np.isfinite(img)):
-        raise InputError(f"{item.image}: image has NaN or infinite voxels; fix the file")
-    lbl = (np.asarray(label.array) > 0).astype(np.uint8)
+    img, lbl = _read_checked(item)
     lesion = np.argwhere(lbl).astype(np.int32)
     label_lo, label_hi = index_box(lesion, lbl.shape) if len(lesion) else (np.zeros(3, int), np.ones(3, int))
     arrays = {"labelbox": _block(lbl, label_lo, label_hi), "lesion": lesion}

@@ -25,13 +25,29 @@ def training_folder(out: str | os.PathLike) -> OutputFolder:
                         finished_marker="result.json", ignore=("cache",))
 
 
+def training_started(out: str | os.PathLike) -> bool:
+    """Whether the folder holds anything a training's fit writes (checkpoints, logs, curves, model,
+    result). A folder with only config.yaml, training_set.json, init.json and cache/ holds a
+    training that stopped before its first step (e.g. on unusable volumes, by an earlier version):
+    a training of other settings may take it over, as it would an empty folder."""
+    folder = training_folder(out)
+    for name in (*folder.outputs, folder.finished_marker):
+        path = folder.path / name
+        if path.is_file() or (path.is_dir() and any(path.iterdir())):
+            return True
+    return False
+
+
 def training_changes(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
                      init: str | os.PathLike | None = None) -> list[str]:
     """How the training recorded in ``out`` differs from this one: settings (changes in
     ``RESUMABLE_CHANGES`` do not count), initial weights or training set. Same names are not
     enough: training files or initial weights rewritten since (an earlier stage of a study that ran
-    again with other settings) make it another training too. Empty: the same training."""
+    again with other settings) make it another training too. Empty: the same training, or one that never
+    started (:func:`training_started`)."""
     out = Path(out)
+    if not training_started(out):  # config.yaml, but the fit never began (its inputs were refused): no training
+        return []
     previous = segmentation_config(None, out / "config.yaml")
     a = {k: v for k, v in previous.model_dump().items() if k not in RESUMABLE_CHANGES}
     b = {k: v for k, v in config.model_dump().items() if k not in RESUMABLE_CHANGES}

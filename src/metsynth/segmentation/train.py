@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoints import check_resume_checkpoint
-from ..errors import ConfigError
+from ..errors import ConfigError, MetsynthError
 from ..fileio import atomic_path, read_json, write_json
 from ..progress import quiet
 from .callbacks import CurvePlotter, DataWaitMonitor, history_from_csv, plot_curves
@@ -66,6 +66,20 @@ try:  # Lightning is a hard dependency; the guard keeps `import metsynth.segment
     import lightning as L
 except ImportError:  # pragma: no cover - depends on the installation
     L = None  # type: ignore[assignment]
+
+
+def _remove_created(paths: list[Path]) -> None:
+    """Remove what a refused training created (files, then folders, deepest first), if still there."""
+    import shutil
+
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as err:  # pragma: no cover - the error that stopped the training matters more
+            log.warning("could not remove %s: %s", path, err)
 
 
 @dataclass
@@ -133,10 +147,22 @@ def train_segmentation(
     previous = out / "config.yaml"
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
+    cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
+    # the training's files, before anything is written: all present; the real cases (few, and not
+    # written by metsynth's own stages) read and checked too, unless already cached
+    from .cache import check_training_volumes
+
+    check_training_volumes(training_set.train + training_set.val, cache_dir, read=lambda v: v.source == "real")
+    # what this call creates before the fit, removed again if the volumes turn out unusable (a cache
+    # outside the folder is shared: another training, e.g. the other fold of a study, may be filling it)
+    own_cache = cache_dir.resolve().is_relative_to(out.resolve())
+    created = [p for p in (out, *([cache_dir] if own_cache else []), out / "config.yaml", out / "training_set.json",
+                           out / "init.json") if not p.exists()]
+    claimed: list[str] = []
 
     def claim() -> tuple[bool, Path | None]:
-        folder.claim(lambda record: training_changes(out, config, training_set, init),
-                     force=force, replace_other=replace_other)
+        claimed.append(folder.claim(lambda record: training_changes(out, config, training_set, init),
+                                    force=force, replace_other=replace_other).state)
         finished = folder.finished()  # this training's (another's result was removed above)
         same_length = False
         if finished:
@@ -161,12 +187,16 @@ def train_segmentation(
                               "build it with build_training_set(..., bank=DIR)")
         online_source = OnlineSource(training_set.online, config.seed)
 
-    cache_dir = Path(config.cache_dir) if config.cache_dir else out / "cache"
     from .datasets import PatchDataset, VolumeDataset, cache_volumes, patch_sampler
     from .prefetch import ThreadPrefetchLoader
 
-    stems = cache_volumes(training_set.train + training_set.val, cache_dir,
-                          workers=max(1, min(config.num_workers, 8)), progress=progress)
+    try:
+        stems = cache_volumes(training_set.train + training_set.val, cache_dir,
+                              workers=max(1, min(config.num_workers, 8)), progress=progress)
+    except MetsynthError:  # an unusable volume (InputError, or TasksFailed from the unpacking workers)
+        if claimed == ["new"]:  # a training that never started: leave no folder that looks like one
+            _remove_created(created)
+        raise
     train_stems = [stems[v.key] for v in training_set.train]
     val_stems = [stems[v.key] for v in training_set.val]
 

@@ -185,18 +185,14 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
     settings = {"config": config.model_dump(mode="json"),
                 "cohort_digest": hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16],
                 "donor_files": donor_files}
-    # an interrupted extraction leaves patches and no bank.json: it is extracted again
-    OutputFolder(out, "a lesion bank", BANK_FILE, outputs=("patches",), finished_marker=BANK_FILE,
-                 ignore=("patches",)).claim(lambda record: recorded_changes(record, settings), force=force,
-                                            replace_other=replace_other)
-    (out / "patches").mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out)
-
+    # every case is read, checked and cut into patches (small, kept in memory) before anything is
+    # written: a case that cannot be read leaves no folder behind
     cases = cohort.by_role("metastatic")
     if not cases:
         raise InputError(f"{manifest_path}: no case with role 'metastatic'; the bank needs cases with lesion masks")
     entries: list[BankEntry] = []
     skipped: list[dict[str, Any]] = []
+    patches: list[tuple[str, Volume]] = []  # (name in the bank, volume), written once all cases are read
     structure = _structure(config.connectivity)
     iterator = cases
     if progress:
@@ -241,8 +237,8 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
             origin = tuple(float(x) for x in image.index_to_world(lo))
             img_name = f"patches/{lesion_id}_image.nii.gz"
             mask_name = f"patches/{lesion_id}_mask.nii.gz"
-            Volume(np.ascontiguousarray(values), image.spacing, origin, image.direction).write(out / img_name)
-            Volume(mask, image.spacing, origin, image.direction).write(out / mask_name)
+            patches.append((img_name, Volume(np.ascontiguousarray(values), image.spacing, origin, image.direction)))
+            patches.append((mask_name, Volume(mask, image.spacing, origin, image.direction)))
             entries.append(BankEntry(
                 id=lesion_id, case=case.id, annotator=annotation.annotator, component=k, voxels=voxels,
                 volume_mm3=round(mm3, 3), centroid_index=[round(float(c), 3) for c in centroid],
@@ -257,6 +253,14 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
         raise InputError(
             f"{manifest_path}: no lesion above {config.min_lesion_mm3:g} mm^3 in the metastatic cases "
             f"({len(skipped)} skipped); check the lesion masks or lower min_lesion_mm3")
+    # an interrupted extraction leaves patches and no bank.json: it is extracted again
+    OutputFolder(out, "a lesion bank", BANK_FILE, outputs=("patches",), finished_marker=BANK_FILE,
+                 ignore=("patches",)).claim(lambda record: recorded_changes(record, settings), force=force,
+                                            replace_other=replace_other)
+    (out / "patches").mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)
+    for name, volume in patches:
+        volume.write(out / name)
     prepared = getattr(cohort, "prepared", None)
     intensity = cohort_intensity(cohort)
     if intensity["spacing"] is None:  # a raw cohort: the lesions' own spacing when they share one
