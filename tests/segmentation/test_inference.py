@@ -222,6 +222,21 @@ def test_online_training_draws_fresh_synthetic_volumes(tmp_path, builders):
     assert result.steps == 2
 
 
+def test_predict_never_writes_a_mask_over_an_input_scan(trained_model, tmp_path):
+    import shutil
+
+    from metsynth.errors import OutputError
+
+    folder = tmp_path / "ct"
+    folder.mkdir()
+    scan = folder / "scan.nii.gz"
+    shutil.copy(trained_model["case"].image, scan)
+    before = scan.read_bytes()
+    with pytest.raises(OutputError, match="is also an input"):
+        predict_cohort(trained_model["run"], scan, folder, force=True, progress=False)
+    assert scan.read_bytes() == before and sorted(p.name for p in folder.iterdir()) == ["scan.nii.gz"]
+
+
 def test_missing_or_non_image_inputs_write_nothing(trained_model, tmp_path):
     from metsynth.errors import InputError
 

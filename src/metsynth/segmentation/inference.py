@@ -319,10 +319,14 @@ def predict_cohort(
         raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
     from ..volume import check_readable
 
+    from ..fileio import check_not_an_input
+
+    inputs = [p for _, img, fem, *_ in items for p in (img, fem) if p is not None]
     for key, img, fem, *_ in items:  # every input checked before anything is written
         for what, path in (("image", img), ("femur mask", fem)):
             if path is not None:
                 check_readable(path, f"{what} of {key!r}")
+        check_not_an_input(out / f"{key}.nii.gz", inputs, "--out")  # even with --force: never a mask over a scan
 
     ensemble = len(model_paths) > 1
     settings = {"model": [str(p) for p in model_paths] if ensemble else str(model_path),
