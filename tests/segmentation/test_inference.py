@@ -250,6 +250,22 @@ def test_missing_or_non_image_inputs_write_nothing(trained_model, tmp_path):
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
 
 
+def test_an_unusable_image_leaves_nothing_that_refuses_the_corrected_rerun(trained_model, tmp_path):
+    from metsynth.errors import MetsynthError
+
+    model = trained_model["run"] / "model.pt"
+    flat = tmp_path / "scan.nii.gz"
+    bad = np.zeros((16, 16, 16), np.float32)
+    bad[3, 4, 5] = np.nan  # NaN voxels: refused when the image is read, in the task
+    Volume(bad, (2.0, 2.0, 2.0)).write(flat)
+    with pytest.raises(MetsynthError):
+        predict_cohort(model, flat, tmp_path / "pred", standardized=True, progress=False)
+    assert not (tmp_path / "pred").exists()
+    Volume.read(trained_model["case"].image).write(flat)  # the corrected scan, same name
+    out = predict_cohort(model, flat, tmp_path / "pred", standardized=True, progress=False)
+    assert (out / "scan.nii.gz").exists()
+
+
 # ======================================================================= cross-validation folds (issue 16 item 7)
 def _fold_model(folder, manifest, splits, fold):
     """An untrained tiny U-Net saved as `metsynth train --fold` saves one: model.pt recording its

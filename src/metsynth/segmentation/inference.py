@@ -317,9 +317,8 @@ def predict_cohort(
                               "own grid")
     if len({key for key, *_ in items}) != len(items):
         raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
-    from ..volume import check_readable
-
     from ..fileio import check_not_an_input
+    from ..volume import check_readable
 
     inputs = [p for _, img, fem, *_ in items for p in (img, fem) if p is not None]
     for key, img, fem, *_ in items:  # every input checked before anything is written
@@ -341,7 +340,9 @@ def predict_cohort(
         settings.update(test_only=True, splits=str(Path(splits).resolve()))
     folder = OutputFolder(out, "predictions", "predict.json", outputs=("*.nii.gz", "predictions.csv"),
                           ignore=("cases.yaml",))  # the study's manifest of the fold's cases
-    folder.claim(lambda record: recorded_changes(record, settings), force=force, replace_other=replace_other)
+    existed = out.exists()
+    state = folder.claim(lambda record: recorded_changes(record, settings), force=force,
+                         replace_other=replace_other).state
     write_json(folder.record_file, settings)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
@@ -367,6 +368,15 @@ def predict_cohort(
         for row in map_tasks(run_predict_task, todo, workers=workers, scheduler=scheduler, progress=progress,
                              desc="predict"):
             rows[row["case"]] = row
+    except BaseException:
+        if state == "new" and not rows:  # nothing predicted (an unusable image): leave no record to refuse a rerun
+            if existed:
+                folder.record_file.unlink(missing_ok=True)
+            else:
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         if rows:
             from ..fileio import atomic_path
