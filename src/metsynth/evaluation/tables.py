@@ -53,6 +53,21 @@ class Cell:
             return None
         return tuple(_signed(v, self.decimals) for v in self.diff)  # type: ignore[return-value]
 
+    def to_html(self, diff_label: str = "Δ") -> str:
+        """The cell's content as HTML: bold mean, std and CI small, the marker, the difference below."""
+        esc = html.escape
+        mean, std, extra = self.plain()
+        text = f"<b>{esc(mean)}</b>" if self.bold and mean != "-" else esc(mean)
+        if std:
+            text += f" &plusmn; <small>{esc(std)}</small>"
+        if extra:
+            text += f" <small>{esc(extra)}</small>"
+        text += esc(self.marker)
+        diff = self.diff_parts()
+        if diff:
+            text += f'<br><small class="diff">{esc(diff_label)} {esc(diff[0])} [{esc(diff[1])}, {esc(diff[2])}]</small>'
+        return text
+
 
 @dataclass
 class Table:
@@ -97,20 +112,7 @@ class Table:
                    + "</tr></thead>")
         out.append("  <tbody>")
         for label, cells in self.rows:
-            tds = []
-            for c in cells:
-                mean, std, extra = c.plain()
-                text = f"<b>{esc(mean)}</b>" if c.bold and mean != "-" else esc(mean)
-                if std:
-                    text += f" &plusmn; <small>{esc(std)}</small>"
-                if extra:
-                    text += f" <small>{esc(extra)}</small>"
-                text += esc(c.marker)
-                diff = c.diff_parts()
-                if diff:
-                    text += f'<br><small class="diff">Δ {esc(diff[0])} [{esc(diff[1])}, {esc(diff[2])}]</small>'
-                tds.append(f"<td>{text}</td>")
-            out.append(f"    <tr><th>{esc(label)}</th>" + "".join(tds) + "</tr>")
+            out.append(f"    <tr><th>{esc(label)}</th>" + "".join(f"<td>{c.to_html()}</td>" for c in cells) + "</tr>")
         out.append("  </tbody>")
         out.append("</table>")
         if self.notes:

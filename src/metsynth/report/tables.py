@@ -172,20 +172,8 @@ def results_table_html(table: "Table", extra_notes: Sequence[str] = (),
     row label, how it reads in the notes), e.g. ("40", "40 synthetic")."""
     rows = []
     for label, cells in table.rows:
-        tds = []
-        for c in cells:
-            mean, std, extra = c.plain()
-            text = f"<b>{esc(mean)}</b>" if c.bold and mean != "-" else esc(mean)
-            if std:
-                text += f" &plusmn; <small>{esc(std)}</small>"
-            if extra:
-                text += f" <small>{esc(extra)}</small>"
-            text += esc(c.marker)
-            diff = c.diff_parts()
-            if diff:
-                text += f'<br><small class="diff">HL Δ {esc(diff[0])} [{esc(diff[1])}, {esc(diff[2])}]</small>'
-            tds.append(f"<td>{text}</td>")
-        rows.append(f"<tr><th>{esc(label)}</th>{''.join(tds)}</tr>")
+        tds = "".join(f"<td>{c.to_html('HL Δ')}</td>" for c in cells)
+        rows.append(f"<tr><th>{esc(label)}</th>{tds}</tr>")
     head = "".join(f"<th>{esc(h)}</th>" for h in [table.row_header, *table.columns])
     html = scroll(f'<table class="metsynth-table"><thead><tr>{head}</tr></thead>'
                   f"<tbody>{''.join(rows)}</tbody></table>")
