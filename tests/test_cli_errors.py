@@ -236,3 +236,19 @@ def test_installed_command_prints_one_line(args, names, root: Path):
     assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("(details: "), proc.stderr
     assert names.format(root=root) in lines[0]
     assert snapshot(root) == before
+
+
+def test_errors_keep_one_traceback_file_not_one_each(tmp_path, monkeypatch):
+    """Each error's traceback replaces the last one in one file per user (a file each piled up in /tmp)."""
+    import re
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    paths = []
+    for name in ("first.yaml", "second.yaml"):
+        result = CliRunner().invoke(app, ["cohort", "check", str(tmp_path / name)])
+        assert result.exit_code == 2
+        paths.append(re.search(r"\(details: (.+)\)", result.output).group(1))
+    assert paths[0] == paths[1] and Path(paths[0]).parent == tmp_path
+    assert "second.yaml" in Path(paths[1]).read_text() and "first.yaml" not in Path(paths[1]).read_text()
+    assert [p.name for p in tmp_path.iterdir()] == [Path(paths[0]).name]

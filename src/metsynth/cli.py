@@ -173,11 +173,33 @@ def output_options(fn: Callable[..., Any], explicit: dict[str, str | None] | Non
     return found
 
 
+def error_log_path() -> Path:
+    """Where the last error's traceback is kept: one file per user in the temporary folder, replaced by
+    the next error (one file each error piled up thousands in /tmp)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name (some containers): one file for all
+        user = "user"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in user)
+    return Path(tempfile.gettempdir()) / f"metsynth-last-error-{safe}.log"
+
+
 def _write_error_log() -> Path:
-    handle = tempfile.NamedTemporaryFile("w", prefix="metsynth-error-", suffix=".log", delete=False)
-    with handle:
-        handle.write(traceback.format_exc())
-    return Path(handle.name)
+    text = traceback.format_exc()
+    path = error_log_path()
+    try:
+        from .fileio import atomic_path
+
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text)
+        return path
+    except OSError:  # e.g. the file belongs to another user: a file of its own
+        handle = tempfile.NamedTemporaryFile("w", prefix="metsynth-error-", suffix=".log", delete=False)
+        with handle:
+            handle.write(text)
+        return Path(handle.name)
 
 
 def _register_all() -> None:
