@@ -269,3 +269,23 @@ def test_rank_auc_is_roc_auc_score_ties_included(seed):
     y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
     scores = np.round(rng.normal(size=n) + 0.7 * y, int(rng.integers(0, 3)))  # rounding makes ties
     assert rank_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+
+
+# --- too few lesions ----------------------------------------------------------------------------------
+
+def test_c2st_that_learned_nothing_is_marked_not_meaningful(separable):
+    """7 vs 7 lesions in 2 groups each (the tiny audit cohort): 2 folds, the trees cannot split on 7
+    training lesions, every held-out score is equal and the AUC is 0.5 [0.5, 0.5] by construction
+    (although the sets are far apart): reported as not meaningful, without the number."""
+    x, y, _ = gaussian_sets(3.0, n=7)
+    groups = np.r_[[0, 0, 0, 1, 1, 1, 1], [10, 10, 10, 11, 11, 11, 11]]
+    result = c2st(x, y, groups, feature_scores, n_splits=5, repeats=2, seed=0, n_boot=100)
+    assert result.auc == 0.5 and result.ci == (0.5, 0.5)  # what used to be reported
+    assert result.constant_fits == result.fits == 4 and result.folds == 2
+    assert result.not_meaningful and "learned nothing" in result.not_meaningful
+    record = result.to_dict()
+    assert record["auc"] is None and record["ci95"] is None and record["folds"] == 2
+    assert "learned nothing" in record["not_meaningful"] and str(result) == "not meaningful"
+    # enough lesions: nothing marked, the record as before
+    assert separable.not_meaningful is None and separable.constant_fits == 0
+    assert set(separable.to_dict()) == {"auc", "ci95", "n_a", "n_b", "groups"}

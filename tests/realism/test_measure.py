@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from metsynth.cli import app
+from metsynth.errors import InputError
 from metsynth.experiment import ExperimentConfig, experiment_preset, run_experiment
 from metsynth.layout import RunLayout
 from metsynth.realism.measure import RealismConfig, measure_realism, real_lesion_count, run_sets
@@ -130,3 +131,65 @@ def test_a_study_s_realism_results_are_not_replaced_by_other_settings(tiny_run, 
     result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5", "--force")
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["config"]["seed"] == 5
+
+
+def test_a_set_in_other_units_than_the_cohort_is_refused(tiny_run, tmp_path):
+    """The raw (HU) cohort against a set synthesized from its prepared copy ([-1, 1]): refused, one
+    line naming both and the prepared manifest to use, nothing written (synthesize refuses alike)."""
+    layout = RunLayout(tiny_run)
+    raw = layout.phantom / "cohort.yaml"
+    assert raw.is_file()
+    out = tmp_path / "out"
+    result = invoke("realism", "--cohort", str(raw), "--set", f"syn={layout.synthetic}", "-o", str(out), "--no-cnn")
+    assert result.exit_code != 0
+    line = next(line for line in result.output.splitlines() if "does not fit cohort" in line)
+    assert str(raw) in line and str(layout.synthetic) in line and "raw HU" in line
+    assert f"--cohort {layout.prepared_manifest.resolve()}" in line
+    assert not out.exists()
+    # a harmonized set: the units of the set it was made from (harmonize.yaml's source)
+    harmonized = tmp_path / "harmonized"
+    harmonized.mkdir()
+    (harmonized / "index.csv").write_text((layout.synthetic / "index.csv").read_text())
+    (harmonized / "harmonize.yaml").write_text(f"source: {layout.synthetic}\n")
+    with pytest.raises(InputError, match="does not fit cohort.*harmonize.yaml"):
+        measure_realism(raw, {"harmonized": harmonized}, out, RealismConfig(**FAST, cnn=False), progress=False)
+    # a set recording neither: judged from its images (inside [-1, 1])
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    rows = (layout.synthetic / "index.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    fixed = [rows[0]]
+    for row in rows[1:]:
+        cells = row.split(",")
+        for col in ("image", "label"):
+            i = header.index(col)
+            cells[i] = str(layout.synthetic / cells[i]) if cells[i] else ""
+        fixed.append(",".join(cells))
+    (bare / "index.csv").write_text("\n".join(fixed) + "\n")
+    with pytest.raises(InputError, match="does not fit cohort.*judged from the intensities"):
+        measure_realism(raw, {"bare": bare}, out, RealismConfig(**FAST, cnn=False), progress=False)
+    assert not out.exists()
+
+
+def test_too_few_lesions_are_marked_not_meaningful_never_printed_as_0_5(tiny_run, tmp_path):
+    """The tiny study's real-vs-real null with 2 folds trains on 5-6 lesions: the trees cannot split
+    and its AUC is 0.5 [0.5, 0.5] by construction. It is marked, in realism.json, realism.md and the
+    printed summary, while the set's own test (enough lesions) keeps its number."""
+    config_file = tmp_path / "realism.yaml"
+    config_file.write_text("realism:\n" + "".join(f"  {k}: {v}\n" for k, v in FAST.items()))
+    out = tmp_path / "out"
+    result = invoke("realism", "--cohort", str(RunLayout(tiny_run).prepared_manifest), "--set",
+                    f"synthetic={RunLayout(tiny_run).synthetic}", "-o", str(out), "--config", str(config_file),
+                    "--no-cnn")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "realism.json").read_text())
+    null = report["null_real"]["features"]
+    assert null["auc"] is None and null["ci95"] is None and "learned nothing" in null["not_meaningful"]
+    assert any(line.startswith("real vs real (null), features") and "at least 10 lesions" in line
+               for line in report["not_meaningful"])
+    syn = report["sets"]["synthetic"]["features"]
+    assert "not_meaningful" not in syn and 0.0 <= syn["auc"] <= 1.0
+    md = (out / "realism.md").read_text()
+    for text in (md, result.output):
+        assert "0.50 [0.50, 0.50]" not in text
+        assert "| real vs real (null) | " in text and "not meaningful |" in text and "**Not meaningful**" in text

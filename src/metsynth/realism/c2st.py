@@ -14,7 +14,13 @@ A classifier is trained to separate two samples and scored on held-out data; its
   would move with other patients and donors of the same kind, not with other classifier
   trainings);
 * two discriminators: gradient-boosted trees on :mod:`.features` (interpretable) and a small
-  MONAI 3D CNN on lesion-centred patches trained from scratch (:func:`cnn_scores`).
+  MONAI 3D CNN on lesion-centred patches trained from scratch (:func:`cnn_scores`);
+* a test that cannot measure anything says so (:attr:`C2STResult.not_meaningful`): when a fold's
+  classifier gives all its held-out lesions one score it has learned nothing (the trees need
+  ``2 * MIN_SAMPLES_LEAF`` training lesions to make a single split; a tiny cohort's folds hold
+  fewer), and those lesions are ranked as ties: with every fold so, the AUC is 0.5 with a
+  zero-width interval by construction, which would read as "cannot be told apart". The number is
+  then kept out of reports (``to_dict`` gives ``auc`` and ``ci95`` None with the reason).
 
 Everything is seeded: the same input gives the same numbers.
 """
@@ -26,12 +32,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["C2STResult", "bootstrap_auc", "c2st", "cnn_scores", "feature_scores", "grouped_folds", "rank_auc"]
+#: the smallest leaf of :func:`feature_scores`' trees: a split needs twice as many training lesions
+MIN_SAMPLES_LEAF = 5
+
+__all__ = ["MIN_SAMPLES_LEAF", "C2STResult", "bootstrap_auc", "c2st", "cnn_scores", "feature_scores", "grouped_folds",
+           "rank_auc"]
 
 
 @dataclass
 class C2STResult:
-    """One two-sample test: AUC, its bootstrap 95% interval, and the sample sizes."""
+    """One two-sample test: AUC, its bootstrap 95% interval, and the sample sizes.
+
+    ``folds``/``folds_asked``: the folds of each cross-validation and those asked for (fewer when
+    a set has fewer groups); ``fits``: classifiers trained (folds x repeats), ``constant_fits``:
+    those that gave all their held-out lesions one score (learned nothing), ``min_train``: the
+    smallest training fold.
+    """
 
     auc: float
     ci: tuple[float, float]
@@ -39,12 +55,34 @@ class C2STResult:
     n_b: int
     groups: int
     scores: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
+    folds: int = 0
+    folds_asked: int = 0
+    fits: int = 0
+    constant_fits: int = 0
+    min_train: int = 0
+
+    @property
+    def not_meaningful(self) -> str | None:
+        """Why the AUC measures nothing (None: it does): some classifier learned nothing."""
+        if not self.constant_fits:
+            return None
+        return (f"the classifier learned nothing in {self.constant_fits} of {self.fits} folds (all its held-out "
+                f"scores equal; training folds of as few as {self.min_train} lesion(s)), so the AUC is pulled to "
+                "0.5 by construction")
 
     def to_dict(self) -> dict:
-        return {"auc": round(self.auc, 4), "ci95": [round(self.ci[0], 4), round(self.ci[1], 4)],
-                "n_a": self.n_a, "n_b": self.n_b, "groups": self.groups}
+        out = {"auc": round(self.auc, 4), "ci95": [round(self.ci[0], 4), round(self.ci[1], 4)],
+               "n_a": self.n_a, "n_b": self.n_b, "groups": self.groups}
+        if self.folds and self.folds < self.folds_asked:
+            out["folds"] = self.folds
+        reason = self.not_meaningful
+        if reason is not None:
+            out.update(auc=None, ci95=None, not_meaningful=reason)
+        return out
 
     def __str__(self) -> str:
+        if self.not_meaningful is not None:
+            return "not meaningful"
         return f"{self.auc:.2f} [{self.ci[0]:.2f}, {self.ci[1]:.2f}]"
 
 
@@ -134,15 +172,23 @@ def c2st(x: np.ndarray, y: np.ndarray, groups: np.ndarray, scorer: Scorer, n_spl
         raise ValueError(f"c2st: set {few[0]} comes from a single group (patient or donor); the grouped "
                          "cross-validation needs at least 2 groups per set to hold one out")
     total = np.zeros(len(y))
+    folds = fits = constant = 0
+    min_train = len(y)
     for r in range(repeats):
         # ranks, not raw scores: folds' classifiers are on different scales
-        for f, (train, test) in enumerate(grouped_folds(y, groups, n_splits, seed + 1000 * r)):
+        splits = grouped_folds(y, groups, n_splits, seed + 1000 * r)
+        folds = len(splits)
+        for f, (train, test) in enumerate(splits):
             s = scorer(x[train], y[train], x[test], seed + 1000 * r + f)
             total[test] += _fractional_ranks(s)
+            fits += 1
+            constant += int(len(s) > 1 and bool(np.all(np.asarray(s) == np.asarray(s)[0])))
+            min_train = min(min_train, len(train))
     scores = total / repeats
     auc = float(roc_auc_score(y, scores))
     return C2STResult(auc, bootstrap_auc(y, scores, n_boot, seed, groups), int((y == 0).sum()), int((y == 1).sum()),
-                      len(np.unique(groups)), scores)
+                      len(np.unique(groups)), scores, folds=folds, folds_asked=n_splits, fits=fits,
+                      constant_fits=constant, min_train=min_train)
 
 
 def _fractional_ranks(s: np.ndarray) -> np.ndarray:
@@ -160,8 +206,9 @@ def feature_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
     from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
-    model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_depth=3, min_samples_leaf=5,
-                                           l2_regularization=1.0, class_weight="balanced", random_state=seed)
+    model = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, max_depth=3,
+                                           min_samples_leaf=MIN_SAMPLES_LEAF, l2_regularization=1.0,
+                                           class_weight="balanced", random_state=seed)
     with threadpool_limits(limits=1, user_api="openmp"):
         model.fit(x_train, y_train)
         return model.predict_proba(x_test)[:, 1]

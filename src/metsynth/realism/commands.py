@@ -32,6 +32,10 @@ def realism(
     donor on both sides), bootstrap 95% intervals, and the null controls (real vs real, generated vs
     generated) beside every number. Writes realism.json, realism.md and features.csv.
 
+    A set in other intensity units than the cohort (e.g. synthesized from the prepared cohort, measured
+    against the raw one) is refused. With too few lesions for the classifier to learn anything (a few
+    patients), a test is reported as "not meaningful" with what it needs, not as an AUC of 0.5.
+
     On a study's run folder the study's own realism settings are the defaults, so the command
     gives the study's numbers; its results (RUN/realism) are never replaced by a measure with
     other settings or sets unless --force (give --out for another folder).

@@ -45,17 +45,17 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
     ts = sorted(points)
     ax = axes[0]
     null = realism.get("null_real", {}).get("features")
-    if null:
+    if null and null.get("ci95") is not None:  # None: not meaningful (too few lesions, measure.not_meaningful)
         ax.axhspan(null["ci95"][0], null["ci95"][1], color="#dddddd", label="features null (real vs real, range)")
     cnn_null = realism.get("null_real", {}).get("cnn")
-    if cnn_null and any("cnn" in points[t] for t in points):
+    if cnn_null and cnn_null.get("ci95") is not None and any("cnn" in points[t] for t in points):
         # the CNN's own chance level: a CNN AUC means something only against this, not against 0.5
         ax.axhspan(cnn_null["ci95"][0], cnn_null["ci95"][1], color="#d62728", alpha=0.10, lw=0,
                    label="3D CNN null (real vs real, 95% CI)")
         ax.axhline(cnn_null["auc"], color="#d62728", lw=1.0, ls="--", alpha=0.8)
     ax.axhline(0.5, color="#888888", lw=0.8, ls=":")
     for key, colour, label in (("features", "#1f77b4", "features (trees)"), ("cnn", "#d62728", "3D CNN")):
-        xs = [t for t in ts if key in points[t]]
+        xs = [t for t in ts if key in points[t] and points[t][key].get("auc") is not None]
         if not xs:
             continue
         ys = np.array([points[t][key]["auc"] for t in xs])

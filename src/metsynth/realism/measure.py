@@ -14,6 +14,20 @@ name what gives a set away.
 
 Output (``OUT``, by default ``RUN/realism``): ``realism.json`` (every number), ``realism.md``
 (the tables), ``features.csv`` (every lesion's features), written atomically.
+
+Refused before anything is measured or written: a set whose intensities are in other units than
+the cohort's (:func:`check_set_units`: a set synthesized from a prepared cohort, in [-1, 1],
+against the raw HU cohort, which the classifier tells apart by units alone).
+
+Too few lesions: on a tiny cohort (a few patients) the training folds hold fewer lesions than the
+trees need to make one split (``2 * MIN_SAMPLES_LEAF``, 10), so the classifier gives every held-out
+lesion the same score and the AUC is 0.5 [0.5, 0.5] by construction, which would read as "cannot
+be told apart". The measure still runs (a study's realism stage goes on, and the per-feature table,
+which needs no training, is still worth reading), but such a test is marked: in ``realism.json``
+its ``auc`` and ``ci95`` are None with ``not_meaningful`` (the reason), ``not_meaningful`` at the
+top lists every such test with what it needs, and ``realism.md`` and the printed summary show
+"not meaningful" in place of the number, with that list under the table. Tests with enough
+lesions keep their numbers unchanged.
 """
 
 from __future__ import annotations
@@ -30,13 +44,13 @@ from pydantic import Field
 from ..config import Settings
 from ..errors import InputError
 from ..seeds import REALISM_NULL, REALISM_SAMPLE
-from .c2st import C2STResult, c2st, cnn_scores, feature_scores
+from .c2st import MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
 from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LesionSample", "RealismConfig", "compare_sets", "format_report", "generated_lesions", "measure_realism",
-           "real_lesions", "run_sets"]
+__all__ = ["LesionSample", "RealismConfig", "check_set_units", "compare_sets", "format_report", "generated_lesions",
+           "measure_realism", "not_meaningful", "real_lesions", "run_sets"]
 
 
 class RealismConfig(Settings):
@@ -211,7 +225,7 @@ def null_control(samples: list[LesionSample], config: RealismConfig, seed: int, 
     """
     if len(samples) < 4:
         return {}
-    aucs, out = [], {}
+    aucs, out, empty = [], {}, []
     config = config.model_copy(update={"repeats": 1})  # the splits themselves are the repetitions
     for k in range(config.null_splits):
         first, second = _halves(samples, seed + 7919 * k)
@@ -221,12 +235,21 @@ def null_control(samples: list[LesionSample], config: RealismConfig, seed: int, 
             log.info("null control split %d skipped: %s", k, err)
             continue
         aucs.append(tests["features"].auc)
+        if tests["features"].not_meaningful is not None:
+            empty.append(tests["features"])
         if "cnn" in tests:
             out["cnn"] = tests["cnn"].to_dict()
     if not aucs:
         return out
     out["features"] = {"auc": round(float(np.median(aucs)), 4), "ci95": [round(min(aucs), 4), round(max(aucs), 4)],
                        "splits": len(aucs), "aucs": [round(a, 4) for a in aucs]}
+    if empty:  # a split whose classifier learned nothing: its 0.5 is no measure of chance
+        folds = min(t.folds for t in empty)
+        if folds < config.folds:
+            out["features"]["folds"] = folds
+        out["features"].update(
+            auc=None, ci95=None,
+            not_meaningful=f"{len(empty)} of {len(aucs)} splits: " + empty[0].not_meaningful)  # type: ignore
     return out
 
 
@@ -293,6 +316,8 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         if not (Path(folder) / "index.csv").is_file():
             raise InputError(f"{folder}: no index.csv (set {name!r}); point to the output folder of "
                              "`metsynth synthesize` or `metsynth harmonize`")
+    for name, folder in sets.items():
+        check_set_units(manifest, name, folder)
     real = real_lesions(manifest, config)
     n = config.max_per_set or len(real)
     first = next(iter(sets.values()))
@@ -324,6 +349,11 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         for row in report["sweep"]:
             row["set"] = names[row["timestep"]]
             row["features_auc"] = report["sets"][row["set"]]["features"]["auc"]
+    empty = not_meaningful(report)
+    if empty:
+        report["not_meaningful"] = empty
+        log.warning("realism: %d test(s) not meaningful: too few lesions (%d real from %d patients) to train the "
+                    "classifier (realism.md lists them)", len(empty), report["n_real"], report["real_groups"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "realism.json", report)
@@ -337,6 +367,105 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
     return report
 
 
+# ----------------------------------------------------------------------------- units
+def _set_intensity(folder: Path, depth: int = 0) -> tuple[dict[str, Any] | None, str | None, str]:
+    """The units of a set's volumes: ``(record, cohort it was made from, how known)``.
+
+    ``metsynth synthesize`` records them (``intensity`` in config.yaml, as ``cohort_intensity``
+    gives them); a harmonized set is in the units of the synthetic set it was made from
+    (``source`` in harmonize.yaml); a set recording neither is judged from one of its images
+    (inside [-1, 1]: standardized, window unknown; beyond: HU). ``record`` None: no image to judge.
+    """
+    from ..config import read_yaml
+
+    config_file = folder / "config.yaml"
+    config = read_yaml(config_file, error=InputError) if config_file.is_file() else {}
+    record = config.get("intensity")
+    origin = str(config["cohort"]) if config.get("cohort") else None
+    if isinstance(record, dict) and record.get("units") in ("HU", "standardized"):
+        return record, origin, f"recorded in {config_file}"
+    harmonize_file = folder / "harmonize.yaml"
+    source = (read_yaml(harmonize_file, error=InputError) or {}).get("source") if harmonize_file.is_file() else None
+    if source and depth < 3 and Path(source).is_dir() and Path(source).resolve() != folder.resolve():
+        found, found_origin, how = _set_intensity(Path(source), depth + 1)
+        if found is not None:
+            return found, found_origin or origin, f"{how} (the source of {harmonize_file})"
+    from ..synthesis.sets import read_set
+    from ..volume import Volume
+
+    images = read_set(folder)["image"].tolist()
+    if not images:
+        return None, origin, ""
+    values = np.asarray(Volume.read(images[0]).array, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    inside = values.size == 0 or float(np.abs(values).max()) <= 1.0 + 1e-3
+    how = f"judged from the intensities of {images[0]} ({'inside' if inside else 'beyond'} [-1, 1])"
+    return ({"units": "standardized" if inside else "HU", "hu_window": None}, origin, how)
+
+
+def _describe_units(record: dict[str, Any]) -> str:
+    if record["units"] == "HU":
+        return "raw HU (not prepared)"
+    window = record.get("hu_window")
+    if window is None:
+        return "standardized to [-1, 1] (HU window unknown)"
+    return f"standardized to [-1, 1] from the HU window {float(window[0]):g}..{float(window[1]):g}"
+
+
+def check_set_units(manifest: str | os.PathLike, name: str, folder: str | os.PathLike) -> None:
+    """Refuse to compare a set with a cohort whose intensities are in other units.
+
+    The real lesions are read from ``manifest``'s images (HU for a raw cohort, [-1, 1] for one
+    prepared by `metsynth prepare`); a set made from a prepared cohort against its raw source
+    would be told apart by the units alone (an AUC of 1 that says nothing about realism), or
+    pass for real by chance of the scales. As `metsynth synthesize` refuses a bank of other units
+    (:func:`metsynth.synthesis.bank.check_bank_matches`), the units (and, both prepared, the HU
+    windows) must match; one-line :class:`InputError` naming the cohort, the set and the fix.
+    """
+    from ..cohort import load_cohort
+    from ..synthesis.bank import cohort_intensity
+
+    folder = Path(folder)
+    record, origin, how = _set_intensity(folder)
+    if record is None:
+        return
+    target = cohort_intensity(load_cohort(manifest))
+    if record["units"] != target["units"]:
+        mismatch = "their intensity units differ"
+    elif (record["units"] == "standardized" and record.get("hu_window") is not None
+          and not np.allclose(record["hu_window"], target["hu_window"])):
+        mismatch = "their HU windows differ"
+    else:
+        return
+    fix = (f"measure it against the prepared manifest it was made from (--cohort {origin})" if origin else
+           "measure it against the prepared manifest it was made from (the cohort.yaml of `metsynth prepare`'s "
+           "--out folder)" if record["units"] == "standardized" else
+           "measure it against the cohort it was made from, in the same units")
+    raise InputError(f"set {name!r} ({folder}) does not fit cohort {manifest}, {mismatch}: the set's volumes are "
+                     f"{_describe_units(record)} ({how}) but the cohort's images are {_describe_units(target)}, so a "
+                     f"classifier would tell them apart by their units alone; {fix}")
+
+
+# ----------------------------------------------------------------------------- too few lesions
+def not_meaningful(report: dict[str, Any]) -> list[str]:
+    """Every test of ``report`` whose classifier learned nothing, with why and what it needs."""
+    config = report.get("config", {})
+    tests = [("real vs real (null)", report.get("null_real", {}), report["n_real"])]
+    for name, entry in report["sets"].items():
+        tests.append((name, entry, report["n_real"] + entry["n_volumes"]))
+        tests.append((f"{name} null (generated halves)", entry.get("null", {}), entry["n_volumes"]))
+    lines = []
+    for label, entry, total in tests:
+        for key in ("features", "cnn"):
+            test = entry.get(key) or {}
+            if test.get("not_meaningful"):
+                folds = int(test.get("folds") or config.get("folds", 5))
+                lines.append(f"{label}, {key} ({total} lesions, {folds} folds): {test['not_meaningful']}; every "
+                             f"training fold needs at least {2 * MIN_SAMPLES_LEAF} lesions (the trees' leaves hold "
+                             f"{MIN_SAMPLES_LEAF}): more real lesions from more patients")
+    return lines
+
+
 def _features_csv(samples: list[LesionSample]) -> str:
     lines = [",".join(["key", "group", "source", *FEATURES])]
     for s in samples:
@@ -347,7 +476,17 @@ def _features_csv(samples: list[LesionSample]) -> str:
 def _fmt(t: dict[str, Any] | None) -> str:
     if not t:
         return "-"
+    if t.get("not_meaningful") or t.get("auc") is None:
+        return "not meaningful"
     return f"{t['auc']:.2f} [{t['ci95'][0]:.2f}, {t['ci95'][1]:.2f}]"
+
+
+def _all_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = [(f"real vs real {k}", t) for k, t in report.get("null_real", {}).items() if isinstance(t, dict)]
+    for name, s in report["sets"].items():
+        out += [(f"{name} {k}", s[k]) for k in ("features", "cnn") if isinstance(s.get(k), dict)]
+        out += [(f"{name} null {k}", t) for k, t in (s.get("null") or {}).items() if isinstance(t, dict)]
+    return out
 
 
 def format_report(report: dict[str, Any], top: int = 5) -> str:
@@ -367,6 +506,15 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
         null = s.get("null", {})
         lines.append(f"| {name} | {s['n_volumes']} | {_fmt(s.get('features'))} | {_fmt(s.get('cnn'))} | "
                      f"{_fmt(null.get('features'))} / {_fmt(null.get('cnn'))} |")
+    if report.get("not_meaningful"):
+        lines += ["", f"**Not meaningful**: too few lesions ({report['n_real']} real from {report['real_groups']} "
+                  "patients) for the classifier to learn anything in its training folds; such an AUC is 0.5 by "
+                  "construction and says nothing about realism (the per-feature AUCs below need no training):", ""]
+        lines += [f"- {line}" for line in report["not_meaningful"]]
+    reduced = sorted({(label, t["folds"]) for label, t in _all_tests(report) if t.get("folds")})
+    if reduced:
+        lines += ["", f"Fewer folds than the {report['config'].get('folds')} asked (too few patients or donors): "
+                  + ", ".join(f"{label}: {k}" for label, k in reduced) + "."]
     for name, s in report["sets"].items():
         lines += ["", f"What gives **{name}** away (median real vs generated; AUC of the feature alone):", "",
                   "| feature | real | generated | AUC alone |", "|---|---|---|---|"]

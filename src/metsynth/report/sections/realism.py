@@ -34,7 +34,10 @@ def realism_section(run: "RunData") -> Section:
 
 
 def _auc_cell(t: dict[str, Any] | None) -> str:
-    """One cross-validated test: AUC [95% bootstrap interval]; '-' where it did not run."""
+    """One cross-validated test: AUC [95% bootstrap interval]; '-' where it did not run, 'not meaningful'
+    where its classifier learned nothing (too few lesions: realism.measure)."""
+    if t and t.get("not_meaningful"):
+        return "not meaningful"
     if not t or t.get("auc") is None:
         return "-"
     ci = t.get("ci95") or [None, None]
@@ -43,6 +46,8 @@ def _auc_cell(t: dict[str, Any] | None) -> str:
 
 def _null_features_cell(t: dict[str, Any] | None) -> str:
     """A feature null control: median over random splits with the range over them (not an interval)."""
+    if t and t.get("not_meaningful"):
+        return "not meaningful"
     if not t or t.get("auc") is None:
         return "-"
     ci = t.get("ci95") or [None, None]
@@ -86,7 +91,8 @@ def _realism_table(report: dict[str, Any]) -> str:
               f"patches ({fmt(cfg.get('patch_mm'), 0)} mm), trained from scratch. Null controls: the same test between "
               f"random halves of one set, the AUC chance alone gives with these sizes; features: median over "
               f"{splits} split(s) with the range over them (not a confidence interval); CNN: one split, with its "
-              "95% bootstrap interval. -: not run.</p>"
+              "95% bootstrap interval. -: not run; not meaningful: too few lesions for the classifier to learn "
+              "anything (realism.json says how many it needs).</p>"
             + (f'<p class="tablenote"><b>{cnn_null_sentence(report)}</b></p>' if cnn_null_sentence(report) else ""))
 
 
