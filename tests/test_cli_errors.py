@@ -40,6 +40,8 @@ def root(tmp_path_factory) -> Path:
     # a manifest saved as Latin-1 (an accented name)
     text = (root / "cohort" / "cohort.yaml").read_text(encoding="utf-8").replace("name: tiny", "name: Hôpital", 1)
     (root / "cohort" / "latin1.yaml").write_bytes(text.encode("latin-1"))
+    # an image where a manifest is expected, under the manifest's kind of name
+    (root / "scan.yaml").write_bytes((root / "cohort" / "images" / "M01.nii.gz").read_bytes())
     (root / "bad-syntax.yaml").write_text("start_timestep: [1, 2\nddim_steps: 3\n")
     (root / "python-tag.yaml").write_text("start_timestep: !!python/object/apply:os.system ['echo hi']\n")
     # a bank whose bank.json was cut short (a crash or a full disk during an older write)
@@ -175,6 +177,15 @@ CASES = [
          ["{root}/cohort/latin1.yaml", "not UTF-8", "save the file as UTF-8"]),
     Case("manifest-not-utf8-prepare", ["prepare", "{root}/cohort/latin1.yaml", "-o", "{root}/prepared"],
          ["{root}/cohort/latin1.yaml", "not UTF-8", "save the file as UTF-8"]),
+    Case("manifest-is-an-image", ["cohort", "check", "{root}/cohort/images/M01.nii.gz"],
+         ["{root}/cohort/images/M01.nii.gz is an image, not a cohort manifest", "see `metsynth cohort --help`"]),
+    Case("manifest-is-an-image-named-yaml", ["prepare", "{root}/scan.yaml", "-o", "{root}/prepared"],
+         ["{root}/scan.yaml is an image, not a cohort manifest (a YAML file listing cases)"]),
+    Case("splits-too-few-cases-for-folds", ["splits", "{root}/cohort/cohort.yaml", "-o", "{root}/new-splits.json",
+                                            "--folds", "5"],
+         ["cohort 'tiny' has 2 patient groups for --folds 5", "lower --folds to at most 2"]),
+    Case("femur-image-not-found", ["femur", "{root}/no-such-ct.nii.gz", "-o", "{root}/femur.nii.gz"],
+         ["file not found: {root}/no-such-ct.nii.gz; check the path"]),
     Case("harmonize-config-yaml-syntax", ["harmonize", "{root}/synthetic", "-c", "{root}/model.pt", "-o",
                                           "{root}/harmonized", "--preset", "tiny",
                                           "--config", "{root}/bad-syntax.yaml"],
@@ -252,3 +263,19 @@ def test_errors_keep_one_traceback_file_not_one_each(tmp_path, monkeypatch):
     assert paths[0] == paths[1] and Path(paths[0]).parent == tmp_path
     assert "second.yaml" in Path(paths[1]).read_text() and "first.yaml" not in Path(paths[1]).read_text()
     assert [p.name for p in tmp_path.iterdir()] == [Path(paths[0]).name]
+
+
+def test_missing_input_file_is_named_as_given_and_absolute(root: Path, monkeypatch: pytest.MonkeyPatch):
+    """No manifest involved: 'file not found: X' with X as typed and its absolute form, no hint
+    about manifests, and the splits error names the flags (not the study's config keys)."""
+    monkeypatch.chdir(root)
+    before = snapshot(root)
+    result = CliRunner().invoke(app, ["--quiet", "femur", "cohort/images/nope.nii.gz", "-o", "f.nii.gz"])
+    assert result.exit_code == 2
+    line = next(line for line in result.output.splitlines() if line.startswith("error:"))
+    assert line == (f"error: file not found: cohort/images/nope.nii.gz (absolute path {root}/cohort/images/"
+                    "nope.nii.gz); check the path"), line
+    result = CliRunner().invoke(app, ["--quiet", "splits", "cohort/cohort.yaml", "-o", "s.json", "--folds", "3"])
+    assert result.exit_code == 2 and "--folds" in result.output
+    assert "n_folds" not in result.output and "group_by" not in result.output, result.output
+    assert snapshot(root) == before

@@ -178,3 +178,37 @@ def test_image_cut_short_is_a_problem_not_zeros(tiny_cohort):
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "M01.nii.gz: the file is incomplete" in result.output and "copy or export it again" in result.output
     assert snapshot(tiny_cohort.parent) == before
+
+
+@pytest.mark.parametrize("name, content", [
+    ("M01.nii.gz", "gz"),     # by its suffix
+    ("scan.yaml", "gz"),      # a .nii.gz under a manifest's name: by its gzip + NIfTI bytes
+    ("scan.dat", "nii"),      # an uncompressed NIfTI: by its magic
+])
+def test_an_image_given_as_manifest_is_named_as_such(tiny_cohort, tmp_path, name, content):
+    import gzip
+
+    data = (tiny_cohort.parent / "images" / "M01.nii.gz").read_bytes()
+    path = tmp_path / name
+    path.write_bytes(data if content == "gz" else gzip.decompress(data))
+    with pytest.raises(InputError) as err:
+        load_cohort(path)
+    assert str(err.value) == (f"{path} is an image, not a cohort manifest (a YAML file listing cases); give the "
+                              "cohort.yaml instead (see `metsynth cohort --help`)")
+
+
+def test_other_binary_given_as_manifest(tmp_path):
+    (tmp_path / "notes.gz").write_bytes(__import__("gzip").compress(b"name: x\n"))
+    with pytest.raises(InputError, match=r"notes.gz is a gzip-compressed file, not a cohort manifest"):
+        load_cohort(tmp_path / "notes.gz")
+    (tmp_path / "utf16.yaml").write_bytes("name: x\n".encode("utf-16"))  # text, told to save it as UTF-8
+    with pytest.raises(InputError, match="not UTF-8"):
+        load_cohort(tmp_path / "utf16.yaml")
+
+
+def test_missing_file_of_a_manifest_names_the_manifest(tiny_cohort):
+    edit_manifest(tiny_cohort, lambda d: d["cases"][1].update(image="scans/M01.nii.gz"))
+    with pytest.raises(InputError) as err:
+        check_cohort(load_cohort(tiny_cohort))
+    assert (f"case M01: {tiny_cohort.parent}/scans/M01.nii.gz: file not found; check the path ('scans/M01.nii.gz' "
+            f"in {tiny_cohort} is relative to the manifest's folder)") in str(err.value)

@@ -342,3 +342,42 @@ def test_torch_exports_of_the_same_weights_are_the_same_bytes(tmp_path):
     assert file_sha256(first) == file_sha256(second)
     again = torch.load(first, weights_only=True)
     assert torch.equal(again["w"], state["w"]) and not list(tmp_path.glob("*/.tmp-*"))
+
+
+def test_grid_mismatch_names_the_mask_first_in_itk_xyz_order():
+    """The message lists the values in the order its sentence names them, labelled, in ITK's (x, y, z)
+    order: a shift in x (the last array axis) reads as a shift in x, as in ITK / 3D Slicer."""
+    img = make_volume(spacing=(1.0, 0.8, 0.7), origin=(5.0, -10.0, 20.0))  # (z, y, x)
+    mask = img.with_array((img.array > 500).astype(np.uint8))
+    moved = Volume(mask.array, img.spacing, (5.0, -10.0, 35.0))  # x moved by 15 mm
+    with pytest.raises(InputError) as err:
+        as_mask(moved, img, what="lesion mask (reference, round 1)")
+    text = str(err.value)
+    assert "origin (x, y, z) mm: lesion mask (35, -10, 5) vs image (20, -10, 5)" in text, text
+    assert "\n" not in text
+    thick = Volume(mask.array, (2.5, 0.8, 0.7), img.origin)
+    with pytest.raises(InputError, match=r"spacing \(x, y, z\) mm: femur mask \(0\.7, 0\.8, 2\.5\) vs image "
+                                         r"\(0\.7, 0\.8, 1\)"):
+        as_mask(thick, img, what="femur mask")
+    small = Volume(mask.array[:-1], img.spacing, img.origin)
+    with pytest.raises(InputError, match=r"shape \(x, y, z\) voxels: mask \(32, 28, 23\) vs image \(32, 28, 24\)"):
+        as_mask(small, img, what="mask")
+    # without names: the volumes' file names label the values, still in (x, y, z) order
+    a = Volume(mask.array, img.spacing, img.origin, path="/d/M01.nii.gz")
+    b = Volume(mask.array, img.spacing, (5.0, -10.0, 35.0), path="/d/M01_seg.nii.gz")
+    assert a.grid_mismatch(b) == "origin (x, y, z) mm: M01.nii.gz (20, -10, 5) vs M01_seg.nii.gz (35, -10, 5)"
+
+
+def test_missing_file_given_directly_is_named_as_given_and_absolute(tmp_path, monkeypatch):
+    """A file given on the command line (no manifest): 'file not found: X' with X as given and its
+    absolute form, and no hint about manifests."""
+    from metsynth.volume import check_readable
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError) as err:
+        check_readable("scans/nope.nii.gz", "femur mask of 'H001'")
+    text = str(err.value)
+    assert text.startswith(f"file not found: scans/nope.nii.gz (absolute path {tmp_path}/scans/nope.nii.gz)"), text
+    assert "femur mask of 'H001'" in text and "manifest" not in text
+    with pytest.raises(InputError, match=rf"^file not found: {tmp_path}/nope.nii.gz; check the path$"):
+        Volume.read(tmp_path / "nope.nii.gz")

@@ -35,7 +35,7 @@ from pydantic import Field, field_validator, model_validator
 from .config import Settings, read_yaml
 from .errors import InputError
 from .fileio import write_text
-from .volume import Volume, as_mask, check_finite
+from .volume import Volume, as_mask, check_finite, note_manifest_path
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,54 @@ class Cohort(Settings):
         return write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
+# Image files a manifest is easily confused with (a NIfTI given where cohort.yaml is expected)
+_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".img", ".hdr")
+
+
+def _image_kind(path: Path) -> str | None:
+    """What kind of image (or binary) file ``path`` is, from its suffix or first bytes; ``None``
+    for anything else (text, to be read as YAML)."""
+    name = path.name.lower()
+    if any(name.endswith(s) for s in _IMAGE_SUFFIXES):
+        return "an image"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(352)
+    except OSError:
+        return None
+    if head[:2] == b"\x1f\x8b":  # gzip: a .nii.gz (or another compressed file) under another name
+        import gzip
+        import zlib
+
+        try:
+            with gzip.open(path, "rb") as fh:
+                inner = fh.read(352)
+        except (OSError, EOFError, zlib.error):
+            inner = b""
+        return "an image" if _is_image_header(inner) else "a gzip-compressed file"
+    if _is_image_header(head):
+        return "an image"
+    if b"\0" in head and not head.startswith((b"\xff\xfe", b"\xfe\xff")):  # (not UTF-16 text)
+        return "a binary file"
+    return None
+
+
+def _is_image_header(head: bytes) -> bool:
+    """NIfTI-1/-2, DICOM, NRRD or MetaImage, from a file's first bytes."""
+    return (head[344:348] in (b"n+1\0", b"ni1\0") or head[4:8] in (b"n+2\0", b"ni2\0")
+            or head[128:132] == b"DICM" or head.startswith(b"NRRD000")
+            or head.lstrip().startswith((b"ObjectType = Image", b"NDims = ")))
+
+
+def _refuse_image(path: Path) -> None:
+    """One clear line where an image (or another binary file) is given for a manifest, rather
+    than a YAML or UTF-8 error about its bytes."""
+    kind = _image_kind(path)
+    if kind is not None:
+        raise InputError(f"{path} is {kind}, not a cohort manifest (a YAML file listing cases); give the "
+                         "cohort.yaml instead (see `metsynth cohort --help`)")
+
+
 def load_cohort(path: str | os.PathLike) -> Cohort:
     """Read and structurally validate a manifest; resolve its paths against its folder."""
     path = Path(path)
@@ -148,6 +196,7 @@ def load_cohort(path: str | os.PathLike) -> Cohort:
     if not path.is_file():
         raise InputError(f"{path}: cohort manifest not found; create one (see README, 'Bring your own "
                          "data') or generate the phantom with `metsynth phantom`")
+    _refuse_image(path)
     data = read_yaml(path, error=InputError)
     if "cases" not in data or not isinstance(data["cases"], list) or not data["cases"]:
         raise InputError(f"{path}: the manifest needs a non-empty 'cases:' list")
@@ -157,13 +206,13 @@ def load_cohort(path: str | os.PathLike) -> Cohort:
             raise InputError(f"{path}: case #{i + 1} is not a mapping of keys (id, image, role, ...)")
         for key in ("image", "femur_mask"):
             if raw.get(key):
-                raw[key] = _absolute(raw[key], base)
+                raw[key] = _absolute(raw[key], base, path)
         masks = raw.get("lesion_masks") or []
         if isinstance(masks, (str, dict)):
             masks = [masks]
         raw["lesion_masks"] = [
-            {**m, "path": _absolute(m["path"], base)} if isinstance(m, dict) and "path" in m
-            else {"path": _absolute(m, base)} if isinstance(m, str) else m
+            {**m, "path": _absolute(m["path"], base, path)} if isinstance(m, dict) and "path" in m
+            else {"path": _absolute(m, base, path)} if isinstance(m, str) else m
             for m in masks
         ]
     cohort = Cohort.from_dict(data, source=str(path), error=InputError)
@@ -292,11 +341,16 @@ def _progress(items, enabled: bool, desc: str):
     return tqdm(items, desc=desc, unit="case")
 
 
-def _absolute(value: Any, base: Path) -> Any:
+def _absolute(value: Any, base: Path, manifest: Path | None = None) -> Any:
+    """A path of the manifest made absolute (relative to the manifest's folder ``base``); remembered
+    so that a missing file is reported as one the manifest names (:func:`metsynth.volume.check_readable`)."""
     if not isinstance(value, (str, os.PathLike)):
         return value
     p = Path(os.path.expanduser(os.fspath(value)))
-    return p if p.is_absolute() else base / p
+    out = p if p.is_absolute() else base / p
+    if manifest is not None:
+        note_manifest_path(out, manifest, os.fspath(value))
+    return out
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -35,7 +35,8 @@ from .boxed import BOX_NOTE, companion_path, is_boxed, read_boxed
 from .dicom import _read_dicom_series
 from .errors import InputError
 from .fileio import DiskFullError, WriteError, atomic_path, free_bytes
-from .imagefiles import READABLE_SUFFIXES, WRITABLE_SUFFIXES, _has_suffix, check_readable
+from .imagefiles import READABLE_SUFFIXES, WRITABLE_SUFFIXES, _has_suffix
+from .imagefiles import check_readable as _check_readable
 from .nifti import (
     IMAGE_STORAGES,
     IntensityScale,
@@ -148,16 +149,23 @@ class Volume:
         return self.direction.T.copy()
 
     # ----------------------------------------------------------------- grids
-    def grid_mismatch(self, other: "Volume") -> str | None:
-        """``None`` if both volumes share a grid, else a sentence saying what differs."""
+    def grid_mismatch(self, other: "Volume", names: tuple[str, str] | None = None) -> str | None:
+        """``None`` if both volumes share a grid, else a phrase saying what differs.
+
+        Values are labelled (``names``: what to call this volume and ``other``, in that order;
+        by default their file names) and listed in ITK's ``(x, y, z)`` order, as ITK, 3D Slicer
+        and nnU-Net show them, e.g. ``origin (x, y, z) mm: mask (0, 0, 5) vs image (0, 0, 0)``.
+        Name the volumes in the order the caller's sentence names them.
+        """
+        a, b = names if names is not None else _default_names(self, other)
         if self.shape != other.shape:
-            return f"shape {self.shape} vs {other.shape}"
+            return f"shape (x, y, z) voxels: {a} {_xyz(self.shape, '{}')} vs {b} {_xyz(other.shape, '{}')}"
         if not np.allclose(self.spacing, other.spacing, rtol=SPACING_RTOL, atol=0):
-            return f"spacing {_fmt(self.spacing)} vs {_fmt(other.spacing)} mm"
+            return f"spacing (x, y, z) mm: {a} {_xyz(self.spacing)} vs {b} {_xyz(other.spacing)}"
         if not np.allclose(self.origin, other.origin, rtol=0, atol=ORIGIN_ATOL_MM):
-            return f"origin {_fmt(self.origin)} vs {_fmt(other.origin)} mm"
+            return f"origin (x, y, z) mm: {a} {_xyz(self.origin)} vs {b} {_xyz(other.origin)}"
         if not np.allclose(self.direction, other.direction, rtol=0, atol=DIRECTION_ATOL):
-            return "direction cosines differ"
+            return f"direction cosines differ between {a} and {b}"
         return None
 
     def same_grid(self, other: "Volume") -> bool:
@@ -344,6 +352,50 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], int]:
     return tuple(int(n) for n in reversed(reader.GetSize())), int(itemsize * reader.GetNumberOfComponents())
 
 
+# Paths read from a manifest (absolute) -> (the manifest, the path as the manifest writes it), so that a
+# missing one is reported with the manifest's rules and a missing file given on the command line is not
+_MANIFEST_PATHS: dict[str, tuple[str, str]] = {}
+
+
+def note_manifest_path(path: str | os.PathLike, manifest: str | os.PathLike, written: str) -> None:
+    """Remember that ``path`` comes from ``manifest``, where it is written ``written``
+    (:func:`metsynth.cohort.load_cohort` calls it for every file a manifest names)."""
+    _MANIFEST_PATHS[os.fspath(path)] = (os.fspath(manifest), written)
+
+
+def check_readable(path: str | os.PathLike, what: str = "") -> None:
+    """Raise InputError unless ``path`` exists and is a kind :meth:`Volume.read` reads (cheap: no
+    pixel data is read). ``what`` names the input in the message, e.g. "image of 'M001'".
+
+    A missing file named by a manifest is reported with the manifest and how it writes the path; one
+    given directly (the command line) as ``file not found: PATH`` with its absolute form."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(_not_found(p, what))
+    _check_readable(path, what)
+
+
+def _not_found(path: Path, what: str) -> str:
+    listed = _MANIFEST_PATHS.get(os.fspath(path))
+    if listed is not None:
+        manifest, written = listed
+        where = f"{path}: {what + ' ' if what else ''}"
+        if Path(os.path.expanduser(written)).is_absolute():
+            return f"{where}file not found; check the path (as written in {manifest})"
+        return f"{where}file not found; check the path ({written!r} in {manifest} is relative to the manifest's folder)"
+    if path.is_symlink():
+        return (f"file not found: {path} is a link to {os.readlink(path)}, which does not exist"
+                + (f" (the {what})" if what else "") + "; fix the link or give the file itself")
+    absolute = Path(os.path.abspath(path))
+    text = f"file not found: {path}" + (f" (absolute path {absolute})" if str(absolute) != str(path) else "")
+    if what:
+        text += f", given as the {what}"
+    folder = next((f for f in absolute.parents if f.exists()), None)
+    if folder is not None and folder != absolute.parent:
+        text += f"; the folder {absolute.parent} does not exist either"
+    return text + "; check the path"
+
+
 def check_finite(volume: Volume, what: str = "image") -> None:
     """Raise if the volume holds NaN or infinite values."""
     if np.issubdtype(volume.array.dtype, np.floating):
@@ -360,7 +412,7 @@ def check_finite(volume: Volume, what: str = "image") -> None:
 def as_mask(volume: Volume, reference: Volume | None = None, what: str = "mask") -> Volume:
     """Check a binary mask (values {0, 1} or bool) on the reference grid; return it as uint8."""
     if reference is not None:
-        diff = reference.grid_mismatch(volume)
+        diff = volume.grid_mismatch(reference, names=(_short(what), "image"))
         aligned = volume.aligned_to(reference) if diff is not None else volume
         if aligned is not None:
             volume, diff = aligned, None
@@ -418,11 +470,29 @@ def _check_written(file: Path, target: Path, volume: Volume) -> None:
         "check the disk (free space, quota, a failing or network drive) or choose another --out")
 
 
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+def _xyz(values, fmt: str = "{:.4g}") -> str:
+    """``values`` given in array order ``(z, y, x)``, shown in ITK's ``(x, y, z)`` order."""
+    return "(" + ", ".join(fmt.format(v) for v in reversed(tuple(values))) + ")"
+
+
+def _short(what: str) -> str:
+    """``'lesion mask (reference, round 1)'`` -> ``'lesion mask'``; ``'prediction of case M01'`` ->
+    ``'prediction'``: how a grid message labels a mask's values."""
+    return what.split(" (")[0].split(" of ")[0].strip() or "mask"
+
+
+def _default_names(a: Volume, b: Volume) -> tuple[str, str]:
+    """Labels for two volumes in a grid message: their file names, or more of their paths where
+    the file names are the same (``imagesTr/x.nii.gz`` vs ``labelsTr/x.nii.gz``)."""
+    if a.path is None or b.path is None:
+        return (Path(a.path).name if a.path is not None else "first volume",
+                Path(b.path).name if b.path is not None else "second volume")
+    pa, pb = Path(a.path), Path(b.path)
+    return (pa.name, pb.name) if pa.name != pb.name else (str(pa), str(pb))
 
 
 __all__ = [
     "IMAGE_STORAGES", "READABLE_SUFFIXES", "WRITABLE_SUFFIXES", "IntensityScale", "NiftiLayout", "Volume", "as_mask",
-    "check_finite", "check_readable", "nifti_complete", "nifti_layout", "read_header", "read_volume", "storage_scale",
+    "check_finite", "check_readable", "nifti_complete", "nifti_layout", "note_manifest_path", "read_header",
+    "read_volume", "storage_scale",
 ]

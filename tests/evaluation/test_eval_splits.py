@@ -208,3 +208,22 @@ def test_a_healthy_femur_of_a_tested_patient_feeds_no_training_of_that_fold():
     again = Splits.from_dict(splits.to_dict())
     assert again.patients == splits.patients
     assert make_splits(cohort, n_folds=3, seed=0, group_by=None).patients == {}
+
+
+def test_too_few_groups_names_config_keys_or_cli_flags():
+    """The study's config keys by default; the command's flags when the command line asks."""
+    from metsynth.evaluation.splits import CLI_NAMES
+
+    cohort = make_cohort(n_metastatic=6, patients=[f"P{i // 2}" for i in range(6)])  # 3 patients, 6 cases
+    with pytest.raises(ConfigError) as err:
+        make_splits(cohort, n_folds=5)
+    assert str(err.value).endswith("has 3 patient groups for n_folds=5; lower n_folds to at most 3, or use "
+                                   "group_by: null (up to 6 folds; the cases of one patient may then be split "
+                                   "over folds)"), str(err.value)
+    with pytest.raises(ConfigError) as err:
+        make_splits(cohort, n_folds=5, names=CLI_NAMES)
+    text = str(err.value)
+    assert "for --folds 5; lower --folds to at most 3, or use --group-by none (up to 6 folds" in text, text
+    assert "n_folds" not in text and "group_by" not in text
+    with pytest.raises(ConfigError, match=r"6 metastatic cases for --folds 7; lower --folds to at most 6$"):
+        make_splits(cohort, n_folds=7, group_by=None, names=CLI_NAMES)

@@ -392,3 +392,28 @@ def test_an_image_cut_short_under_its_final_name_is_redone(reference, toy_cohort
     summary = run_synthesis(toy_cohort, toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
     assert summary.done_now == 1
     assert snapshot(out) == snapshot(reference)
+
+
+def test_a_healthy_image_with_nan_is_one_line_before_any_attempt(toy_cohort, toy_bank, tmp_path, monkeypatch):
+    """A bad healthy file is checked once, before the attempts: one line naming the case and the file
+    (not one failure per attempt), and nothing is written."""
+    import metsynth.cohort as cohort_module
+    from metsynth.errors import InputError
+
+    cohort = tmp_path / "cohort"
+    shutil.copytree(toy_cohort.parent, cohort)
+    image = cohort / "images" / "H01.nii.gz"
+    vol = Volume.read(image)
+    array = vol.array.astype(np.float32)
+    array[1, 2, 3] = np.nan
+    vol.with_array(array).write(image)
+    loads = []
+    real = cohort_module.load_case
+    monkeypatch.setattr(cohort_module, "load_case", lambda case, *a, **k: loads.append(case.id) or real(case, *a, **k))
+    out = tmp_path / "run"
+    with pytest.raises(InputError) as err:
+        run_synthesis(cohort / "cohort.yaml", toy_bank, out, SynthesisConfig(repeats=REPEATS), progress=False)
+    text = str(err.value)
+    assert text.startswith(f"healthy case H01: {image}: image has 1 NaN or infinite voxels") and "\n" not in text, text
+    assert sorted(loads) == ["H00", "H01"]  # each healthy case opened once
+    assert not out.exists()

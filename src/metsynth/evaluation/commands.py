@@ -40,11 +40,12 @@ def splits(
     for other cases or settings is refused, never recomputed silently.
     """
     from ..config import look_up_option
-    from .splits import load_or_make_splits
+    from .splits import CLI_NAMES, load_or_make_splits
 
     look_up_option(group_by, ["patient", "centre", "none"], "--group-by value")
-    result = load_or_make_splits(out, cohort, n_folds=folds, seed=seed,
-                                 group_by=None if group_by == "none" else group_by)  # type: ignore[arg-type]
+    result = load_or_make_splits(out, cohort, n_folds=folds, seed=seed,  # errors name --folds, --group-by
+                                 group_by=None if group_by == "none" else group_by,  # type: ignore[arg-type]
+                                 names=CLI_NAMES)
     for fold in range(result.n_folds):
         typer.echo(f"fold {fold}: test {', '.join(result.test(fold))}")
     if result.test_only:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,24 @@ if TYPE_CHECKING:
     from ..cohort import Cohort
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SettingNames:
+    """How an error message names the fold settings: the study's config keys (the default), or a
+    command's flags (:data:`CLI_NAMES`), so that the fix it asks for is one the user can type."""
+
+    n_folds: str = "n_folds"
+    group_by: str = "group_by"
+    no_groups: str = "group_by: null"  # the setting that turns grouping off
+
+    def value(self, name: str, value: object) -> str:
+        """``n_folds=5`` for a config key, ``--folds 5`` for a flag."""
+        return f"{name} {value}" if name.startswith("-") else f"{name}={value}"
+
+
+CONFIG_NAMES = SettingNames()
+CLI_NAMES = SettingNames("--folds", "--group-by", "--group-by none")
 
 
 def _as_cohort(cohort: "Cohort | str | os.PathLike") -> "Cohort":
@@ -65,20 +84,26 @@ def _case_groups(cohort: "Cohort", group_by: GroupBy | None) -> dict[str, str]:
 
 
 def make_splits(
-    cohort: "Cohort | str | os.PathLike", n_folds: int = 5, seed: int = 0, group_by: GroupBy | None = "patient"
+    cohort: "Cohort | str | os.PathLike", n_folds: int = 5, seed: int = 0, group_by: GroupBy | None = "patient",
+    names: SettingNames = CONFIG_NAMES,
 ) -> Splits:
-    """Assign the cohort's metastatic cases to ``n_folds`` folds (deterministic in ``seed``)."""
+    """Assign the cohort's metastatic cases to ``n_folds`` folds (deterministic in ``seed``).
+    ``names``: how errors name the settings (config keys by default; :data:`CLI_NAMES` for flags)."""
     cohort = _as_cohort(cohort)
     if n_folds < 2:
-        raise ConfigError(f"n_folds must be at least 2, got {n_folds}")
+        raise ConfigError(f"{names.n_folds} must be at least 2, got {n_folds}")
     groups = _case_groups(cohort, group_by)
     members: dict[str, list[str]] = {}
     for cid, g in groups.items():
         members.setdefault(g, []).append(cid)
     if len(members) < n_folds:
         what = f"{group_by} groups" if group_by else "metastatic cases"
-        raise ConfigError(f"cohort {cohort.name!r} has {len(members)} {what} for n_folds={n_folds}; "
-                          f"lower n_folds to at most {len(members)}" + (" or drop group_by" if group_by else ""))
+        fix = f"lower {names.n_folds} to at most {len(members)}" if len(members) >= 2 else "add metastatic cases"
+        if group_by and len(groups) > len(members):  # ungrouped, more folds can be made
+            fix += (f", or use {names.no_groups} (up to {len(groups)} folds; the cases of one {group_by} "
+                    "may then be split over folds)")
+        raise ConfigError(f"cohort {cohort.name!r} has {len(members)} {what} for "
+                          f"{names.value(names.n_folds, n_folds)}; {fix}")
     rng = np.random.default_rng(seed)
     names = sorted(members)
     order = [names[i] for i in rng.permutation(len(names))]
@@ -111,16 +136,18 @@ def load_or_make_splits(
     n_folds: int = 5,
     seed: int = 0,
     group_by: GroupBy | None = "patient",
+    names: SettingNames = CONFIG_NAMES,
 ) -> Splits:
     """Reload ``path`` if it exists and matches the request; else make the splits and save them.
 
     A file made for other cases, another seed, fold count or grouping raises a ConfigError (the
-    folds are never recomputed silently: models of one study must share them).
+    folds are never recomputed silently: models of one study must share them). ``names``: how
+    errors name the settings (config keys by default; :data:`CLI_NAMES` for the command's flags).
     """
     path = Path(path)
     cohort = _as_cohort(cohort)
     if not path.exists():
-        splits = make_splits(cohort, n_folds, seed, group_by)
+        splits = make_splits(cohort, n_folds, seed, group_by, names=names)
         splits.save(path)
         log.info("wrote %s (%d folds, seed %d)", path, n_folds, seed)
         return splits
@@ -197,6 +224,6 @@ def held_out_cases(path: str | os.PathLike, fold: int,
     return split_obj, sorted(set(split_obj.test(fold)) | set(split_obj.test_only))
 
 
-__all__ = ["LeakageReport", "SplitConfig", "Splits", "check_no_leakage", "check_splits_match", "held_out_cases",
-           "leakage_filter", "load_fold_splits", "load_or_make_splits", "load_splits", "make_splits", "read_index",
-           "training_index"]
+__all__ = ["CLI_NAMES", "CONFIG_NAMES", "LeakageReport", "SettingNames", "SplitConfig", "Splits", "check_no_leakage",
+           "check_splits_match", "held_out_cases", "leakage_filter", "load_fold_splits", "load_or_make_splits",
+           "load_splits", "make_splits", "read_index", "training_index"]

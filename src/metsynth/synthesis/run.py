@@ -196,6 +196,10 @@ def run_synthesis(
     check_bank_matches(bank, cohort, manifest, allow_unprepared=allow_unprepared)
     out = Path(out_dir)
     _check_output_fits(out, healthy, len(bank), config, force or replace_other, [e.bbox for e in bank.entries])
+    # each healthy case's files are checked once here, before anything is written: a bad file is one
+    # line, not one failure per attempt (and a refused run leaves the folder as it was)
+    _check_healthy_cases(manifest, healthy, out, [e.id for e in bank.entries], config.repeats,
+                         every=force or replace_other, progress=progress)
     intensity = cohort_intensity(cohort)
     # int16 storage: one HU per step of the window the cohort was prepared with (raw HU cohort: 1 HU)
     scale = storage_scale(config.image_storage, intensity["hu_window"])
@@ -243,6 +247,37 @@ def run_synthesis(
 
         raise TasksFailed(results.failures, len(tasks), "synthesis tasks")
     return summary
+
+
+def _check_healthy_cases(manifest: Path, healthy: list, out: Path, lesion_ids: list[str], repeats: int,
+                         every: bool, progress: bool = False) -> None:
+    """Open the image and femur mask of each healthy case that has attempts left to do (every case
+    when ``every``: a run with ``force`` redoes them all) with every content check (readable, 3D,
+    finite, mask binary, on the image's grid, not empty); raise one InputError, one line per bad case.
+
+    Reads only. An attempt counts as done when its sidecar exists (a cheap test: the run itself
+    then checks each sidecar)."""
+    from ..cohort import load_case
+
+    sidecars = out / "sidecars"
+    pending = [case for case in healthy if every or not all(
+        (sidecars / f"{volume_id(case.id, lid, r)}.json").is_file() for lid in lesion_ids for r in range(repeats))]
+    problems = []
+    if progress and len(pending) > 1:
+        from tqdm import tqdm
+
+        pending = tqdm(pending, desc="checking healthy cases", unit="case", leave=False)  # gone once done
+    for case in pending:
+        try:
+            load_case(case, lesion=False)
+        except InputError as err:
+            text = str(err)
+            problems.append(text if text.startswith(f"case {case.id}") else f"healthy case {case.id}: {text}")
+    if len(problems) == 1:
+        raise InputError(problems[0])
+    if problems:
+        raise InputError(f"{manifest}: {len(problems)} healthy cases cannot be used (nothing was synthesized; fix "
+                         "them, or remove them from the manifest):\n  " + "\n  ".join(problems))
 
 
 def _summarize(out: Path, index: Path, done_before: int, done_now: int, failures: list[TaskFailure],
