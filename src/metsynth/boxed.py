@@ -138,7 +138,7 @@ def write_boxed(volume: Volume, base_path: str | os.PathLike, path: str | os.Pat
     base_path, path = Path(base_path), Path(path)
     _check_base_kind(base_path, path)
     base = base_volume(base_path, type(volume).read)
-    diff = base.grid_mismatch(volume)
+    diff = volume.grid_mismatch(base, names=("volume", "base"))
     if diff is not None:
         raise InputError(f"{path}: cannot store it as a box over {base_path}: not on its grid ({diff})")
     lo, hi = changed_box(np.asarray(volume.array, dtype=np.result_type(volume.array, base.array)),
@@ -207,7 +207,7 @@ def read_boxed(path: str | os.PathLike, read_box: Any, read_base: Any) -> Volume
     if tuple(record["shape"]) != base.shape or box.shape != tuple(int(n) for n in hi - lo) or np.any(hi > base.shape):
         raise InputError(f"{path}: its shape {box.shape} does not match its record {record_path.name} (box "
                          f"{record['box_shape']} at {record['offset']} in {record['shape']}); {_REMAKE}")
-    diff = base.crop(lo, hi).grid_mismatch(box)
+    diff = box.grid_mismatch(base.crop(lo, hi), names=("box", "its place in the base"))
     if diff is not None:
         raise InputError(f"{path}: the box is not where its record puts it in {base_path} ({diff}); {_REMAKE}")
     array = base.array.astype(np.result_type(base.array, box.array), copy=True)

@@ -470,6 +470,9 @@ def test_an_unusable_real_case_writes_nothing_and_the_corrected_rerun_trains(tmp
     out = tmp_path / "run"
     error = _one_error_line(_train_cli(manifest, out))
     assert str(target) in error and "real/M01" in error
+    if spoil != "nan image":  # the label's values first, as the sentence names it, in ITK's (x, y, z) order
+        shape = tuple(reversed(Volume.read(target).shape))
+        assert f"shape (x, y, z) voxels: label {shape}".replace(",)", ")") in error.replace(",)", ")")
     assert not out.exists()
     target.write_bytes(good)  # corrected: the rerun trains
     result = _train_cli(manifest, out)

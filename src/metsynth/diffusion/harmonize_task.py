@@ -59,8 +59,9 @@ def _run_task(task: HarmonizeTask) -> dict[str, Any]:
     label = None
     if item.label is not None:
         label = Volume.read(item.label)
-        if label.grid_mismatch(image):
-            raise InputError(f"{item.label}: label is not on the grid of {item.image} ({label.grid_mismatch(image)})")
+        diff = label.grid_mismatch(image, names=("label", "image"))
+        if diff:
+            raise InputError(f"{item.label}: label is not on the grid of {item.image} ({diff})")
     elif config.region == "lesion":
         raise InputError(f"volume {item.volume_id}: no label file (labels/{item.volume_id}.nii.gz); region "
                          "'lesion' needs it (or use region 'volume')")

@@ -26,7 +26,7 @@ def _as_array_and_spacing(
 
     spacings = []
     if isinstance(pred, Volume) and isinstance(truth, Volume):
-        diff = truth.grid_mismatch(pred)
+        diff = pred.grid_mismatch(truth, names=("prediction", "ground truth"))
         if diff is not None:
             raise InputError(
                 f"prediction {pred.name} and ground truth {truth.name} are not on the same grid ({diff}); "

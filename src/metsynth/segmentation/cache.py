@@ -107,7 +107,7 @@ def _read_checked(item: TrainingVolume) -> tuple[np.ndarray, np.ndarray]:
     grid, the image finite. Raises :class:`InputError` naming the volume, the file and the fix."""
     image = Volume.read(item.image)
     label = Volume.read(item.label)
-    diff = image.grid_mismatch(label)
+    diff = label.grid_mismatch(image, names=("label", "image"))
     if diff is not None:
         raise InputError(f"{item.label}: label of training volume {item.key} is not on the grid of its image "
                          f"{item.image} ({diff}); masks must share the image's grid (fix the mask, or rerun "

@@ -96,7 +96,7 @@ def postprocess(mask: Volume, femur: Volume | None = None, config: PostprocessCo
         if femur is None:
             log.warning("%s: no femur mask, so 'keep_in_femur' is skipped", mask.name)
         else:
-            diff = mask.grid_mismatch(femur)
+            diff = femur.grid_mismatch(mask, names=("femur mask", "prediction"))
             if diff is not None:
                 raise InputError(f"{femur.name}: femur mask is not on the prediction's grid ({diff}); "
                                  "resample it onto the image with nearest-neighbour interpolation")
