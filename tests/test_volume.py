@@ -368,6 +368,18 @@ def test_grid_mismatch_names_the_mask_first_in_itk_xyz_order():
     assert a.grid_mismatch(b) == "origin (x, y, z) mm: M01.nii.gz (20, -10, 5) vs M01_seg.nii.gz (35, -10, 5)"
 
 
+def test_a_rounding_offset_is_fixed_by_copying_the_geometry_not_by_resampling():
+    img = make_volume(spacing=(1.0, 0.8, 0.7), origin=(5.0, -10.0, 20.0))
+    mask = img.with_array((img.array > 500).astype(np.uint8))
+    rounded = Volume(mask.array, img.spacing, (5.0, -10.0, 20.01))  # 0.01 mm: written with fewer digits
+    with pytest.raises(InputError, match=r"at most 0\.01 mm, under a tenth of a voxel.*CopyInformation") as err:
+        as_mask(rounded, img, what="lesion mask")
+    assert "resample the mask" not in str(err.value)
+    moved = Volume(mask.array, img.spacing, (5.0, -10.0, 21.0))  # 1 mm, more than a voxel: another grid
+    with pytest.raises(InputError, match="resample the mask onto the image"):
+        as_mask(moved, img, what="lesion mask")
+
+
 def test_missing_file_given_directly_is_named_as_given_and_absolute(tmp_path, monkeypatch):
     """A file given on the command line (no manifest): 'file not found: X' with X as given and its
     absolute form, and no hint about manifests."""

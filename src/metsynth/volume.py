@@ -409,6 +409,22 @@ def check_finite(volume: Volume, what: str = "image") -> None:
             )
 
 
+def _rounding_fix(volume: Volume, reference: Volume) -> str | None:
+    """The fix when two grids differ only by rounding (same shape, directions equal, origin and
+    spacing off by under a tenth of a voxel): copy the image's geometry onto the mask, since
+    resampling would move nothing but could flip boundary voxels. None otherwise."""
+    if volume.shape != reference.shape or not np.allclose(volume.direction, reference.direction, atol=1e-4):
+        return None
+    spacing = np.asarray(reference.spacing, dtype=np.float64)
+    origin_off = float(np.max(np.abs(np.subtract(volume.origin, reference.origin))))
+    spacing_off = np.abs(np.subtract(volume.spacing, spacing))
+    if origin_off >= 0.1 * float(spacing.min()) or np.any(spacing_off >= 0.1 * spacing / max(volume.shape)):
+        return None
+    return (f"they differ by at most {origin_off:.3g} mm, under a tenth of a voxel: a rounding when the files "
+            "were written, not another grid; copy the image's geometry onto the mask (SimpleITK: "
+            "mask.CopyInformation(image)) rather than resample it")
+
+
 def as_mask(volume: Volume, reference: Volume | None = None, what: str = "mask") -> Volume:
     """Check a binary mask (values {0, 1} or bool) on the reference grid; return it as uint8."""
     if reference is not None:
@@ -419,8 +435,8 @@ def as_mask(volume: Volume, reference: Volume | None = None, what: str = "mask")
         if diff is not None:
             raise InputError(
                 f"{volume.name}: {what} is not on the grid of its image {reference.name} ({diff}); "
-                "masks must be saved on exactly the image's grid (resample the mask onto the image "
-                "with nearest-neighbour interpolation)"
+                + (_rounding_fix(volume, reference) or "masks must be saved on exactly the image's grid (resample "
+                   "the mask onto the image with nearest-neighbour interpolation)")
             )
     array = volume.array
     if array.dtype != bool:
