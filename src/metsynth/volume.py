@@ -35,8 +35,7 @@ from .boxed import BOX_NOTE, companion_path, is_boxed, read_boxed
 from .dicom import _read_dicom_series
 from .errors import InputError
 from .fileio import DiskFullError, WriteError, atomic_path, free_bytes
-from .imagefiles import READABLE_SUFFIXES, WRITABLE_SUFFIXES, _has_suffix
-from .imagefiles import check_readable as _check_readable
+from .imagefiles import READABLE_SUFFIXES, WRITABLE_SUFFIXES, _has_suffix, check_readable, note_manifest_path
 from .nifti import (
     IMAGE_STORAGES,
     IntensityScale,
@@ -352,48 +351,6 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], int]:
     return tuple(int(n) for n in reversed(reader.GetSize())), int(itemsize * reader.GetNumberOfComponents())
 
 
-# Paths read from a manifest (absolute) -> (the manifest, the path as the manifest writes it), so that a
-# missing one is reported with the manifest's rules and a missing file given on the command line is not
-_MANIFEST_PATHS: dict[str, tuple[str, str]] = {}
-
-
-def note_manifest_path(path: str | os.PathLike, manifest: str | os.PathLike, written: str) -> None:
-    """Remember that ``path`` comes from ``manifest``, where it is written ``written``
-    (:func:`metsynth.cohort.load_cohort` calls it for every file a manifest names)."""
-    _MANIFEST_PATHS[os.fspath(path)] = (os.fspath(manifest), written)
-
-
-def check_readable(path: str | os.PathLike, what: str = "") -> None:
-    """Raise InputError unless ``path`` exists and is a kind :meth:`Volume.read` reads (cheap: no
-    pixel data is read). ``what`` names the input in the message, e.g. "image of 'M001'".
-
-    A missing file named by a manifest is reported with the manifest and how it writes the path; one
-    given directly (the command line) as ``file not found: PATH`` with its absolute form."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(_not_found(p, what))
-    _check_readable(path, what)
-
-
-def _not_found(path: Path, what: str) -> str:
-    listed = _MANIFEST_PATHS.get(os.fspath(path))
-    if listed is not None:
-        manifest, written = listed
-        where = f"{path}: {what + ' ' if what else ''}"
-        if Path(os.path.expanduser(written)).is_absolute():
-            return f"{where}file not found; check the path (as written in {manifest})"
-        return f"{where}file not found; check the path ({written!r} in {manifest} is relative to the manifest's folder)"
-    if path.is_symlink():
-        return (f"file not found: {path} is a link to {os.readlink(path)}, which does not exist"
-                + (f" (the {what})" if what else "") + "; fix the link or give the file itself")
-    absolute = Path(os.path.abspath(path))
-    text = f"file not found: {path}" + (f" (absolute path {absolute})" if str(absolute) != str(path) else "")
-    if what:
-        text += f", given as the {what}"
-    folder = next((f for f in absolute.parents if f.exists()), None)
-    if folder is not None and folder != absolute.parent:
-        text += f"; the folder {absolute.parent} does not exist either"
-    return text + "; check the path"
 
 
 def check_finite(volume: Volume, what: str = "image") -> None:
