@@ -133,3 +133,57 @@ def test_the_study_replaces_its_own_outputs_but_not_a_folder_of_other_files(tmp_
     run_experiment(edited, run, until="bank", progress=False)
     second = json.loads((layout.bank / "bank.json").read_text())
     assert second["config"]["margin_mm"] == first["config"]["margin_mm"] + 2
+
+
+def test_a_changed_digest_is_said_in_words_not_as_two_hashes():
+    from metsynth.outdir import differences
+
+    assert differences({"inputs": "725f9c80544dfff53154", "seed": 1}, {"inputs": "5393a10c6c5291fb83e4", "seed": 1}) \
+        == ["inputs: other content (other files, or the same files written again since)"]
+    assert differences({"inputs": None}, {"inputs": "5393a10c6c5291fb83e4"}) \
+        == ["inputs: other content (other files, or the same files written again since)"]  # a file was missing
+    assert differences({"name": "abc"}, {"name": "abd"}) == ["name: 'abc' -> 'abd'"]  # not a digest: as it is
+
+
+def test_a_refusal_names_the_input_files_that_changed(tmp_path):
+    """The audit's case: predictions of one scan, then another scan into the same folder. The record's
+    files_index says which files: added, no longer given, written again (with both times), missing."""
+    from metsynth.fileio import files_index, files_stamp
+    from metsynth.outdir import FILE_INDEX
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name in ("M001.nii.gz", "M002.nii.gz", "H001.nii.gz"):
+        (scans / name).write_bytes(b"x" * 10)
+
+    def settings(*names):
+        paths = [scans / n for n in names]
+        return {"inputs": files_stamp(paths), FILE_INDEX: {"inputs": files_index(paths)}, "grid": "input"}
+
+    run = tmp_path / "pred"
+    _folder(run).claim(_changes(settings("H001.nii.gz", "M001.nii.gz")))
+    (run / "record.json").write_text(json.dumps(settings("H001.nii.gz", "M001.nii.gz")))
+    assert _folder(run).claim(_changes(settings("H001.nii.gz", "M001.nii.gz"))).state == "same"  # the index aside
+
+    with pytest.raises(ConfigError) as info:
+        _folder(run).claim(_changes(settings("M002.nii.gz", "M001.nii.gz")))
+    assert "(scans/H001.nii.gz: no longer an input; scans/M002.nii.gz: a new input); choose another" in str(info.value)
+    assert "725f" not in str(info.value) and "other content" not in str(info.value)
+
+    import os
+
+    st = (scans / "M001.nii.gz").stat()
+    (scans / "M001.nii.gz").write_bytes(b"y" * 2048)
+    os.utime(scans / "M001.nii.gz", ns=(st.st_atime_ns, st.st_mtime_ns + 61 * 10**9))
+    (scans / "H001.nii.gz").unlink()
+    changes = recorded_changes(run / "record.json", settings("H001.nii.gz", "M001.nii.gz"))
+    assert changes[0] == "scans/H001.nii.gz: missing now"
+    assert changes[1].startswith("scans/M001.nii.gz: written again since (modified 20") \
+        and changes[1].endswith(", 10 B -> 2.0 KiB)"), changes
+
+    # a record from before the index: the stamp's change in words; the index itself is never a difference
+    (run / "record.json").write_text(json.dumps({"inputs": "725f9c80544dfff53154", "grid": "input"}))
+    assert recorded_changes(run / "record.json", settings("M001.nii.gz")) == \
+        ["inputs: other content (other files, or the same files written again since)"]
+    (run / "record.json").write_text(json.dumps({**settings("M001.nii.gz"), FILE_INDEX: {}}))
+    assert recorded_changes(run / "record.json", settings("M001.nii.gz")) == []

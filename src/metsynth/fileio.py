@@ -228,6 +228,24 @@ def files_stamp(paths: Iterable[str | os.PathLike | None]) -> str | None:
     return digest.hexdigest()[:20]
 
 
+def files_index(paths: Iterable[str | os.PathLike | None]) -> dict[str, list[int] | None]:
+    """What :func:`files_stamp` hashes, file by file: ``"folder/name"`` -> ``[size, mtime_ns]``
+    (``None`` for a missing file). Recorded beside a stamp, it lets a refusal name the files that
+    changed instead of showing two hashes (:func:`metsynth.outdir.file_changes`)."""
+    index: dict[str, list[int] | None] = {}
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            index[f"{path.parent.name}/{path.name}"] = None
+            continue
+        index[f"{path.parent.name}/{path.name}"] = [st.st_size, st.st_mtime_ns]
+    return index
+
+
 def format_bytes(n: float) -> str:
     """``1536`` -> ``'1.5 KiB'`` (binary units, for messages)."""
     n = float(n)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import Any, Literal
 
 from .config import read_yaml
 from .errors import ConfigError, InputError
-from .fileio import read_json, write_json
+from .fileio import format_bytes, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +46,66 @@ State = Literal["new", "same", "replaced", "foreign"]
 SHOWN_CHANGES = 4  # differences named in a refusal (then "... (N differences)")
 
 
+FILE_INDEX = "files_index"  # in a record: stamp key -> files_index of its files; explains a change, never compared
+_STAMP = re.compile(r"[0-9a-f]{16,64}")  # files_stamp / file_sha256 digests as records hold them
+_STAMP_WORDS = ": other content (other files, or the same files written again since)"
+
+
+def _is_stamp(value: Any) -> bool:
+    return isinstance(value, str) and _STAMP.fullmatch(value) is not None
+
+
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Lines ``"a.b: old -> new"`` for every leaf where two nested mappings differ (what the
-    refusal of a folder holding another run names)."""
+    refusal of a folder holding another run names). A digest (of files, a manifest, weights) that
+    differs is said in words, not as two hashes."""
     if isinstance(old, dict) and isinstance(new, dict):
         out = []
         for key in sorted(set(old) | set(new), key=str):
             out += differences(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
-    return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+    if old == new:
+        return []
+    if _is_stamp(new) and (old is None or _is_stamp(old)) or _is_stamp(old) and new is None:
+        return [prefix[:-1] + _STAMP_WORDS]
+    return [f"{prefix[:-1]}: {old!r} -> {new!r}"]
+
+
+def _when(ns: int) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def file_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Which files two :func:`metsynth.fileio.files_index` records disagree on, in words: inputs
+    added, no longer given, missing, or written again (size, modification time)."""
+    out = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name, ()), new.get(name, ())
+        if a == b:
+            continue
+        if name not in old:
+            out.append(f"{name}: a new input")
+        elif name not in new:
+            out.append(f"{name}: no longer an input")
+        elif b is None:
+            out.append(f"{name}: missing now")
+        elif a is None:
+            out.append(f"{name}: was missing, exists now")
+        else:
+            size = "" if a[0] == b[0] else f", {format_bytes(a[0])} -> {format_bytes(b[0])}"
+            out.append(f"{name}: written again since (modified {_when(a[1])} -> {_when(b[1])}{size})")
+    return out
 
 
 def recorded_changes(record: Path, new: Mapping[str, Any],
                      defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """How the settings recorded in ``record`` (YAML or JSON) differ from ``new``, on ``new``'s keys.
     ``defaults``: per section, the value a setting had in records written before it existed
-    (``{"synthesis": {"image_storage": "float32"}}``), so that such a record is not another run."""
+    (``{"synthesis": {"image_storage": "float32"}}``), so that such a record is not another run.
+    A :data:`FILE_INDEX` (``{stamp key: files_index(...)}``) is not compared: when a stamp it indexes
+    differs, the files that changed are named instead."""
     old = read_json(record) if record.suffix == ".json" else read_yaml(record, error=InputError)
     if not isinstance(old, dict):
         raise InputError(f"{record}: a JSON {type(old).__name__}, not a mapping of settings")
@@ -69,7 +114,17 @@ def recorded_changes(record: Path, new: Mapping[str, Any],
             for key, value in values.items():
                 old[section].setdefault(key, value)
     plain = json.loads(json.dumps(dict(new), default=str))  # as a record holds it: lists, not tuples
-    return differences({key: old.get(key) for key in plain}, plain)
+    old_index, new_index = old.pop(FILE_INDEX, None), plain.pop(FILE_INDEX, None)
+    found = differences({key: old.get(key) for key in plain}, plain)
+    if isinstance(old_index, dict) and isinstance(new_index, dict):
+        for key, files in new_index.items():  # a stamp's files said by name, in place of "other content"
+            line = key + _STAMP_WORDS
+            if line in found and isinstance(old_index.get(key), dict):
+                named = file_changes(old_index[key], files)
+                if named:
+                    at = found.index(line)
+                    found[at:at + 1] = named
+    return found
 
 
 def shown(changes: Sequence[str], limit: int = SHOWN_CHANGES, width: int = 160) -> str:

@@ -176,7 +176,9 @@ def test_predictions_of_images_written_again_are_redone(trained_model, tmp_path,
     case = load_cohort(manifest).cases[0]
     stamp = (out / f"{case.id}.nii.gz").stat().st_mtime_ns
     written_again(case.image)  # e.g. prepared again with other settings
-    with pytest.raises(ConfigError, match=r"holds predictions of other settings or inputs \(inputs: "):
+    with pytest.raises(ConfigError, match=r"holds predictions of other settings or inputs "
+                                          rf"\({case.image.parent.name}/{case.image.name}: written again since "
+                                          r"\(modified 20"):  # the file by name, not two hashes
         predict_cohort(model, manifest, out, progress=False)
     predict_cohort(model, manifest, out, progress=False, replace_other=True)
     assert (out / f"{case.id}.nii.gz").stat().st_mtime_ns != stamp

@@ -71,7 +71,9 @@ def test_a_bank_of_donor_files_written_again_is_another_bank(tmp_path):
     extract_bank(cohort, tmp_path / "b", progress=False)
     donor = load_cohort(cohort).by_role("metastatic")[0]
     written_again(donor.lesion_masks[0].path)  # e.g. the preparation ran again with other settings
-    with pytest.raises(ConfigError, match=r"holds a lesion bank of other settings or inputs \(donor_files"):
+    mask = donor.lesion_masks[0].path
+    with pytest.raises(ConfigError, match=r"holds a lesion bank of other settings or inputs "
+                                          rf"\({mask.parent.name}/{mask.name}: written again since"):
         extract_bank(cohort, tmp_path / "b", progress=False)
     before = load_bank(tmp_path / "b").digest
     after = extract_bank(cohort, tmp_path / "b", force=True, progress=False).digest

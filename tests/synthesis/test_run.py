@@ -190,8 +190,9 @@ def test_healthy_femurs_written_again_make_another_run(tmp_path):
     config = SynthesisConfig(repeats=1)
     run_synthesis(cohort, bank, tmp_path / "run", config, progress=False)
     assert run_synthesis(cohort, bank, tmp_path / "run", config, progress=False).done_now == 0
-    written_again(load_cohort(cohort).by_role("healthy")[0].femur_mask)
-    with pytest.raises(ConfigError, match="healthy_files"):
+    femur = load_cohort(cohort).by_role("healthy")[0].femur_mask
+    written_again(femur)
+    with pytest.raises(ConfigError, match=rf"\({femur.parent.name}/{femur.name}: written again since \(modified "):
         run_synthesis(cohort, bank, tmp_path / "run", config, progress=False)
     summary = run_synthesis(cohort, bank, tmp_path / "run", config, progress=False, force=True)
     assert summary.done_before == 0 and summary.done_now == summary.attempts

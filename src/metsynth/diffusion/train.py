@@ -45,7 +45,7 @@ from ..checkpoints import save_model
 from ..cohort import Cohort, load_cohort
 from ..devices import to_memory_format, uses_channels_last
 from ..errors import ConfigError
-from ..fileio import files_stamp, read_json, write_json
+from ..fileio import files_index, files_stamp, read_json, write_json
 from ..progress import quiet
 from ..segmentation.callbacks import DataWaitMonitor
 from .callbacks import LossHistory, StepCheckpoint, plot_loss
@@ -161,7 +161,7 @@ def train_diffusion(
     if not isinstance(cohort, Cohort):
         cohort = load_cohort(cohort)
     # the healthy cases' files as they are now: a preparation that wrote them again makes this another training
-    healthy_files = files_stamp(p for case in cohort.by_role("healthy") for p in (case.image, case.femur_mask))
+    healthy_paths = [p for case in cohort.by_role("healthy") for p in (case.image, case.femur_mask)]
     train = config.train
     # the healthy cases read and checked (finite, in [-1, 1], femur mask on the grid) before anything is written
     cases = load_training_cases(cohort, train.mask_margin_mm)
@@ -170,7 +170,7 @@ def train_diffusion(
     last = checkpoint_dir / "last.ckpt"
 
     def claim() -> bool:
-        resumes = _claim_run_dir(out_dir, config, healthy_files, force, module=module, replace_other=replace_other,
+        resumes = _claim_run_dir(out_dir, config, healthy_paths, force, module=module, replace_other=replace_other,
                                  resume_from=last if resume and last.exists() else None)
         if not resume and last.exists():
             shutil.rmtree(checkpoint_dir)
@@ -229,24 +229,26 @@ def export_weights(module: DiffusionModule, config: DiffusionConfig, path: Path,
     return path, yaml_path
 
 
-def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | None, force: bool, *,
+def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_paths: list, force: bool, *,
                    module: DiffusionModule | None = None, resume_from: Path | None = None,
                    replace_other: bool = False) -> bool:
     """Save diffusion.yaml and inputs.json; refuse a folder holding another training
     (:class:`metsynth.outdir.OutputFolder`). With ``resume_from`` (the checkpoint to resume from),
     check it against ``module`` first, before anything is written. Returns whether the training
     resumes from it (``force`` or ``replace_other`` over another training deletes it)."""
-    from ..outdir import OutputFolder
+    from ..outdir import FILE_INDEX, OutputFolder, file_changes
 
     inputs = out_dir / "inputs.json"
+    healthy_files, healthy_index = files_stamp(healthy_paths), files_index(healthy_paths)
 
     def changes(record: Path) -> list[str]:
         if not any((out_dir / name).exists() for name in folder.outputs):
             return []  # settings recorded, but no step taken (an earlier version stopped on its inputs)
         diff = _training_diff(DiffusionConfig.from_yaml(record), config)
-        recorded = read_json(inputs).get("healthy_files") if inputs.exists() else None
-        if recorded is not None and recorded != healthy_files:
-            diff.append("the healthy cases' files were written again since")
+        recorded = read_json(inputs) if inputs.exists() else {}
+        if recorded.get("healthy_files") is not None and recorded["healthy_files"] != healthy_files:
+            named = file_changes(recorded[FILE_INDEX]["healthy_files"], healthy_index) if FILE_INDEX in recorded else []
+            diff += named or ["the healthy cases' files were written again since"]
         return diff
 
     folder = OutputFolder(out_dir, "a DDPM training", "diffusion.yaml",
@@ -256,7 +258,7 @@ def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_files: str | 
     if resumes and module is not None:
         check_resume_checkpoint(resume_from, module)
     config.to_yaml(folder.record_file)
-    write_json(inputs, {"healthy_files": healthy_files})
+    write_json(inputs, {"healthy_files": healthy_files, FILE_INDEX: {"healthy_files": healthy_index}})
     return resumes
 
 

@@ -38,8 +38,8 @@ import numpy as np
 
 from ..devices import resolve_device
 from ..errors import ConfigError, InputError
-from ..fileio import copy_file, file_sha256, files_stamp, read_json, write_json
-from ..outdir import OutputFolder, recorded_changes
+from ..fileio import copy_file, file_sha256, files_index, files_stamp, read_json, write_json
+from ..outdir import FILE_INDEX, OutputFolder, recorded_changes
 from ..volume import Volume
 from .postprocess import PostprocessConfig
 from .presets import InferenceConfig
@@ -333,7 +333,8 @@ def predict_cohort(
                 "grid": grid,
                 "postprocess": post.model_dump(), "inference": inf.model_dump(),
                 # the images as they are now: scans written again since are predicted again
-                "inputs": files_stamp(p for _, img, fem, *_ in items for p in (img, fem))}
+                "inputs": files_stamp(p for _, img, fem, *_ in items for p in (img, fem)),
+                FILE_INDEX: {"inputs": files_index(p for _, img, fem, *_ in items for p in (img, fem))}}
     if fold is not None:  # read by `metsynth evaluate` (its default fold) and gather_fold_predictions
         settings.update(fold=fold, splits=str(Path(splits).resolve()))  # type: ignore[arg-type]
     elif ensemble and splits is not None:  # the test-only cases: read by gather_fold_predictions

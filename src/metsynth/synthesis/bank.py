@@ -41,8 +41,8 @@ from pydantic import Field
 from .. import __version__
 from ..config import Settings
 from ..errors import InputError
-from ..fileio import files_stamp, read_json, remove_stale_temps, write_json
-from ..outdir import OutputFolder, recorded_changes
+from ..fileio import files_index, files_stamp, read_json, remove_stale_temps, write_json
+from ..outdir import FILE_INDEX, OutputFolder, recorded_changes
 from ..volume import Volume
 
 log = logging.getLogger(__name__)
@@ -180,11 +180,11 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
         manifest_path = manifest_path / "cohort.yaml"
     out = Path(out_dir)
     # the metastatic cases' files as they are now: a preparation that wrote them again changes the stamp
-    donor_files = files_stamp(p for case in cohort.by_role("metastatic")
-                              for p in (case.image, case.femur_mask, *(a.path for a in case.lesion_masks)))
+    donor_paths = [p for case in cohort.by_role("metastatic")
+                   for p in (case.image, case.femur_mask, *(a.path for a in case.lesion_masks))]
     settings = {"config": config.model_dump(mode="json"),
                 "cohort_digest": hashlib.sha256(manifest_path.read_bytes()).hexdigest()[:16],
-                "donor_files": donor_files}
+                "donor_files": files_stamp(donor_paths), FILE_INDEX: {"donor_files": files_index(donor_paths)}}
     # every case is read, checked and cut into patches (small, kept in memory) before anything is
     # written: a case that cannot be read leaves no folder behind
     cases = cohort.by_role("metastatic")

@@ -52,8 +52,8 @@ import yaml
 
 from .. import __version__
 from ..errors import InputError
-from ..fileio import DiskFullError, files_stamp, read_json, remove_stale_temps, write_text
-from ..outdir import OutputFolder, recorded_changes
+from ..fileio import DiskFullError, files_index, files_stamp, read_json, remove_stale_temps, write_text
+from ..outdir import FILE_INDEX, OutputFolder, recorded_changes
 from ..parallel import TaskFailure, map_tasks
 from ..volume import storage_scale
 from .attempts import (
@@ -128,6 +128,7 @@ def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig, healthy
         "cohort_digest": _digest(manifest),
         # the healthy femurs' files as they are now: a preparation that wrote them again changes it
         "healthy_files": files_stamp(p for case in healthy for p in (case.image, case.femur_mask)),
+        FILE_INDEX: {"healthy_files": files_index(p for case in healthy for p in (case.image, case.femur_mask))},
         "bank": str(bank.root),
         "bank_digest": bank.digest,
         "synthesis": config.model_dump(mode="json"),
@@ -140,7 +141,7 @@ IDENTITY_KEYS = ("cohort_digest", "healthy_files", "bank_digest", "synthesis")
 
 
 def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool, replace_other: bool = False) -> None:
-    identity = {k: resolved[k] for k in IDENTITY_KEYS}
+    identity = {k: resolved[k] for k in (*IDENTITY_KEYS, FILE_INDEX)}  # the index names changed files
     OutputFolder(out, "a synthesis run", "config.yaml", outputs=(*OUTPUT_DIRS, *OUTPUT_FILES)).claim(
         lambda record: recorded_changes(record, identity, {"synthesis": {"image_storage": "float32",
                                                                          "image_layout": "whole"}}),
