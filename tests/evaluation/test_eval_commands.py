@@ -240,3 +240,34 @@ def test_evaluate_fold_scores_only_the_folds_held_out_cases(cohort, tmp_path):
     other.write_text(data)
     res = invoke("evaluate", "--pred", preds, "--truth", other, "-o", tmp_path / "e3")  # the recorded fold and splits
     assert res.exit_code == 2 and "another cohort" in res.output and not (tmp_path / "e3").exists()
+
+
+def test_a_prediction_on_the_original_scan_against_a_prepared_truth_says_which_grids(tmp_path):
+    """The audit's case: a raw scan predicted, scored against the prepared cohort's masks. The error
+    says the prediction is on the case's original scan and how to score it; a prepared-looking
+    prediction against raw masks, and any other grid, get their own fix."""
+    from metsynth.errors import InputError
+    from metsynth.evaluation.evaluate import read_prediction
+
+    original = Volume(np.zeros((20, 24, 24), np.uint8), spacing=(2.0, 2.0, 2.5), origin=(-10.0, 5.0, 3.0))
+    truth = Volume(np.zeros((30, 28, 28), np.uint8), spacing=(1.7, 1.7, 1.7), origin=(-9.0, 6.0, 4.0))
+    truth.write(tmp_path / "M001__reference_r1.nii.gz")
+    truth = Volume.read(tmp_path / "M001__reference_r1.nii.gz")
+    original.write(tmp_path / "raw.nii.gz")
+    source = {"image": "/data/raw/M001.nii.gz", "shape": list(original.array.shape), "spacing": list(original.spacing),
+              "origin": list(original.origin), "direction": original.direction.tolist()}
+    with pytest.raises(InputError) as info:
+        read_prediction(tmp_path / "raw.nii.gz", truth, "M001", source)
+    text = str(info.value)
+    assert text.startswith(f"case M001: {tmp_path / 'raw.nii.gz'}: the prediction is not on the grid of the ground ")
+    assert "on the grid of the case's original scan /data/raw/M001.nii.gz" in text and "PREPARED/cohort.yaml" in text
+
+    # a prepared-looking (isotropic) prediction against a raw case's masks (no source record)
+    with pytest.raises(InputError, match=r"isotropic 1.7 mm spacing may be a prepared cohort's.*--grid source"):
+        read_prediction(tmp_path / "M001__reference_r1.nii.gz", Volume.read(tmp_path / "raw.nii.gz"), "M001")
+    # anything else: the generic fix
+    Volume(np.zeros((20, 24, 24), np.uint8), spacing=(1.0, 1.0, 3.0)).write(tmp_path / "other.nii.gz")
+    with pytest.raises(InputError, match=r"score it against the masks of the cohort whose images were predicted"):
+        read_prediction(tmp_path / "other.nii.gz", truth, "M001", source)
+    # on the truth's own grid it is read
+    assert read_prediction(tmp_path / "M001__reference_r1.nii.gz", truth, "M001", source).same_grid(truth)

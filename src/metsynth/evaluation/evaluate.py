@@ -98,14 +98,45 @@ def find_prediction(pred_dir: str | os.PathLike, case_id: str) -> Path | None:
     return None
 
 
-def read_prediction(path: Path, reference: "Volume", case_id: str) -> "Volume":
-    """Read a predicted mask and check it is binary and on the reference's grid."""
-    from ..volume import Volume, as_mask
+def read_prediction(path: Path, reference: "Volume", case_id: str,
+                    source: dict[str, Any] | None = None) -> "Volume":
+    """Read a predicted mask and check it is binary and on the reference's grid. ``source``: the
+    case's original scan (a prepared case's ``source`` record), to recognize a prediction made on
+    the original scan and scored against the prepared cohort (or the other way round)."""
+    from ..volume import Volume, _rounding_fix, as_mask
 
+    volume = Volume.read(path)
+    diff = volume.grid_mismatch(reference, names=("prediction", "ground truth"))
+    if diff is not None and volume.aligned_to(reference) is None and _rounding_fix(volume, reference) is None:
+        raise InputError(f"case {case_id}: {path}: {_off_grid(volume, reference, diff, source)}")
     try:
-        return as_mask(Volume.read(path), reference, what=f"prediction of case {case_id}")
+        return as_mask(volume, reference, what=f"prediction of case {case_id}")
     except InputError as err:
         raise InputError(f"case {case_id}: {err} (ground truth: {reference.name})") from None
+
+
+def _off_grid(pred: "Volume", truth: "Volume", diff: str, source: dict[str, Any] | None) -> str:
+    """Why a prediction is on another grid than its ground truth, and the fix: most often the
+    scans of one cohort were predicted and the masks of another (raw against prepared) given."""
+    import numpy as np
+
+    from ..segmentation.volume_inference import empty_grid
+
+    where = f"the prediction is not on the grid of the ground truth {truth.name} ({diff})"
+    if source and all(k in source for k in ("shape", "spacing", "origin", "direction")):
+        original = empty_grid(source["shape"], source["spacing"], source["origin"], source["direction"])
+        if pred.aligned_to(original) is not None:
+            return (f"{where}: it is on the grid of the case's original scan {source.get('image')}, the truth on the "
+                    "prepared cohort's. Score it against the original cohort's masks (--truth: the manifest "
+                    "that was prepared), or predict the prepared cohort (metsynth predict MODEL "
+                    "PREPARED/cohort.yaml) and score that")
+    spacing = np.asarray(pred.spacing)
+    if not np.allclose(spacing, truth.spacing, rtol=1e-3) and np.allclose(spacing, spacing[0], rtol=1e-3):
+        return (f"{where}: its isotropic {spacing[0]:g} mm spacing may be a prepared cohort's: if the prepared "
+                "cases were predicted, score them against the prepared manifest (--truth PREPARED/cohort.yaml), or "
+                "predict them with --grid source to get masks on the original scans")
+    return (f"{where}; score it against the masks of the cohort whose images were predicted, or resample it onto the "
+            "ground truth's grid (nearest-neighbour interpolation)")
 
 
 def recorded_fold(pred_dir: str | os.PathLike) -> tuple[int | None, str | None]:
@@ -193,7 +224,7 @@ def evaluate_cohort(
     for case in _progress(todo, progress):
         ann = case.reference_lesion(config.annotator)
         truth = as_mask(Volume.read(ann.path), what=f"lesion mask of case {case.id}")
-        pred = read_prediction(find_prediction(pred_dir, case.id), truth, case.id)  # type: ignore[arg-type]
+        pred = read_prediction(find_prediction(pred_dir, case.id), truth, case.id, case.source)  # type: ignore[arg-type]
         m = compute_metrics(pred, truth, percentile=config.percentile)
         det = detect_lesions(pred, truth, connectivity=config.connectivity, min_iou=config.min_iou,
                              min_size_mm3=config.min_lesion_mm3, size_bins_mm3=config.size_bins_mm3)
