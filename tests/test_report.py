@@ -258,6 +258,14 @@ def test_report_of_a_run_has_every_section_table_and_picture(run_dir):
     # statistics and detection
     stats = section_html(text, "statistics")
     assert "Kruskal-Wallis" in stats and "Each model against Real" in stats and "true lesions" in stats
+    # detection by location (the cohort's femur masks): every true lesion counted once, in one location
+    located = rows_by_label(next(t for t in parse_text(stats).tables if t and "cortical: detected" in t[0]))
+    for model, label in (("real", "Real"), ("synthetic", "Synthetic")):
+        les = pd.read_csv(run_dir / "evaluation" / model / "lesions.csv")
+        true = les[les["kind"] == "true"]
+        assert set(true["location"]) <= {"cortical", "medullary"}
+        counts = [int(c.split("/")[1].split(" ")[0]) for c in (located[label][1], located[label][3]) if c != "-"]
+        assert sum(counts) == len(true) > 0
     # summary: cohort counts, stages, headline
     summary = section_html(text, "summary")
     assert "Highest mean Dice" in summary and "Diffusion+FT" in summary

@@ -96,3 +96,28 @@ def test_empty_inputs_and_summary(scene):
     assert s["n_true"] == 6 and s["tp"] == 2 and s["sensitivity"] == pytest.approx(1 / 3)
     assert s["fp_per_case_mean"] == pytest.approx(0.5)
     assert sum(b["n_true"] for b in s["by_size"].values()) == 6
+
+
+def test_lesions_against_the_femur_surface_are_cortical(scene):
+    """With the femur mask, each true lesion gets its surface contact (share of its one-voxel shell
+    outside the femur) and a location; detection is also summarized by location."""
+    pred, truth = scene
+    femur = np.zeros(truth.shape, bool)
+    femur[5:36, 5:36, 5:36] = True  # the 8-voxel lesion at (2, 2, 2) lies outside: contact 1
+    femur[10:13, 10:13, 9] = False  # the 27-voxel lesion's x = 9 face: a breach, 9 of its 98 shell voxels
+    det = detect_lesions(pred, truth, femur=femur)
+    true = {les.voxels: les for les in det.true_lesions}
+    assert true[8].surface_contact == 1.0 and true[8].location == "cortical"
+    assert true[27].surface_contact == pytest.approx(9 / 98, abs=1e-4) and true[27].location == "cortical"
+    assert true[64].surface_contact == 0.0 and true[64].location == "medullary"  # deep in the bone
+    assert all(math.isnan(les.surface_contact) and les.location == "" for les in det.pred_lesions)
+    by = det.by_location()
+    assert by["cortical"]["n_true"] == 2 and by["cortical"]["tp"] == 2 and by["medullary"]["sensitivity"] == 0.0
+    pooled = summarize_detection([det, det])
+    assert pooled["by_location"]["cortical"]["n_true"] == 4
+    assert pooled["by_location"]["medullary"]["mean_lesion_dice"] == 0.0
+    assert "by_location" not in summarize_detection([detect_lesions(pred, truth)])  # no femur: no location
+    table = det.table("C1")
+    assert list(table.columns[-2:]) == ["surface_contact", "location"]
+    with pytest.raises(InputError, match="femur mask shape"):
+        detect_lesions(pred, truth, femur=femur[1:])

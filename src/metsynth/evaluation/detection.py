@@ -14,6 +14,9 @@ Rules (stated once, used everywhere):
   components that match it (0 when missed).
 * Size bins use the true lesion's volume (for false positives, the predicted component's volume)
   in mm3, with edges ``size_bins_mm3`` (left-closed intervals).
+* With the case's femur mask, each true lesion also gets its **surface contact** (the share of its
+  one-voxel shell outside the femur, :mod:`metsynth.bone.contact`) and a **location**: ``cortical``
+  (contact above 5 %: against or through the cortex, where fractures start) or ``medullary``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..bone.contact import femur_around, location, shell_outside_share
 from ..errors import InputError
 from .metrics import _as_array_and_spacing, _foreground_box, _union_box
 
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     from ..volume import Volume
 
 DEFAULT_SIZE_BINS_MM3: tuple[float, ...] = (0.0, 500.0, 5000.0, math.inf)
+LOCATIONS = ("cortical", "medullary")
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,8 @@ class Lesion:
     dice: float  # true lesion: Dice with its matched predictions; pred component: NaN
     matched: tuple[int, ...]  # labels of the matching components of the other mask
     centroid: tuple[float, ...]  # voxel index [z, y, x] in the full volume
+    surface_contact: float = math.nan  # true lesion, with a femur mask: share of its shell outside the femur
+    location: str = ""  # true lesion, with a femur mask: "cortical" or "medullary" (metsynth.bone.contact)
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,11 @@ class DetectionResult:
             }
         return out
 
+    def by_location(self) -> dict[str, dict[str, Any]]:
+        """Per location of the true lesions (``cortical``, ``medullary``; only with a femur mask):
+        true lesions, detected, sensitivity, mean Dice."""
+        return _by_location(self.true_lesions)
+
     def table(self, case_id: str | None = None) -> "pd.DataFrame":
         """One row per lesion (true and predicted)."""
         import pandas as pd
@@ -167,8 +179,10 @@ def detect_lesions(
     min_iou: float = 0.0,
     min_size_mm3: float = 0.0,
     size_bins_mm3: Sequence[float] = DEFAULT_SIZE_BINS_MM3,
+    femur: "np.ndarray | Volume | None" = None,
 ) -> DetectionResult:
-    """Match predicted and true lesions (connected components) by overlap; see the module rules."""
+    """Match predicted and true lesions (connected components) by overlap; see the module rules.
+    ``femur``: the case's femur mask on the truth's grid, for each true lesion's location."""
     from scipy import ndimage
 
     if not 0 <= min_iou < 1:
@@ -177,6 +191,11 @@ def detect_lesions(
     if len(edges) < 2 or any(b <= a for a, b in zip(edges[:-1], edges[1:])):
         raise InputError(f"size_bins_mm3 must be at least two increasing edges, got {list(size_bins_mm3)}")
     p, t, sp = _as_array_and_spacing(pred, truth, spacing)
+    bone = None
+    if femur is not None:
+        bone = np.asarray(getattr(femur, "array", femur)) != 0
+        if bone.shape != t.shape:
+            raise InputError(f"femur mask shape {bone.shape} differs from the ground truth's {t.shape}")
     structure = _structure(connectivity, p.ndim)
     names = bin_names(edges)
     voxel_mm3 = float(np.prod(sp))
@@ -212,14 +231,26 @@ def detect_lesions(
         else:
             dice = 0.0
         vol = float(size_t[i]) * voxel_mm3
+        where: dict[str, Any] = {}
+        if bone is not None:
+            contact = _contact(lt == i, bone, offset)
+            where = {"surface_contact": round(contact, 4), "location": location(contact)}
         lesions.append(Lesion("true", i, int(size_t[i]), vol, _bin_of(vol, edges, names), bool(partners.size),
-                              float(dice), tuple(int(j) for j in partners), centroid_t[i - 1]))
+                              float(dice), tuple(int(j) for j in partners), centroid_t[i - 1], **where))
     for j in range(1, npred + 1):
         partners = np.flatnonzero(match[:, j])
         vol = float(size_p[j]) * voxel_mm3
         lesions.append(Lesion("pred", j, int(size_p[j]), vol, _bin_of(vol, edges, names), bool(partners.size),
                               math.nan, tuple(int(i) for i in partners), centroid_p[j - 1]))
     return DetectionResult(tuple(lesions), edges)
+
+
+def _contact(component: np.ndarray, bone: np.ndarray, offset: np.ndarray) -> float:
+    """Surface contact of one component of the cropped truth (its box starts at ``offset`` in ``bone``)."""
+    where = np.argwhere(component)
+    lo, hi = where.min(axis=0), where.max(axis=0) + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    return shell_outside_share(component[box], femur_around(bone, lo + offset.astype(int), hi - lo))
 
 
 def _drop_small(labels: np.ndarray, n: int, min_voxels: float) -> tuple[np.ndarray, int]:
@@ -254,7 +285,8 @@ def summarize_detection(results: Sequence[DetectionResult]) -> dict[str, Any]:
     n_true = sum(r.n_true for r in results)
     tp = sum(r.tp for r in results)
     fp = [r.fp for r in results]
-    dices = [les.dice for r in results for les in r.true_lesions]
+    true = [les for r in results for les in r.true_lesions]
+    dices = [les.dice for les in true]
     bins: dict[str, dict[str, Any]] = {}
     for r in results:
         for name, b in r.by_size().items():
@@ -273,9 +305,21 @@ def summarize_detection(results: Sequence[DetectionResult]) -> dict[str, Any]:
         "fp_per_case_mean": float(np.mean(fp)), "fp_per_case_std": float(np.std(fp, ddof=1)) if len(fp) > 1 else 0.0,
         "mean_lesion_dice": float(np.mean(dices)) if dices else math.nan,
         "by_size": bins,
+        **({"by_location": _by_location(true)} if any(les.location for les in true) else {}),
         "rules": "lesions = connected components; match = overlap with IoU > min_iou; per-lesion Dice = lesion vs "
                  "union of its matching predictions",
     }
+
+
+def _by_location(lesions: Sequence[Lesion]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in LOCATIONS:
+        true = [les for les in lesions if les.location == name]
+        tp = sum(les.detected for les in true)
+        out[name] = {"n_true": len(true), "tp": tp, "fn": len(true) - tp,
+                     "sensitivity": tp / len(true) if true else math.nan,
+                     "mean_lesion_dice": float(np.mean([les.dice for les in true])) if true else math.nan}
+    return out
 
 
 __all__ = ["DEFAULT_SIZE_BINS_MM3", "DetectionResult", "Lesion", "bin_names", "detect_lesions", "summarize_detection"]

@@ -226,8 +226,10 @@ def evaluate_cohort(
         truth = as_mask(Volume.read(ann.path), what=f"lesion mask of case {case.id}")
         pred = read_prediction(find_prediction(pred_dir, case.id), truth, case.id, case.source)  # type: ignore[arg-type]
         m = compute_metrics(pred, truth, percentile=config.percentile)
+        femur = (as_mask(Volume.read(case.femur_mask), truth, what=f"femur mask of case {case.id}")
+                 if case.femur_mask is not None else None)  # each lesion's location: cortical or medullary
         det = detect_lesions(pred, truth, connectivity=config.connectivity, min_iou=config.min_iou,
-                             min_size_mm3=config.min_lesion_mm3, size_bins_mm3=config.size_bins_mm3)
+                             min_size_mm3=config.min_lesion_mm3, size_bins_mm3=config.size_bins_mm3, femur=femur)
         results.append(m)
         detections.append(det)
         d = det.summary()

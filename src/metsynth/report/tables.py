@@ -429,7 +429,37 @@ def detection_html(run: "RunData") -> str:
                 cells.append(f"{tp}/{n} ({tp / n:.2f})" if n else "-")
             brow.append([model_label(m), *cells])
         html += data_table(["model", *order], brow, caption="Detected / true lesions by lesion volume")
-    return html
+    return html + _by_location_html(run, models)
+
+
+def _by_location_html(run: "RunData", models: list[str]) -> str:
+    """Detection and lesion Dice of cortical lesions (against or through the cortex, where a femur
+    fractures) and medullary ones, per model: lesions.csv's ``location`` (with femur masks)."""
+    from ..bone.contact import CORTICAL_CONTACT
+    from ..evaluation.detection import LOCATIONS
+
+    rows = []
+    for m in models:
+        les = run.lesions(m)
+        if les is None or "location" not in les:
+            continue
+        true = les[(les["kind"] == "true") & les["location"].isin(LOCATIONS)]
+        if true.empty:
+            continue
+        cells = []
+        for name in LOCATIONS:
+            sub = true[true["location"] == name]
+            tp = int((sub["detected"].astype(str).str.lower() == "true").sum())
+            cells += [f"{tp}/{len(sub)} ({tp / len(sub):.2f})" if len(sub) else "-",
+                      fmt(sub["dice"].astype(float).mean() if len(sub) else math.nan, 2)]
+        rows.append([model_label(m), *cells])
+    if not rows:
+        return ""
+    return data_table(
+        ["model", "cortical: detected", "cortical: lesion Dice", "medullary: detected", "medullary: lesion Dice"],
+        rows, caption=f"By location: cortical lesions touch the femur's surface (more than {CORTICAL_CONTACT:.0%} "
+                      "of the voxels around them lie outside the femur mask: against or through the cortex), "
+                      "medullary ones lie inside the bone")
 
 
 def _bin_lower(name: str) -> float:
