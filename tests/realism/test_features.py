@@ -170,3 +170,14 @@ def test_lesion_patch_centred_and_padded():
     assert q.shape == (8, 8, 8)
     np.testing.assert_array_equal(q[3:, 3:, 3:], img[:5, :5, :5])
     np.testing.assert_array_equal(q[0, 3:, 3:], img[0, :5, :5])
+
+
+def test_surface_contact_tells_a_lesion_against_the_cortex_from_one_in_the_marrow():
+    """The sphere in the middle of the block touches nothing; moved against the block's face it has
+    part of its surroundings outside the femur; without a femur mask the feature is unknown."""
+    img, mask, femur = femur_block()
+    assert lesion_features(img, mask, SPACING, femur=femur)["surface_contact"] == 0.0
+    against = np.roll(mask, N // 2 - 2 - 6, axis=2)  # its edge on the block's x = 2 face
+    contact = lesion_features(img, against, SPACING, femur=femur)["surface_contact"]
+    assert 0.05 < contact < 0.5
+    assert np.isnan(lesion_features(img, mask, SPACING)["surface_contact"])

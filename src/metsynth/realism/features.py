@@ -7,7 +7,10 @@ units (prepared cohorts: [-1, 1] for the HU window) or in mm, so real and genera
 one cohort are directly comparable. :func:`lesion_patch` cuts the fixed-size patch around a
 lesion that the CNN discriminator reads.
 
-The feature set is deliberately small and readable: when a classifier separates two sets, the
+Where the lesion sits counts too: ``surface_contact`` (:mod:`metsynth.bone.contact`) tells a lesion
+against or through the cortex (half of the phantom's real ones) from one in the middle of the
+marrow (where the paper's uniform placement pastes almost all). The feature set is deliberately
+small and readable: when a classifier separates two sets, the
 per-feature medians name what differs (``metsynth realism`` prints them).
 """
 
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..bone.contact import surface_contact
 from ..boxes import index_box
 
 __all__ = ["FEATURES", "Lesion", "lesion_components", "lesion_features", "lesion_patch"]
@@ -37,6 +41,8 @@ FEATURES: dict[str, str] = {
     "grain_ring": "high-frequency noise in the ring",
     "grain_far": "high-frequency noise in the femur away from the lesion",
     "grain_ratio": "grain inside / grain far away (1: the lesion's noise matches its femur's)",
+    "surface_contact": "share of the voxels around the lesion outside the femur (0: deep in the bone; more: "
+                       "against or through the cortex)",
 }
 
 _CROSS = ndi.generate_binary_structure(3, 1)
@@ -92,6 +98,7 @@ def lesion_features(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, f
     img = np.asarray(image[box], dtype=np.float32)
     m = mask[box]
     fem = np.asarray(femur[box]).astype(bool) if femur is not None else np.ones_like(m)
+    contact = surface_contact(mask, np.asarray(femur).astype(bool)) if femur is not None else float("nan")
     fem = fem | m
     dist_out = ndi.distance_transform_edt(~m, sampling=sp)
     eroded = ndi.binary_erosion(m, structure=_CROSS)
@@ -129,6 +136,7 @@ def lesion_features(image: np.ndarray, mask: np.ndarray, spacing: tuple[float, f
         "grain_ring": _robust_std(grain[ring]),
         "grain_far": g_far,
         "grain_ratio": float(g_int / g_far) if g_far and np.isfinite(g_far) and g_far > 0 else float("nan"),
+        "surface_contact": contact,
     }
 
 
