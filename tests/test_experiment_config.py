@@ -77,6 +77,11 @@ def test_the_sections_dump_as_the_file_says_them(name):
     stages = {s.name: s.config(None) for s in build_stages(cfg)}
     assert stages["diffusion"] == [raw["seed"], raw["diffusion"], raw["trainer"]]
     assert stages["train"] == [raw["seed"], raw["models"], raw["segmentation"], raw["trainer"]]
+    # the realism stage records what it measures: a run measured before a feature existed measures again
+    from metsynth.realism.features import FEATURES
+
+    assert stages["realism"] == {**raw["realism"], "features": list(FEATURES)}
+    assert "surface_contact" in stages["realism"]["features"]
 
 
 def test_an_override_typo_names_its_key_path():

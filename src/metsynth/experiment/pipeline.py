@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..layout import TABLE3_MODELS
+from ..realism.features import FEATURES
 from ..stages import RunContext, Stage
 from .config import ExperimentConfig, diffusion_settings
 from .training import _claim, _layout, _stage_size_study, _stage_train, _train, trained_models
@@ -43,8 +44,10 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               lambda ctx: [c.seed, c.sweep.model_dump(mode="json"), c.realism.seed,
                            c.diffusion.model_dump(mode="json")],
               "the synthetic volumes harmonized from each start timestep (Figure 4)"),
+        # the features measured are part of the stage's record: a run measured before one was added
+        # (surface_contact) measures again when resumed
         Stage("realism", _stage_realism, ("synthesize", "harmonize", "sweep"),
-              lambda ctx: c.realism.model_dump(mode="json"),
+              lambda ctx: {**c.realism.model_dump(mode="json"), "features": list(FEATURES)},
               "can a classifier tell generated lesions from real ones (C2ST, null controls)"),
         Stage("splits", _stage_splits, ("prepare",), lambda ctx: c.splits.model_dump(mode="json"), "CV folds"),
         Stage("train", _stage_train, ("synthesize", "harmonize", "splits"),
