@@ -91,6 +91,12 @@ def test_recorded_changes_reads_yaml_and_json_and_fills_settings_older_records_l
     new = {"synthesis": {"seed": 0, "sizes": (1, 2), "image_storage": "float32"}}
     assert recorded_changes(tmp_path / "r.yaml", new) == ["synthesis.image_storage: None -> 'float32'"]
     assert recorded_changes(tmp_path / "r.yaml", new, {"synthesis": {"image_storage": "float32"}}) == []
+    (tmp_path / "n.yaml").write_text("synthesis:\n  placement:\n    tries: 5\n")  # a nested setting added later
+    nested = {"synthesis": {"placement": {"tries": 5, "match": 0}}}
+    assert recorded_changes(tmp_path / "n.yaml", nested) == ["synthesis.placement.match: None -> 0"]
+    assert recorded_changes(tmp_path / "n.yaml", nested, {"synthesis": {"placement": {"match": 0}}}) == []
+    assert recorded_changes(tmp_path / "n.yaml", {"synthesis": {"placement": {"tries": 5, "match": 8}}},
+                            {"synthesis": {"placement": {"match": 0}}}) == ["synthesis.placement.match: 0 -> 8"]
     (tmp_path / "r.json").write_text(json.dumps({"seed": 1}))
     assert recorded_changes(tmp_path / "r.json", {"seed": 2}) == ["seed: 1 -> 2"]
     (tmp_path / "l.json").write_text("[1]")

@@ -99,20 +99,27 @@ def file_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     return out
 
 
+def _fill_defaults(record: dict[str, Any], defaults: Mapping[str, Any]) -> None:
+    """Give ``record`` the settings of ``defaults`` it lacks, at any depth, where its sections exist."""
+    for key, value in defaults.items():
+        if isinstance(value, Mapping):
+            if isinstance(record.get(key), dict):
+                _fill_defaults(record[key], value)
+        else:
+            record.setdefault(key, value)
+
+
 def recorded_changes(record: Path, new: Mapping[str, Any],
                      defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """How the settings recorded in ``record`` (YAML or JSON) differ from ``new``, on ``new``'s keys.
-    ``defaults``: per section, the value a setting had in records written before it existed
-    (``{"synthesis": {"image_storage": "float32"}}``), so that such a record is not another run.
+    ``defaults``: per section (nested as the record), the value a setting had in records written before
+    it existed (``{"synthesis": {"image_storage": "float32"}}``), so that such a record is not another run.
     A :data:`FILE_INDEX` (``{stamp key: files_index(...)}``) is not compared: when a stamp it indexes
     differs, the files that changed are named instead."""
     old = read_json(record) if record.suffix == ".json" else read_yaml(record, error=InputError)
     if not isinstance(old, dict):
         raise InputError(f"{record}: a JSON {type(old).__name__}, not a mapping of settings")
-    for section, values in (defaults or {}).items():
-        if isinstance(old.get(section), dict):
-            for key, value in values.items():
-                old[section].setdefault(key, value)
+    _fill_defaults(old, defaults or {})
     plain = json.loads(json.dumps(dict(new), default=str))  # as a record holds it: lists, not tuples
     old_index, new_index = old.pop(FILE_INDEX, None), plain.pop(FILE_INDEX, None)
     found = differences({key: old.get(key) for key in plain}, plain)

@@ -9,8 +9,10 @@ from typer.testing import CliRunner
 
 from helpers import written_again
 from metsynth.cli import app
+from metsynth.cohort import load_cohort
 from metsynth.errors import ConfigError, InputError
 from metsynth.synthesis.bank import BankConfig, extract_bank, load_bank
+from metsynth.synthesis.placement import FemurSite
 from metsynth.volume import Volume
 
 
@@ -26,6 +28,14 @@ def test_entries_and_skipped(toy_bank, toy_cohort):
     assert entry.annotator == "reference" and entry.volume_mm3 == entry.voxels * 1.0
     assert entry.intensity_std > 0 and 0 < entry.intensity_robust_std < 2 * entry.intensity_std and entry.radius_mm > 4
     assert bank.info["hu_window"] == [-1000.0, 2000.0]
+    # how much each lesion touched its femur's surface, from the case's femur mask
+    for e in bank.entries:
+        case = next(c for c in load_cohort(toy_cohort).cases if c.id == e.case)
+        site = FemurSite.from_mask(Volume.read(case.femur_mask).array, tuple(e.spacing))
+        local = np.argwhere(Volume.read(toy_bank / e.mask).array)
+        lesion = local - local.min(axis=0) + [lo for lo, _ in e.bbox]  # the lesion's voxels in the case's grid
+        assert e.surface_contact == pytest.approx(site.contact_of(lesion), abs=1e-3)
+        assert 0 <= e.surface_contact < 1
     with pytest.raises(InputError, match="no lesion 'M09-L1' in the bank"):
         bank.entry("M09-L1")
 

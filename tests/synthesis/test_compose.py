@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from metsynth.errors import InputError
 from metsynth.synthesis.bank import load_bank
 from metsynth.synthesis.compose import HealthyFemur, SynthesisConfig, blend_weights, synthesize_one
 from metsynth.volume import Volume
@@ -65,6 +66,19 @@ def test_the_lesion_is_darker_than_the_bone_it_replaces(healthy, lesions):
     core = ndimage.binary_erosion(inside, np.ones((3, 3, 3), bool),
                                   iterations=result.provenance["transform"]["edge_filter_size"] // 2)
     assert result.image[core].mean() == pytest.approx(entry.intensity_mean, abs=0.02)
+
+
+def test_contact_matching_needs_a_bank_that_records_it(healthy, lesions):
+    from dataclasses import replace
+
+    entry, (image, mask) = lesions[0]
+    config = SynthesisConfig.from_dict({"placement": {"match_donor_contact": 8}})
+    result = synthesize_one(healthy, entry, image, mask, config, np.random.default_rng(0))
+    if result.kept:
+        assert result.provenance["placement"]["donor_contact"] == pytest.approx(entry.surface_contact, abs=1e-3)
+    old = replace(entry, surface_contact=None)  # a bank extracted before surface_contact was recorded
+    with pytest.raises(InputError, match=rf"lesion {entry.id}: the bank does not record how much.*re-extract"):
+        synthesize_one(healthy, old, image, mask, config, np.random.default_rng(0))
 
 
 def test_blend_weights_match_a_mean_filter():

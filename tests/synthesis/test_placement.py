@@ -121,6 +121,60 @@ def test_same_region_as_donor_falls_back_where_the_lesion_does_not_fit(site):
     assert params.requested_region is None and params.region != "neck"  # placed elsewhere in the femur
 
 
+def test_surface_contact_is_the_share_of_the_shell_outside_the_femur():
+    femur = np.zeros((12, 12, 12), bool)
+    femur[2:10, 2:10, 2:10] = True
+    site = FemurSite.from_mask(femur, (2.0, 1.0, 1.0))
+    deep = np.zeros((2, 2, 2), bool)
+    deep[:] = True
+    assert site.contact_at(deep, np.array([5, 5, 5])) == 0.0  # its whole shell is bone
+    # against the x = 2 face: 16 of the 4x4x4 - 8 = 56 shell voxels are outside
+    assert site.contact_at(deep, np.array([5, 5, 2])) == pytest.approx(16 / 56)
+    # in a corner of the image: outside the image counts as outside the femur
+    assert site.contact_of(np.array([[0, 0, 0]])) == 1.0
+    assert site.contact_of(np.argwhere(np.pad(deep, [(5, 0), (5, 0), (2, 0)]))) == pytest.approx(16 / 56)
+
+
+def test_match_donor_contact_pastes_lesions_against_the_cortex_like_their_donor(site):
+    lesion = cube_lesion(3)
+    plain = PlacementConfig()
+    matched = PlacementConfig(match_donor_contact=16)
+
+    def contacts(config, donor):
+        out = []
+        for seed in range(30):
+            params = draw_placement(np.random.default_rng(seed), site, lesion, config, None, donor)
+            out.append(site.contact_of(np.argwhere(placed_mask(site, lesion, params))))
+            if config.match_donor_contact:
+                assert params.contact == pytest.approx(out[-1], abs=1e-3) and params.donor_contact == donor
+            else:
+                assert params.contact is None
+        return np.asarray(out)
+
+    uniform, touching = contacts(plain, 0.3), contacts(matched, 0.3)
+    assert np.median(uniform) < 0.05  # uniform positions are mostly deep in the bone
+    assert np.median(np.abs(touching - 0.3)) < 0.1 < np.median(np.abs(uniform - 0.3))
+    assert np.median(contacts(matched, 0.0)) == 0.0
+    # no donor contact known: the paper's uniform placement, the same draws
+    assert draw_placement(np.random.default_rng(3), site, lesion, matched, None, None) == \
+        draw_placement(np.random.default_rng(3), site, lesion, plain, None, None)
+
+
+def test_a_lesion_allowed_to_cross_the_surface_matches_its_donor_as_it_will_be_pasted(site):
+    """With min_inside_fraction < 1 the lesion may cross the femur's surface and is cut there
+    (clip_to_femur): the contact matched is the cut lesion's, as the donor's label is inside its femur."""
+    lesion = cube_lesion(4)
+    config = PlacementConfig(match_donor_contact=16, min_inside_fraction=0.6)
+    crossing = 0
+    for seed in range(20):
+        params = draw_placement(np.random.default_rng(seed), site, lesion, config, None, 0.3)
+        placed = placed_mask(site, lesion, params)
+        cut = placed & site.femur
+        assert params.contact == pytest.approx(site.contact_of(np.argwhere(cut)), abs=1e-3)
+        crossing += int(cut.sum() < placed.sum())
+    assert crossing > 0  # some positions do cross the surface: a breach of the cortex
+
+
 def test_exact_search_finds_rare_positions():
     femur = np.zeros((30, 30, 30), bool)
     femur[10:20, 10:20, 10:20] = True  # a 10^3 box: an 8^3 lesion fits in only 27 positions

@@ -18,11 +18,14 @@ log = logging.getLogger(__name__)
 
 
 def _synthesis_print(config: ExperimentConfig) -> dict:
-    """The synthesis settings a run's stage marker is compared on; ``image_layout`` only when it is not the
-    default, so that the runs made before it existed (whole images) stay done."""
+    """The synthesis settings a run's stage marker is compared on; ``image_layout`` and
+    ``placement.match_donor_contact`` only when they are not the default, so that the runs made before
+    they existed (whole images, the first valid position) stay done."""
     settings = config.synthesis.model_dump(mode="json")
     if settings.get("image_layout") == "whole":
         del settings["image_layout"]
+    if settings["placement"].get("match_donor_contact") == 0:
+        del settings["placement"]["match_donor_contact"]
     return settings
 
 
@@ -33,7 +36,12 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               description="the cohort (generated phantom or your manifest), checked"),
         Stage("prepare", _stage_prepare, ("cohort",), lambda ctx: c.prepare.model_dump(mode="json"),
               "femur masks, crop, resampling, intensity standardization"),
-        Stage("bank", _stage_bank, ("prepare",), lambda ctx: c.bank.model_dump(mode="json"), "lesion bank"),
+        # placement.match_donor_contact needs each lesion's surface contact, which banks extracted before
+        # it existed lack: such a study extracts its bank again (others keep theirs)
+        Stage("bank", _stage_bank, ("prepare",),
+              lambda ctx: {**c.bank.model_dump(mode="json"),
+                           **({"surface_contact": True} if c.synthesis.placement.match_donor_contact else {})},
+              "lesion bank"),
         Stage("synthesize", _stage_synthesize, ("prepare", "bank"),
               lambda ctx: [c.seed, _synthesis_print(c)], "ad-hoc lesion synthesis"),
         Stage("diffusion", _stage_diffusion, ("prepare",),

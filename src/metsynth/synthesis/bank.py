@@ -88,6 +88,7 @@ class BankEntry:
     spacing: list[float]
     image: str
     mask: str
+    surface_contact: float | None = None  # share of its shell outside its femur (FemurSite.contact_of); None: no mask
     root: Path | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -247,7 +248,8 @@ def extract_bank(manifest: str | os.PathLike, out_dir: str | os.PathLike, config
                 region=site.majority_region(idx) if site is not None else "unknown",
                 radius_mm=round(radius, 3), intensity_mean=float(inside.mean()), intensity_std=float(inside.std()),
                 intensity_robust_std=float(1.4826 * np.median(np.abs(inside - np.median(inside)))),
-                spacing=[float(s) for s in image.spacing], image=img_name, mask=mask_name, root=out.resolve(),
+                spacing=[float(s) for s in image.spacing], image=img_name, mask=mask_name,
+                surface_contact=round(site.contact_of(idx), 4) if site is not None else None, root=out.resolve(),
             ))
     if not entries:
         raise InputError(

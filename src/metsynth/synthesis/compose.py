@@ -232,7 +232,15 @@ def synthesize_one(healthy: HealthyFemur, entry: Any, lesion_image: np.ndarray, 
         provenance["reason_detail"] = (f"lesion is {mm3:.1f} mm^3 after the transforms "
                                        f"(<= min_lesion_mm3 {config.min_lesion_mm3:g})")
         return SynthesisResult(False, "too_small_after_transform", provenance=provenance)
-    placement = draw_placement(rng, healthy.site, lesion, config.placement, getattr(entry, "region", None))
+    donor_contact = getattr(entry, "surface_contact", None)
+    if config.placement.match_donor_contact and donor_contact is None:
+        raise InputError(
+            f"lesion {entry.id}: the bank does not record how much it touched its femur's surface (a bank "
+            "extracted before metsynth recorded surface_contact, or from a case without a femur mask), which "
+            "placement.match_donor_contact needs; re-extract the bank with `metsynth lesions extract "
+            "PREPARED_MANIFEST --out BANK --force`, or set placement.match_donor_contact: 0")
+    placement = draw_placement(rng, healthy.site, lesion, config.placement, getattr(entry, "region", None),
+                               donor_contact)
     if isinstance(placement, NoPlacement):
         provenance["placement"] = {"tries": placement.tries}
         provenance["reason_detail"] = placement.reason

@@ -35,12 +35,13 @@ nowhere, the attempt is dropped with that reason.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from pydantic import Field, field_validator
 
+from ..bone.contact import femur_around, shell_outside_share
 from ..config import Settings
 from .transforms import TransformedLesion
 
@@ -74,6 +75,14 @@ class PlacementConfig(Settings):
         "shaft, from the bank), so that it keeps its surroundings: a lesion of the marrow-filled shaft is not "
         "pasted into the dense cancellous bone of the head, where it would stand out far more than any real "
         "one. Where it does not fit there, the other regions are tried (region_weights). Not in the paper.")
+    match_donor_contact: int = Field(
+        0, ge=0, description="Draw this many valid positions and keep the one where the lesion touches the "
+        "femur's surface as much as its donor did (the bank's surface_contact: the share of the one-voxel shell "
+        "around the lesion that lies outside its femur mask; measured on the lesion as pasted, i.e. cut to the "
+        "femur with clip_to_femur), so that a lesion found against the cortex, or through it, is pasted against "
+        "the cortex, not in the middle of the marrow. With min_inside_fraction < 1 it may cross the surface and be "
+        "cut there: a breach of the cortex. 0 (paper): the first valid position, uniform over the femur. Not in "
+        "the paper.")
     max_tries: int = Field(200, ge=1, description="Random candidate positions tried before the exact search.")
     exact_fallback: bool = Field(
         True, description="When the random tries fail, test every position exactly (slower, rare).")
@@ -195,6 +204,19 @@ class FemurSite:
         regions, info = femur_regions(femur, spacing, direction)
         return cls(femur, regions, info)
 
+    def contact_at(self, mask: np.ndarray, corner: np.ndarray) -> float:
+        """How much ``mask`` (a box whose [0, 0, 0] is at index ``corner``) touches the femur's
+        surface: :func:`metsynth.bone.contact.shell_outside_share`."""
+        return shell_outside_share(mask, femur_around(self.femur, corner, mask.shape))
+
+    def contact_of(self, index: np.ndarray) -> float:
+        """:meth:`contact_at` of a lesion given by its voxel indices (``(n, 3)``)."""
+        index = np.asarray(index)
+        lo = index.min(axis=0)
+        mask = np.zeros(tuple(index.max(axis=0) - lo + 1), bool)
+        mask[tuple((index - lo).T)] = True
+        return self.contact_at(mask, lo)
+
     @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.femur.shape)  # type: ignore[return-value]
@@ -232,6 +254,8 @@ class PlacementParams:
     inside_fraction: float
     tries: int
     method: str  # "sampled" or "exact"
+    contact: float | None = None  # with match_donor_contact: the lesion's surface contact (FemurSite.contact_at)
+    donor_contact: float | None = None  # and its donor's
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
@@ -246,9 +270,12 @@ class NoPlacement:
 
 
 def draw_placement(rng: np.random.Generator, site: FemurSite, lesion: TransformedLesion,
-                   config: PlacementConfig, donor_region: str | None = None) -> PlacementParams | NoPlacement:
+                   config: PlacementConfig, donor_region: str | None = None,
+                   donor_contact: float | None = None) -> PlacementParams | NoPlacement:
     """Draw a position for ``lesion`` in ``site`` (see the module docstring). ``donor_region``: the
-    region the lesion came from, tried first when ``config.same_region_as_donor``."""
+    region the lesion came from, tried first when ``config.same_region_as_donor``; ``donor_contact``:
+    how much it touched its femur's surface, matched with ``config.match_donor_contact``."""
+    matching = config.match_donor_contact > 0 and donor_contact is not None
     mask = lesion.mask.astype(bool)
     where = np.argwhere(mask)
     m_lo, m_hi = where.min(axis=0), where.max(axis=0) + 1
@@ -276,16 +303,28 @@ def draw_placement(rng: np.random.Generator, site: FemurSite, lesion: Transforme
         if cand.size == 0:
             pool.pop(pick)
             continue
+        found: list[tuple[float, float, np.ndarray, np.ndarray, int]] = []  # (gap, contact, centre, corner, inside)
         for _ in range(config.max_tries):
             tries += 1
             centre = np.asarray(np.unravel_index(int(cand[int(rng.integers(cand.size))]), site.shape))
             corner_b = centre - anchor_b
             if np.any(corner_b < 0) or np.any(corner_b + mb.shape > shape):
                 continue
-            window = site.femur[tuple(slice(a, a + s) for a, s in zip(corner_b, mb.shape))]
-            inside = int(np.count_nonzero(window & mb))
-            if inside >= need:
+            kept = site.femur[tuple(slice(a, a + s) for a, s in zip(corner_b, mb.shape))] & mb
+            inside = int(np.count_nonzero(kept))
+            if inside < need:
+                continue
+            if not matching:
                 return _params(centre, corner_b - m_lo, site, region, inside / n, tries, "sampled")
+            # the lesion as it will be pasted: cut to the femur (clip_to_femur), like the donor's own label
+            contact = site.contact_at(kept if config.clip_to_femur else mb, corner_b)
+            found.append((abs(contact - float(donor_contact)), contact, centre, corner_b, inside))  # type: ignore[arg-type]
+            if len(found) == config.match_donor_contact:
+                break
+        if found:  # the position whose contact is nearest the donor's (the first drawn among equals)
+            _, contact, centre, corner_b, inside = min(found, key=lambda f: f[0])
+            return replace(_params(centre, corner_b - m_lo, site, region, inside / n, tries, "sampled"),
+                           contact=round(contact, 4), donor_contact=round(float(donor_contact), 4))  # type: ignore[arg-type]
         if config.exact_fallback:
             found = _exact(rng, site, mb, anchor_b, need, cand)
             if found is not None:

@@ -138,14 +138,15 @@ def _resolved(manifest: Path, bank: LesionBank, config: SynthesisConfig, healthy
 
 
 IDENTITY_KEYS = ("cohort_digest", "healthy_files", "bank_digest", "synthesis")
+# what runs recorded before these settings existed did: float32 whole volumes, the first valid position
+RECORD_DEFAULTS = {"synthesis": {"image_storage": "float32", "image_layout": "whole",
+                                 "placement": {"match_donor_contact": 0}}}
 
 
 def _prepare_run_dir(out: Path, resolved: dict[str, Any], force: bool, replace_other: bool = False) -> None:
     identity = {k: resolved[k] for k in (*IDENTITY_KEYS, FILE_INDEX)}  # the index names changed files
     OutputFolder(out, "a synthesis run", "config.yaml", outputs=(*OUTPUT_DIRS, *OUTPUT_FILES)).claim(
-        lambda record: recorded_changes(record, identity, {"synthesis": {"image_storage": "float32",
-                                                                         "image_layout": "whole"}}),
-        force=force, replace_other=replace_other)  # runs from before these settings existed: float32, whole
+        lambda record: recorded_changes(record, identity, RECORD_DEFAULTS), force=force, replace_other=replace_other)
     for name in OUTPUT_DIRS:
         (out / name).mkdir(exist_ok=True)
     remove_stale_temps(out)
