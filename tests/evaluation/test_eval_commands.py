@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from evaluation.eval_builders import build_cohort, write_predictions
@@ -271,3 +272,30 @@ def test_a_prediction_on_the_original_scan_against_a_prepared_truth_says_which_g
         read_prediction(tmp_path / "other.nii.gz", truth, "M001", source)
     # on the truth's own grid it is read
     assert read_prediction(tmp_path / "M001__reference_r1.nii.gz", truth, "M001", source).same_grid(truth)
+
+
+def test_evaluate_reports_detection_by_location_with_femur_masks(cohort, tmp_path):
+    """Cases with a femur mask: each true lesion is cortical or medullary, in lesions.csv, summary.json
+    and the printed summary; here the small lesion near z = 5 reaches the femur's cut surface."""
+    manifest, refs = cohort
+    data = yaml.safe_load(manifest.read_text())
+    for case in data["cases"]:
+        image = Volume.read(manifest.parent / case["image"])
+        femur = np.ones(image.shape, np.uint8)
+        femur[:4] = 0  # the femur ends under the small lesion (z 3-7): it touches the surface
+        femur[-1], femur[:, 0], femur[:, -1], femur[:, :, 0], femur[:, :, -1] = 0, 0, 0, 0, 0
+        path = f"femur/{case['id']}.nii.gz"
+        image.with_array(femur).write(manifest.parent / path)
+        case["femur_mask"] = path
+    manifest.write_text(yaml.safe_dump(data, sort_keys=False))
+    preds = write_predictions(tmp_path / "pred", refs)
+    res = invoke("evaluate", "--pred", preds, "--truth", manifest, "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    lesions = pd.read_csv(tmp_path / "out" / "lesions.csv")
+    true = lesions[lesions["kind"] == "true"]
+    assert set(true.loc[true["voxels"] < 60, "location"]) == {"cortical"}
+    assert set(true.loc[true["voxels"] > 200, "location"]) == {"medullary"}
+    by = json.loads((tmp_path / "out" / "summary.json").read_text())["detection"]["by_location"]
+    assert by["cortical"]["n_true"] == by["medullary"]["n_true"] == len(refs)
+    assert f"cortical: {by['cortical']['tp']}/{len(refs)} detected" in res.output
+    assert "medullary: " in res.output

@@ -113,6 +113,10 @@ def evaluate(
         lines.append(f"  ({m['n_worst_case']} case(s) with an empty mask: {m['worst_case']})")
     if det.get("n_true"):
         lines.append(f"  lesions: {det['tp']}/{det['n_true']} detected, {det['fp']} false positive(s)")
+        for where, part in (det.get("by_location") or {}).items():  # with femur masks: cortical / medullary
+            if part["n_true"]:
+                lines.append(f"    {where}: {part['tp']}/{part['n_true']} detected, "
+                             f"lesion Dice {part['mean_lesion_dice']:.3f}")
     lines.append(f"wrote {paths['cases']}, {paths['lesions']}, {paths['summary']}")
     typer.echo("\n".join(lines))
     logging.getLogger(__name__).debug("evaluation settings: %s", config.model_dump())
