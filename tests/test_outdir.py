@@ -193,3 +193,28 @@ def test_a_refusal_names_the_input_files_that_changed(tmp_path):
         ["inputs: other content (other files, or the same files written again since)"]
     (run / "record.json").write_text(json.dumps({**settings("M001.nii.gz"), FILE_INDEX: {}}))
     assert recorded_changes(run / "record.json", settings("M001.nii.gz")) == []
+
+
+def test_digest_wording_is_kept_to_digests_and_a_foreign_index_is_not_trusted(tmp_path):
+    """A setting that only looks like a hash keeps its values; digests under their keys (lists
+    included) are said in words; an index of another shape falls back to that sentence."""
+    from metsynth.fileio import files_index
+    from metsynth.outdir import FILE_INDEX, differences
+
+    assert differences({"name": "deadbeefcafe1234"}, {"name": "0123456789abcdef"}) == \
+        ["name: 'deadbeefcafe1234' -> '0123456789abcdef'"]
+    assert differences({"model_sha256": ["aaaaaaaaaaaaaaaa"]}, {"model_sha256": ["bbbbbbbbbbbbbbbb"]}) == \
+        ["model_sha256: other content (other files, or the same files written again since)"]
+    # two raters' files of one name in folders of one name: distinct keys
+    for rater in ("raterA", "raterB"):
+        (tmp_path / rater / "P001").mkdir(parents=True)
+        (tmp_path / rater / "P001" / "lesion.nii.gz").write_bytes(b"x")
+    index = files_index([tmp_path / r / "P001" / "lesion.nii.gz" for r in ("raterA", "raterB")])
+    assert sorted(index) == ["raterA/P001/lesion.nii.gz", "raterB/P001/lesion.nii.gz"]
+    # a record whose index is not [size, mtime] pairs: no traceback, no wrong names
+    record = tmp_path / "record.json"
+    for broken in ({"a/x.nii.gz": 5}, {"a/x.nii.gz": [10]}, {"a/x.nii.gz": {"size": 10}}, {"a/x.nii.gz": "x"}, []):
+        record.write_text(json.dumps({"inputs": "725f9c80544dfff53154", FILE_INDEX: {"inputs": broken}}))
+        assert recorded_changes(record, {"inputs": "5393a10c6c5291fb83e4",
+                                         FILE_INDEX: {"inputs": {"a/x.nii.gz": [1, 2]}}}) == \
+            ["inputs: other content (other files, or the same files written again since)"]

@@ -229,20 +229,23 @@ def files_stamp(paths: Iterable[str | os.PathLike | None]) -> str | None:
 
 
 def files_index(paths: Iterable[str | os.PathLike | None]) -> dict[str, list[int] | None]:
-    """What :func:`files_stamp` hashes, file by file: ``"folder/name"`` -> ``[size, mtime_ns]``
-    (``None`` for a missing file). Recorded beside a stamp, it lets a refusal name the files that
-    changed instead of showing two hashes (:func:`metsynth.outdir.file_changes`)."""
+    """What :func:`files_stamp` hashes, file by file: each file's path relative to the folder that
+    holds all their folders (``"images/M001.nii.gz"``: unique, and the same for a moved cohort) ->
+    ``[size, mtime_ns]`` (``None`` for a missing file). Recorded beside a stamp, it lets a refusal
+    name the files that changed instead of showing two hashes (:func:`metsynth.outdir.file_changes`)."""
+    files = [Path(os.path.abspath(p)) for p in paths if p is not None]
+    if not files:
+        return {}
+    root = Path(os.path.commonpath([str(f.parent.parent) for f in files]))  # keys keep the file's folder
     index: dict[str, list[int] | None] = {}
-    for path in paths:
-        if path is None:
-            continue
-        path = Path(path)
+    for path in files:
+        key = path.relative_to(root).as_posix()
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            index[f"{path.parent.name}/{path.name}"] = None
+            index[key] = None
             continue
-        index[f"{path.parent.name}/{path.name}"] = [st.st_size, st.st_mtime_ns]
+        index[key] = [st.st_size, st.st_mtime_ns]
     return index
 
 

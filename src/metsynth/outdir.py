@@ -51,8 +51,20 @@ _STAMP = re.compile(r"[0-9a-f]{16,64}")  # files_stamp / file_sha256 digests as 
 _STAMP_WORDS = ": other content (other files, or the same files written again since)"
 
 
+_STAMP_KEYS = ("inputs",)  # record keys holding digests, besides those named *_files, *_digest, *_sha256, *_stamp
+
+
 def _is_stamp(value: Any) -> bool:
+    if isinstance(value, list):
+        return bool(value) and all(_is_stamp(v) for v in value)
     return isinstance(value, str) and _STAMP.fullmatch(value) is not None
+
+
+def _is_stamp_change(key: str, old: Any, new: Any) -> bool:
+    """A digest of files, a manifest or weights that changed: a key that holds one, digests on both
+    sides (or a missing file's None), so that no other setting's values are ever hidden."""
+    named = key in _STAMP_KEYS or key.endswith(("_files", "_digest", "_sha256", "_stamp"))
+    return named and (_is_stamp(new) or new is None) and (_is_stamp(old) or old is None) and old != new
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -66,7 +78,7 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
         return out
     if old == new:
         return []
-    if _is_stamp(new) and (old is None or _is_stamp(old)) or _is_stamp(old) and new is None:
+    if _is_stamp_change(prefix[:-1].rsplit(".", 1)[-1], old, new):
         return [prefix[:-1] + _STAMP_WORDS]
     return [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
@@ -80,6 +92,12 @@ def _when(ns: int) -> str:
 def file_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Which files two :func:`metsynth.fileio.files_index` records disagree on, in words: inputs
     added, no longer given, missing, or written again (size, modification time)."""
+    def valid(entry: Any) -> bool:  # [size, mtime_ns], or None for a missing file
+        return entry is None or (isinstance(entry, (list, tuple)) and len(entry) == 2
+                                 and all(isinstance(v, int) for v in entry))
+
+    if not all(valid(v) for v in (*old.values(), *new.values())):
+        return []  # not an index this version wrote: the caller says the files changed, without names
     out = []
     for name in sorted(set(old) | set(new)):
         a, b = old.get(name, ()), new.get(name, ())
@@ -126,7 +144,7 @@ def recorded_changes(record: Path, new: Mapping[str, Any],
     if isinstance(old_index, dict) and isinstance(new_index, dict):
         for key, files in new_index.items():  # a stamp's files said by name, in place of "other content"
             line = key + _STAMP_WORDS
-            if line in found and isinstance(old_index.get(key), dict):
+            if line in found and isinstance(old_index.get(key), dict) and isinstance(files, dict):
                 named = file_changes(old_index[key], files)
                 if named:
                     at = found.index(line)

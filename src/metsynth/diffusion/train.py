@@ -247,7 +247,9 @@ def _claim_run_dir(out_dir: Path, config: DiffusionConfig, healthy_paths: list, 
         diff = _training_diff(DiffusionConfig.from_yaml(record), config)
         recorded = read_json(inputs) if inputs.exists() else {}
         if recorded.get("healthy_files") is not None and recorded["healthy_files"] != healthy_files:
-            named = file_changes(recorded[FILE_INDEX]["healthy_files"], healthy_index) if FILE_INDEX in recorded else []
+            old_index = recorded.get(FILE_INDEX)
+            old_index = old_index.get("healthy_files") if isinstance(old_index, dict) else None
+            named = file_changes(old_index, healthy_index) if isinstance(old_index, dict) else []
             diff += named or ["the healthy cases' files were written again since"]
         return diff
 

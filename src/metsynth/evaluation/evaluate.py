@@ -115,6 +115,20 @@ def read_prediction(path: Path, reference: "Volume", case_id: str,
         raise InputError(f"case {case_id}: {err} (ground truth: {reference.name})") from None
 
 
+def _femur_for_location(case: "Case", truth: "Volume") -> "Volume | None":
+    """The case's femur mask on the truth's grid, for the lesions' locations; None (no location,
+    with a warning) when the case has none or it cannot be used: the scores never depend on it."""
+    from ..volume import Volume, as_mask
+
+    if case.femur_mask is None:
+        return None
+    try:
+        return as_mask(Volume.read(case.femur_mask), truth, what=f"femur mask of case {case.id}")
+    except InputError as err:
+        log.warning("case %s: lesions scored without a location (cortical/medullary): %s", case.id, err)
+        return None
+
+
 def _off_grid(pred: "Volume", truth: "Volume", diff: str, source: dict[str, Any] | None) -> str:
     """Why a prediction is on another grid than its ground truth, and the fix: most often the
     scans of one cohort were predicted and the masks of another (raw against prepared) given."""
@@ -129,7 +143,7 @@ def _off_grid(pred: "Volume", truth: "Volume", diff: str, source: dict[str, Any]
             return (f"{where}: it is on the grid of the case's original scan {source.get('image')}, the truth on the "
                     "prepared cohort's. Score it against the original cohort's masks (--truth: the manifest "
                     "that was prepared), or predict the prepared cohort (metsynth predict MODEL "
-                    "PREPARED/cohort.yaml) and score that")
+                    "PREPARED/cohort.yaml -o PRED) and score that")
     spacing = np.asarray(pred.spacing)
     if not np.allclose(spacing, truth.spacing, rtol=1e-3) and np.allclose(spacing, spacing[0], rtol=1e-3):
         return (f"{where}: its isotropic {spacing[0]:g} mm spacing may be a prepared cohort's: if the prepared "
@@ -226,8 +240,7 @@ def evaluate_cohort(
         truth = as_mask(Volume.read(ann.path), what=f"lesion mask of case {case.id}")
         pred = read_prediction(find_prediction(pred_dir, case.id), truth, case.id, case.source)  # type: ignore[arg-type]
         m = compute_metrics(pred, truth, percentile=config.percentile)
-        femur = (as_mask(Volume.read(case.femur_mask), truth, what=f"femur mask of case {case.id}")
-                 if case.femur_mask is not None else None)  # each lesion's location: cortical or medullary
+        femur = _femur_for_location(case, truth)  # each lesion's location: cortical or medullary
         det = detect_lesions(pred, truth, connectivity=config.connectivity, min_iou=config.min_iou,
                              min_size_mm3=config.min_lesion_mm3, size_bins_mm3=config.size_bins_mm3, femur=femur)
         results.append(m)

@@ -73,7 +73,8 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
         Stage("stats", _stage_stats, ("evaluate",), lambda ctx: None, "Kruskal-Wallis, pairwise tests, tables"),
         Stage("variability", _stage_variability, ("predict",), lambda ctx: c.variability_model,
               "inter/intra-operator variability (Table 1)"),
-        Stage("report", _stage_report, ("stats", "variability"), lambda ctx: None, "HTML report"),
+        # the report shows the realism results too: measured again, they are reported again
+        Stage("report", _stage_report, ("stats", "variability", "realism"), lambda ctx: None, "HTML report"),
     ]
     if not config.needs_harmonized():
         stages = [s for s in stages if s.name not in ("diffusion", "harmonize", "sweep")]
