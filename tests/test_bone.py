@@ -438,3 +438,20 @@ def test_thorax_ct_has_no_femur(real_data):
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{folder}: no femur found")
     assert "largest axial section < 900 mm2" in message and "mm from the midline" in message
+
+
+def test_surface_contact_leaves_the_image_border_out():
+    """A lesion against the femur's surface touches it; one where the scan cuts through the shaft
+    does not (beyond the image is unknown, not soft tissue)."""
+    from metsynth.bone.contact import location, surface_contact
+
+    femur = np.zeros((12, 12, 12), bool)
+    femur[2:10, 2:10, 2:10] = True
+    lesion = np.zeros_like(femur)
+    lesion[5:7, 5:7, 2:4] = True  # its x = 1 face is outside the femur: 16 of its 56 shell voxels
+    assert surface_contact(lesion, femur) == pytest.approx(16 / 56) and location(16 / 56) == "cortical"
+    shaft = np.ones((12, 12, 12), bool)  # a femur cut by the scan at z = 0
+    cut = np.zeros_like(shaft)
+    cut[0:2, 5:7, 5:7] = True
+    assert surface_contact(cut, shaft) == 0.0 and location(0.0) == "medullary"
+    assert surface_contact(np.zeros_like(shaft), shaft) == 0.0

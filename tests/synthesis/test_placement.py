@@ -130,7 +130,7 @@ def test_surface_contact_is_the_share_of_the_shell_outside_the_femur():
     assert site.contact_at(deep, np.array([5, 5, 5])) == 0.0  # its whole shell is bone
     # against the x = 2 face: 16 of the 4x4x4 - 8 = 56 shell voxels are outside
     assert site.contact_at(deep, np.array([5, 5, 2])) == pytest.approx(16 / 56)
-    # in a corner of the image: outside the image counts as outside the femur
+    # in a corner of the image, outside the femur: its shell within the image is all outside
     assert site.contact_of(np.array([[0, 0, 0]])) == 1.0
     assert site.contact_of(np.argwhere(np.pad(deep, [(5, 0), (5, 0), (2, 0)]))) == pytest.approx(16 / 56)
 
