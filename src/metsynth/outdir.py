@@ -49,8 +49,6 @@ SHOWN_CHANGES = 4  # differences named in a refusal (then "... (N differences)")
 FILE_INDEX = "files_index"  # in a record: stamp key -> files_index of its files; explains a change, never compared
 _STAMP = re.compile(r"[0-9a-f]{16,64}")  # files_stamp / file_sha256 digests as records hold them
 _STAMP_WORDS = ": other content (other files, or the same files written again since)"
-
-
 _STAMP_KEYS = ("inputs",)  # record keys holding digests, besides those named *_files, *_digest, *_sha256, *_stamp
 
 

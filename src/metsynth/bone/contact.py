@@ -40,15 +40,17 @@ def femur_around(femur: np.ndarray, lo, shape) -> np.ndarray:
     return out
 
 
-def surface_contact(mask: np.ndarray, femur: np.ndarray) -> float:
-    """:func:`shell_outside_share` of a lesion ``mask`` given on the same grid as ``femur``
-    (whole volumes; only the lesion's box is looked at). 0 for an empty mask."""
+def surface_contact(mask: np.ndarray, femur: np.ndarray, offset=None) -> float:
+    """:func:`shell_outside_share` of a lesion ``mask`` in ``femur``'s grid: the whole volume, or a
+    box of it whose [0, 0, 0] is at index ``offset``; only the lesion's own box is looked at.
+    0 for an empty mask."""
     where = np.argwhere(mask)
     if where.size == 0:
         return 0.0
     lo, hi = where.min(axis=0), where.max(axis=0) + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    return shell_outside_share(mask[box], femur_around(femur, lo, hi - lo))
+    start = lo if offset is None else lo + np.asarray(offset, dtype=int)
+    return shell_outside_share(mask[box], femur_around(femur, start, hi - lo))
 
 
 def location(contact: float) -> str:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..bone.contact import femur_around, location, shell_outside_share
+from ..bone.contact import location, surface_contact
 from ..errors import InputError
 from .metrics import _as_array_and_spacing, _foreground_box, _union_box
 
@@ -219,6 +219,7 @@ def detect_lesions(
     match[0, :] = False
     match[:, 0] = False
     centroid_t = _centroids(lt, nt, offset)
+    objects = ndimage.find_objects(lt) if bone is not None else []
     centroid_p = _centroids(lp, npred, offset)
 
     lesions: list[Lesion] = []
@@ -232,8 +233,9 @@ def detect_lesions(
             dice = 0.0
         vol = float(size_t[i]) * voxel_mm3
         where: dict[str, Any] = {}
-        if bone is not None:
-            contact = _contact(lt == i, bone, offset)
+        if bone is not None:  # the component in its own box (find_objects), placed in the full grid
+            sl = objects[i - 1]
+            contact = surface_contact(lt[sl] == i, bone, offset.astype(int) + [s.start for s in sl])
             where = {"surface_contact": round(contact, 4), "location": location(contact)}
         lesions.append(Lesion("true", i, int(size_t[i]), vol, _bin_of(vol, edges, names), bool(partners.size),
                               float(dice), tuple(int(j) for j in partners), centroid_t[i - 1], **where))
@@ -243,14 +245,6 @@ def detect_lesions(
         lesions.append(Lesion("pred", j, int(size_p[j]), vol, _bin_of(vol, edges, names), bool(partners.size),
                               math.nan, tuple(int(i) for i in partners), centroid_p[j - 1]))
     return DetectionResult(tuple(lesions), edges)
-
-
-def _contact(component: np.ndarray, bone: np.ndarray, offset: np.ndarray) -> float:
-    """Surface contact of one component of the cropped truth (its box starts at ``offset`` in ``bone``)."""
-    where = np.argwhere(component)
-    lo, hi = where.min(axis=0), where.max(axis=0) + 1
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
-    return shell_outside_share(component[box], femur_around(bone, lo + offset.astype(int), hi - lo))
 
 
 def _drop_small(labels: np.ndarray, n: int, min_voxels: float) -> tuple[np.ndarray, int]:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field, field_validator
 
-from ..bone.contact import femur_around, shell_outside_share
+from ..bone.contact import surface_contact
 from ..config import Settings
 from .transforms import TransformedLesion
 
@@ -206,8 +206,8 @@ class FemurSite:
 
     def contact_at(self, mask: np.ndarray, corner: np.ndarray) -> float:
         """How much ``mask`` (a box whose [0, 0, 0] is at index ``corner``) touches the femur's
-        surface: :func:`metsynth.bone.contact.shell_outside_share`."""
-        return shell_outside_share(mask, femur_around(self.femur, corner, mask.shape))
+        surface: :func:`metsynth.bone.contact.surface_contact`."""
+        return surface_contact(mask, self.femur, corner)
 
     def contact_of(self, index: np.ndarray) -> float:
         """:meth:`contact_at` of a lesion given by its voxel indices (``(n, 3)``)."""
@@ -215,7 +215,7 @@ class FemurSite:
         lo = index.min(axis=0)
         mask = np.zeros(tuple(index.max(axis=0) - lo + 1), bool)
         mask[tuple((index - lo).T)] = True
-        return self.contact_at(mask, lo)
+        return surface_contact(mask, self.femur, lo)
 
     @property
     def shape(self) -> tuple[int, int, int]:
