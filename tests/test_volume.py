@@ -144,8 +144,8 @@ def test_2d_image_is_rejected(tmp_path):
 
 def test_nan_is_rejected():
     vol = make_volume().with_array(np.zeros((24, 28, 32), np.float32))
-    vol.array[3, 4, 5] = np.nan
-    with pytest.raises(InputError, match=r"1 NaN or infinite voxels \(first at \[z,y,x\]=\(3, 4, 5\)\)"):
+    vol.array[3, 4, 5] = np.nan  # array (z, y, x): the voxel a viewer calls (i, j, k) = (5, 4, 3)
+    with pytest.raises(InputError, match=r"1 NaN or infinite voxels \(the first at voxel \(i, j, k\) = \(5, 4, 3\)"):
         check_finite(vol)
 
 

@@ -359,9 +359,11 @@ def check_finite(volume: Volume, what: str = "image") -> None:
         bad = ~np.isfinite(volume.array)
         n = int(bad.sum())
         if n:
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            # The array is (z, y, x); the voxel is named as 3D Slicer and ITK-SNAP number it, (i, j, k).
+            first = tuple(int(i) for i in np.argwhere(bad)[0][::-1])
             raise InputError(
-                f"{volume.name}: {what} has {n} NaN or infinite voxels (first at [z,y,x]={first}); "
+                f"{volume.name}: {what} has {n} NaN or infinite voxels (the first at voxel (i, j, k) = {first}, "
+                "as 3D Slicer and ITK-SNAP number them); "
                 "fix or replace them (e.g. with the air value) before using it"
             )
 
