@@ -246,3 +246,27 @@ def test_realism_shows_the_cnn_null_control(run_dir, tmp_path, monkeypatch):  # 
     band = next(p for p in ax.patches if p.get_label() == "3D CNN null (real vs real, 95% CI)")
     lo, hi = band.get_y(), band.get_y() + band.get_height()  # axhspan: a rectangle in data y
     assert (lo, hi) == (pytest.approx(0.52), pytest.approx(0.77))
+
+
+def test_an_online_model_says_what_it_drew_its_volumes_from():
+    """An on-the-fly model stores no training volume: the report names its donors and femurs, not "nothing"."""
+    from metsynth.report.tables import trained_on
+
+    class Run:
+        def __init__(self, sets):
+            self.sets = sets
+
+        def training_sets(self, model):
+            return self.sets
+
+    def online(donors, femurs):
+        return {"train": [], "online": {"donor_cases": [f"M{i}" for i in range(donors)],
+                                        "healthy_cases": [f"H{i}" for i in range(femurs)]}}
+
+    assert trained_on(Run([online(3, 10), online(3, 10)]), "online") == \
+        "3 real cases' lesions pasted on the fly into 10 healthy femurs per fold"
+    assert trained_on(Run([online(2, 9), online(3, 10)]), "online") == \
+        "2–3 real cases' lesions pasted on the fly into 9–10 healthy femurs per fold"
+    real = [{"source": "real"}] * 3
+    assert trained_on(Run([{"train": real}, {"train": real}]), "real") == "3 real per fold"
+    assert trained_on(Run([{"train": []}]), "real") == "nothing per fold"

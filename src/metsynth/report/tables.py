@@ -63,6 +63,11 @@ def trained_on(run: "RunData", model: str) -> str | None:
             by_source.setdefault(source, [])
         for source, values in by_source.items():
             values.append(counts.get(source, 0))
+    online = [data["online"] for data in sets if isinstance(data.get("online"), dict)]
+    if online:  # drawn during training: no stored volume, but the donors' lesions and the femurs they go into
+        donors = [len(o.get("donor_cases") or []) for o in online]
+        femurs = [len(o.get("healthy_cases") or []) for o in online]
+        by_source[f"real cases' lesions pasted on the fly into {_span(femurs)} healthy femurs"] = donors
     if not by_source:
         return "nothing per fold"
     return " + ".join(f"{_span(v)} {k}" for k, v in by_source.items()) + " per fold"
