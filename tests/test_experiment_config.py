@@ -153,10 +153,10 @@ def test_a_study_round_trips_through_yaml(name, tmp_path):
 
 def test_the_resolved_settings_follow_the_section_and_are_copies():
     cfg = experiment_preset("demo")
-    assert cfg.segmentation.settings.max_epochs == 80
+    assert cfg.segmentation.settings.max_epochs == 60
     cfg.segmentation_settings.max_epochs = 3  # a copy: the study is unchanged
     cfg.segmentation.settings.max_epochs = 3
-    assert cfg.segmentation_settings.max_epochs == 80
+    assert cfg.segmentation_settings.max_epochs == 60
     cfg.segmentation.overrides["max_epochs"] = 9  # changed in place: resolved again
     assert cfg.segmentation_settings.max_epochs == 9
     cfg.segmentation = {"preset": "paper"}  # assigned: validated and resolved

@@ -36,17 +36,18 @@ def test_online_models_train_in_the_study_and_reach_table3(tmp_path):
     assert rows[1:] == ["real (ref.)", "online", "online_ft"]
 
 
-def test_demo_online_adds_the_two_online_models_to_the_demo_study():
+def test_the_demo_has_the_online_models_and_no_online_leaves_them_out():
     from typer.testing import CliRunner
 
     from metsynth.cli import app
     from metsynth.commands import demo_config
 
-    plain, online = demo_config(seed=2, workers=1), demo_config(seed=2, workers=1, online=True)
+    online, plain = demo_config(seed=2, workers=1), demo_config(seed=2, workers=1, online=False)
+    assert online.models == experiment_preset("demo").models  # the default demo is the preset's study
     assert online.models == [*plain.models, "online", "online_ft"]  # the offline models kept, in their order
+    assert plain.models == ["real", "synthetic", "synthetic_ft", "harmonized", "harmonized_ft"]
     assert online.model_dump(exclude={"models"}) == plain.model_dump(exclude={"models"})
     assert online.seed == 2 and online.parallel.workers == 1
-    assert "online" not in plain.models
-    assert ExperimentConfig.from_dict(online.model_dump(mode="json")).models == online.models  # a valid study
+    assert ExperimentConfig.from_dict(plain.model_dump(mode="json")).models == plain.models  # a valid study
     text = CliRunner().invoke(app, ["demo", "--help"]).output
-    assert "--online" in text and "online_ft" in text
+    assert "--no-online" in text and "online_ft" in text
