@@ -16,6 +16,7 @@ from PIL import Image
 
 from metsynth.fileio import write_json
 from metsynth.report import write_report
+from metsynth.layout import display_name
 from metsynth.report.data import RunData
 from test_report import parse_text, rows_by_label, run_dir, section_html  # noqa: F401 - run_dir is a fixture
 
@@ -116,7 +117,27 @@ def test_headline_names_a_significant_best_model(run_dir):  # noqa: F811
     comp.pairwise = pw
     html = _headline(run)
     assert "Best model (mean Dice; differs from Real)" in html
-    assert "Differs significantly from Real in Dice (Holm-adjusted p &lt; 0.05): Diffusion+FT" in html
+    assert "The models that differ significantly from Real in Dice (Holm-adjusted p &lt; 0.05): Diffusion+FT" in html \
+        or "Diffusion+FT has the highest mean Dice" in html and "It differs significantly from Real in Dice (paired " \
+        "Wilcoxon p = 0.001" in html
+
+
+def test_headline_of_a_best_model_that_alone_differs_says_it_once(run_dir):  # noqa: F811
+    """"Differs significantly ...: Synthetic+FT; Synthetic+FT: paired Wilcoxon ..." named it twice."""
+    from metsynth.report.sections.summary import _headline
+    from metsynth.report.tables import paper_comparison
+
+    run = RunData(run_dir)
+    name = display_name(run.best_model(run.paper_models))
+    comp = paper_comparison(run)
+    pw = comp.pairwise.copy()
+    dice = pw["metric"] == "dice"
+    pw.loc[dice, ["wilcoxon_p_holm", "mannwhitney_p_holm"]] = [1.0, 1.0]
+    pw.loc[dice & (pw["model"] == name), ["wilcoxon_p_holm", "diff_hl"]] = [0.004, 0.2]
+    comp.pairwise = pw
+    html = _headline(run)
+    assert "It differs significantly from Real in Dice (paired Wilcoxon p = 0.004" in html
+    assert html.count(f"{name}:") == 0 and "The models that differ" not in html
 
 
 # ------------------------------------------------------------------------------ 6: training curves
