@@ -130,7 +130,7 @@ def demo(
         "--no-online leaves them out (about 1.5 minutes less); --online on a folder of a demo without them trains "
         "only them."),
 ) -> None:
-    """The whole study on a freshly generated phantom cohort, on a laptop CPU (7.5-10 minutes on 2 cores).
+    """The whole study on a freshly generated phantom cohort, on a laptop CPU (8.5-10 minutes on 2 cores).
 
     phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
     sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold
