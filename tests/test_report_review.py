@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from metsynth.fileio import write_json
-from metsynth.report import write_report
 from metsynth.layout import display_name
+from metsynth.report import write_report
 from metsynth.report.data import RunData
 from test_report import parse_text, rows_by_label, run_dir, section_html  # noqa: F401 - run_dir is a fixture
 

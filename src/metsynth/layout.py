@@ -30,6 +30,7 @@ paper's Table 3; the paper calls harmonized "Diffusion"), and ``size_<N>`` for t
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,15 @@ TABLE3_MODELS = {**PAPER_MODELS, **ONLINE_MODELS}
 
 def size_model(n: int | str) -> str:
     return f"size_{n}"
+
+
+def study_models(models: Iterable[str], size_study: Iterable[int | str] = ()) -> set[str]:
+    """The model folders a study with these ``models:`` and ``size_study:`` settings makes (its
+    size-study models only where it trains Synthetic, as the study does)."""
+    names = set(models)
+    if "synthetic" in names:
+        names |= {size_model(n) for n in size_study}
+    return names
 
 
 def display_name(model: str) -> str:
@@ -145,10 +155,15 @@ class RunLayout:
     def report(self) -> Path:
         return self.root / "report"
 
-    def evaluated_models(self) -> list[str]:
-        """Models with a metrics table, paper models first, then the size study by N."""
+    def evaluated_models(self, configured: Collection[str] | None = None) -> list[str]:
+        """Models with a metrics table, paper models first, then the size study by N. With
+        ``configured`` (:func:`study_models` of the run's settings), a Table 3 or size-study model
+        outside it is left out: what an earlier setting of the study made, not a row of this one."""
         root = self.root / "evaluation"
         found = sorted(p.parent.name for p in root.glob("*/metrics.csv")) if root.is_dir() else []
+        if configured is not None:
+            configured = set(configured)
+            found = [m for m in found if m in configured or not (m in TABLE3_MODELS or m.startswith("size_"))]
         paper = [m for m in PAPER_MODELS if m in found]
         sizes = sorted((m for m in found if m.startswith("size_")), key=_size_key)
         return paper + sizes + [m for m in found if m not in paper and m not in sizes]

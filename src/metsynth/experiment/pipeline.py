@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..layout import TABLE3_MODELS
+from ..layout import TABLE3_MODELS, study_models
 from ..realism.features import FEATURES
 from ..stages import RunContext, Stage
 from .config import ExperimentConfig, diffusion_settings
@@ -237,7 +237,8 @@ def _stage_stats(ctx: RunContext) -> None:
     from ..fileio import write_json, write_text
 
     layout = _layout(ctx)
-    evaluated = layout.evaluated_models()
+    # a model dropped from models: (or a size from size_study:) keeps its folders, not its rows
+    evaluated = layout.evaluated_models(study_models(ctx.config.models, ctx.config.size_study))
     data = load_results({m: layout.evaluation(m) / "metrics.csv" for m in evaluated},
                         worst_case=ctx.config.evaluation.worst_case)
     paper = [m for m in TABLE3_MODELS if m in evaluated]

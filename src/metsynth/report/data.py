@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..fileio import read_json
-from ..layout import TABLE3_MODELS, RunLayout, display_name
+from ..layout import TABLE3_MODELS, RunLayout, display_name, study_models
 from ..stages import STAGE_NAMES
 
 if TYPE_CHECKING:
@@ -104,8 +104,22 @@ class RunData:
 
     # ------------------------------------------------------------------ evaluation
     @functools.cached_property
+    def study_models(self) -> set[str] | None:
+        """The models the study's settings make (``models:`` and the size study), None without them.
+        A model dropped from ``models:`` keeps its folders but is nothing of this run's report."""
+        models, sizes = self.config.get("models"), self.config.get("size_study") or []
+        if not (isinstance(models, list) and all(isinstance(m, str) for m in models) and isinstance(sizes, list)):
+            return None
+        return study_models(models, sizes)
+
+    def shown(self, model: str) -> bool:
+        """Whether a model's folders belong in the report (see :attr:`study_models`)."""
+        return self.study_models is None or model in self.study_models
+
+    @functools.cached_property
     def evaluated(self) -> list[str]:
-        return self.layout.evaluated_models()
+        """The evaluated models; in a study's folder only those its settings make."""
+        return self.layout.evaluated_models(self.study_models)
 
     @property
     def paper_models(self) -> list[str]:

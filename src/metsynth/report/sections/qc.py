@@ -119,7 +119,7 @@ def _training_curves(run: "RunData") -> str:
     loss = run.layout.diffusion / "loss.png"
     if loss.is_file():
         items.append(figure(loss.read_bytes(), "DDPM training loss (diffusion/loss.png)", "DDPM loss"))
-    for model in [*TABLE3_MODELS, *[m for m in run.evaluated if m.startswith("size_")]]:
+    for model in [*(m for m in TABLE3_MODELS if run.shown(m)), *[m for m in run.evaluated if m.startswith("size_")]]:
         curves = sorted((run.root / "models" / model).glob("fold*/curves.png"))
         if not curves:
             continue
