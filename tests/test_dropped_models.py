@@ -25,7 +25,7 @@ def _copy_with_stale_models(source, tmp_path) -> RunLayout:
 
 
 def test_study_models_are_the_models_and_their_size_study():
-    assert study_models(["real", "synthetic"], [40, 100]) == {"real", "synthetic", "size_40", "size_100"}
+    assert study_models(["real", "synthetic"], [40, 100]) == {"real", "synthetic", "size_40", "size_100", "size_all"}
     assert study_models(["real", "harmonized"], [40]) == {"real", "harmonized"}  # no Synthetic, no size study
 
 
@@ -83,3 +83,28 @@ def _tiny_png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (4, 4)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def test_a_hand_written_config_without_a_size_study_hides_no_size_model(run_dir, tmp_path):  # noqa: F811
+    layout = _copy_with_stale_models(run_dir, tmp_path)
+    layout.config.write_text(yaml.safe_dump({"name": "mine", "models": ["real", "synthetic"]}))
+    run = RunData(layout.root)
+    assert {"size_100", "size_7", "real", "synthetic"} <= set(run.evaluated)
+    assert "harmonized_ft" not in run.evaluated and "online" not in run.evaluated
+
+
+def test_figure5_shows_no_dropped_model(run_dir, tmp_path, monkeypatch):  # noqa: F811
+    from metsynth.report import figures
+    from metsynth.report.sections.examples import examples_section
+
+    drawn = []
+    draw = figures.segmentation_examples
+    monkeypatch.setattr(figures, "segmentation_examples",
+                        lambda ex, models, *a: drawn.append(models) or draw(ex, models, *a))
+    layout = _copy_with_stale_models(run_dir, tmp_path)
+    shutil.copytree(layout.predictions("real"), layout.predictions("online"))
+    layout.config.write_text(yaml.safe_dump({"name": "s", "models": ["real", "synthetic"], "size_study": [100]}))
+    examples_section(RunData(layout.root))
+    layout.config.write_text(yaml.safe_dump({"name": "s"}))  # no models: every prediction folder is shown
+    examples_section(RunData(layout.root))
+    assert drawn[0] == [m for m in ("real", "synthetic") if layout.predictions(m).is_dir()] and "online" in drawn[1]

@@ -127,10 +127,10 @@ def demo(
     online: bool = typer.Option(
         True, "--online/--no-online", help="The two on-the-fly models of Table 3 beside the offline ones: online "
         "and online_ft (fresh synthetic volumes drawn during training from the training folds' lesions, seeded). "
-        "--no-online leaves them out (about 1.5 minutes less); --online on a folder of a demo without them trains "
-        "only them."),
+        "--no-online leaves them out (about 2 minutes less); on a folder of a demo made without them at the "
+        "same settings, --online trains only them."),
 ) -> None:
-    """The whole study on a freshly generated phantom cohort, on a laptop CPU (8.5-10 minutes on 2 cores).
+    """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7.5 minutes on 2 cores; `make demo` with its setup 8.5-10).
 
     phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
     sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold

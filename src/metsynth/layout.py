@@ -55,8 +55,8 @@ def study_models(models: Iterable[str], size_study: Iterable[int | str] = ()) ->
     """The model folders a study with these ``models:`` and ``size_study:`` settings makes (its
     size-study models only where it trains Synthetic, as the study does)."""
     names = set(models)
-    if "synthetic" in names:
-        names |= {size_model(n) for n in size_study}
+    if "synthetic" in names:  # size_all: the synthetic model evaluated as the size study's full set
+        names |= {size_model(n) for n in size_study} | {size_model("all")}
     return names
 
 

@@ -7,9 +7,10 @@ readable on screen and on paper, with the paper's tables filled with the run's n
    Real as Table 3 gives it, HL Δ, and whether any model differs significantly from Real),
    the cohort by role and centre, the data generated (bank, synthetic, harmonized, folds) and
    the stages run (``stages/*.json``: duration, finish time);
-2. **Results tables**: Table 3 (the five training sets: Real, Synthetic, Synthetic+FT,
-   Diffusion, Diffusion+FT; mean ± std of Dice ↑, HD ↓, HD95 ↓, ASSD ↓; best value in bold;
-   ``*`` where a model differs from Real; HL Δ: the paired Hodges-Lehmann difference), Table 2
+2. **Results tables**: Table 3 (the paper's five training sets: Real, Synthetic, Synthetic+FT,
+   Diffusion, Diffusion+FT, and Online and Online+FT where the study trains them; mean ± std of
+   Dice ↑, HD ↓, HD95 ↓, ASSD ↓; best value in bold; ``*`` where a model differs from Real; HL Δ:
+   the paired Hodges-Lehmann difference), Table 2
    (size of the synthetic set, each size against the smallest, the full set labelled with what
    each fold trained on) and Table 1 (operator variability, from ``variability/`` or computed
    from the cohort's annotations);

@@ -107,9 +107,12 @@ class RunData:
     def study_models(self) -> set[str] | None:
         """The models the study's settings make (``models:`` and the size study), None without them.
         A model dropped from ``models:`` keeps its folders but is nothing of this run's report."""
-        models, sizes = self.config.get("models"), self.config.get("size_study") or []
-        if not (isinstance(models, list) and all(isinstance(m, str) for m in models) and isinstance(sizes, list)):
+        models, sizes = self.config.get("models"), self.config.get("size_study")
+        if not (isinstance(models, list) and all(isinstance(m, str) for m in models)):
             return None
+        if not (isinstance(sizes, list) and all(isinstance(n, int) for n in sizes)):  # not a study's own file
+            found = self.layout.evaluated_models()
+            return set(models) | {m for m in found if m.startswith("size_")}
         return study_models(models, sizes)
 
     def shown(self, model: str) -> bool:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def examples_section(run: "RunData", n_cases: int = 3) -> Section:
     title = "Segmentation examples (Figure 5)"
-    models = [m for m in TABLE3_MODELS if run.layout.predictions(m).is_dir()]
+    models = [m for m in TABLE3_MODELS if run.shown(m) and run.layout.predictions(m).is_dir()]
     if not models:
         models = sorted(p.name for p in (run.root / "predictions").glob("*") if p.is_dir()
                         and not p.name.startswith("size_"))

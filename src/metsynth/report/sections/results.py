@@ -35,7 +35,7 @@ def boxplots_section(run: "RunData") -> Section:
         models = run.paper_models
         png = figures.metric_boxplots(run.results, models, [display_name(m) for m in models],  # type: ignore[arg-type]
                                       [figures.MODEL_COLOURS.get(m, "#555555") for m in models])
-        parts.append(part("The five training sets (Table 3)", figure(png, esc(caption), "box plots, Table 3 models")))
+        parts.append(part("The training sets of Table 3", figure(png, esc(caption), "box plots, Table 3 models")))
     if run.size_models:
         labels = size_labels(run)
         models = run.size_models

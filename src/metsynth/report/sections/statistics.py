@@ -21,7 +21,7 @@ def statistics_section(run: "RunData") -> Section:
         return Section("statistics", "Statistics",
                        not_run("no evaluation yet (<code>evaluation/&lt;model&gt;/metrics.csv</code>)."), False)
     parts = [
-        _subpart("Tests: the five training sets", tests_html, run, paper_comparison(run), True),
+        _subpart("Tests: the training sets of Table 3", tests_html, run, paper_comparison(run), True),
         _subpart("Tests: size of the synthetic set", tests_html, run, size_comparison(run), True,
                  _size_reference(run)),
         _subpart("What difference this run could detect", _detectable, run),
