@@ -130,7 +130,8 @@ def demo(
         "--no-online leaves them out (about 2 minutes less); on a folder of a demo made without them at the "
         "same settings, --online trains only them."),
 ) -> None:
-    """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7.5 minutes on 2 cores; `make demo` with its setup 8.5-10).
+    """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7.5 minutes on 2
+    cores; `make demo` with its setup 8.5-10).
 
     phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
     sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold

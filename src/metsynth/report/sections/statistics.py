@@ -51,7 +51,12 @@ def _detectable(run: "RunData") -> str:
                        rows, caption="Smallest mean Dice difference to Real each paired test could detect")
             + f'<p class="tablenote">80% power at Holm\'s strictest level (0.05 / {len(table)}), normal approximation '
               f"of the paired test over the {n} cases scored per model, with the spread of per-case differences this "
-              f"run shows. A difference smaller than this can be real and still not reach p &lt; 0.05 here.{need}</p>")
+              f"run shows. A difference smaller than this can be real and still not reach p &lt; 0.05 here.{need} "
+              "These tests treat each trained model as fixed: they see the cases' spread, not the training's. On the "
+              "demo, the same models trained again with another seed (<code>segmentation.overrides.seed</code>, same "
+              "data) moved a model's mean Dice by up to 0.09, and the paired test called two trainings of one model "
+              "different; to tell a training set's effect from one training's luck, repeat the training or the "
+              "study with other seeds.</p>")
 
 
 def _size_reference(run: "RunData") -> str | None:
