@@ -215,7 +215,7 @@ class FemurSite:
         lo = index.min(axis=0)
         mask = np.zeros(tuple(index.max(axis=0) - lo + 1), bool)
         mask[tuple((index - lo).T)] = True
-        return surface_contact(mask, self.femur, lo)
+        return self.contact_at(mask, lo)
 
     @property
     def shape(self) -> tuple[int, int, int]:
