@@ -418,3 +418,19 @@ def test_a_healthy_image_with_nan_is_one_line_before_any_attempt(toy_cohort, toy
     assert text.startswith(f"healthy case H01: {image}: image has 1 NaN or infinite voxels") and "\n" not in text, text
     assert sorted(loads) == ["H00", "H01"]  # each healthy case opened once
     assert not out.exists()
+
+
+def test_contact_matching_with_a_bank_that_lacks_contacts_is_refused_before_anything_is_written(
+        toy_cohort, toy_bank, tmp_path):
+    from dataclasses import replace
+
+    from metsynth.errors import InputError
+    from metsynth.synthesis.bank import load_bank
+
+    bank = load_bank(toy_bank)
+    old = replace(bank, entries=[replace(e, surface_contact=None) for e in bank.entries])  # an older bank
+    out = tmp_path / "run"
+    config = SynthesisConfig.from_dict({"repeats": 1, "placement": {"match_donor_contact": 4}})
+    with pytest.raises(InputError, match=r"lesion .*: the bank does not record how much.*re-extract"):
+        run_synthesis(toy_cohort, old, out, config, progress=False)
+    assert not out.exists()

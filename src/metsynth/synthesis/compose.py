@@ -208,6 +208,20 @@ def paste(healthy: np.ndarray, lesion: TransformedLesion, corner: tuple[int, int
     return image, label, {"footprint_voxels": int(footprint.sum()), "footprint_box": box, "patch_box": patch_box}
 
 
+def check_donor_contacts(entries: Any, config: "SynthesisConfig") -> None:
+    """Refuse bank entries without a recorded ``surface_contact`` when ``placement.match_donor_contact``
+    needs it (banks extracted before it was recorded, or from cases without a femur mask)."""
+    if not config.placement.match_donor_contact:
+        return
+    for entry in entries:
+        if getattr(entry, "surface_contact", None) is None:
+            raise InputError(
+                f"lesion {entry.id}: the bank does not record how much it touched its femur's surface (a bank "
+                "extracted before metsynth recorded surface_contact, or from a case without a femur mask), which "
+                "placement.match_donor_contact needs; re-extract the bank with `metsynth lesions extract "
+                "PREPARED_MANIFEST --out BANK --force`, or set placement.match_donor_contact: 0")
+
+
 def synthesize_one(healthy: HealthyFemur, entry: Any, lesion_image: np.ndarray, lesion_mask: np.ndarray,
                    config: SynthesisConfig, rng: np.random.Generator) -> SynthesisResult:
     """One attempt: transform ``entry``'s lesion, place it in ``healthy``, blend it (module docstring).
@@ -232,15 +246,9 @@ def synthesize_one(healthy: HealthyFemur, entry: Any, lesion_image: np.ndarray, 
         provenance["reason_detail"] = (f"lesion is {mm3:.1f} mm^3 after the transforms "
                                        f"(<= min_lesion_mm3 {config.min_lesion_mm3:g})")
         return SynthesisResult(False, "too_small_after_transform", provenance=provenance)
-    donor_contact = getattr(entry, "surface_contact", None)
-    if config.placement.match_donor_contact and donor_contact is None:
-        raise InputError(
-            f"lesion {entry.id}: the bank does not record how much it touched its femur's surface (a bank "
-            "extracted before metsynth recorded surface_contact, or from a case without a femur mask), which "
-            "placement.match_donor_contact needs; re-extract the bank with `metsynth lesions extract "
-            "PREPARED_MANIFEST --out BANK --force`, or set placement.match_donor_contact: 0")
+    check_donor_contacts([entry], config)
     placement = draw_placement(rng, healthy.site, lesion, config.placement, getattr(entry, "region", None),
-                               donor_contact)
+                               getattr(entry, "surface_contact", None))
     if isinstance(placement, NoPlacement):
         provenance["placement"] = {"tries": placement.tries}
         provenance["reason_detail"] = placement.reason

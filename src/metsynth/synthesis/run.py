@@ -67,7 +67,7 @@ from .attempts import (
     volume_seed,
 )
 from .bank import LesionBank, check_bank_matches, cohort_intensity, load_bank
-from .compose import SynthesisConfig
+from .compose import SynthesisConfig, check_donor_contacts
 from .output_size import _check_output_fits, estimate_output_bytes
 from .sets import INDEX_COLUMNS, finished_sidecar
 
@@ -196,6 +196,7 @@ def run_synthesis(
         raise InputError(f"{manifest}: healthy case(s) {', '.join(missing)} have no femur_mask; run "
                          "`metsynth prepare` on the cohort (it segments the femurs) and use the prepared manifest")
     check_bank_matches(bank, cohort, manifest, allow_unprepared=allow_unprepared)
+    check_donor_contacts(bank.entries, config)  # once for the bank, before the folder is touched
     out = Path(out_dir)
     _check_output_fits(out, healthy, len(bank), config, force or replace_other, [e.bbox for e in bank.entries])
     # each healthy case's files are checked once here, before anything is written: a bad file is one
