@@ -127,7 +127,7 @@ def demo(
     online: bool = typer.Option(
         True, "--online/--no-online", help="The two on-the-fly models of Table 3 beside the offline ones: online "
         "and online_ft (fresh synthetic volumes drawn during training from the training folds' lesions, seeded). "
-        "--no-online leaves them out (about 2 minutes less); on a folder of a demo made without them at the "
+        "--no-online leaves them out (about 75 s less); on a folder of a demo made without them at the "
         "same settings, --online trains only them."),
 ) -> None:
     """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7.5 minutes on 2
