@@ -193,3 +193,25 @@ def test_too_few_lesions_are_marked_not_meaningful_never_printed_as_0_5(tiny_run
     for text in (md, result.output):
         assert "0.50 [0.50, 0.50]" not in text
         assert "| real vs real (null) | " in text and "not meaningful |" in text and "**Not meaningful**" in text
+
+
+def test_a_smaller_sweep_draws_its_volumes_from_the_realism_sample(tmp_path):
+    """sweep.volumes under the realism sample: every swept volume is one the realism measure compares
+    (drawn apart, 16 of 240 shared one volume with a sample of 53 and the study's realism stage failed)."""
+    from metsynth.realism.measure import sample_volume_ids
+
+    ids = [f"H{h:03d}__M{m:03d}-L1__r{r}" for h in range(10) for m in range(12) for r in range(2)]
+    rows = [f"{v},{v[5:9]},true,images/{v}.nii,labels/{v}.nii" for v in ids]
+    lines = ["volume_id,donor_case,kept,image,label", *rows]
+    (tmp_path / "index.csv").write_text("\n".join(lines) + "\n")
+    sample = sample_volume_ids(tmp_path, 53, seed=0)
+    assert len(sample) == 53 and sample == sorted(sample) and set(sample) <= set(ids)
+    for seed in range(5):
+        full = sample_volume_ids(tmp_path, 53, seed)
+        sub = sample_volume_ids(tmp_path, 53, seed, subset=16)
+        assert len(sub) == 16 and set(sub) < set(full)
+        assert sub == sample_volume_ids(tmp_path, 53, seed, subset=16)  # seeded
+    assert sample_volume_ids(tmp_path, 53, 0, subset=16) != sample_volume_ids(tmp_path, 53, 1, subset=16)
+    # a subset no smaller than the sample is the sample; a set no larger than n is the set
+    assert sample_volume_ids(tmp_path, 53, 0, subset=53) == sample
+    assert sample_volume_ids(tmp_path, 500, 0, subset=None) == sorted(ids)

@@ -37,8 +37,9 @@ class SweepConfig(Settings):
         (0, 5, 10, 20), description="Start timesteps to harmonize from (0: the synthetic set itself). The paper's "
         "Figure 4 shows 5 to 50.")
     volumes: int | None = Field(
-        None, ge=1, description="Volumes harmonized per timestep (None: as many as the realism measure samples, "
-        "i.e. as many as there are real lesions).")
+        None, ge=4, description="Volumes harmonized per timestep (None: as many as the realism measure samples, "
+        "i.e. as many as there are real lesions; fewer: that many of that sample, so that the realism measure "
+        "compares each timestep on lesions of its own sample; at least 4, the fewest it compares).")
 
     @field_validator("timesteps")
     @classmethod

@@ -161,8 +161,9 @@ def _stage_sweep(ctx: RunContext) -> None:
 
     cfg: ExperimentConfig = ctx.config
     layout = _layout(ctx)
-    n = cfg.sweep.volumes or cfg.realism.max_per_set or real_lesion_count(layout.prepared_manifest, cfg.realism)
-    ids = sample_volume_ids(layout.synthetic, n, cfg.realism.seed)
+    # the realism stage's sample, or that many of it (sweep.volumes): it measures the sweep on what it holds
+    n = cfg.realism.max_per_set or real_lesion_count(layout.prepared_manifest, cfg.realism)
+    ids = sample_volume_ids(layout.synthetic, n, cfg.realism.seed, subset=cfg.sweep.volumes)
     settings = diffusion_settings(cfg).harmonize.merged(seed=cfg.seed)
     # the study's own start timestep is the harmonized set itself (the realism stage reads it there)
     timesteps = tuple(t for t in cfg.sweep.timesteps if t != settings.start_timestep or not cfg.needs_harmonized())

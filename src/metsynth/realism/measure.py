@@ -127,15 +127,24 @@ def real_lesion_count(manifest: str | os.PathLike, config: RealismConfig) -> int
     return total
 
 
-def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int) -> list[str]:
-    """``n`` kept volume ids of a set, drawn without replacement (seeded), in a fixed order."""
+def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int, subset: int | None = None) -> list[str]:
+    """``n`` kept volume ids of a set, drawn without replacement (seeded), in a fixed order.
+
+    ``subset``: only that many of them, drawn from the ``n`` (seeded). The start-timestep sweep takes
+    its volumes so when ``sweep.volumes`` is smaller than the realism sample, so that the realism
+    measure, which draws ``n``, finds every swept volume in its sample (drawn apart, a sweep of 16
+    of 240 volumes shared one volume with a sample of 53, and the study failed at its realism stage).
+    """
     from ..synthesis.sets import read_set
 
     ids = sorted(read_set(folder)["volume_id"])
-    if len(ids) <= n:
-        return ids
-    rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_SAMPLE]))
-    return sorted(rng.choice(ids, n, replace=False).tolist())
+    if len(ids) > n:
+        rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_SAMPLE]))
+        ids = sorted(rng.choice(ids, n, replace=False).tolist())
+    if subset is not None and subset < len(ids):
+        rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_SAMPLE, 1]))
+        ids = sorted(rng.choice(ids, subset, replace=False).tolist())
+    return ids
 
 
 def generated_lesions(folder: str | os.PathLike, manifest: str | os.PathLike, source: str,
