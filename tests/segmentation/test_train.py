@@ -515,3 +515,44 @@ def test_a_folder_whose_training_never_started_is_not_another_training(tmp_path,
     assert not training_started(run) and training_changes(run, config, trained_model["training_set"]) == []
     result = train_segmentation(trained_model["training_set"], run, config, progress=False)
     assert result.epochs == 1 and training_started(run)
+
+
+def test_an_online_training_of_other_synthesis_settings_or_a_rewritten_bank_is_another_training(trained_model,
+                                                                                                   tmp_path):
+    """The on-the-fly synthesis is part of what an online model was trained on: a study whose
+    placement changed once kept its online models (and rewrote their training_set.json)."""
+    import os
+    import shutil
+
+    from metsynth.segmentation.presets import segmentation_config
+    from metsynth.segmentation.run_folder import claim_run_dir, training_changes
+
+    run = tmp_path / "online"
+    shutil.copytree(trained_model["run"], run)
+    config = segmentation_config(None, run / "config.yaml")
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    (bank / "bank.json").write_text("{}")
+    recipe = {"synthesis": {"placement": {"match_donor_contact": 0}}, "donor_cases": ["M001"],
+              "healthy_cases": ["H001"]}
+    ts = dataclasses.replace(trained_model["training_set"],
+                             online={"manifest": str(tmp_path / "cohort.yaml"), "bank": str(bank), **recipe})
+    claim_run_dir(run, config, ts, None, resume=True)  # what a training writes before it starts
+    assert json.loads((run / "init.json").read_text())["bank"]
+    assert training_changes(run, config, ts) == []
+
+    moved = tmp_path / "moved" / "bank"
+    shutil.copytree(bank, moved)  # a moved run: other paths, the same bank file
+    assert training_changes(run, config, dataclasses.replace(
+        ts, online={"manifest": str(tmp_path / "moved" / "cohort.yaml"), "bank": str(moved), **recipe})) == []
+
+    placed = {**recipe, "synthesis": {"placement": {"match_donor_contact": 16}}}
+    changes = training_changes(run, config, dataclasses.replace(ts, online={**ts.online, **placed}))
+    assert changes and "on-the-fly synthesis" in changes[0] and "match_donor_contact" in changes[0]
+    other_donors = {**recipe, "donor_cases": ["M002"]}
+    assert "donor_cases" in " ".join(training_changes(run, config, dataclasses.replace(
+        ts, online={**ts.online, **other_donors})))
+
+    st = os.stat(bank / "bank.json")
+    os.utime(bank / "bank.json", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the bank extracted again
+    assert "rewritten" in " ".join(training_changes(run, config, ts))

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from ..checkpoints import check_resume_checkpoint
-from ..fileio import file_sha256, read_json, write_json
+from ..fileio import file_sha256, files_stamp, read_json, write_json
 from ..outdir import OutputFolder, differences
 from .network import build_network
 from .presets import SegmentationConfig, segmentation_config
@@ -38,6 +38,17 @@ def training_started(out: str | os.PathLike) -> bool:
     return False
 
 
+def _bank_stamp(training_set: TrainingSet) -> str | None:
+    """The on-the-fly synthesis' lesion bank as it is on disk (its ``bank.json``), None without one."""
+    bank = (training_set.online or {}).get("bank")
+    return files_stamp([Path(bank) / "bank.json"]) if bank else None
+
+
+def _online_recipe(training_set: TrainingSet) -> dict:
+    online = training_set.online or {}
+    return {k: v for k, v in online.items() if k not in ("manifest", "bank")}
+
+
 def training_changes(out: str | os.PathLike, config: SegmentationConfig, training_set: TrainingSet,
                      init: str | os.PathLike | None = None) -> list[str]:
     """How the training recorded in ``out`` differs from this one: settings (changes in
@@ -64,8 +75,14 @@ def training_changes(out: str | os.PathLike, config: SegmentationConfig, trainin
         old = TrainingSet.load(set_file)
         if [v.key for v in old.train] != [v.key for v in training_set.train] or old.sources != training_set.sources:
             return [f"another training set (sources {','.join(old.sources)}, {len(old.train)} volumes)"]
+        # the on-the-fly synthesis: its settings and cases (not where the manifest and bank are: a moved run)
+        online = differences(_online_recipe(old), _online_recipe(training_set))
+        if online:
+            return [f"on-the-fly synthesis: {change}" for change in online]
     if inputs.get("files") is not None and inputs["files"] != training_set.files_stamp():
         return ["the files of its training set were rewritten since it was trained"]
+    if inputs.get("bank") is not None and inputs["bank"] != _bank_stamp(training_set):
+        return ["the lesion bank of its on-the-fly synthesis was rewritten since it was trained"]
     if inputs.get("init_sha256") is not None and init and Path(init).is_file() \
             and inputs["init_sha256"] != file_sha256(init, 16):
         return [f"its initial weights {init} were rewritten since it was trained"]
@@ -94,4 +111,5 @@ def claim_run_dir(out: Path, config: SegmentationConfig, training_set: TrainingS
     # what the training starts from, to tell a rerun of the same training from one on rewritten inputs
     write_json(out / "init.json", {"init": str(init) if init else None,
                                    "init_sha256": file_sha256(init, 16) if init else None,
-                                   "files": training_set.files_stamp()})
+                                   "files": training_set.files_stamp(),
+                                   **({"bank": _bank_stamp(training_set)} if training_set.online else {})})
