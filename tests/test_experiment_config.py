@@ -83,13 +83,15 @@ def test_the_sections_dump_as_the_file_says_them(name):
     assert stages["realism"] == {**raw["realism"], "features": list(FEATURES)}
     assert "surface_contact" in stages["realism"]["features"]
     # the bank's record is its settings; a study matching donors' surface contact extracts its bank again
-    assert stages["bank"] == raw["bank"]
+    matching = raw["synthesis"]["placement"]["match_donor_contact"]  # the demo's 16, the paper's 0
+    assert stages["bank"] == ({**raw["bank"], "surface_contact": True} if matching else raw["bank"])
     data = cfg.model_dump(mode="json")
     data["synthesis"]["placement"]["match_donor_contact"] = 8
     matched = {s.name: s.config(None) for s in build_stages(ExperimentConfig.from_dict(data))}
     assert matched["bank"] == {**raw["bank"], "surface_contact": True}
     # a setting added later is in the synthesis stage's record only when set: older runs stay done
-    assert "match_donor_contact" not in stages["synthesize"][1]["placement"]
+    assert stages["synthesize"][1]["placement"].get("match_donor_contact", 0) == matching
+    assert ("match_donor_contact" in stages["synthesize"][1]["placement"]) == bool(matching)
     assert matched["synthesize"][1]["placement"]["match_donor_contact"] == 8
 
 
