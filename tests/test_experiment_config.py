@@ -167,3 +167,20 @@ def test_the_resolved_settings_follow_the_section_and_are_copies():
     assert copied.diffusion_settings.preset == "paper"
     with pytest.raises(ValueError, match=r"segmentation\.overrides\.max_epoch\n.*Extra inputs"):  # pydantic's
         cfg.segmentation = {"preset": "paper", "overrides": {"max_epoch": 3}}
+
+
+def test_a_sweep_drawn_from_the_realism_sample_records_what_sizes_that_sample():
+    """With sweep.volumes set the sweep takes its volumes from the realism sample: changing what
+    decides that sample redoes the sweep (else it stays on the old volumes and the realism stage
+    finds too few of them). Without it the record is as before, so older runs stay done."""
+    def sweep_record(**changes):
+        data = experiment_preset("tiny").model_dump(mode="json")
+        for section, values in changes.items():
+            data[section].update(values)
+        return {s.name: s.config(None) for s in build_stages(ExperimentConfig.from_dict(data))}["sweep"]
+
+    assert len(sweep_record()) == 4 and sweep_record() == sweep_record(realism={"roles": ["test"]})
+    subset = sweep_record(sweep={"volumes": 8})
+    assert subset[-1] == {"sample": {"max_per_set": None, "roles": ["metastatic", "test"], "min_lesion_voxels": 8}}
+    assert subset != sweep_record(sweep={"volumes": 8}, realism={"roles": ["test"]})
+    assert subset != sweep_record(sweep={"volumes": 8}, realism={"max_per_set": 30})

@@ -546,6 +546,11 @@ def test_an_online_training_of_other_synthesis_settings_or_a_rewritten_bank_is_a
     assert training_changes(run, config, dataclasses.replace(
         ts, online={"manifest": str(tmp_path / "moved" / "cohort.yaml"), "bank": str(moved), **recipe})) == []
 
+    # the same settings written in full (a record of a later version, or defaults spelt out) are the same
+    from metsynth.synthesis.compose import SynthesisConfig
+
+    full = {**recipe, "synthesis": SynthesisConfig().model_dump(mode="json")}
+    assert training_changes(run, config, dataclasses.replace(ts, online={**ts.online, **full})) == []
     placed = {**recipe, "synthesis": {"placement": {"match_donor_contact": 16}}}
     changes = training_changes(run, config, dataclasses.replace(ts, online={**ts.online, **placed}))
     assert changes and "on-the-fly synthesis" in changes[0] and "match_donor_contact" in changes[0]

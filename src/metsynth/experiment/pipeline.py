@@ -29,6 +29,12 @@ def _synthesis_print(config: ExperimentConfig) -> dict:
     return settings
 
 
+def _realism_sample(config: ExperimentConfig) -> dict:
+    """What decides the realism stage's sample of generated volumes (:func:`_stage_sweep` draws from it)."""
+    r = config.realism
+    return {"sample": {"max_per_set": r.max_per_set, "roles": list(r.roles), "min_lesion_voxels": r.min_lesion_voxels}}
+
+
 def build_stages(config: ExperimentConfig) -> list[Stage]:
     c = config
     stages = [
@@ -48,9 +54,11 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               lambda ctx: [c.seed, c.diffusion.model_dump(mode="json"), c.trainer.model_dump()], "DDPM training"),
         Stage("harmonize", _stage_harmonize, ("synthesize", "diffusion"), lambda ctx: c.seed,
               "SDEdit/DDIM harmonization of the synthetic set"),
+        # with sweep.volumes set, the volumes are drawn from the realism stage's sample: what sizes
+        # that sample is part of the record (left out otherwise, so that older runs stay done)
         Stage("sweep", _stage_sweep, ("synthesize", "diffusion"),
               lambda ctx: [c.seed, c.sweep.model_dump(mode="json"), c.realism.seed,
-                           c.diffusion.model_dump(mode="json")],
+                           c.diffusion.model_dump(mode="json"), *([_realism_sample(c)] if c.sweep.volumes else [])],
               "the synthetic volumes harmonized from each start timestep (Figure 4)"),
         # the features measured are part of the stage's record: a run measured before one was added
         # (surface_contact) measures again when resumed

@@ -45,7 +45,19 @@ def _bank_stamp(training_set: TrainingSet) -> str | None:
 
 
 def _online_recipe(training_set: TrainingSet) -> dict:
-    online = training_set.online or {}
+    """What an online training's synthesis draws from, comparable across versions: the synthesis
+    settings with every default filled in (a record written before a setting existed, or a partial
+    ``--synthesis`` file, reads as the same settings), the donor and healthy cases; not the manifest
+    and bank paths (a moved run keeps its models)."""
+    from ..errors import ConfigError
+    from ..synthesis.compose import SynthesisConfig
+
+    online = dict(training_set.online or {})
+    if "synthesis" in online:
+        try:
+            online["synthesis"] = SynthesisConfig.from_dict(online["synthesis"] or {}).model_dump(mode="json")
+        except ConfigError:  # settings this version does not know: compared as written
+            pass
     return {k: v for k, v in online.items() if k not in ("manifest", "bank")}
 
 
