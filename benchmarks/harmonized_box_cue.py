@@ -7,8 +7,8 @@ Usage (a study run with the ``synthetic`` and ``harmonized`` models, e.g. ``mets
 The Diffusion set is harmonized in a box around each lesion (``harmonize.region: lesion``), so its
 bone is smoothed there and nowhere else. A model that learnt "a lesion sits in a smoother patch"
 would segment a real scan better once the same box is harmonized around its true lesion. This
-harmonizes the run's test-only cases that way (with the run's DDPM and harmonization settings,
-``region`` lesion and volume) and prints the mean Dice of the Synthetic and the Diffusion models
+harmonizes the run's test-only cases that way (with the run's DDPM and the harmonization settings
+stored with it, seed 0; ``region`` lesion and volume) and prints the mean Dice of the Synthetic and the Diffusion models
 (both folds together, as the study predicts test-only cases) on the scans as they are and
 harmonized. RESULTS.md, "The DDPM over the whole volume".
 """

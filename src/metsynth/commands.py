@@ -131,7 +131,7 @@ def demo(
         "same settings, --online trains only them."),
 ) -> None:
     """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7.5 minutes on 2
-    cores; `make demo` with its setup 8.5-10).
+    cores; `make demo` with its setup 8-10).
 
     phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
     sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold
