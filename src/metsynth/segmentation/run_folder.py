@@ -93,6 +93,8 @@ def training_changes(out: str | os.PathLike, config: SegmentationConfig, trainin
             return [f"on-the-fly synthesis: {change}" for change in online]
     if inputs.get("files") is not None and inputs["files"] != training_set.files_stamp():
         return ["the files of its training set were rewritten since it was trained"]
+    # a record made before the bank was stamped (or while its bank.json was missing) has no stamp to
+    # compare: the training is taken as it is, and the next claim records the bank as it is then
     if inputs.get("bank") is not None and inputs["bank"] != _bank_stamp(training_set):
         return ["the lesion bank of its on-the-fly synthesis was rewritten since it was trained"]
     if inputs.get("init_sha256") is not None and init and Path(init).is_file() \
