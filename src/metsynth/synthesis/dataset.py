@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import ConfigError, InputError
 from ..recent import recently_used
 from .bank import LesionBank, check_bank_matches, load_bank
-from .compose import HealthyFemur, SynthesisConfig, synthesize_one
+from .compose import HealthyFemur, SynthesisConfig, check_donor_contacts, synthesize_one
 
 __all__ = ["SyntheticLesionDataset", "crop_patch"]
 
@@ -110,6 +110,7 @@ class SyntheticLesionDataset:
             entries = [e for e in entries if e.case in set(donor_cases)]
             if not entries:
                 raise ConfigError(f"donor_cases: no bank lesion comes from {', '.join(donor_cases)}")
+        check_donor_contacts(entries, self.config)  # once here, as run_synthesis does, not mid-training
         self.entries = entries
         self._healthy_cache: dict[str, HealthyFemur] = {}
         self._lesion_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
