@@ -13,6 +13,7 @@ SIZE_STUDY_SUBSET      11      which synthetic volumes a ``--limit N`` training 
 EPOCH_ORDER            3       the order of an epoch's patches, ``[seed, epoch, 3]`` (segmentation)
 REALISM_SAMPLE         0x5EA1  which volumes of a set the realism measure compares
 REALISM_NULL           0x4A1F  the random halves of the realism null controls
+REALISM_DONORS         0xD0A0  which real patients stand in for the donors (realism donor null)
 PHANTOM_ANATOMY        1       a phantom case's anatomy noise fields
 PHANTOM_LESION         3       a phantom lesion's shape
 PHANTOM_NOISE          7       a phantom case's scanner noise
@@ -30,6 +31,7 @@ SIZE_STUDY_SUBSET = 11
 EPOCH_ORDER = 3
 REALISM_SAMPLE = 0x5EA1
 REALISM_NULL = 0x4A1F
+REALISM_DONORS = 0xD0A0
 PHANTOM_ANATOMY = 1
 PHANTOM_LESION = 3
 PHANTOM_NOISE = 7
@@ -41,5 +43,5 @@ def fold_seed(seed: int, fold: int) -> int:
     return seed + fold
 
 
-__all__ = ["EPOCH_ORDER", "PHANTOM_ANATOMY", "PHANTOM_ANNOTATOR", "PHANTOM_LESION", "PHANTOM_NOISE", "REALISM_NULL",
-           "REALISM_SAMPLE", "SIZE_STUDY_SUBSET", "VALIDATION_CASES", "fold_seed"]
+__all__ = ["EPOCH_ORDER", "PHANTOM_ANATOMY", "PHANTOM_ANNOTATOR", "PHANTOM_LESION", "PHANTOM_NOISE", "REALISM_DONORS",
+           "REALISM_NULL", "REALISM_SAMPLE", "SIZE_STUDY_SUBSET", "VALIDATION_CASES", "fold_seed"]

@@ -51,6 +51,11 @@ def test_realism_of_a_run_is_measured_and_repeatable(tiny_run, tmp_path):
         assert 0.0 <= t["auc"] <= 1.0 and 0.0 <= t["ci95"][0] <= t["ci95"][1] <= 1.0
         assert t["n_a"] == n_real and t["n_b"] == syn["n_volumes"]
     assert "features" in syn["null"] and "features" in report["null_real"]
+    # the donor reference: the groups of the generated lesions are the bank's donor cases
+    donors = {line.split(",")[1] for line in (out / "features.csv").read_text().splitlines()[1:]
+              if line.split(",")[2] == "synthetic"}
+    assert report["donor_reference"]["donor_groups"] == sorted(donors) and report["donor_reference"]["k"] == len(donors)
+    assert set(report["donor_reference"]) >= {"donors", "chance"}
     assert len(syn["null"]["features"]["aucs"]) <= FAST["null_splits"]
     names = [row["feature"] for row in syn["features_table"]]
     assert "edge_inner" in names and len(names) == len(set(names))

@@ -32,6 +32,11 @@ def realism(
     donor on both sides), bootstrap 95% intervals, and the null controls (real vs real, generated vs
     generated) beside every number. Writes realism.json, realism.md and features.csv.
 
+    A set cut from few donor patients differs from the real lesions of many by who the donors are:
+    beside the sets, the donors' own real lesions against the other patients' (what a perfect copy
+    would score) and the chance band of as many random real patients (realism.donor_null_splits
+    draws); read a set's AUC against that band, not against 0.5.
+
     A set in other intensity units than the cohort (e.g. synthesized from the prepared cohort, measured
     against the raw one) is refused. With too few lesions for the classifier to learn anything (a few
     patients), a test is reported as "not meaningful" with what it needs, not as an AUC of 0.5.
@@ -70,6 +75,11 @@ def realism(
             raise InputError("--out is needed with --cohort (there is no run folder to write into)")
         out = run / "realism"
         chosen = _check_study_results(out, settings, named, force)
+    elif run is not None and (run / "realism" / "realism.json").is_file():
+        from ..fileio import read_json
+
+        # another folder: Figure 4 still marks (and the sweep still lists) the study's start timestep
+        chosen = read_json(run / "realism" / "realism.json").get("chosen_timestep")
     from ..cli import quiet
 
     report = measure_realism(manifest, named, out, settings, progress=not quiet(), chosen=chosen)

@@ -12,6 +12,12 @@ chance alone gives with these sample
 sizes. Per feature, the median of real and generated lesions and the AUC of that feature alone
 name what gives a set away.
 
+A generated set is cut from few donor patients, and patients differ: the donor reference
+(:func:`donor_reference`) measures what that alone gives, with the same feature test, the donors'
+own real lesions against the other patients' (a perfect copy of the donors would score that) and
+real lesions of as many random patients against the others (the chance band a set of that many
+donors meets; each set's features AUC is placed in it, ``chance_share``).
+
 Output (``OUT``, by default ``RUN/realism``): ``realism.json`` (every number), ``realism.md``
 (the tables), ``features.csv`` (every lesion's features), written atomically.
 
@@ -43,7 +49,7 @@ from pydantic import Field
 
 from ..config import Settings
 from ..errors import InputError
-from ..seeds import REALISM_NULL, REALISM_SAMPLE
+from ..seeds import REALISM_DONORS, REALISM_NULL, REALISM_SAMPLE
 from .c2st import MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
 from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 
@@ -72,6 +78,11 @@ class RealismConfig(Settings):
         "sweep's t<T> sets get the feature discriminator only by default, to keep the measure fast).")
     null_splits: int = Field(5, ge=1, description="Random halves the feature null controls are averaged over "
                              "(one split alone moves by +-0.15 with 50 lesions); the CNN null uses the first.")
+    donor_null_splits: int = Field(
+        20, ge=0, description="Random draws of as many real patients as the generated sets have donors, each told "
+        "from the other real patients by the features test: the AUC that patients' own differences give a set cut "
+        "from that few donors (median and 5th-95th percentile; 0: skip). Beside it, the donors' own real lesions "
+        "against the other patients': what a perfect copy of the donors would score.")
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% interval.")
     seed: int = Field(0, ge=0, description="Seed of the sampling, the folds, the classifiers and the bootstrap.")
 
@@ -276,6 +287,72 @@ def _halves(samples: list[LesionSample], seed: int) -> tuple[list[LesionSample],
     return ([s for i, s in enumerate(samples) if i in first], [s for i, s in enumerate(samples) if i not in first])
 
 
+def donor_reference(real: list[LesionSample], donors: set[str], config: RealismConfig, seed: int) -> dict[str, Any]:
+    """What a set cut from ``donors`` (the generated lesions' groups) scores before anything is synthesized.
+
+    A generated set holds lesions of few donor patients; the real sample, of many. Patients differ
+    (density, lesion texture), so even *real* lesions of so few patients can be told from the
+    others by chance, far more than the lesion-by-lesion halves of the null controls show. Two
+    feature tests, with the sets' own folds and repeats, read a set's AUC against that:
+
+    * ``donors``: the donors' own real lesions against the other patients' (where the donors are
+      among the real cases): what a perfect copy of the donors would score;
+    * ``chance``: ``donor_null_splits`` draws of as many random real patients against the others,
+      median with the 5th-95th percentile (``ci95``) and every draw (``aucs``).
+
+    A test that cannot run says why (``skipped``).
+    """
+    patients = sorted({s.group for s in real})
+    k = len(donors)
+    out: dict[str, Any] = {"donor_groups": sorted(donors), "k": k}
+
+    def features_test(chosen: set[str], n_boot: int, s: int) -> C2STResult:
+        a = [x for x in real if x.group not in chosen]
+        b = [x for x in real if x.group in chosen]
+        y = np.array([0] * len(a) + [1] * len(b))
+        return c2st(_matrix(a + b), y, np.array([x.group for x in a + b]), feature_scores, config.folds,
+                    config.repeats, s, n_boot)
+
+    present = donors & set(patients)
+    if len(present) < 2 or len(patients) - len(present) < 2:
+        out["donors"] = {"skipped": f"{len(present)} of the {k} donor case(s) among the real lesions' "
+                                    f"{len(patients)} patients; the test needs at least 2 on each side"}
+    else:
+        out["donors"] = features_test(present, config.bootstrap, seed).to_dict()
+    if config.donor_null_splits == 0:
+        out["chance"] = {"skipped": "realism.donor_null_splits is 0"}
+    elif k < 2 or len(patients) - k < 2:
+        out["chance"] = {"skipped": f"{k} donor(s) and {len(patients)} real patients; drawing as many patients "
+                                    "as there are donors needs at least 2 on each side"}
+    else:
+        aucs, empty = [], 0
+        for i in range(config.donor_null_splits):
+            rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_DONORS, i]))
+            chosen = set(rng.choice(patients, size=k, replace=False).tolist())
+            test = features_test(chosen, 100, seed + i)
+            if test.not_meaningful is not None:
+                empty += 1
+            else:
+                aucs.append(test.auc)
+        if not aucs:
+            out["chance"] = {"auc": None, "ci95": None, "splits": config.donor_null_splits,
+                             "not_meaningful": f"the classifier learned nothing in all {empty} draws"}
+        else:
+            p5, p50, p95 = (round(float(v), 4) for v in np.percentile(aucs, [5, 50, 95]))
+            out["chance"] = {"auc": p50, "ci95": [p5, p95], "splits": len(aucs), "aucs": [round(a, 4) for a in aucs]}
+            if empty:
+                out["chance"]["skipped_draws"] = empty
+    return out
+
+
+def chance_share(reference: dict[str, Any] | None, auc: float | None) -> float | None:
+    """Share of the donor null's draws (real patients standing in for the donors) below ``auc``."""
+    aucs = ((reference or {}).get("chance") or {}).get("aucs")
+    if not aucs or auc is None:
+        return None
+    return float(np.mean(np.asarray(aucs) < auc))
+
+
 def _univariate(a: list[LesionSample], b: list[LesionSample]) -> list[dict[str, Any]]:
     from sklearn.metrics import roc_auc_score
 
@@ -335,6 +412,7 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
                               "real_groups": len({s.group for s in real}), "sets": {}}
     report["null_real"] = null_control(real, config, config.seed + 2)
     all_samples = list(real)
+    donors: set[str] = set()
     items = list(sets.items())
     from tqdm.auto import tqdm
 
@@ -343,7 +421,12 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         cnn = config.cnn_sets is None or name in config.cnn_sets
         report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn)}
         all_samples += generated
+        donors |= {g.group for g in generated}
         log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
+    reference = donor_reference(real, donors, config, config.seed + 3)
+    report["donor_reference"] = reference
+    for entry in report["sets"].values():
+        entry["chance_share"] = chance_share(reference, entry["features"].get("auc"))
     # the sweep: start timestep -> set name (0: synthetic; the study's own timestep: its harmonized set)
     names = {0: "synthetic"} if "synthetic" in sets else {}
     names.update({int(n[1:]): n for n in sets if n.startswith("t") and n[1:].isdigit()})
@@ -498,6 +581,44 @@ def _all_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def donor_reference_rows(report: dict[str, Any]) -> list[str]:
+    """The donor reference (:func:`donor_reference`) as rows of the Markdown table."""
+    ref = report.get("donor_reference") or {}
+    donors, chance = ref.get("donors") or {}, ref.get("chance") or {}
+    rows = []
+    if donors and "skipped" not in donors:
+        rows.append(f"| real: the {ref['k']} donor patients' own lesions vs the other patients' | "
+                    f"{donors.get('n_b', '-')} | {_fmt(donors)} | - | |")
+    if chance and "skipped" not in chance:
+        band = "not meaningful" if chance.get("auc") is None else \
+            f"{chance['auc']:.2f} [{chance['ci95'][0]:.2f}, {chance['ci95'][1]:.2f}]"
+        rows.append(f"| real: {ref['k']} random patients vs the others (donor null, {chance.get('splits', 0)} draws; "
+                    f"median [5th, 95th percentile]) | | {band} | - | |")
+    return rows
+
+
+def donor_reference_text(report: dict[str, Any]) -> str:
+    """What the donor reference says about the sets' feature AUCs ("" when it did not run)."""
+    ref = report.get("donor_reference") or {}
+    donors, chance = ref.get("donors") or {}, ref.get("chance") or {}
+    text = []
+    if chance.get("auc") is not None:
+        k = ref["k"]
+        text.append(f"Each generated set is cut from {k} donor patients. Real lesions of {k} patients drawn at random "
+                    f"are told from the other patients' with AUC up to {chance['ci95'][1]:.2f} (95th percentile) by "
+                    "chance alone, since patients differ: read a set's features AUC against that band, not against "
+                    "0.5.")
+        shares = [f"{name} ({s['features']['auc']:.2f}) is above {100 * s['chance_share']:.0f} % of the draws"
+                  for name, s in report["sets"].items()
+                  if s.get("chance_share") is not None and s["features"].get("auc") is not None]
+        if shares:
+            text.append("; ".join(shares) + ".")
+    if donors.get("auc") is not None:
+        text.append(f"The donors' own real lesions score {donors['auc']:.2f} against the other patients': what a "
+                    "perfect copy of them would score, before any synthesis.")
+    return " ".join(text)
+
+
 def format_report(report: dict[str, Any], top: int = 5) -> str:
     """The realism tables as Markdown (what ``metsynth realism`` prints)."""
     nr = report["null_real"]
@@ -515,6 +636,9 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
         null = s.get("null", {})
         lines.append(f"| {name} | {s['n_volumes']} | {_fmt(s.get('features'))} | {_fmt(s.get('cnn'))} | "
                      f"{_fmt(null.get('features'))} / {_fmt(null.get('cnn'))} |")
+    lines += donor_reference_rows(report)
+    if donor_reference_text(report):
+        lines += ["", donor_reference_text(report)]
     if report.get("not_meaningful"):
         lines += ["", f"**Not meaningful**: too few lesions ({report['n_real']} real from {report['real_groups']} "
                   "patients) for the classifier to learn anything in its training folds; such an AUC is 0.5 by "

@@ -68,6 +68,8 @@ def cnn_null_sentence(report: dict[str, Any]) -> str:
 
 
 def _realism_table(report: dict[str, Any]) -> str:
+    from ...realism.measure import donor_reference_text
+
     null = report.get("null_real", {})
     rows = [["real vs real (null)", report["n_real"], _null_features_cell(null.get("features")),
              _auc_cell(null.get("cnn")), "-", "-"]]
@@ -75,6 +77,8 @@ def _realism_table(report: dict[str, Any]) -> str:
         n = s.get("null", {})
         rows.append([name, s["n_volumes"], _auc_cell(s.get("features")), _auc_cell(s.get("cnn")),
                      _null_features_cell(n.get("features")), _auc_cell(n.get("cnn"))])
+    rows += _donor_rows(report)
+    donors = donor_reference_text(report)
     cfg = report.get("config", {})
     splits = cfg.get("null_splits", 1)
     return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null, generated halves: features",
@@ -93,7 +97,25 @@ def _realism_table(report: dict[str, Any]) -> str:
               f"{splits} split(s) with the range over them (not a confidence interval); CNN: one split, with its "
               "95% bootstrap interval. -: not run; not meaningful: too few lesions for the classifier to learn "
               "anything (realism.json says how many it needs).</p>"
+            + (f'<p class="tablenote"><b>{donors}</b></p>' if donors else "")
             + (f'<p class="tablenote"><b>{cnn_null_sentence(report)}</b></p>' if cnn_null_sentence(report) else ""))
+
+
+def _donor_rows(report: dict[str, Any]) -> list[list[Any]]:
+    """The donor reference (realism.measure.donor_reference): the donors' own real lesions, and the chance band
+    of as many random real patients (median with the 5th-95th percentile of the draws)."""
+    ref = report.get("donor_reference") or {}
+    donors, chance = ref.get("donors") or {}, ref.get("chance") or {}
+    rows: list[list[Any]] = []
+    if donors and "skipped" not in donors:
+        rows.append([f"real: the {ref['k']} donor patients' own lesions vs the other patients'", donors.get("n_b", "-"),
+                     _auc_cell(donors), "-", "-", "-"])
+    if chance and "skipped" not in chance:
+        band = "not meaningful" if chance.get("auc") is None else \
+            f"{fmt(chance['auc'])} (5th–95th percentile {fmt(chance['ci95'][0])}–{fmt(chance['ci95'][1])})"
+        rows.append([f"real: {ref['k']} random patients vs the others (donor null, {chance.get('splits', 0)} draws)",
+                     "-", band, "-", "-", "-"])
+    return rows
 
 
 def _realism_features(report: dict[str, Any], top: int = 5) -> str:
