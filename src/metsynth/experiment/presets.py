@@ -95,7 +95,8 @@ def _tiny() -> dict[str, Any]:
         "segmentation": {"preset": "tiny", "overrides": {"max_epochs": 2, "val_cases": 1, "num_workers": 0}},
         "size_study": [4],
         "sweep": {"timesteps": [0, 10, 20]},
-        "realism": {"folds": 2, "repeats": 1, "cnn_epochs": 2, "bootstrap": 100, "null_splits": 2},
+        "realism": {"folds": 2, "repeats": 1, "cnn_epochs": 2, "bootstrap": 100, "null_splits": 2,
+                    "donor_null_splits": 4},
         "parallel": {"trainings": 2},  # the tests kill and resume folds that train at once
         "preview": 2,
     }

@@ -608,11 +608,14 @@ def donor_reference_text(report: dict[str, Any]) -> str:
                     f"are told from the other patients' with AUC up to {chance['ci95'][1]:.2f} (95th percentile) by "
                     "chance alone, since patients differ: read a set's features AUC against that band, not against "
                     "0.5.")
-        shares = [f"{name} ({s['features']['auc']:.2f}) is above {100 * s['chance_share']:.0f} % of the draws"
+        def share(value: float) -> str:
+            return f"all {chance['splits']} draws" if value == 1.0 else f"{100 * value:.0f} % of the draws"
+
+        shares = [f"{name} ({s['features']['auc']:.2f}) is above {share(s['chance_share'])}"
                   for name, s in report["sets"].items()
                   if s.get("chance_share") is not None and s["features"].get("auc") is not None]
         if shares:
-            text.append("; ".join(shares) + ".")
+            text.append("Against the draws: " + "; ".join(shares) + ".")
     if donors.get("auc") is not None:
         text.append(f"The donors' own real lesions score {donors['auc']:.2f} against the other patients': what a "
                     "perfect copy of them would score, before any synthesis.")

@@ -144,7 +144,9 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
              r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
     caption = ("Realism (C2ST AUC with 95% bootstrap intervals; grey band: the features' real-vs-real null, range "
                "over its splits; red band and dashed red line: the 3D CNN's own real-vs-real null, AUC and 95% "
-               "interval), lesion contrast kept after / before harmonization, and the Dice of the models trained on "
+               "interval; hatched blue band: real lesions of as many random patients as the sets have donors told "
+               "from the other patients', 5th-95th percentile of the draws, and dashed blue line: the donors' own "
+               "real lesions, what the donors allow before any synthesis), lesion contrast kept after / before harmonization, and the Dice of the models trained on "
                "the set where the study trained one, against the start timestep (0: not harmonized; dashed orange: "
                "the study's choice). " + cnn_null_sentence(report))
     html = figure(png, caption.strip(), "Figure 4", width=980)
