@@ -15,8 +15,8 @@ lesions with the realism features (no CNN):
   interior the ``interior_mean`` feature reads), so the Gaussian edge cannot brighten it.
 
 Prints per run and variant the features AUC and the interior mean (median) of real, donor and
-pasted lesions; and, measured during the ``as_is`` synthesis, the mean blending weight inside that
-interior, the cause the two variants address.
+pasted lesions; and, measured during the ``as_is`` synthesis, the blending weight inside that
+interior (each pasted lesion's mean, their median), the cause the two variants address.
 """
 
 from __future__ import annotations
@@ -83,7 +83,8 @@ def main() -> None:
     from metsynth.layout import RunLayout
     from metsynth.realism.measure import measure_realism
 
-    print("| run | variant | features AUC | interior_mean: real | donors (real) | pasted | weight inside (as_is) |")
+    print("| run | variant | features AUC | interior_mean: real | donors (real) | pasted | weight inside, median "
+          "over lesions of its mean (as_is) |")
     print("|---|---|---|---|---|---|---|")
     for run in args.runs:
         layout = RunLayout(run)
@@ -93,9 +94,9 @@ def main() -> None:
         realism = config.realism.model_copy(update={"cnn": False, "donor_null_splits": 0})
         report = measure_realism(layout.prepared_manifest, sets, run / "bench_interior" / "realism", realism,
                                  progress=False)
-        rows = [line.split(",") for line in (run / "bench_interior" / "realism" / "features.csv").read_text()
-                .splitlines()[1:]]
-        col = 3 + 1  # key, group, source, log_volume_mm3, interior_mean
+        header, *lines = (run / "bench_interior" / "realism" / "features.csv").read_text().splitlines()
+        rows = [line.split(",") for line in lines]
+        col = header.split(",").index("interior_mean")
         donors = {r[1] for r in rows if r[2] == "as_is"}
         real = [float(r[col]) for r in rows if r[2] == "real"]
         donor_real = [float(r[col]) for r in rows if r[2] == "real" and r[1] in donors]

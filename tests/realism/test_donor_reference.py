@@ -10,89 +10,158 @@ from metsynth.realism.measure import (
     LesionSample,
     RealismConfig,
     chance_share,
+    donor_copies,
     donor_reference,
+    donor_reference_rows,
     donor_reference_text,
     format_report,
+    not_meaningful,
 )
 
 FAST = RealismConfig(folds=3, repeats=1, bootstrap=100, donor_null_splits=12, cnn=False)
+DONORS = ("P00", "P01", "P02", "P03", "P04")
+
+
+def _sample(key: str, group: str, source: str, values: np.ndarray) -> LesionSample:
+    return LesionSample(key, group, source, dict(zip(FEATURES, values.tolist())), np.zeros((2, 2, 2), np.float32))
 
 
 def _cohort(patients: int = 24, per_patient: int = 3, donors: tuple[str, ...] = (), shift: float = 0.0,
             seed: int = 0) -> list[LesionSample]:
     """Real lesions of ``patients`` patients; those of ``donors`` have every feature moved by ``shift``
-    (patients that differ from the others), the others only patient-to-patient noise."""
+    (patients unlike the others), the others only patient-to-patient noise."""
     rng = np.random.default_rng(seed)
     out = []
     for p in range(patients):
         name = f"P{p:02d}"
         centre = rng.normal(0.0, 0.3, len(FEATURES)) + (shift if name in donors else 0.0)
-        for j in range(per_patient):
-            values = centre + rng.normal(0.0, 1.0, len(FEATURES))
-            out.append(LesionSample(f"real/{name}/L{j}", name, "real", dict(zip(FEATURES, values.tolist())),
-                                    np.zeros((2, 2, 2), np.float32)))
+        out += [_sample(f"real/{name}/L{j}", name, "real", centre + rng.normal(0.0, 1.0, len(FEATURES)))
+                for j in range(per_patient)]
     return out
 
 
-def test_donors_unlike_the_other_patients_score_high_and_the_chance_band_stays_near_one_half():
-    donors = {"P00", "P01", "P02", "P03", "P04"}
-    real = _cohort(donors=tuple(donors), shift=2.0)
-    ref = donor_reference(real, donors, FAST, seed=0)
-    assert ref["k"] == 5 and ref["donor_groups"] == sorted(donors)
-    assert ref["donors"]["auc"] > 0.85, ref["donors"]  # the donors themselves are told apart
-    assert ref["donors"]["n_b"] == 5 * 3 and ref["donors"]["n_a"] == 19 * 3
+def _generated(counts: dict[str, int]) -> list[LesionSample]:
+    """A generated set: ``counts[donor]`` lesions of each donor (their features do not matter here)."""
+    return [_sample(f"synthetic/H001__{d}-L1__r{i}", d, "synthetic", np.zeros(len(FEATURES)))
+            for d, n in counts.items() for i in range(n)]
+
+
+def test_copies_of_unusual_donors_score_high_and_the_chance_band_stays_near_one_half():
+    real = _cohort(donors=DONORS, shift=2.0)
+    generated = _generated({d: 6 for d in DONORS})
+    ref = donor_reference(real, generated, FAST, "synthetic")
+    assert ref["k"] == 5 and ref["donor_groups"] == list(DONORS) and ref["set"] == "synthetic"
+    copies = ref["copies"]
+    assert copies["auc"] > 0.85, copies  # copies of these donors are told from the real lesions
+    assert copies["n_a"] == 24 * 3 and copies["n_b"] == 5 * 6 and copies["patients"] == 5
     chance = ref["chance"]
-    assert chance["splits"] == len(chance["aucs"]) == FAST.donor_null_splits
-    lo, hi = chance["ci95"]
+    assert chance["draws"] == chance["asked"] == len(chance["aucs"]) == FAST.donor_null_splits
+    lo, hi = chance["p5_p95"]
     assert lo <= chance["auc"] <= hi and 0.3 < chance["auc"] < 0.75  # random patients: no systematic difference
     assert chance_share(ref, 1.0) == 1.0 and chance_share(ref, 0.0) == 0.0
     assert chance_share(ref, None) is None and chance_share({}, 0.7) is None
-    # the same input gives the same numbers
-    assert donor_reference(real, donors, FAST, seed=0) == ref
-    assert donor_reference(real, donors, FAST, seed=1)["chance"]["aucs"] != chance["aucs"]
+    # the same input gives the same numbers; another seed other draws
+    assert donor_reference(real, generated, FAST, "synthetic") == ref
+    other = donor_reference(real, generated, FAST.model_copy(update={"seed": 1}), "synthetic")
+    assert other["chance"]["aucs"] != chance["aucs"]
 
 
-def test_donors_like_the_others_score_like_chance():
-    donors = {"P00", "P01", "P02", "P03", "P04"}
-    ref = donor_reference(_cohort(donors=tuple(donors), shift=0.0), donors, FAST, seed=0)
-    assert ref["donors"]["auc"] < 0.8
+def test_copies_of_typical_donors_score_within_the_band():
+    ref = donor_reference(_cohort(), _generated({d: 6 for d in DONORS}), FAST, "synthetic")
+    assert ref["copies"]["auc"] <= max(ref["chance"]["aucs"]) + 0.05
+
+
+def test_copies_repeat_each_donor_s_lesions_to_its_count_in_the_set():
+    real = _cohort(patients=6, per_patient=2)
+    copies = donor_copies(real, {"P01": 5, "P03": 1, "X9": 4})  # X9: a donor from another cohort
+    assert [c.key for c in copies] == ["real/P01/L0", "real/P01/L1", "real/P01/L0", "real/P01/L1", "real/P01/L0",
+                                       "real/P03/L0"]
+    assert {c.group for c in copies} == {"P01", "P03"}
+
+
+def test_only_the_donors_among_the_real_patients_are_copied_and_counted():
+    real = _cohort(patients=12, donors=("P00", "P01"), shift=2.0)
+    ref = donor_reference(real, _generated({"P00": 4, "P01": 4, "X8": 4, "X9": 4}), FAST, "synthetic")
+    assert ref["k"] == 4 and ref["copies"]["patients"] == 2 and ref["copies"]["n_b"] == 8
+    row = donor_reference_rows({"donor_reference": ref})[0]
+    assert row[0].endswith("(2 patients)") and row[1] == "8"
 
 
 def test_what_the_reference_cannot_measure_says_why():
     real = _cohort(patients=8)
-    # donors from another cohort (not among the real patients): no own-lesions test, the chance band still runs
-    ref = donor_reference(real, {"X1", "X2", "X3"}, FAST, seed=0)
-    assert "0 of the 3 donor case(s)" in ref["donors"]["skipped"]
-    assert len(ref["chance"]["aucs"]) == FAST.donor_null_splits
-    # as many donors as patients but one: nothing left to draw against
-    ref = donor_reference(real, {f"P{p:02d}" for p in range(7)}, FAST, seed=0)
-    assert "at least 2 on each side" in ref["chance"]["skipped"]
-    assert "at least 2 on each side" in ref["donors"]["skipped"]
-    off = donor_reference(real, {"P00", "P01"}, FAST.model_copy(update={"donor_null_splits": 0}), seed=0)
-    assert off["chance"] == {"skipped": "realism.donor_null_splits is 0"} and "auc" in off["donors"]
+    ref = donor_reference(real, _generated({"X1": 3, "X2": 3, "X3": 3}), FAST, "synthetic")
+    assert "0 of the 3 donor case(s)" in ref["copies"]["skipped"]
+    assert len(ref["chance"]["aucs"]) == FAST.donor_null_splits  # the band needs no donor among the patients
+    ref = donor_reference(real, _generated({f"P{p:02d}": 2 for p in range(7)}), FAST, "synthetic")
+    assert "at least 2 on each side" in ref["chance"]["skipped"] and "auc" in ref["copies"]
+    ref = donor_reference(real, _generated({f"P{p:02d}": 2 for p in range(6)}), FAST, "synthetic")
+    assert len(ref["chance"]["aucs"]) == FAST.donor_null_splits  # 6 of 8 leaves 2: it runs
+    off = donor_reference(real, _generated({"P00": 2, "P01": 2}), FAST.model_copy(update={"donor_null_splits": 0}),
+                          "synthetic")
+    assert off["chance"] == {"skipped": "realism.donor_null_splits is 0"} and "auc" in off["copies"]
+    assert donor_reference_rows({"donor_reference": off})[0][0].startswith("real: copies of the donors' own lesions")
+    assert len(donor_reference_rows({"donor_reference": off})) == 1
+
+
+def _report(ref: dict, set_auc: float) -> dict:
+    return {"n_real": 72, "real_groups": 24, "config": FAST.model_dump(mode="json"), "null_real": {},
+            "donor_reference": ref,
+            "sets": {"synthetic": {"n_volumes": 30, "features": {"auc": set_auc, "ci95": [0.5, 0.9]},
+                                   "null": {}, "features_table": [], "chance_share": chance_share(ref, set_auc)}}}
 
 
 def test_the_report_reads_each_set_against_the_band():
-    donors = {"P00", "P01", "P02", "P03", "P04"}
-    ref = donor_reference(_cohort(donors=tuple(donors), shift=2.0), donors, FAST, seed=0)
+    ref = donor_reference(_cohort(donors=DONORS, shift=2.0), _generated({d: 6 for d in DONORS}), FAST, "synthetic")
     set_auc = float(np.max(ref["chance"]["aucs"])) + 0.01
-    report = {"n_real": 72, "real_groups": 24, "config": FAST.model_dump(mode="json"), "null_real": {},
-              "donor_reference": ref,
-              "sets": {"synthetic": {"n_volumes": 72, "features": {"auc": set_auc, "ci95": [0.5, 0.9]}, "cnn": None,
-                                     "null": {}, "features_table": [], "chance_share": chance_share(ref, set_auc)}}}
+    report = _report(ref, set_auc)
     text = format_report(report)
-    assert "real: the 5 donor patients' own lesions vs the other patients'" in text
-    assert f"real: 5 random patients vs the others (donor null, {FAST.donor_null_splits} draws" in text
+    row = "| real: copies of the donors' own lesions, as many per donor as the synthetic set holds (5 patients) | 30 |"
+    assert row in text
+    assert f"| real: 5 random patients vs the others (donor null, {FAST.donor_null_splits} draws) | - |" in text
     sentence = donor_reference_text(report)
     assert f"synthetic ({set_auc:.2f}) is above all {FAST.donor_null_splits} draws" in sentence
-    assert f"The donors' own real lesions score {ref['donors']['auc']:.2f}" in sentence and sentence in text
+    assert f"Copies of the donors' own real lesions score {ref['copies']['auc']:.2f}" in sentence and sentence in text
+    half = _report(ref, float(np.median(ref["chance"]["aucs"])))
+    share = half["sets"]["synthetic"]["chance_share"]
+    assert f"is above {100 * share:.0f} % of the draws" in donor_reference_text(half)
     # an older realism.json (no reference) reads as before
     del report["donor_reference"]
-    assert donor_reference_text(report) == "" and "donor patients" not in format_report(report)
+    assert donor_reference_text(report) == "" and "donor null" not in format_report(report)
+
+
+def test_a_reference_whose_classifier_learns_nothing_is_marked_and_explained():
+    """Six patients with one lesion each: training folds of a few lesions, below what the trees split."""
+    real = _cohort(patients=6, per_patient=1)
+    ref = donor_reference(real, _generated({"P00": 2, "P01": 2}), FAST, "synthetic")
+    assert ref["chance"]["auc"] is None and ref["chance"]["draws"] == 0 and "learned nothing" in \
+        ref["chance"]["not_meaningful"]
+    report = _report(ref, 0.6)
+    report["n_real"] = 6
+    text = format_report(report)
+    assert "donor null, 0 draws) | - | not meaningful |" in text
+    assert any(line.startswith("donor null, features") for line in not_meaningful(report))
+    assert donor_reference_text(report) == ""  # no band to read a set against
+
+
+def test_the_html_report_and_figure_4_show_the_reference(tmp_path):
+    from metsynth.realism.figure import figure4
+    from metsynth.report.sections.realism import _realism_table
+
+    ref = donor_reference(_cohort(donors=DONORS, shift=2.0), _generated({d: 6 for d in DONORS}), FAST, "synthetic")
+    report = _report(ref, 0.7)
+    html = _realism_table(report)
+    assert "copies of the donors&#x27; own lesions" in html or "copies of the donors' own lesions" in html
+    assert "5th-95th percentile" in html and "Against the draws" in html
+    report["sweep"] = [{"timestep": 0, "set": "synthetic", "contrast_kept": 1.0, "contrast_kept_p10": 1.0}]
+    with_ref = figure4(report, report["sweep"], tmp_path / "with.png")
+    del report["donor_reference"]
+    without = figure4(report, report["sweep"], tmp_path / "without.png")
+    assert with_ref.stat().st_size > 0 and without.stat().st_size > 0
+    assert with_ref.read_bytes() != without.read_bytes()  # the band and the line are drawn
 
 
 @pytest.mark.parametrize("k", [2, 3])
-def test_the_draws_take_as_many_patients_as_there_are_donors(k, monkeypatch):
+def test_the_draws_take_as_many_patients_as_the_set_has_donors(k, monkeypatch):
     import metsynth.realism.measure as measure
 
     seen = []
@@ -103,6 +172,6 @@ def test_the_draws_take_as_many_patients_as_there_are_donors(k, monkeypatch):
         return original(x, y, groups, *args, **kwargs)
 
     monkeypatch.setattr(measure, "c2st", spy)
-    donors = {f"P{p:02d}" for p in range(k)}
-    donor_reference(_cohort(patients=10), donors, FAST.model_copy(update={"donor_null_splits": 4}), seed=0)
-    assert seen == [k] * 5  # the donors' own test, then four draws
+    generated = _generated({f"P{p:02d}": 3 for p in range(k)})
+    measure.donor_reference(_cohort(patients=10), generated, FAST.model_copy(update={"donor_null_splits": 4}), "s")
+    assert seen == [k] * 5  # the copies' test (grouped by donor patient), then four draws

@@ -31,7 +31,7 @@ def tiny_run(tmp_path_factory):
     return run
 
 
-FAST = {"folds": 2, "repeats": 1, "cnn_epochs": 2, "bootstrap": 100, "null_splits": 2}
+FAST = {"folds": 2, "repeats": 1, "cnn_epochs": 2, "bootstrap": 100, "null_splits": 2, "donor_null_splits": 4}
 
 
 def test_realism_of_a_run_is_measured_and_repeatable(tiny_run, tmp_path):
@@ -54,8 +54,15 @@ def test_realism_of_a_run_is_measured_and_repeatable(tiny_run, tmp_path):
     # the donor reference: the groups of the generated lesions are the bank's donor cases
     donors = {line.split(",")[1] for line in (out / "features.csv").read_text().splitlines()[1:]
               if line.split(",")[2] == "synthetic"}
-    assert report["donor_reference"]["donor_groups"] == sorted(donors) and report["donor_reference"]["k"] == len(donors)
-    assert set(report["donor_reference"]) >= {"donors", "chance"}
+    reference = report["donor_reference"]
+    assert reference["donor_groups"] == sorted(donors) and reference["k"] == len(donors)
+    assert reference["set"] == "synthetic" and set(reference) >= {"copies", "chance"}
+    chance = reference["chance"]
+    if "aucs" in chance:  # the tiny cohort may have too few patients to draw from
+        assert chance["draws"] == len(chance["aucs"]) <= FAST["donor_null_splits"]
+        assert syn["chance_share"] == sum(a < syn["features"]["auc"] for a in chance["aucs"]) / len(chance["aucs"])
+    else:
+        assert chance.get("skipped") or chance.get("not_meaningful")
     assert len(syn["null"]["features"]["aucs"]) <= FAST["null_splits"]
     names = [row["feature"] for row in syn["features_table"]]
     assert "edge_inner" in names and len(names) == len(set(names))
@@ -136,6 +143,28 @@ def test_a_study_s_realism_results_are_not_replaced_by_other_settings(tiny_run, 
     result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5", "--force")
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["config"]["seed"] == 5
+    # results of an older metsynth, without a setting added since, count as made with its default
+    record = json.loads(out.read_text())
+    del record["config"]["donor_null_splits"]
+    out.write_text(json.dumps(record))
+    settings = FAST | {"donor_null_splits": RealismConfig().donor_null_splits}
+    config_file.write_text("realism:\n" + "".join(f"  {k}: {v}\n" for k, v in settings.items()))
+    result = invoke("realism", str(tiny_run), "--config", str(config_file), "--no-cnn", "--seed", "5")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["config"]["donor_null_splits"] == RealismConfig().donor_null_splits
+
+
+def test_figure_4_marks_the_study_s_start_timestep_wherever_the_measure_is_written(tmp_path):
+    from metsynth.realism.commands import study_start_timestep
+
+    config = experiment_preset("tiny")
+    run = tmp_path / "run"
+    run.mkdir()
+    config.to_yaml(run / "config.yaml")
+    chosen = config.diffusion_settings.harmonize.start_timestep
+    assert study_start_timestep(run, {"synthetic": run, "harmonized": run}) == chosen
+    assert study_start_timestep(run, {"synthetic": run}) is None  # no harmonized set to mark
+    assert study_start_timestep(tmp_path, {"harmonized": run}) is None  # not a study's folder
 
 
 def test_a_set_in_other_units_than_the_cohort_is_refused(tiny_run, tmp_path):

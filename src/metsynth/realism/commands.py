@@ -33,8 +33,8 @@ def realism(
     generated) beside every number. Writes realism.json, realism.md and features.csv.
 
     A set cut from few donor patients differs from the real lesions of many by who the donors are:
-    beside the sets, the donors' own real lesions against the other patients' (what a perfect copy
-    would score) and the chance band of as many random real patients (realism.donor_null_splits
+    beside the sets, copies of the donors' own real lesions against the real ones (what perfect
+    copies would score) and the chance band of as many random real patients (realism.donor_null_splits
     draws); read a set's AUC against that band, not against 0.5.
 
     A set in other intensity units than the cohort (e.g. synthesized from the prepared cohort, measured
@@ -69,30 +69,38 @@ def realism(
         if not sep or not name or not folder:
             raise InputError(f"--set {item!r}: expected NAME=FOLDER, e.g. --set synthetic=runs/demo/synthetic")
         named[name] = Path(folder)
-    chosen = None
     if out is None:
         if run is None:
             raise InputError("--out is needed with --cohort (there is no run folder to write into)")
         out = run / "realism"
-        chosen = _check_study_results(out, settings, named, force)
-    elif run is not None and (run / "realism" / "realism.json").is_file():
-        from ..fileio import read_json
-
-        # another folder: Figure 4 still marks (and the sweep still lists) the study's start timestep
-        chosen = read_json(run / "realism" / "realism.json").get("chosen_timestep")
+        _check_study_results(out, settings, named, force)
     from ..cli import quiet
+
+    chosen = study_start_timestep(run, named) if run is not None else None
 
     report = measure_realism(manifest, named, out, settings, progress=not quiet(), chosen=chosen)
     typer.echo(format_report(report).rstrip())
     typer.echo(f"\nwritten: {out / 'realism.json'}, {out / 'realism.md'}, {out / 'features.csv'}")
 
 
-def _check_study_results(out: Path, settings, named: dict[str, Path], force: bool) -> int | None:
+def study_start_timestep(run: Path, named: dict[str, Path]) -> int | None:
+    """The start timestep of a study's harmonized set (Figure 4 marks it, the sweep lists it), as the study's
+    own realism stage gives it; None without a harmonized set or a study config."""
+    if "harmonized" not in named or not (run / "config.yaml").is_file():
+        return None
+    from ..experiment import ExperimentConfig
+    from ..experiment.config import diffusion_settings
+
+    return diffusion_settings(ExperimentConfig.from_yaml(run / "config.yaml")).harmonize.start_timestep
+
+
+def _check_study_results(out: Path, settings, named: dict[str, Path], force: bool) -> None:
     """Refuse to replace a study's realism results made with other settings or sets (unless
-    ``force``; :class:`metsynth.outdir.OutputFolder`); the start timestep they marked in Figure 4,
-    to mark it again."""
+    ``force``; :class:`metsynth.outdir.OutputFolder`). A setting the results predate (a newer
+    metsynth's) counts as its default."""
     from ..fileio import read_json
     from ..outdir import OutputFolder, differences
+    from .measure import RealismConfig
 
     folder = OutputFolder(out, "the study's realism results", "realism.json", place="--out DIR")
     if not folder.record_file.is_file():
@@ -100,7 +108,7 @@ def _check_study_results(out: Path, settings, named: dict[str, Path], force: boo
 
     def changes(record: Path) -> list[str]:
         previous = read_json(record)
-        old_config = previous.get("config") or {}
+        old_config = {**RealismConfig().model_dump(mode="json"), **(previous.get("config") or {})}
         found = [f"config.{line}" for line in differences(old_config, settings.model_dump(mode="json"))]
         old_sets = sorted((previous.get("sets") or {}).keys())
         if old_sets != sorted(named):
@@ -108,7 +116,6 @@ def _check_study_results(out: Path, settings, named: dict[str, Path], force: boo
         return found
 
     folder.claim(changes, force=force)  # nothing removed: measure_realism writes every file again
-    return read_json(folder.record_file).get("chosen_timestep")
 
 
 def register(app: typer.Typer) -> None:

@@ -4,8 +4,8 @@
 
 1. **realism**: the C2ST AUC of each set (features, and the CNN where it ran) with its 95%
    interval, the band that the real-vs-real null control spans (what chance gives), and the
-   donor reference (hatched: real lesions of as many random patients as the sets have donors
-   against the others, 5th-95th percentile; dashed: the donors' own real lesions);
+   donor reference (hatched: real lesions of as many random patients as the set has donors
+   against the others, 5th-95th percentile; dashed: copies of the donors' own real lesions);
 2. **lesion kept**: the median contrast between lesion and bone ring after / before (the
    harmonization's consistency check) and its 10th percentile;
 3. **segmentation**: mean Dice of the models trained on each set, where a study trained them
@@ -57,13 +57,13 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
         ax.axhline(cnn_null["auc"], color="#d62728", lw=1.0, ls="--", alpha=0.8)
     reference = realism.get("donor_reference") or {}
     chance = reference.get("chance") or {}
-    if chance.get("ci95") is not None:  # patients' own differences: what a set of k donors meets by chance
-        ax.axhspan(chance["ci95"][0], chance["ci95"][1], facecolor="none", edgecolor="#1f77b4", hatch="///",
+    if chance.get("p5_p95") is not None:  # patients' own differences: what a set of k donors meets by chance
+        ax.axhspan(chance["p5_p95"][0], chance["p5_p95"][1], facecolor="none", edgecolor="#1f77b4", hatch="///",
                    lw=0, alpha=0.35, label=f"features: {reference['k']} random patients vs the rest (5th-95th pct)")
-    donors = reference.get("donors") or {}
-    if donors.get("auc") is not None:
-        ax.axhline(donors["auc"], color="#1f77b4", lw=1.0, ls="--", alpha=0.8,
-                   label="features: the donors' own real lesions")
+    copies = reference.get("copies") or {}
+    if copies.get("auc") is not None:
+        ax.axhline(copies["auc"], color="#1f77b4", lw=1.0, ls="--", alpha=0.8,
+                   label="features: copies of the donors' own lesions")
     ax.axhline(0.5, color="#888888", lw=0.8, ls=":")
     for key, colour, label in (("features", "#1f77b4", "features (trees)"), ("cnn", "#d62728", "3D CNN")):
         xs = [t for t in ts if key in points[t] and points[t][key].get("auc") is not None]

@@ -13,10 +13,11 @@ sizes. Per feature, the median of real and generated lesions and the AUC of that
 name what gives a set away.
 
 A generated set is cut from few donor patients, and patients differ: the donor reference
-(:func:`donor_reference`) measures what that alone gives, with the same feature test, the donors'
-own real lesions against the other patients' (a perfect copy of the donors would score that) and
-real lesions of as many random patients against the others (the chance band a set of that many
-donors meets; each set's features AUC is placed in it, ``chance_share``).
+(:func:`donor_reference`) measures what that alone gives, with the same feature test: copies of the
+donors' own real lesions, as many per donor as the set holds, against the real lesions (what a
+set of perfect copies would score), and real lesions of as many random patients against the
+others (the chance band a set of that many donors meets; each set's features AUC is placed in
+it, ``chance_share``).
 
 Output (``OUT``, by default ``RUN/realism``): ``realism.json`` (every number), ``realism.md``
 (the tables), ``features.csv`` (every lesion's features), written atomically.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,8 +57,9 @@ from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LesionSample", "RealismConfig", "check_set_units", "compare_sets", "format_report", "generated_lesions",
-           "measure_realism", "not_meaningful", "real_lesions", "run_sets"]
+__all__ = ["LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets", "donor_copies",
+           "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text", "format_report",
+           "generated_lesions", "measure_realism", "not_meaningful", "real_lesions", "run_sets"]
 
 
 class RealismConfig(Settings):
@@ -81,8 +84,8 @@ class RealismConfig(Settings):
     donor_null_splits: int = Field(
         20, ge=0, description="Random draws of as many real patients as the generated sets have donors, each told "
         "from the other real patients by the features test: the AUC that patients' own differences give a set cut "
-        "from that few donors (median and 5th-95th percentile; 0: skip). Beside it, the donors' own real lesions "
-        "against the other patients': what a perfect copy of the donors would score.")
+        "from that few donors (median and 5th-95th percentile; 0: skip). Beside it, copies of the donors' own real "
+        "lesions, as many per donor as the set holds, against the real lesions: what perfect copies would score.")
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% interval.")
     seed: int = Field(0, ge=0, description="Seed of the sampling, the folds, the classifiers and the bootstrap.")
 
@@ -287,62 +290,73 @@ def _halves(samples: list[LesionSample], seed: int) -> tuple[list[LesionSample],
     return ([s for i, s in enumerate(samples) if i in first], [s for i, s in enumerate(samples) if i not in first])
 
 
-def donor_reference(real: list[LesionSample], donors: set[str], config: RealismConfig, seed: int) -> dict[str, Any]:
-    """What a set cut from ``donors`` (the generated lesions' groups) scores before anything is synthesized.
+def donor_reference(real: list[LesionSample], generated: list[LesionSample], config: RealismConfig,
+                    name: str) -> dict[str, Any]:
+    """What a set cut from the donors of ``generated`` (set ``name``) scores before anything is synthesized.
 
     A generated set holds lesions of few donor patients; the real sample, of many. Patients differ
     (density, lesion texture), so even *real* lesions of so few patients can be told from the
-    others by chance, far more than the lesion-by-lesion halves of the null controls show. Two
-    feature tests, with the sets' own folds and repeats, read a set's AUC against that:
+    others, by chance or because the donors are unusual, far more than the lesion-by-lesion halves
+    of the null controls show. Two feature tests, with the sets' own folds and repeats, read a
+    set's AUC against that:
 
-    * ``donors``: the donors' own real lesions against the other patients' (where the donors are
-      among the real cases): what a perfect copy of the donors would score;
-    * ``chance``: ``donor_null_splits`` draws of as many random real patients against the others,
-      median with the 5th-95th percentile (``ci95``) and every draw (``aucs``).
+    * ``copies`` (:func:`donor_copies`): the donors' own real lesions, as many of each donor as the
+      set holds, against all real lesions, grouped as the set's test groups them: what a set of
+      perfect copies of the donors' lesions would score;
+    * ``chance`` (:func:`donor_null`): as many random real patients as the set has donors, against
+      the other patients, ``donor_null_splits`` times: median, 5th-95th percentile (``p5_p95``)
+      and every draw (``aucs``).
 
     A test that cannot run says why (``skipped``).
     """
+    counts = Counter(g.group for g in generated)
+    return {"set": name, "donor_groups": sorted(counts), "k": len(counts),
+            "copies": _copies_test(real, counts, config), "chance": donor_null(real, len(counts), config)}
+
+
+def donor_copies(real: list[LesionSample], counts: dict[str, int]) -> list[LesionSample]:
+    """The real lesions of each donor (``counts``: donor -> lesions in the set), repeated in key order to its
+    count; donors that are not among the real patients give none."""
+    own: dict[str, list[LesionSample]] = {}
+    for sample in sorted(real, key=lambda x: x.key):
+        own.setdefault(sample.group, []).append(sample)
+    return [own[d][i % len(own[d])] for d in sorted(counts) if d in own for i in range(counts[d])]
+
+
+def _copies_test(real: list[LesionSample], counts: dict[str, int], config: RealismConfig) -> dict[str, Any]:
+    copies = donor_copies(real, counts)
+    present = len({c.group for c in copies})
+    if present < 2:
+        return {"skipped": f"{present} of the {len(counts)} donor case(s) among the real patients; copies of at "
+                           "least 2 are needed"}
+    return {**_tests(real, copies, config, config.seed, cnn=False)["features"].to_dict(), "patients": present}
+
+
+def donor_null(real: list[LesionSample], k: int, config: RealismConfig) -> dict[str, Any]:
+    """Real lesions of ``k`` random patients against the other patients', ``config.donor_null_splits`` draws."""
     patients = sorted({s.group for s in real})
-    k = len(donors)
-    out: dict[str, Any] = {"donor_groups": sorted(donors), "k": k}
-
-    def features_test(chosen: set[str], n_boot: int, s: int) -> C2STResult:
-        a = [x for x in real if x.group not in chosen]
-        b = [x for x in real if x.group in chosen]
-        y = np.array([0] * len(a) + [1] * len(b))
-        return c2st(_matrix(a + b), y, np.array([x.group for x in a + b]), feature_scores, config.folds,
-                    config.repeats, s, n_boot)
-
-    present = donors & set(patients)
-    if len(present) < 2 or len(patients) - len(present) < 2:
-        out["donors"] = {"skipped": f"{len(present)} of the {k} donor case(s) among the real lesions' "
-                                    f"{len(patients)} patients; the test needs at least 2 on each side"}
-    else:
-        out["donors"] = features_test(present, config.bootstrap, seed).to_dict()
     if config.donor_null_splits == 0:
-        out["chance"] = {"skipped": "realism.donor_null_splits is 0"}
-    elif k < 2 or len(patients) - k < 2:
-        out["chance"] = {"skipped": f"{k} donor(s) and {len(patients)} real patients; drawing as many patients "
-                                    "as there are donors needs at least 2 on each side"}
-    else:
-        aucs, empty = [], 0
-        for i in range(config.donor_null_splits):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_DONORS, i]))
-            chosen = set(rng.choice(patients, size=k, replace=False).tolist())
-            test = features_test(chosen, 100, seed + i)
-            if test.not_meaningful is not None:
-                empty += 1
-            else:
-                aucs.append(test.auc)
-        if not aucs:
-            out["chance"] = {"auc": None, "ci95": None, "splits": config.donor_null_splits,
-                             "not_meaningful": f"the classifier learned nothing in all {empty} draws"}
+        return {"skipped": "realism.donor_null_splits is 0"}
+    if k < 2 or len(patients) - k < 2:
+        return {"skipped": f"{k} donor(s) and {len(patients)} real patients; drawing as many patients as there are "
+                           "donors needs at least 2 on each side"}
+    quick = config.model_copy(update={"bootstrap": 100})  # the draws' own intervals are not used
+    aucs, empty = [], 0
+    for i in range(config.donor_null_splits):
+        rng = np.random.default_rng(np.random.SeedSequence([config.seed, REALISM_DONORS, i]))
+        chosen = set(rng.choice(patients, size=k, replace=False).tolist())
+        test = _tests([s for s in real if s.group not in chosen], [s for s in real if s.group in chosen], quick,
+                      config.seed + i, cnn=False)["features"]
+        if test.not_meaningful is not None:
+            empty += 1
         else:
-            p5, p50, p95 = (round(float(v), 4) for v in np.percentile(aucs, [5, 50, 95]))
-            out["chance"] = {"auc": p50, "ci95": [p5, p95], "splits": len(aucs), "aucs": [round(a, 4) for a in aucs]}
-            if empty:
-                out["chance"]["skipped_draws"] = empty
-    return out
+            aucs.append(test.auc)
+    out: dict[str, Any] = {"draws": len(aucs), "asked": config.donor_null_splits}
+    if not aucs:
+        return {**out, "auc": None, "p5_p95": None,
+                "not_meaningful": f"the classifier learned nothing in all {empty} draws"}
+    p5, p50, p95 = (round(float(v), 4) for v in np.percentile(aucs, [5, 50, 95]))
+    return {**out, "auc": p50, "p5_p95": [p5, p95], "aucs": [round(a, 4) for a in aucs]}
 
 
 def chance_share(reference: dict[str, Any] | None, auc: float | None) -> float | None:
@@ -412,7 +426,7 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
                               "real_groups": len({s.group for s in real}), "sets": {}}
     report["null_real"] = null_control(real, config, config.seed + 2)
     all_samples = list(real)
-    donors: set[str] = set()
+    reference: dict[str, Any] = {}
     items = list(sets.items())
     from tqdm.auto import tqdm
 
@@ -421,9 +435,9 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         cnn = config.cnn_sets is None or name in config.cnn_sets
         report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn)}
         all_samples += generated
-        donors |= {g.group for g in generated}
+        if not reference:  # the first set's donors (a study's: the synthetic set, whose volumes the others share)
+            reference = donor_reference(real, generated, config, name)
         log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
-    reference = donor_reference(real, donors, config, config.seed + 3)
     report["donor_reference"] = reference
     for entry in report["sets"].values():
         entry["chance_share"] = chance_share(reference, entry["features"].get("auc"))
@@ -546,6 +560,7 @@ def not_meaningful(report: dict[str, Any]) -> list[str]:
     for name, entry in report["sets"].items():
         tests.append((name, entry, report["n_real"] + entry["n_volumes"]))
         tests.append((f"{name} null (generated halves)", entry.get("null", {}), entry["n_volumes"]))
+    tests += [(label, {"features": t}, total) for label, t, total in _donor_tests(report)]
     lines = []
     for label, entry, total in tests:
         for key in ("features", "cnn"):
@@ -578,48 +593,61 @@ def _all_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     for name, s in report["sets"].items():
         out += [(f"{name} {k}", s[k]) for k in ("features", "cnn") if isinstance(s.get(k), dict)]
         out += [(f"{name} null {k}", t) for k, t in (s.get("null") or {}).items() if isinstance(t, dict)]
+    return out + [(label, t) for label, t, _ in _donor_tests(report)]
+
+
+def _donor_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+    """The donor reference's tests that ran: (label, test, lesions)."""
+    ref = report.get("donor_reference") or {}
+    copies, chance = ref.get("copies") or {}, ref.get("chance") or {}
+    out = []
+    if copies and "skipped" not in copies:
+        out.append(("copies of the donors' lesions", copies, report["n_real"] + int(copies.get("n_b") or 0)))
+    if chance and "skipped" not in chance:
+        out.append(("donor null", chance, report["n_real"]))
     return out
 
 
-def donor_reference_rows(report: dict[str, Any]) -> list[str]:
-    """The donor reference (:func:`donor_reference`) as rows of the Markdown table."""
+def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The donor reference (:func:`donor_reference`) as table rows: (what, lesions, features AUC)."""
     ref = report.get("donor_reference") or {}
-    donors, chance = ref.get("donors") or {}, ref.get("chance") or {}
+    copies, chance = ref.get("copies") or {}, ref.get("chance") or {}
     rows = []
-    if donors and "skipped" not in donors:
-        rows.append(f"| real: the {ref['k']} donor patients' own lesions vs the other patients' | "
-                    f"{donors.get('n_b', '-')} | {_fmt(donors)} | - | |")
+    if copies and "skipped" not in copies:
+        rows.append((f"real: copies of the donors' own lesions, as many per donor as the {ref['set']} set holds "
+                     f"({copies['patients']} patients)", str(copies.get("n_b", "-")), _fmt(copies)))
     if chance and "skipped" not in chance:
         band = "not meaningful" if chance.get("auc") is None else \
-            f"{chance['auc']:.2f} [{chance['ci95'][0]:.2f}, {chance['ci95'][1]:.2f}]"
-        rows.append(f"| real: {ref['k']} random patients vs the others (donor null, {chance.get('splits', 0)} draws; "
-                    f"median [5th, 95th percentile]) | | {band} | - | |")
+            f"{chance['auc']:.2f} (5th-95th percentile {chance['p5_p95'][0]:.2f}-{chance['p5_p95'][1]:.2f})"
+        rows.append((f"real: {ref['k']} random patients vs the others (donor null, {chance['draws']} draws)", "-",
+                     band))
     return rows
 
 
 def donor_reference_text(report: dict[str, Any]) -> str:
     """What the donor reference says about the sets' feature AUCs ("" when it did not run)."""
     ref = report.get("donor_reference") or {}
-    donors, chance = ref.get("donors") or {}, ref.get("chance") or {}
+    copies, chance = ref.get("copies") or {}, ref.get("chance") or {}
     text = []
     if chance.get("auc") is not None:
         k = ref["k"]
-        text.append(f"Each generated set is cut from {k} donor patients. Real lesions of {k} patients drawn at random "
-                    f"are told from the other patients' with AUC up to {chance['ci95'][1]:.2f} (95th percentile) by "
-                    "chance alone, since patients differ: read a set's features AUC against that band, not against "
-                    "0.5.")
-        def share(value: float) -> str:
-            return f"all {chance['splits']} draws" if value == 1.0 else f"{100 * value:.0f} % of the draws"
-
-        shares = [f"{name} ({s['features']['auc']:.2f}) is above {share(s['chance_share'])}"
+        text.append(f"The {ref['set']} set is cut from {k} donor patients. Real lesions of {k} patients drawn at "
+                    f"random are told from the other patients' with AUC up to {chance['p5_p95'][1]:.2f} (95th "
+                    "percentile) by chance alone, since patients differ: read a set's features AUC against that band, "
+                    "not against 0.5.")
+        shares = [f"{name} ({s['features']['auc']:.2f}) is above {_share(s['chance_share'], chance['draws'])}"
                   for name, s in report["sets"].items()
                   if s.get("chance_share") is not None and s["features"].get("auc") is not None]
         if shares:
             text.append("Against the draws: " + "; ".join(shares) + ".")
-    if donors.get("auc") is not None:
-        text.append(f"The donors' own real lesions score {donors['auc']:.2f} against the other patients': what a "
-                    "perfect copy of them would score, before any synthesis.")
+    if copies.get("auc") is not None:
+        text.append(f"Copies of the donors' own real lesions score {copies['auc']:.2f}: what the donors alone give, "
+                    "before any synthesis.")
     return " ".join(text)
+
+
+def _share(value: float, draws: int) -> str:
+    return f"all {draws} draws" if value == 1.0 else f"{100 * value:.0f} % of the draws"
 
 
 def format_report(report: dict[str, Any], top: int = 5) -> str:
@@ -639,9 +667,10 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
         null = s.get("null", {})
         lines.append(f"| {name} | {s['n_volumes']} | {_fmt(s.get('features'))} | {_fmt(s.get('cnn'))} | "
                      f"{_fmt(null.get('features'))} / {_fmt(null.get('cnn'))} |")
-    lines += donor_reference_rows(report)
-    if donor_reference_text(report):
-        lines += ["", donor_reference_text(report)]
+    lines += [f"| {what} | {n} | {auc} | - | |" for what, n, auc in donor_reference_rows(report)]
+    reading = donor_reference_text(report)
+    if reading:
+        lines += ["", reading]
     if report.get("not_meaningful"):
         lines += ["", f"**Not meaningful**: too few lesions ({report['n_real']} real from {report['real_groups']} "
                   "patients) for the classifier to learn anything in its training folds; such an AUC is 0.5 by "

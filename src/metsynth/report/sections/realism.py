@@ -68,7 +68,7 @@ def cnn_null_sentence(report: dict[str, Any]) -> str:
 
 
 def _realism_table(report: dict[str, Any]) -> str:
-    from ...realism.measure import donor_reference_text
+    from ...realism.measure import donor_reference_rows, donor_reference_text
 
     null = report.get("null_real", {})
     rows = [["real vs real (null)", report["n_real"], _null_features_cell(null.get("features")),
@@ -77,7 +77,7 @@ def _realism_table(report: dict[str, Any]) -> str:
         n = s.get("null", {})
         rows.append([name, s["n_volumes"], _auc_cell(s.get("features")), _auc_cell(s.get("cnn")),
                      _null_features_cell(n.get("features")), _auc_cell(n.get("cnn"))])
-    rows += _donor_rows(report)
+    rows += [[what, n, auc, "-", "-", "-"] for what, n, auc in donor_reference_rows(report)]
     donors = donor_reference_text(report)
     cfg = report.get("config", {})
     splits = cfg.get("null_splits", 1)
@@ -99,23 +99,6 @@ def _realism_table(report: dict[str, Any]) -> str:
               "anything (realism.json says how many it needs).</p>"
             + (f'<p class="tablenote"><b>{donors}</b></p>' if donors else "")
             + (f'<p class="tablenote"><b>{cnn_null_sentence(report)}</b></p>' if cnn_null_sentence(report) else ""))
-
-
-def _donor_rows(report: dict[str, Any]) -> list[list[Any]]:
-    """The donor reference (realism.measure.donor_reference): the donors' own real lesions, and the chance band
-    of as many random real patients (median with the 5th-95th percentile of the draws)."""
-    ref = report.get("donor_reference") or {}
-    donors, chance = ref.get("donors") or {}, ref.get("chance") or {}
-    rows: list[list[Any]] = []
-    if donors and "skipped" not in donors:
-        rows.append([f"real: the {ref['k']} donor patients' own lesions vs the other patients'", donors.get("n_b", "-"),
-                     _auc_cell(donors), "-", "-", "-"])
-    if chance and "skipped" not in chance:
-        band = "not meaningful" if chance.get("auc") is None else \
-            f"{fmt(chance['auc'])} (5th–95th percentile {fmt(chance['ci95'][0])}–{fmt(chance['ci95'][1])})"
-        rows.append([f"real: {ref['k']} random patients vs the others (donor null, {chance.get('splits', 0)} draws)",
-                     "-", band, "-", "-", "-"])
-    return rows
 
 
 def _realism_features(report: dict[str, Any], top: int = 5) -> str:
@@ -144,11 +127,12 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
              r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
     caption = ("Realism (C2ST AUC with 95% bootstrap intervals; grey band: the features' real-vs-real null, range "
                "over its splits; red band and dashed red line: the 3D CNN's own real-vs-real null, AUC and 95% "
-               "interval; hatched blue band: real lesions of as many random patients as the sets have donors told "
-               "from the other patients', 5th-95th percentile of the draws, and dashed blue line: the donors' own "
-               "real lesions, what the donors allow before any synthesis), lesion contrast kept after / before harmonization, and the Dice of the models trained on "
-               "the set where the study trained one, against the start timestep (0: not harmonized; dashed orange: "
-               "the study's choice). " + cnn_null_sentence(report))
+               "interval; hatched blue band: real lesions of as many random patients as the set has donors "
+               "told from the other patients', 5th-95th percentile of the draws; dashed blue line: copies of "
+               "the donors' own real lesions, what the donors alone give), lesion contrast kept after / before "
+               "harmonization, and the Dice of the models trained on the set where the study trained one, against "
+               "the start timestep (0: not harmonized; dashed orange: the study's choice). "
+               + cnn_null_sentence(report))
     html = figure(png, caption.strip(), "Figure 4", width=980)
     html += data_table(["start timestep", "features AUC", "contrast kept (median)", "10th percentile",
                         "lesions collapsed"],
