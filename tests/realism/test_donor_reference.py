@@ -121,6 +121,9 @@ def test_the_report_reads_each_set_against_the_band():
     sentence = donor_reference_text(report)
     assert f"synthetic ({set_auc:.2f}) is above all {FAST.donor_null_splits} draws" in sentence
     assert f"Copies of the donors' own real lesions score {ref['copies']['auc']:.2f}" in sentence and sentence in text
+    assert f"With {FAST.donor_null_splits} draws the band's edges and these shares are rough" in sentence
+    many = _report({**ref, "chance": {**ref["chance"], "draws": 100}}, set_auc)
+    assert "rough" not in donor_reference_text(many)
     half = _report(ref, float(np.median(ref["chance"]["aucs"])))
     share = half["sets"]["synthetic"]["chance_share"]
     assert f"is above {100 * share:.0f} % of the draws" in donor_reference_text(half)
