@@ -79,8 +79,9 @@ def test_the_sections_dump_as_the_file_says_them(name):
     assert stages["train"] == [raw["seed"], raw["models"], raw["segmentation"], raw["trainer"]]
     # the realism stage records what it measures: a run measured before a feature existed measures again
     from metsynth.realism.features import FEATURES
+    from metsynth.realism.measure import DONOR_REFERENCE
 
-    assert stages["realism"] == {**raw["realism"], "features": list(FEATURES)}
+    assert stages["realism"] == {**raw["realism"], "features": list(FEATURES), "donor_reference": DONOR_REFERENCE}
     assert "surface_contact" in stages["realism"]["features"]
     # the bank's record is its settings; a study matching donors' surface contact extracts its bank again
     matching = raw["synthesis"]["placement"]["match_donor_contact"]  # the demo's 16, the paper's 0

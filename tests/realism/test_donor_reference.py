@@ -120,9 +120,10 @@ def test_the_report_reads_each_set_against_the_band():
     assert f"| real: 5 random patients vs the others (donor null, {FAST.donor_null_splits} draws) | - |" in text
     sentence = donor_reference_text(report)
     assert f"synthetic ({set_auc:.2f}) is above all {FAST.donor_null_splits} draws" in sentence
-    assert f"Copies of the donors' own real lesions score {ref['copies']['auc']:.2f}" in sentence and sentence in text
+    assert "Copies of the donors' own real lesions, with their own surroundings and position, score " \
+        f"{ref['copies']['auc']:.2f}" in sentence and sentence in text
     assert f"With {FAST.donor_null_splits} draws the band's edges and these shares are rough" in sentence
-    many = _report({**ref, "chance": {**ref["chance"], "draws": 100}}, set_auc)
+    many = _report({**ref, "chance": {**ref["chance"], "draws": 100, "asked": 100}}, set_auc)
     assert "rough" not in donor_reference_text(many)
     half = _report(ref, float(np.median(ref["chance"]["aucs"])))
     share = half["sets"]["synthetic"]["chance_share"]
@@ -141,7 +142,7 @@ def test_a_reference_whose_classifier_learns_nothing_is_marked_and_explained():
     report = _report(ref, 0.6)
     report["n_real"] = 6
     text = format_report(report)
-    assert "donor null, 0 draws) | - | not meaningful |" in text
+    assert "donor null, 0 of 12 draws) | - | not meaningful |" in text
     assert any(line.startswith("donor null, features") for line in not_meaningful(report))
     assert donor_reference_text(report) == ""  # no band to read a set against
 
@@ -178,3 +179,30 @@ def test_the_draws_take_as_many_patients_as_the_set_has_donors(k, monkeypatch):
     generated = _generated({f"P{p:02d}": 3 for p in range(k)})
     measure.donor_reference(_cohort(patients=10), generated, FAST.model_copy(update={"donor_null_splits": 4}), "s")
     assert seen == [k] * 5  # the copies' test (grouped by donor patient), then four draws
+
+
+def test_a_realism_json_of_the_first_version_still_renders_without_the_reference(tmp_path):
+    """56fa261 wrote the donors against the other patients, with another layout: read as no reference."""
+    from metsynth.realism.figure import figure4
+    from metsynth.report.sections.realism import _realism_table
+
+    report = _report({"donor_groups": ["P00", "P01"], "k": 2, "donors": {"auc": 0.7, "ci95": [0.6, 0.8], "n_b": 4},
+                      "chance": {"auc": 0.5, "ci95": [0.3, 0.7], "splits": 20, "aucs": [0.5] * 20}}, 0.7)
+    assert donor_reference_rows(report) == [] and donor_reference_text(report) == ""
+    assert "donor null" not in format_report(report) and not_meaningful(report) == []
+    assert "random patients" not in _realism_table(report)
+    report["sweep"] = [{"timestep": 0, "set": "synthetic", "contrast_kept": 1.0, "contrast_kept_p10": 1.0}]
+    assert figure4(report, report["sweep"], tmp_path / "old.png").stat().st_size > 0
+
+
+def test_draws_whose_classifier_learned_nothing_are_counted_in_the_row(tmp_path):
+    from metsynth.realism.figure import figure4
+
+    ref = donor_reference(_cohort(donors=DONORS, shift=2.0), _generated({d: 6 for d in DONORS}), FAST, "synthetic")
+    fewer = {**ref, "chance": {**ref["chance"], "draws": 9, "aucs": ref["chance"]["aucs"][:9]}}
+    assert "(donor null, 9 of 12 draws)" in format_report(_report(fewer, 0.7))
+    empty = {**ref, "chance": {"draws": 0, "asked": 12, "auc": None, "p5_p95": None, "not_meaningful": "nothing"}}
+    report = _report(empty, 0.7)
+    assert "(donor null, 0 of 12 draws) | - | not meaningful |" in format_report(report)
+    report["sweep"] = [{"timestep": 0, "set": "synthetic", "contrast_kept": 1.0, "contrast_kept_p10": 1.0}]
+    assert figure4(report, report["sweep"], tmp_path / "empty.png").stat().st_size > 0

@@ -165,6 +165,8 @@ def test_figure_4_marks_the_study_s_start_timestep_wherever_the_measure_is_writt
     assert study_start_timestep(run, {"synthetic": run, "harmonized": run}) == chosen
     assert study_start_timestep(run, {"synthetic": run}) is None  # no harmonized set to mark
     assert study_start_timestep(tmp_path, {"harmonized": run}) is None  # not a study's folder
+    (run / "config.yaml").write_text("name: x\nno_such_section: 1\n")  # a config this version cannot read
+    assert study_start_timestep(run, {"harmonized": run}) is None
 
 
 def test_a_set_in_other_units_than_the_cohort_is_refused(tiny_run, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..layout import TABLE3_MODELS, study_models
 from ..realism.features import FEATURES
+from ..realism.measure import DONOR_REFERENCE
 from ..stages import RunContext, Stage
 from .config import ExperimentConfig, diffusion_settings
 from .training import _claim, _layout, _stage_size_study, _stage_train, _train, trained_models
@@ -60,10 +61,11 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               lambda ctx: [c.seed, c.sweep.model_dump(mode="json"), c.realism.seed,
                            c.diffusion.model_dump(mode="json"), *([_realism_sample(c)] if c.sweep.volumes else [])],
               "the synthetic volumes harmonized from each start timestep (Figure 4)"),
-        # the features measured are part of the stage's record: a run measured before one was added
-        # (surface_contact) measures again when resumed
+        # the features measured, and the donor reference's kind, are part of the stage's record: a run
+        # measured before one was added (surface_contact; the copies of the donors) measures again when resumed
         Stage("realism", _stage_realism, ("synthesize", "harmonize", "sweep"),
-              lambda ctx: {**c.realism.model_dump(mode="json"), "features": list(FEATURES)},
+              lambda ctx: {**c.realism.model_dump(mode="json"), "features": list(FEATURES),
+                           "donor_reference": DONOR_REFERENCE},
               "can a classifier tell generated lesions from real ones (C2ST, null controls)"),
         Stage("splits", _stage_splits, ("prepare",), lambda ctx: c.splits.model_dump(mode="json"), "CV folds"),
         Stage("train", _stage_train, ("synthesize", "harmonize", "splits"),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from ..config import read_section
+
+log = logging.getLogger(__name__)
 
 
 def realism(
@@ -88,10 +91,15 @@ def study_start_timestep(run: Path, named: dict[str, Path]) -> int | None:
     own realism stage gives it; None without a harmonized set or a study config."""
     if "harmonized" not in named or not (run / "config.yaml").is_file():
         return None
+    from ..errors import MetsynthError
     from ..experiment import ExperimentConfig
     from ..experiment.config import diffusion_settings
 
-    return diffusion_settings(ExperimentConfig.from_yaml(run / "config.yaml")).harmonize.start_timestep
+    try:
+        return diffusion_settings(ExperimentConfig.from_yaml(run / "config.yaml")).harmonize.start_timestep
+    except MetsynthError as err:  # a config this version cannot read: the figure goes without the mark
+        log.warning("%s: no start timestep to mark in Figure 4 (%s)", run / "config.yaml", err)
+        return None
 
 
 def _check_study_results(out: Path, settings, named: dict[str, Path], force: bool) -> None:

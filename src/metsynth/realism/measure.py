@@ -57,9 +57,13 @@ from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets", "donor_copies",
-           "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text", "format_report",
-           "generated_lesions", "measure_realism", "not_meaningful", "real_lesions", "run_sets"]
+#: What :func:`donor_reference` measures; a realism.json of another kind (the first version's donors against the
+#: other patients) is not read as this one, and a study's realism stage records it (such a run measures again).
+DONOR_REFERENCE = "copies"
+
+__all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets",
+           "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
+           "format_report", "generated_lesions", "measure_realism", "not_meaningful", "real_lesions", "run_sets"]
 
 
 class RealismConfig(Settings):
@@ -310,7 +314,7 @@ def donor_reference(real: list[LesionSample], generated: list[LesionSample], con
     A test that cannot run says why (``skipped``).
     """
     counts = Counter(g.group for g in generated)
-    return {"set": name, "donor_groups": sorted(counts), "k": len(counts),
+    return {"kind": DONOR_REFERENCE, "set": name, "donor_groups": sorted(counts), "k": len(counts),
             "copies": _copies_test(real, counts, config), "chance": donor_null(real, len(counts), config)}
 
 
@@ -598,8 +602,7 @@ def _all_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _donor_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
     """The donor reference's tests that ran: (label, test, lesions)."""
-    ref = report.get("donor_reference") or {}
-    copies, chance = ref.get("copies") or {}, ref.get("chance") or {}
+    _, copies, chance = _reference(report)
     out = []
     if copies and "skipped" not in copies:
         out.append(("copies of the donors' lesions", copies, report["n_real"] + int(copies.get("n_b") or 0)))
@@ -608,10 +611,18 @@ def _donor_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]
     return out
 
 
+def _reference(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The report's donor reference with its copies and chance tests; empty for a report without one or with
+    another kind (a realism.json written by an earlier version)."""
+    ref = report.get("donor_reference") or {}
+    if ref.get("kind") != DONOR_REFERENCE:
+        return {}, {}, {}
+    return ref, ref.get("copies") or {}, ref.get("chance") or {}
+
+
 def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The donor reference (:func:`donor_reference`) as table rows: (what, lesions, features AUC)."""
-    ref = report.get("donor_reference") or {}
-    copies, chance = ref.get("copies") or {}, ref.get("chance") or {}
+    ref, copies, chance = _reference(report)
     rows = []
     if copies and "skipped" not in copies:
         rows.append((f"real: copies of the donors' own lesions, as many per donor as the {ref['set']} set holds "
@@ -619,15 +630,14 @@ def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     if chance and "skipped" not in chance:
         band = "not meaningful" if chance.get("auc") is None else \
             f"{chance['auc']:.2f} (5th-95th percentile {chance['p5_p95'][0]:.2f}-{chance['p5_p95'][1]:.2f})"
-        rows.append((f"real: {ref['k']} random patients vs the others (donor null, {chance['draws']} draws)", "-",
-                     band))
+        draws = chance["draws"] if chance["draws"] == chance["asked"] else f"{chance['draws']} of {chance['asked']}"
+        rows.append((f"real: {ref['k']} random patients vs the others (donor null, {draws} draws)", "-", band))
     return rows
 
 
 def donor_reference_text(report: dict[str, Any]) -> str:
     """What the donor reference says about the sets' feature AUCs ("" when it did not run)."""
-    ref = report.get("donor_reference") or {}
-    copies, chance = ref.get("copies") or {}, ref.get("chance") or {}
+    ref, copies, chance = _reference(report)
     text = []
     if chance.get("auc") is not None:
         k = ref["k"]
@@ -641,11 +651,12 @@ def donor_reference_text(report: dict[str, Any]) -> str:
         if shares:
             text.append("Against the draws: " + "; ".join(shares) + ".")
         if chance["draws"] < 50:
-            text.append(f"With {chance['draws']} draws the band's edges and these shares are rough (on the demo they "
-                        "move by about 0.04 AUC with the draws); realism.donor_null_splits: 100 pins them.")
+            text.append(f"With {chance['draws']} draws the band's edges and these shares are rough (on the demo its "
+                        "95th percentile moves by 0.04 AUC (one standard deviation), up to 0.08, with the draws); "
+                        "realism.donor_null_splits: 100 pins them.")
     if copies.get("auc") is not None:
-        text.append(f"Copies of the donors' own real lesions score {copies['auc']:.2f}: what the donors alone give, "
-                    "before any synthesis.")
+        text.append(f"Copies of the donors' own real lesions, with their own surroundings and position, score "
+                    f"{copies['auc']:.2f}: what the donors' lesions give before any synthesis.")
     return " ".join(text)
 
 
