@@ -55,7 +55,7 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
         ax.axhspan(cnn_null["ci95"][0], cnn_null["ci95"][1], color="#d62728", alpha=0.10, lw=0,
                    label="3D CNN null (real vs real, 95% CI)")
         ax.axhline(cnn_null["auc"], color="#d62728", lw=1.0, ls="--", alpha=0.8)
-    from .measure import DONOR_REFERENCE
+    from .c2st import DONOR_REFERENCE
 
     reference = realism.get("donor_reference") or {}
     if reference.get("kind") != DONOR_REFERENCE:  # none, or an earlier version's

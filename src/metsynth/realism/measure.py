@@ -52,14 +52,10 @@ from pydantic import Field
 from ..config import Settings
 from ..errors import InputError
 from ..seeds import REALISM_DONORS, REALISM_NULL, REALISM_SAMPLE
-from .c2st import MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
+from .c2st import DONOR_REFERENCE, MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
 from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 
 log = logging.getLogger(__name__)
-
-#: What :func:`donor_reference` measures; a realism.json of another kind (the first version's donors against the
-#: other patients) is not read as this one, and a study's realism stage records it (such a run measures again).
-DONOR_REFERENCE = "copies"
 
 __all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets",
            "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
