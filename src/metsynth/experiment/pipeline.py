@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..layout import TABLE3_MODELS, study_models
-from ..realism.c2st import DONOR_REFERENCE
 from ..realism.features import FEATURES
+from ..realism.reference import DONOR_REFERENCE
 from ..stages import RunContext, Stage
 from .config import ExperimentConfig, diffusion_settings
 from .training import _claim, _layout, _stage_size_study, _stage_train, _train, trained_models

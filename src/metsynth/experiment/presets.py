@@ -27,7 +27,8 @@ def _paper() -> dict[str, Any]:
         "splits": {"n_folds": 5},
         "segmentation": {"preset": "paper"},
         "size_study": [100, 500, 2000],
-        # the donor null's band for a figure to publish: 20 draws move its edges by about +-0.04 (docs/realism.md)
+        # the donor null's band for a figure to publish: with 20 draws its 95th percentile moves by 0.04 (one sd),
+        # up to 0.08 (docs/realism.md)
         "realism": {"donor_null_splits": 100},
         "trainer": {"accelerator": "gpu", "precision": "16-mixed"},
         "parallel": {"workers": 8},

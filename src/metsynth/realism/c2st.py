@@ -34,13 +34,9 @@ import numpy as np
 
 #: the smallest leaf of :func:`feature_scores`' trees: a split needs twice as many training lesions
 MIN_SAMPLES_LEAF = 5
-#: What the realism measure's donor reference tests (:func:`metsynth.realism.measure.donor_reference`): a
-#: realism.json of another kind (the first version's donors against the other patients) is not read as this one,
-#: and a study's realism stage records it (such a run measures again). Here, below the measure and its figure.
-DONOR_REFERENCE = "copies"
 
-__all__ = ["DONOR_REFERENCE", "MIN_SAMPLES_LEAF", "C2STResult", "bootstrap_auc", "c2st", "cnn_scores", "feature_scores",
-           "grouped_folds", "rank_auc"]
+__all__ = ["MIN_SAMPLES_LEAF", "C2STResult", "bootstrap_auc", "c2st", "cnn_scores", "feature_scores", "grouped_folds",
+           "rank_auc"]
 
 
 @dataclass

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .reference import donor_reference_parts
+
 __all__ = ["figure4", "figure4_lesions", "sweep_points"]
 
 
@@ -55,16 +57,10 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
         ax.axhspan(cnn_null["ci95"][0], cnn_null["ci95"][1], color="#d62728", alpha=0.10, lw=0,
                    label="3D CNN null (real vs real, 95% CI)")
         ax.axhline(cnn_null["auc"], color="#d62728", lw=1.0, ls="--", alpha=0.8)
-    from .c2st import DONOR_REFERENCE
-
-    reference = realism.get("donor_reference") or {}
-    if reference.get("kind") != DONOR_REFERENCE:  # none, or an earlier version's
-        reference = {}
-    chance = reference.get("chance") or {}
+    reference, copies, chance = donor_reference_parts(realism)  # empty: none, or an earlier version's
     if chance.get("p5_p95") is not None:  # patients' own differences: what a set of k donors meets by chance
         ax.axhspan(chance["p5_p95"][0], chance["p5_p95"][1], facecolor="none", edgecolor="#1f77b4", hatch="///",
                    lw=0, alpha=0.35, label=f"features: {reference['k']} random patients vs the rest (5th-95th pct)")
-    copies = reference.get("copies") or {}
     if copies.get("auc") is not None:
         ax.axhline(copies["auc"], color="#1f77b4", lw=1.0, ls="--", alpha=0.8,
                    label="features: copies of the donors' own lesions")

@@ -52,8 +52,9 @@ from pydantic import Field
 from ..config import Settings
 from ..errors import InputError
 from ..seeds import REALISM_DONORS, REALISM_NULL, REALISM_SAMPLE
-from .c2st import DONOR_REFERENCE, MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
+from .c2st import MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
 from .features import FEATURES, lesion_components, lesion_features, lesion_patch
+from .reference import DONOR_REFERENCE, donor_reference_parts
 
 log = logging.getLogger(__name__)
 
@@ -598,7 +599,7 @@ def _all_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def _donor_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
     """The donor reference's tests that ran: (label, test, lesions)."""
-    _, copies, chance = _reference(report)
+    _, copies, chance = donor_reference_parts(report)
     out = []
     if copies and "skipped" not in copies:
         out.append(("copies of the donors' lesions", copies, report["n_real"] + int(copies.get("n_b") or 0)))
@@ -607,18 +608,9 @@ def _donor_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]
     return out
 
 
-def _reference(report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """The report's donor reference with its copies and chance tests; empty for a report without one or with
-    another kind (a realism.json written by an earlier version)."""
-    ref = report.get("donor_reference") or {}
-    if ref.get("kind") != DONOR_REFERENCE:
-        return {}, {}, {}
-    return ref, ref.get("copies") or {}, ref.get("chance") or {}
-
-
 def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The donor reference (:func:`donor_reference`) as table rows: (what, lesions, features AUC)."""
-    ref, copies, chance = _reference(report)
+    ref, copies, chance = donor_reference_parts(report)
     rows = []
     if copies and "skipped" not in copies:
         rows.append((f"real: copies of the donors' own lesions, as many per donor as the {ref['set']} set holds "
@@ -633,7 +625,7 @@ def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def donor_reference_text(report: dict[str, Any]) -> str:
     """What the donor reference says about the sets' feature AUCs ("" when it did not run)."""
-    ref, copies, chance = _reference(report)
+    ref, copies, chance = donor_reference_parts(report)
     text = []
     if chance.get("auc") is not None:
         k = ref["k"]
