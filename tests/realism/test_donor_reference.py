@@ -206,3 +206,49 @@ def test_draws_whose_classifier_learned_nothing_are_counted_in_the_row(tmp_path)
     assert "(donor null, 0 of 12 draws) | - | not meaningful |" in format_report(report)
     report["sweep"] = [{"timestep": 0, "set": "synthetic", "contrast_kept": 1.0, "contrast_kept_p10": 1.0}]
     assert figure4(report, report["sweep"], tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_a_donor_null_that_ran_fewer_folds_names_them():
+    """Six one-lesion patients, two drawn: the drawn side has two groups, so two folds of the three asked."""
+    ref = donor_reference(_cohort(patients=6, per_patient=1), _generated({"P00": 2, "P01": 2}), FAST, "synthetic")
+    assert ref["chance"]["folds"] == 2
+    report = _report(ref, 0.6)
+    report["n_real"] = 6
+    line = next(line for line in not_meaningful(report) if line.startswith("donor null, features"))
+    assert "(6 lesions, 2 folds)" in line
+
+
+def test_copies_are_not_compared_when_the_donors_are_every_real_patient():
+    real = _cohort(patients=4)
+    ref = donor_reference(real, _generated({f"P{p:02d}": 3 for p in range(4)}), FAST, "synthetic")
+    assert "the donors are all 4 real patients" in ref["copies"]["skipped"] and "test cases" in ref["copies"]["skipped"]
+    assert "auc" not in ref["copies"] and donor_reference_rows({"donor_reference": ref}) == []
+    three = donor_reference(real, _generated({f"P{p:02d}": 3 for p in range(3)}), FAST, "synthetic")
+    assert "auc" in three["copies"] and three["copies"]["patients"] == 3
+
+
+def test_sets_of_another_donor_count_are_read_against_a_band_of_as_many_patients():
+    from metsynth.realism.measure import place_sets
+
+    real = _cohort(donors=DONORS, shift=2.0)
+    ref = donor_reference(real, _generated({d: 6 for d in DONORS}), FAST, "synthetic")
+    sets = {"synthetic": {"n_volumes": 30, "donor_patients": 5, "features": {"auc": 0.7, "ci95": [0.6, 0.8]}},
+            "harmonized": {"n_volumes": 30, "donor_patients": 5, "features": {"auc": 0.7, "ci95": [0.6, 0.8]}},
+            "other": {"n_volumes": 30, "donor_patients": 2, "features": {"auc": 0.7, "ci95": [0.6, 0.8]}}}
+    ref = place_sets(real, sets, ref, FAST)
+    assert list(ref["other_bands"]) == ["2"]  # one band for the other count, none for the reference's own
+    two = ref["other_bands"]["2"]
+    assert two["draws"] == FAST.donor_null_splits and two["aucs"] != ref["chance"]["aucs"]
+    assert sets["synthetic"]["chance_share"] == sets["harmonized"]["chance_share"] == chance_share(ref, 0.7)
+    assert sets["other"]["chance_share"] == float(np.mean(np.asarray(two["aucs"]) < 0.7))
+    report = {**_report(ref, 0.7), "sets": {n: {**e, "null": {}, "features_table": []} for n, e in sets.items()}}
+    rows = donor_reference_rows(report)
+    draws = FAST.donor_null_splits
+    assert rows[-1][0] == f"real: 2 random patients vs the others (donor null for other, {draws} draws)"
+    text = donor_reference_text(report)
+    assert "other (0.70) is above" in text and "of 2 patients" in text
+    assert "synthetic (0.70) is above" in text and "draws of 5 patients" not in text
+    # one count for every set: no extra band, the report as before
+    same = place_sets(real, {"synthetic": dict(sets["synthetic"])}, donor_reference(
+        real, _generated({d: 6 for d in DONORS}), FAST, "synthetic"), FAST)
+    assert "other_bands" not in same

@@ -60,7 +60,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets",
            "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
-           "format_report", "generated_lesions", "measure_realism", "not_meaningful", "real_lesions", "run_sets"]
+           "format_report", "generated_lesions", "measure_realism", "not_meaningful", "place_sets", "real_lesions",
+           "run_sets"]
 
 
 class RealismConfig(Settings):
@@ -330,6 +331,11 @@ def _copies_test(real: list[LesionSample], counts: dict[str, int], config: Reali
     if present < 2:
         return {"skipped": f"{present} of the {len(counts)} donor case(s) among the real patients; copies of at "
                            "least 2 are needed"}
+    patients = len({s.group for s in real})
+    if present == patients:
+        return {"skipped": f"the donors are all {patients} real patients, so copies of their lesions are the real "
+                           "sample itself; add real lesions of patients who gave none to the bank (e.g. test cases: "
+                           "realism.roles) to measure what the donors give"}
     return {**_tests(real, copies, config, config.seed, cnn=False)["features"].to_dict(), "patients": present}
 
 
@@ -342,27 +348,57 @@ def donor_null(real: list[LesionSample], k: int, config: RealismConfig) -> dict[
         return {"skipped": f"{k} donor(s) and {len(patients)} real patients; drawing as many patients as there are "
                            "donors needs at least 2 on each side"}
     quick = config.model_copy(update={"bootstrap": 100})  # the draws' own intervals are not used
-    aucs, empty = [], 0
+    aucs, empty = [], []
     for i in range(config.donor_null_splits):
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, REALISM_DONORS, i]))
         chosen = set(rng.choice(patients, size=k, replace=False).tolist())
         test = _tests([s for s in real if s.group not in chosen], [s for s in real if s.group in chosen], quick,
                       config.seed + i, cnn=False)["features"]
         if test.not_meaningful is not None:
-            empty += 1
+            empty.append(test)
         else:
             aucs.append(test.auc)
     out: dict[str, Any] = {"draws": len(aucs), "asked": config.donor_null_splits}
     if not aucs:
-        return {**out, "auc": None, "p5_p95": None,
-                "not_meaningful": f"the classifier learned nothing in all {empty} draws"}
+        folds = min(t.folds for t in empty)  # what the message's fold count names (fewer with few patients)
+        return {**out, "auc": None, "p5_p95": None, **({"folds": folds} if folds < config.folds else {}),
+                "not_meaningful": f"the classifier learned nothing in all {len(empty)} draws"}
     p5, p50, p95 = (round(float(v), 4) for v in np.percentile(aucs, [5, 50, 95]))
     return {**out, "auc": p50, "p5_p95": [p5, p95], "aucs": [round(a, 4) for a in aucs]}
 
 
-def chance_share(reference: dict[str, Any] | None, auc: float | None) -> float | None:
-    """Share of the donor null's draws (real patients standing in for the donors) below ``auc``."""
-    aucs = ((reference or {}).get("chance") or {}).get("aucs")
+def place_sets(real: list[LesionSample], sets: dict[str, dict[str, Any]], reference: dict[str, Any],
+               config: RealismConfig) -> dict[str, Any]:
+    """Read each set's features AUC against the donor null of as many patients as it has donors.
+
+    ``sets``: name -> its entry (``donor_patients``, ``features``), given its ``chance_share``. The
+    reference's own band serves the sets of its donor count; a set cut from another number of donors (sets
+    given with ``--set`` from other banks) gets a band of its own, drawn once per count, in the returned
+    reference's ``other_bands`` (count -> band).
+    """
+    for entry in sets.values():
+        k = entry["donor_patients"]
+        if reference and k != reference["k"] and str(k) not in reference.setdefault("other_bands", {}):
+            reference["other_bands"][str(k)] = donor_null(real, k, config)
+    if reference and not reference.get("other_bands"):
+        reference.pop("other_bands", None)
+    for entry in sets.values():
+        entry["chance_share"] = chance_share(reference, entry["features"].get("auc"), entry["donor_patients"])
+    return reference
+
+
+def _band(reference: dict[str, Any] | None, k: int | None) -> dict[str, Any]:
+    """The donor null of ``k`` patients (the reference's own when ``k`` is None or its donor count)."""
+    reference = reference or {}
+    if k is None or k == reference.get("k"):
+        return reference.get("chance") or {}
+    return (reference.get("other_bands") or {}).get(str(k)) or {}
+
+
+def chance_share(reference: dict[str, Any] | None, auc: float | None, k: int | None = None) -> float | None:
+    """Share of the donor null's draws (real patients standing in for the donors) below ``auc``; ``k``: the set's
+    donor count, read against draws of as many patients (the reference's own set's when None)."""
+    aucs = _band(reference, k).get("aucs")
     if not aucs or auc is None:
         return None
     return float(np.mean(np.asarray(aucs) < auc))
@@ -434,14 +470,14 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
     for name, folder in tqdm(items, desc="realism", unit="set", disable=not progress or len(items) < 2):
         generated = generated_lesions(folder, manifest, name, ids, config)
         cnn = config.cnn_sets is None or name in config.cnn_sets
-        report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn)}
+        donors = len({g.group for g in generated})
+        report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn),
+                                "donor_patients": donors}
         all_samples += generated
         if not reference:  # the first set's donors (a study's: the synthetic set, whose volumes the others share)
             reference = donor_reference(real, generated, config, name)
         log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
-    report["donor_reference"] = reference
-    for entry in report["sets"].values():
-        entry["chance_share"] = chance_share(reference, entry["features"].get("auc"))
+    report["donor_reference"] = place_sets(real, report["sets"], reference, config)
     # the sweep: start timestep -> set name (0: synthetic; the study's own timestep: its harmonized set)
     names = {0: "synthetic"} if "synthetic" in sets else {}
     names.update({int(n[1:]): n for n in sets if n.startswith("t") and n[1:].isdigit()})
@@ -605,7 +641,25 @@ def _donor_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]
         out.append(("copies of the donors' lesions", copies, report["n_real"] + int(copies.get("n_b") or 0)))
     if chance and "skipped" not in chance:
         out.append(("donor null", chance, report["n_real"]))
+    for k, band in sorted(_other_bands(report), key=lambda kb: int(kb[0])):
+        if "skipped" not in band:
+            out.append((f"donor null of {k} patients", band, report["n_real"]))
     return out
+
+
+def _other_bands(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The donor nulls drawn for sets of another donor count than the reference's set (``--set`` sets)."""
+    ref, _, _ = donor_reference_parts(report)
+    return list((ref.get("other_bands") or {}).items())
+
+
+def _band_cell(chance: dict[str, Any]) -> str:
+    return "not meaningful" if chance.get("auc") is None else \
+        f"{chance['auc']:.2f} (5th-95th percentile {chance['p5_p95'][0]:.2f}-{chance['p5_p95'][1]:.2f})"
+
+
+def _draws(chance: dict[str, Any]) -> str:
+    return str(chance["draws"]) if chance["draws"] == chance["asked"] else f"{chance['draws']} of {chance['asked']}"
 
 
 def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -616,10 +670,13 @@ def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append((f"real: copies of the donors' own lesions, as many per donor as the {ref['set']} set holds "
                      f"({copies['patients']} patients)", str(copies.get("n_b", "-")), _fmt(copies)))
     if chance and "skipped" not in chance:
-        band = "not meaningful" if chance.get("auc") is None else \
-            f"{chance['auc']:.2f} (5th-95th percentile {chance['p5_p95'][0]:.2f}-{chance['p5_p95'][1]:.2f})"
-        draws = chance["draws"] if chance["draws"] == chance["asked"] else f"{chance['draws']} of {chance['asked']}"
-        rows.append((f"real: {ref['k']} random patients vs the others (donor null, {draws} draws)", "-", band))
+        rows.append((f"real: {ref['k']} random patients vs the others (donor null, {_draws(chance)} draws)", "-",
+                     _band_cell(chance)))
+    for k, band in sorted(_other_bands(report), key=lambda kb: int(kb[0])):
+        if "skipped" not in band:
+            sets = ", ".join(n for n, s in report["sets"].items() if str(s.get("donor_patients")) == k)
+            rows.append((f"real: {k} random patients vs the others (donor null for {sets}, {_draws(band)} draws)",
+                         "-", _band_cell(band)))
     return rows
 
 
@@ -633,9 +690,14 @@ def donor_reference_text(report: dict[str, Any]) -> str:
                     f"random are told from the other patients' with AUC up to {chance['p5_p95'][1]:.2f} (95th "
                     "percentile) by chance alone, since patients differ: read a set's features AUC against that band, "
                     "not against 0.5.")
-        shares = [f"{name} ({s['features']['auc']:.2f}) is above {_share(s['chance_share'], chance['draws'])}"
-                  for name, s in report["sets"].items()
-                  if s.get("chance_share") is not None and s["features"].get("auc") is not None]
+        shares = []
+        for name, s in report["sets"].items():
+            if s.get("chance_share") is None or s["features"].get("auc") is None:
+                continue
+            own = s.get("donor_patients") in (None, k)
+            band = chance if own else _band(ref, s["donor_patients"])
+            shares.append(f"{name} ({s['features']['auc']:.2f}) is above {_share(s['chance_share'], band['draws'])}"
+                          + ("" if own else f" of {s['donor_patients']} patients"))
         if shares:
             text.append("Against the draws: " + "; ".join(shares) + ".")
         if chance["draws"] < 50:
