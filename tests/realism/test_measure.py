@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -251,3 +252,42 @@ def test_a_smaller_sweep_draws_its_volumes_from_the_realism_sample(tmp_path):
     # a subset no smaller than the sample is the sample; a set no larger than n is the set
     assert sample_volume_ids(tmp_path, 53, 0, subset=53) == sample
     assert sample_volume_ids(tmp_path, 500, 0, subset=None) == sorted(ids)
+
+
+def test_a_set_of_other_volumes_is_sampled_on_its_own_and_a_set_too_small_is_named(tiny_run, tmp_path):
+    """Sets share the first set's sample where they hold it (harmonized, sweep); a set of other volumes (another
+    synthesis's names) draws its own instead of finding no lesion."""
+    import csv
+
+    from metsynth.realism.measure import set_sample
+
+    layout = RunLayout(tiny_run)
+    rows = list(csv.DictReader((layout.synthetic / "index.csv").open()))
+    kept = [r for r in rows if r["kept"] == "true"]
+
+    def write_set(name: str, chosen: list[dict], prefix: str) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        with (folder / "index.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            for r in chosen:  # the same files, named otherwise
+                writer.writerow({**r, "volume_id": prefix + r["volume_id"], "image": str(layout.synthetic / r["image"]),
+                                 "label": str(layout.synthetic / r["label"])})
+        return folder
+
+    other = write_set("other", kept, "again_")
+    config = RealismConfig(**{**FAST, "cnn": False})
+    sample = [r["volume_id"] for r in kept][:6]
+    assert set_sample(layout.synthetic, sample, 6, 0) == sample  # the set holds them: the same volumes
+    assert all(v.startswith("again_") for v in set_sample(other, sample, 6, 0))
+    report = measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "other": other},
+                             tmp_path / "out", config, progress=False)
+    first, second = report["sets"]["synthetic"], report["sets"]["other"]
+    assert second["n_volumes"] == first["n_volumes"] >= 4  # before: "only 0 generated lesion(s)"
+    assert second["features"]["auc"] == first["features"]["auc"]  # the same volumes, drawn alike
+    tiny = write_set("tiny", kept[:2], "two_")
+    with pytest.raises(InputError, match=r"set 'tiny' \(.*tiny\): only 2 of its volumes"):
+        measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "tiny": tiny}, tmp_path / "out2",
+                        config, progress=False)
+    assert not (tmp_path / "out2").exists()

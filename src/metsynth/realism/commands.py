@@ -19,7 +19,9 @@ def realism(
                    "its synthetic/, harmonized/ and sweep sets are measured. Or give --cohort and --set."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Prepared cohort manifest (instead of RUN)."),
     sets: list[str] = typer.Option(
-        [], "--set", help="NAME=FOLDER of a synthetic or harmonized set (repeatable; with RUN, added to its sets)."),
+        [], "--set", help="NAME=FOLDER of a synthetic or harmonized set (repeatable; with RUN, added to its sets). "
+        "Sets holding the first set's sampled volumes are compared on them, lesion for lesion; a set of other "
+        "volumes is sampled on its own, and one of another donor count is read against its own chance band."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/realism)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with realism settings (flat, or a "
                                                                  "'realism:' section of a study config)."),

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets",
            "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
            "format_report", "generated_lesions", "measure_realism", "not_meaningful", "place_sets", "real_lesions",
-           "run_sets"]
+           "run_sets", "set_sample"]
 
 
 class RealismConfig(Settings):
@@ -161,6 +161,20 @@ def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int, subset: int 
         rng = np.random.default_rng(np.random.SeedSequence([seed, REALISM_SAMPLE, 1]))
         ids = sorted(rng.choice(ids, subset, replace=False).tolist())
     return ids
+
+
+def set_sample(folder: str | os.PathLike, sample: list[str], n: int, seed: int) -> list[str]:
+    """The volumes of one set that the realism measure reads: ``sample`` (the first set's), where the set holds
+    them, so that sets made from the same volumes (harmonized, each start timestep) are compared lesion for
+    lesion; a set that holds fewer than half of what it could share (other volumes: another synthesis,
+    another cohort's naming) is sampled on its own, ``n`` of its volumes (:func:`sample_volume_ids`)."""
+    from ..synthesis.sets import read_set
+
+    own = set(read_set(folder)["volume_id"])
+    shared = [i for i in sample if i in own]
+    if 2 * len(shared) >= min(len(sample), len(own)):
+        return shared
+    return sample_volume_ids(folder, n, seed)
 
 
 def generated_lesions(folder: str | os.PathLike, manifest: str | os.PathLike, source: str,
@@ -468,7 +482,11 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
     from tqdm.auto import tqdm
 
     for name, folder in tqdm(items, desc="realism", unit="set", disable=not progress or len(items) < 2):
-        generated = generated_lesions(folder, manifest, name, ids, config)
+        generated = generated_lesions(folder, manifest, name, set_sample(folder, ids, n, config.seed), config)
+        if len(generated) < 4:
+            raise InputError(f"set {name!r} ({folder}): only {len(generated)} of its volumes hold a lesion the realism "
+                             "test can read, and it needs at least 4; is it the output of `metsynth synthesize` or "
+                             "`metsynth harmonize` with kept volumes?")
         cnn = config.cnn_sets is None or name in config.cnn_sets
         donors = len({g.group for g in generated})
         report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn),
