@@ -223,6 +223,9 @@ def test_copies_are_not_compared_when_the_donors_are_every_real_patient():
     ref = donor_reference(real, _generated({f"P{p:02d}": 3 for p in range(4)}), FAST, "synthetic")
     assert "the donors are all 4 real patients" in ref["copies"]["skipped"] and "test cases" in ref["copies"]["skipped"]
     assert "auc" not in ref["copies"] and donor_reference_rows({"donor_reference": ref}) == []
+    text = donor_reference_text({**_report(ref, 0.6), "n_real": 12})  # the reason is printed, not dropped
+    assert "No copies of the donors' lesions: the donors are all 4 real patients" in text
+    assert "No donor null: 4 donor(s) and 4 real patients" in text
     three = donor_reference(real, _generated({f"P{p:02d}": 3 for p in range(3)}), FAST, "synthetic")
     assert "auc" in three["copies"] and three["copies"]["patients"] == 3
 
@@ -252,3 +255,19 @@ def test_sets_of_another_donor_count_are_read_against_a_band_of_as_many_patients
     same = place_sets(real, {"synthetic": dict(sets["synthetic"])}, donor_reference(
         real, _generated({d: 6 for d in DONORS}), FAST, "synthetic"), FAST)
     assert "other_bands" not in same
+
+
+def test_a_set_of_another_donor_count_is_read_even_when_the_first_set_s_band_cannot_run():
+    from metsynth.realism.measure import place_sets
+
+    real = _cohort(patients=7)
+    ref = donor_reference(real, _generated({f"P{p:02d}": 3 for p in range(6)}), FAST, "synthetic")
+    assert "skipped" in ref["chance"]  # 6 donors of 7 patients: no band for the first set
+    sets = {"synthetic": {"n_volumes": 18, "donor_patients": 6, "features": {"auc": 0.7, "ci95": [0.6, 0.8]}},
+            "other": {"n_volumes": 9, "donor_patients": 3, "features": {"auc": 0.7, "ci95": [0.6, 0.8]}}}
+    ref = place_sets(real, sets, ref, FAST)
+    assert sets["synthetic"]["chance_share"] is None and sets["other"]["chance_share"] is not None
+    report = {**_report(ref, 0.7), "sets": {n: {**e, "null": {}, "features_table": []} for n, e in sets.items()}}
+    text = donor_reference_text(report)
+    assert "Against the draws: other (0.70) is above" in text and "draws of 3 patients" in text
+    assert "No donor null: 6 donor(s) and 7 real patients" in text

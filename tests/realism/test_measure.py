@@ -279,15 +279,42 @@ def test_a_set_of_other_volumes_is_sampled_on_its_own_and_a_set_too_small_is_nam
     other = write_set("other", kept, "again_")
     config = RealismConfig(**{**FAST, "cnn": False})
     sample = [r["volume_id"] for r in kept][:6]
-    assert set_sample(layout.synthetic, sample, 6, 0) == sample  # the set holds them: the same volumes
-    assert all(v.startswith("again_") for v in set_sample(other, sample, 6, 0))
+    first_ids = {r["volume_id"] for r in kept}
+    assert set_sample(layout.synthetic, sample, first_ids, 6, 0) == sample  # the set holds them: the same volumes
+    assert all(v.startswith("again_") for v in set_sample(other, sample, first_ids, 6, 0))
     report = measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "other": other},
                              tmp_path / "out", config, progress=False)
     first, second = report["sets"]["synthetic"], report["sets"]["other"]
     assert second["n_volumes"] == first["n_volumes"] >= 4  # before: "only 0 generated lesion(s)"
     assert second["features"]["auc"] == first["features"]["auc"]  # the same volumes, drawn alike
     tiny = write_set("tiny", kept[:2], "two_")
-    with pytest.raises(InputError, match=r"set 'tiny' \(.*tiny\): only 2 of its volumes"):
+    with pytest.raises(InputError, match=r"set 'tiny' \(.*tiny\): 2 of its volumes hold a lesion"):
         measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "tiny": tiny}, tmp_path / "out2",
                         config, progress=False)
     assert not (tmp_path / "out2").exists()
+
+
+def test_sets_made_from_the_first_set_s_volumes_stay_paired_however_many_they_kept(tmp_path):
+    """A harmonized set that dropped most of the sample, or a sweep of a few of its volumes, is read on the sample's
+    volumes it holds; only a set of other volumes is sampled on its own."""
+    from metsynth.realism.measure import sample_volume_ids, set_sample
+
+    def write_set(name: str, ids: list[str]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "index.csv").write_text("volume_id,donor_case,kept,image,label\n" + "".join(
+            f"{i},M001,true,images/{i}.nii.gz,labels/{i}.nii.gz\n" for i in ids))
+        return folder
+
+    all_ids = [f"H{h:03d}__M001-L1__r{r}" for h in range(24) for r in range(10)]  # 240 volumes
+    first = write_set("synthetic", all_ids)
+    sample = sample_volume_ids(first, 53, 0)
+    kept = set(all_ids[::5])  # harmonizing dropped four volumes in five
+    harmonized = write_set("harmonized", sorted(kept))
+    shared = [i for i in sample if i in kept]
+    assert 0 < 2 * len(shared) < len(sample)  # fewer than half of the sample survived
+    assert set_sample(harmonized, sample, set(all_ids), 53, 0) == shared
+    sweep = write_set("t5", sample[:16])
+    assert set_sample(sweep, sample, set(all_ids), 53, 0) == sample[:16]
+    other = write_set("other", [f"X{i}" for i in all_ids])
+    assert set_sample(other, sample, set(all_ids), 53, 0) == sample_volume_ids(other, 53, 0)

@@ -163,17 +163,19 @@ def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int, subset: int 
     return ids
 
 
-def set_sample(folder: str | os.PathLike, sample: list[str], n: int, seed: int) -> list[str]:
-    """The volumes of one set that the realism measure reads: ``sample`` (the first set's), where the set holds
-    them, so that sets made from the same volumes (harmonized, each start timestep) are compared lesion for
-    lesion; a set that holds fewer than half of what it could share (other volumes: another synthesis,
-    another cohort's naming) is sampled on its own, ``n`` of its volumes (:func:`sample_volume_ids`)."""
+def set_sample(folder: str | os.PathLike, sample: list[str], first_ids: set[str], n: int, seed: int) -> list[str]:
+    """The volumes of one set that the realism measure reads.
+
+    A set made from the first set's volumes (most of its volume ids are among ``first_ids``: a harmonized set,
+    each start timestep, however many volumes harmonizing dropped) is read on ``sample``, the first set's sample,
+    where it holds them, so that the sets are compared lesion for lesion. A set of other volumes (another
+    synthesis, another cohort's naming) is sampled on its own, ``n`` of its volumes (:func:`sample_volume_ids`).
+    """
     from ..synthesis.sets import read_set
 
     own = set(read_set(folder)["volume_id"])
-    shared = [i for i in sample if i in own]
-    if 2 * len(shared) >= min(len(sample), len(own)):
-        return shared
+    if 2 * len(own & first_ids) >= len(own):
+        return [i for i in sample if i in own]
     return sample_volume_ids(folder, n, seed)
 
 
@@ -471,8 +473,21 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         check_set_units(manifest, name, folder)
     real = real_lesions(manifest, config)
     n = config.max_per_set or len(real)
+    from ..synthesis.sets import read_set
+
     first = next(iter(sets.values()))
     ids = sample_volume_ids(first, n, config.seed)
+    first_ids = set(read_set(first)["volume_id"])
+    lesions = {}  # every set's lesions, read (and refused) before any test runs
+    for name, folder in sets.items():
+        generated = generated_lesions(folder, manifest, name, set_sample(folder, ids, first_ids, n, config.seed),
+                                      config)
+        if len(generated) < 4 or len({g.group for g in generated}) < 2:
+            raise InputError(f"set {name!r} ({folder}): {len(generated)} of its volumes hold a lesion the realism test "
+                             f"can read, from {len({g.group for g in generated})} donor(s); it needs at least 4 "
+                             "lesions from at least 2 donors (the output of `metsynth synthesize` or `metsynth "
+                             "harmonize`, with kept volumes)")
+        lesions[name] = generated
     report: dict[str, Any] = {"config": config.model_dump(mode="json"), "n_real": len(real),
                               "real_groups": len({s.group for s in real}), "sets": {}}
     report["null_real"] = null_control(real, config, config.seed + 2)
@@ -482,11 +497,7 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
     from tqdm.auto import tqdm
 
     for name, folder in tqdm(items, desc="realism", unit="set", disable=not progress or len(items) < 2):
-        generated = generated_lesions(folder, manifest, name, set_sample(folder, ids, n, config.seed), config)
-        if len(generated) < 4:
-            raise InputError(f"set {name!r} ({folder}): only {len(generated)} of its volumes hold a lesion the realism "
-                             "test can read, and it needs at least 4; is it the output of `metsynth synthesize` or "
-                             "`metsynth harmonize` with kept volumes?")
+        generated = lesions[name]
         cnn = config.cnn_sets is None or name in config.cnn_sets
         donors = len({g.group for g in generated})
         report["sets"][name] = {"folder": str(folder), **compare_sets(real, generated, config, cnn=cnn),
@@ -699,32 +710,39 @@ def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def donor_reference_text(report: dict[str, Any]) -> str:
-    """What the donor reference says about the sets' feature AUCs ("" when it did not run)."""
+    """What the donor reference says about the sets' feature AUCs, and why a part of it did not run ("" when
+    the report has none)."""
     ref, copies, chance = donor_reference_parts(report)
-    text = []
+    if not ref:
+        return ""
+    text, k = [], ref["k"]
     if chance.get("auc") is not None:
-        k = ref["k"]
         text.append(f"The {ref['set']} set is cut from {k} donor patients. Real lesions of {k} patients drawn at "
                     f"random are told from the other patients' with AUC up to {chance['p5_p95'][1]:.2f} (95th "
                     "percentile) by chance alone, since patients differ: read a set's features AUC against that band, "
                     "not against 0.5.")
-        shares = []
-        for name, s in report["sets"].items():
-            if s.get("chance_share") is None or s["features"].get("auc") is None:
-                continue
-            own = s.get("donor_patients") in (None, k)
-            band = chance if own else _band(ref, s["donor_patients"])
-            shares.append(f"{name} ({s['features']['auc']:.2f}) is above {_share(s['chance_share'], band['draws'])}"
-                          + ("" if own else f" of {s['donor_patients']} patients"))
-        if shares:
-            text.append("Against the draws: " + "; ".join(shares) + ".")
-        if chance["draws"] < 50:
-            text.append(f"With {chance['draws']} draws the band's edges and these shares are rough (on the demo its "
-                        "95th percentile moves by 0.04 AUC (one standard deviation), up to 0.08, with the draws); "
-                        "realism.donor_null_splits: 100 pins them.")
+    shares, draws = [], []
+    for name, s in report["sets"].items():
+        if s.get("chance_share") is None or s["features"].get("auc") is None:
+            continue
+        own = s.get("donor_patients") in (None, k)
+        band = chance if own else _band(ref, s["donor_patients"])
+        shares.append(f"{name} ({s['features']['auc']:.2f}) is above {_share(s['chance_share'], band['draws'])}"
+                      + ("" if own else f" of {s['donor_patients']} patients"))
+        draws.append(band["draws"])
+    if shares:
+        text.append("Against the draws: " + "; ".join(shares) + ".")
+    if draws and min(draws) < 50:
+        text.append(f"With {min(draws)} draws the band's edges and these shares are rough (on the demo its 95th "
+                    "percentile moves by 0.04 AUC (one standard deviation), up to 0.08, with the draws); "
+                    "realism.donor_null_splits: 100 pins them.")
     if copies.get("auc") is not None:
         text.append(f"Copies of the donors' own real lesions, with their own surroundings and position, score "
                     f"{copies['auc']:.2f}: what the donors' lesions give before any synthesis.")
+    skipped = [("No copies of the donors' lesions", copies), ("No donor null", chance)]
+    skipped += [(f"No donor null of {n} patients", band) for n, band in sorted(_other_bands(report),
+                                                                              key=lambda kb: int(kb[0]))]
+    text += [f"{what}: {part['skipped']}." for what, part in skipped if part.get("skipped")]
     return " ".join(text)
 
 
