@@ -292,6 +292,14 @@ def test_a_set_of_other_volumes_is_sampled_on_its_own_and_a_set_too_small_is_nam
         measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "tiny": tiny}, tmp_path / "out2",
                         config, progress=False)
     assert not (tmp_path / "out2").exists()
+    donor = kept[0]["donor_case"]
+    alone = [r for r in kept if r["donor_case"] == donor][:6]
+    assert len(alone) >= 4
+    one = write_set("one", alone, "one_")
+    with pytest.raises(InputError, match=r"set 'one' \(.*one\): \d+ of its volumes .* from 1 donor\(s\)"):
+        measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "one": one}, tmp_path / "out3",
+                        config, progress=False)
+    assert not (tmp_path / "out3").exists()
 
 
 def test_sets_made_from_the_first_set_s_volumes_stay_paired_however_many_they_kept(tmp_path):
