@@ -392,12 +392,13 @@ def place_sets(real: list[LesionSample], sets: dict[str, dict[str, Any]], refere
     given with ``--set`` from other banks) gets a band of its own, drawn once per count, in the returned
     reference's ``other_bands`` (count -> band).
     """
+    others: dict[str, dict[str, Any]] = {}
     for entry in sets.values():
         k = entry["donor_patients"]
-        if reference and k != reference["k"] and str(k) not in reference.setdefault("other_bands", {}):
-            reference["other_bands"][str(k)] = donor_null(real, k, config)
-    if reference and not reference.get("other_bands"):
-        reference.pop("other_bands", None)
+        if reference and k != reference["k"] and str(k) not in others:
+            others[str(k)] = donor_null(real, k, config)
+    if others:
+        reference["other_bands"] = others
     for entry in sets.values():
         entry["chance_share"] = chance_share(reference, entry["features"].get("auc"), entry["donor_patients"])
     return reference
@@ -670,16 +671,16 @@ def _donor_tests(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]
         out.append(("copies of the donors' lesions", copies, report["n_real"] + int(copies.get("n_b") or 0)))
     if chance and "skipped" not in chance:
         out.append(("donor null", chance, report["n_real"]))
-    for k, band in sorted(_other_bands(report), key=lambda kb: int(kb[0])):
+    for k, band in _other_bands(report):
         if "skipped" not in band:
             out.append((f"donor null of {k} patients", band, report["n_real"]))
     return out
 
 
 def _other_bands(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """The donor nulls drawn for sets of another donor count than the reference's set (``--set`` sets)."""
+    """The donor nulls drawn for sets of another donor count than the reference's set (``--set`` sets), by count."""
     ref, _, _ = donor_reference_parts(report)
-    return list((ref.get("other_bands") or {}).items())
+    return sorted((ref.get("other_bands") or {}).items(), key=lambda kb: int(kb[0]))
 
 
 def _band_cell(chance: dict[str, Any]) -> str:
@@ -701,7 +702,7 @@ def donor_reference_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
     if chance and "skipped" not in chance:
         rows.append((f"real: {ref['k']} random patients vs the others (donor null, {_draws(chance)} draws)", "-",
                      _band_cell(chance)))
-    for k, band in sorted(_other_bands(report), key=lambda kb: int(kb[0])):
+    for k, band in _other_bands(report):
         if "skipped" not in band:
             sets = ", ".join(n for n, s in report["sets"].items() if str(s.get("donor_patients")) == k)
             rows.append((f"real: {k} random patients vs the others (donor null for {sets}, {_draws(band)} draws)",
@@ -726,7 +727,7 @@ def donor_reference_text(report: dict[str, Any]) -> str:
         if s.get("chance_share") is None or s["features"].get("auc") is None:
             continue
         own = s.get("donor_patients") in (None, k)
-        band = chance if own else _band(ref, s["donor_patients"])
+        band = _band(ref, s.get("donor_patients"))
         shares.append(f"{name} ({s['features']['auc']:.2f}) is above {_share(s['chance_share'], band['draws'])}"
                       + ("" if own else f" of {s['donor_patients']} patients"))
         draws.append(band["draws"])
@@ -740,8 +741,7 @@ def donor_reference_text(report: dict[str, Any]) -> str:
         text.append(f"Copies of the donors' own real lesions, with their own surroundings and position, score "
                     f"{copies['auc']:.2f}: what the donors' lesions give before any synthesis.")
     skipped = [("No copies of the donors' lesions", copies), ("No donor null", chance)]
-    skipped += [(f"No donor null of {n} patients", band) for n, band in sorted(_other_bands(report),
-                                                                              key=lambda kb: int(kb[0]))]
+    skipped += [(f"No donor null of {n} patients", band) for n, band in _other_bands(report)]
     text += [f"{what}: {part['skipped']}." for what, part in skipped if part.get("skipped")]
     return " ".join(text)
 
