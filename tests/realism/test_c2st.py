@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from metsynth.realism.c2st import C2STResult, bootstrap_auc, c2st, cnn_scores, feature_scores, grouped_folds, rank_auc
+from metsynth.realism.c2st import (
+    C2STResult,
+    bootstrap_auc,
+    bootstrap_auc_difference,
+    c2st,
+    cnn_scores,
+    feature_scores,
+    grouped_folds,
+    rank_auc,
+)
 
 
 def gaussian_sets(shift, n=40, d=5, seed=0):
@@ -164,22 +173,27 @@ def test_bootstrap_deterministic_and_seeded():
     assert bootstrap_auc(y, s, 200, 3) != bootstrap_auc(y, s, 200, 4)
 
 
-def _bootstrap_by_ranking(y, s, n_boot, seed, groups=None):
-    """The interval from ranking every resample (rank_auc), drawn as bootstrap_auc draws."""
+def _bootstrap_by_ranking(y, s, n_boot, seed, groups=None, s_b=None):
+    """The interval from ranking every resample (rank_auc), drawn as bootstrap_auc draws; with ``s_b``, the
+    interval of AUC(s_b) - AUC(s) over the same resamples."""
     rng = np.random.default_rng(seed)
     values = []
+
+    def value(idx):
+        auc = rank_auc(y[idx], s[idx])
+        return auc if s_b is None else rank_auc(y[idx], s_b[idx]) - auc
+
     if groups is None:
         pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
         for _ in range(n_boot):
-            idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-            values.append(rank_auc(y[idx], s[idx]))
+            values.append(value(np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])))
     else:
         names, inverse = np.unique(groups, return_inverse=True)
         members = [np.flatnonzero(inverse == g) for g in range(len(names))]
         for _ in range(n_boot):
             idx = np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])
             if 0 < y[idx].sum() < len(idx):
-                values.append(rank_auc(y[idx], s[idx]))
+                values.append(value(idx))
     return tuple(np.percentile(values, [2.5, 97.5]))
 
 
@@ -193,6 +207,23 @@ def test_bootstrap_is_the_ranked_resamples_interval(seed):
         ours = bootstrap_auc(y, s, 300, seed, groups)
         assert ours == pytest.approx(_bootstrap_by_ranking(y, s, 300, seed, groups), abs=1e-12)
         assert ours[0] < ours[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_paired_difference_is_resampled_with_the_same_draws_for_both_tests(seed):
+    rng = np.random.default_rng(seed)
+    y = (rng.random(80) < 0.5).astype(int)
+    s = np.round(rng.normal(size=80) + 0.8 * y, 1)
+    g = rng.integers(0, 20, 80)
+    s_b = s + np.round(rng.normal(scale=0.3, size=80), 1) + 0.3 * y  # the same lesions, told apart a little more
+    for groups in (None, g):
+        paired = bootstrap_auc_difference(y, s, s_b, 300, seed, groups)
+        assert paired == pytest.approx(_bootstrap_by_ranking(y, s, 300, seed, groups, s_b), abs=1e-12)
+        # the shared draws cancel: narrower than either test's own interval
+        own = [bootstrap_auc(y, x, 300, seed, groups) for x in (s, s_b)]
+        assert paired[1] - paired[0] < min(hi - lo for lo, hi in own)
+    assert bootstrap_auc_difference(y, s, s, 200, seed, g) == (0.0, 0.0)
+    assert bootstrap_auc_difference(y, s, s_b, 200, seed, g)[0] > 0  # b is told apart more on every resample
 
 
 def test_bootstrap_perfect_separation():

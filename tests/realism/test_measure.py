@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -254,27 +255,37 @@ def test_a_smaller_sweep_draws_its_volumes_from_the_realism_sample(tmp_path):
     assert sample_volume_ids(tmp_path, 500, 0, subset=None) == sorted(ids)
 
 
+def _kept_rows(run: Path) -> list[dict]:
+    import csv
+
+    return [r for r in csv.DictReader((RunLayout(run).synthetic / "index.csv").open()) if r["kept"] == "true"]
+
+
+def _set_of(run: Path, folder: Path, chosen: list[dict], prefix: str) -> Path:
+    """A set (index.csv only) of the run's synthetic volumes ``chosen``, their ids prefixed with ``prefix``."""
+    import csv
+
+    synthetic = RunLayout(run).synthetic
+    folder.mkdir()
+    with (folder / "index.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(chosen[0]))
+        writer.writeheader()
+        for r in chosen:  # the same files, named otherwise
+            writer.writerow({**r, "volume_id": prefix + r["volume_id"], "image": str(synthetic / r["image"]),
+                             "label": str(synthetic / r["label"])})
+    return folder
+
+
 def test_a_set_of_other_volumes_is_sampled_on_its_own_and_a_set_too_small_is_named(tiny_run, tmp_path):
     """Sets share the first set's sample where they hold it (harmonized, sweep); a set of other volumes (another
     synthesis's names) draws its own instead of finding no lesion."""
-    import csv
-
     from metsynth.realism.measure import set_sample
 
     layout = RunLayout(tiny_run)
-    rows = list(csv.DictReader((layout.synthetic / "index.csv").open()))
-    kept = [r for r in rows if r["kept"] == "true"]
+    kept = _kept_rows(tiny_run)
 
     def write_set(name: str, chosen: list[dict], prefix: str) -> Path:
-        folder = tmp_path / name
-        folder.mkdir()
-        with (folder / "index.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            for r in chosen:  # the same files, named otherwise
-                writer.writerow({**r, "volume_id": prefix + r["volume_id"], "image": str(layout.synthetic / r["image"]),
-                                 "label": str(layout.synthetic / r["label"])})
-        return folder
+        return _set_of(tiny_run, tmp_path / name, chosen, prefix)
 
     other = write_set("other", kept, "again_")
     config = RealismConfig(**{**FAST, "cnn": False})
@@ -287,6 +298,7 @@ def test_a_set_of_other_volumes_is_sampled_on_its_own_and_a_set_too_small_is_nam
     first, second = report["sets"]["synthetic"], report["sets"]["other"]
     assert second["n_volumes"] == first["n_volumes"] >= 4  # before: "only 0 generated lesion(s)"
     assert second["features"]["auc"] == first["features"]["auc"]  # the same volumes, drawn alike
+    assert "paired" not in second  # other volumes: no lesion-for-lesion change to measure
     tiny = write_set("tiny", kept[:2], "two_")
     with pytest.raises(InputError, match=r"set 'tiny' \(.*tiny\): 2 of its volumes hold a lesion"):
         measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "tiny": tiny}, tmp_path / "out2",
@@ -326,3 +338,65 @@ def test_sets_made_from_the_first_set_s_volumes_stay_paired_however_many_they_ke
     assert set_sample(sweep, sample, set(all_ids), 53, 0) == sample[:16]
     other = write_set("other", [f"X{i}" for i in all_ids])
     assert set_sample(other, sample, set(all_ids), 53, 0) == sample_volume_ids(other, 53, 0)
+
+
+def test_a_set_made_from_the_first_set_s_volumes_is_compared_with_it_lesion_for_lesion(tiny_run, tmp_path):
+    """The paired change against the first set: 0 [0, 0] for the same lesions, rerun on the shared lesions where a
+    set lacks some, and written to realism.json, realism.md and the sweep's rows."""
+    from metsynth.realism.measure import sample_volume_ids
+
+    layout = RunLayout(tiny_run)
+    kept = _kept_rows(tiny_run)
+    config = RealismConfig(**{**FAST, "cnn": False})
+    n = real_lesion_count(layout.prepared_manifest, config)
+    sample = set(sample_volume_ids(layout.synthetic, n, config.seed))
+    dropped = [r for r in kept if r["volume_id"] in sample][:2]
+    same = _set_of(tiny_run, tmp_path / "same", kept, "")
+    fewer = _set_of(tiny_run, tmp_path / "fewer", [r for r in kept if r not in dropped], "")
+    report = measure_realism(layout.prepared_manifest, {"synthetic": layout.synthetic, "t2": same, "t5": fewer},
+                             tmp_path / "out", config, progress=False)
+    first = report["sets"]["synthetic"]
+    assert "paired" not in first
+    for name, lesions in (("t2", first["n_volumes"]), ("t5", first["n_volumes"] - 2)):
+        paired = report["sets"][name]["paired"]
+        assert paired["set"] == "synthetic" and paired["lesions"] == report["sets"][name]["n_volumes"] == lesions
+        # the same images: no change, and a zero-width interval, also where both tests ran again on fewer lesions
+        assert paired["delta_auc"] == 0.0 and paired["ci95"] == [0.0, 0.0]
+    assert [row.get("paired", {}).get("lesions") for row in report["sweep"]] == [None, first["n_volumes"],
+                                                                                first["n_volumes"] - 2]
+    md = (tmp_path / "out" / "realism.md").read_text()
+    assert "features AUC - synthetic's, same lesions [95%]" in md
+    assert "t2 +0.00 [+0.00, +0.00], level (the interval holds 0)" in md
+    import html as markup
+
+    from metsynth.report.sections.realism import _realism_table
+
+    html = markup.unescape(_realism_table(report))
+    assert "features AUC − synthetic's, same lesions" in html and "+0.00\u00a0[+0.00,\u00a0+0.00]" in html
+    assert "Against the synthetic set on the same lesions" in html
+
+
+def test_the_paired_change_is_decided_where_a_set_moved_away_from_real():
+    """Lesions made much easier to spot (one feature shifted) read as easier, with an interval above 0."""
+    from metsynth.realism.features import FEATURES
+    from metsynth.realism.measure import LesionSample, _tests, paired_difference, paired_reading
+
+    rng = np.random.default_rng(0)
+
+    def lesion(key, group, shift=0.0):
+        feats = {k: float(rng.normal()) for k in FEATURES}
+        feats["contrast"] += shift
+        return LesionSample(key, group, key.split("/")[0], feats, np.zeros((2, 2, 2)))
+
+    config = RealismConfig(cnn=False, repeats=1, bootstrap=200)
+    real = [lesion(f"real/P{p}/L{k}", f"P{p}") for p in range(20) for k in range(2)]
+    first = [lesion(f"synthetic/v{i}", f"D{i % 5}") for i in range(40)]
+    moved = [LesionSample(f"t5/v{i}", g.group, "t5", {**g.features, "contrast": g.features["contrast"] + 3.0},
+                          g.patch) for i, g in enumerate(first)]
+    tests = [_tests(real, x, config, config.seed, cnn=False)["features"] for x in (first, moved)]
+    delta = paired_difference(real, first, tests[0], moved, tests[1], config, "synthetic")
+    assert delta["lesions"] == 40 and delta["delta_auc"] > 0.3 and delta["ci95"][0] > 0
+    assert paired_reading(delta) == "easier to tell from real"
+    assert paired_reading({**delta, "delta_auc": -0.2, "ci95": [-0.3, -0.1]}) == "harder to tell from real"
+    renamed = [LesionSample(f"t5/other{i}", g.group, "t5", g.features, g.patch) for i, g in enumerate(moved)]
+    assert paired_difference(real, first, tests[0], renamed, tests[1], config, "synthetic") is None

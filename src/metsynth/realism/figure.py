@@ -6,6 +6,9 @@
    interval, the band that the real-vs-real null control spans (what chance gives), and the
    donor reference (hatched: real lesions of as many random patients as the set has donors
    against the others, 5th-95th percentile; dashed: copies of the donors' own real lesions);
+   above each harmonized point, its features AUC change against 0 on the same lesions
+   (``paired``, :func:`metsynth.realism.measure.paired_difference`), starred where the paired
+   95% interval excludes 0;
 2. **lesion kept**: the median contrast between lesion and bone ring after / before (the
    harmonization's consistency check) and its 10th percentile;
 3. **segmentation**: mean Dice of the models trained on each set, where a study trained them
@@ -73,6 +76,15 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
         lo = ys - np.array([points[t][key]["ci95"][0] for t in xs])
         hi = np.array([points[t][key]["ci95"][1] for t in xs]) - ys
         ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, marker="o", capsize=3, label=label)
+    changes = [(t, points[t]["paired"]) for t in ts if (points[t].get("paired") or {}).get("delta_auc") is not None]
+    for t, delta in changes:  # the change against t = 0 on the same lesions, above the point's interval
+        top = points[t]["features"]["ci95"][1] if points[t]["features"].get("ci95") else points[t]["features"]["auc"]
+        decided = delta["ci95"][0] > 0 or delta["ci95"][1] < 0
+        ax.annotate(f"{delta['delta_auc']:+.2f}" + ("*" if decided else ""), (t, min(top + 0.02, 0.97)),
+                    ha="center", fontsize=7, color="#1f77b4", fontweight="bold" if decided else "normal")
+    if changes:
+        ax.text(0.02, 0.98, "numbers: features AUC change against 0, same lesions\n(*: its paired 95% interval "
+                "excludes 0)", transform=ax.transAxes, fontsize=6.5, va="top", color="#1f77b4")
     ax.set_ylim(0.0, 1.02)
     ax.set_xlabel("start timestep (0 = not harmonized)")
     ax.set_ylabel("C2ST AUC (0.5 = looks real)")

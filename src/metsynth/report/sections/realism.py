@@ -68,21 +68,24 @@ def cnn_null_sentence(report: dict[str, Any]) -> str:
 
 
 def _realism_table(report: dict[str, Any]) -> str:
-    from ...realism.measure import donor_reference_rows, donor_reference_text
+    from ...realism.measure import donor_reference_rows, donor_reference_text, paired_cell, paired_text
 
     null = report.get("null_real", {})
     rows = [["real vs real (null)", report["n_real"], _null_features_cell(null.get("features")),
-             _auc_cell(null.get("cnn")), "-", "-"]]
+             _auc_cell(null.get("cnn")), "-", "-", "-"]]
     for name, s in report["sets"].items():
         n = s.get("null", {})
         rows.append([name, s["n_volumes"], _auc_cell(s.get("features")), _auc_cell(s.get("cnn")),
-                     _null_features_cell(n.get("features")), _auc_cell(n.get("cnn"))])
-    rows += [[what, n, auc, "-", "-", "-"] for what, n, auc in donor_reference_rows(report)]
+                     _null_features_cell(n.get("features")), _auc_cell(n.get("cnn")),
+                     paired_cell(s.get("paired"), "\u00a0")])
+    rows += [[what, n, auc, "-", "-", "-", "-"] for what, n, auc in donor_reference_rows(report)]
     donors = donor_reference_text(report)
+    paired = paired_text(report)
     cfg = report.get("config", {})
     splits = cfg.get("null_splits", 1)
+    first = next(iter(report["sets"]), "first set")
     return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null, generated halves: features",
-                        "null, generated halves: 3D CNN"],
+                        "null, generated halves: 3D CNN", f"features AUC − {first}'s, same lesions"],
                        rows,
                        caption=f"Real lesions: {report['n_real']} from {report['real_groups']} patients")
             + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions '
@@ -97,6 +100,7 @@ def _realism_table(report: dict[str, Any]) -> str:
               f"{splits} split(s) with the range over them (not a confidence interval); CNN: one split, with its "
               "95% bootstrap interval. -: not run; not meaningful: too few lesions for the classifier to learn "
               "anything (realism.json says how many it needs).</p>"
+            + (f'<p class="tablenote"><b>{paired}</b></p>' if paired else "")
             + (f'<p class="tablenote"><b>{donors}</b></p>' if donors else "")
             + (f'<p class="tablenote"><b>{cnn_null_sentence(report)}</b></p>' if cnn_null_sentence(report) else ""))
 
@@ -123,20 +127,25 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
     real = _mean_dice(run, "real")
     png = figures.png_of(lambda p: figure4(report, report["sweep"], p, dice=dice or None, chosen=chosen,
                                            real_dice=None if real is None else real[0]))
-    rows = [[r["timestep"], fmt(r.get("features_auc")), fmt(r.get("contrast_kept")), fmt(r.get("contrast_kept_p10")),
+    from ...realism.measure import paired_cell
+
+    rows = [[r["timestep"], fmt(r.get("features_auc")), paired_cell(r.get("paired"), "\u00a0"),
+             fmt(r.get("contrast_kept")), fmt(r.get("contrast_kept_p10")),
              r.get("collapsed", 0) if r["timestep"] else "-"] for r in report["sweep"]]
     caption = ("Realism (C2ST AUC with 95% bootstrap intervals; grey band: the features' real-vs-real null, range "
                "over its splits; red band and dashed red line: the 3D CNN's own real-vs-real null, AUC and 95% "
                "interval; hatched blue band: real lesions of as many random patients as the set has donors "
                "told from the other patients', 5th-95th percentile of the draws; dashed blue line: copies of "
-               "the donors' own real lesions with their own position, what the donors' lesions give), lesion contrast "
+               "the donors' own real lesions with their own position, what the donors' lesions give; the numbers "
+               "above the harmonized points: their features AUC change against 0 on the same lesions, * where its "
+               "paired 95% interval excludes 0), lesion contrast "
                "kept after / before "
                "harmonization, and the Dice of the models trained on the set where the study trained one, against "
                "the start timestep (0: not harmonized; dashed orange: the study's choice). "
                + cnn_null_sentence(report))
     html = figure(png, caption.strip(), "Figure 4", width=980)
-    html += data_table(["start timestep", "features AUC", "contrast kept (median)", "10th percentile",
-                        "lesions collapsed"],
+    html += data_table(["start timestep", "features AUC", "change against 0, same lesions [95%]",
+                        "contrast kept (median)", "10th percentile", "lesions collapsed"],
                        rows, caption="The sweep")
     lesions = run.layout.realism / "figure4_lesions.png"
     if lesions.is_file():
