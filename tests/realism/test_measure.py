@@ -374,12 +374,24 @@ def test_a_set_made_from_the_first_set_s_volumes_is_compared_with_it_lesion_for_
     html = markup.unescape(_realism_table(report))
     assert "features AUC − synthetic's, same lesions" in html and "+0.00\u00a0[+0.00,\u00a0+0.00]" in html
     assert "Against the synthetic set on the same lesions" in html
+    # without the synthetic set, the sweep has no t = 0: no row claims a change against it
+    alone = measure_realism(layout.prepared_manifest, {"t2": same, "t5": fewer}, tmp_path / "out2", config,
+                            progress=False)
+    assert alone["sets"]["t5"]["paired"]["set"] == "t2"
+    assert alone["sweep"] and not any("paired" in row for row in alone["sweep"])
 
 
 def test_the_paired_change_is_decided_where_a_set_moved_away_from_real():
     """Lesions made much easier to spot (one feature shifted) read as easier, with an interval above 0."""
     from metsynth.realism.features import FEATURES
-    from metsynth.realism.measure import LesionSample, _tests, paired_difference, paired_reading
+    from metsynth.realism.measure import (
+        LesionSample,
+        _tests,
+        paired_cell,
+        paired_difference,
+        paired_reading,
+        paired_text,
+    )
 
     rng = np.random.default_rng(0)
 
@@ -400,3 +412,16 @@ def test_the_paired_change_is_decided_where_a_set_moved_away_from_real():
     assert paired_reading({**delta, "delta_auc": -0.2, "ci95": [-0.3, -0.1]}) == "harder to tell from real"
     renamed = [LesionSample(f"t5/other{i}", g.group, "t5", g.features, g.patch) for i, g in enumerate(moved)]
     assert paired_difference(real, first, tests[0], renamed, tests[1], config, "synthetic") is None
+    # the same lesions in another order (and a set name with a slash): paired by volume id, no change
+    turned = [LesionSample(f"a/b/v{i}", g.group, "a/b", g.features, g.patch) for i, g in enumerate(first)][::-1]
+    test = _tests(real, turned, config, config.seed, cnn=False)["features"]
+    same = paired_difference(real, first, tests[0], turned, test, config, "synthetic")
+    assert same["lesions"] == 40 and same["delta_auc"] == 0.0 and same["ci95"] == [0.0, 0.0]
+    # too few shared lesions: not compared, and said so
+    few = paired_difference(real, first, tests[0], moved[:3], tests[1], config, "synthetic")
+    assert few["skipped"].startswith("3 shared lesion(s)") and "delta_auc" not in few
+    report = {"sets": {"synthetic": {"n_volumes": 40}, "t5": {"n_volumes": 3, "paired": few},
+                       "t10": {"n_volumes": 40, "paired": delta}}}
+    text = paired_text(report)
+    assert "t5 not compared (3 shared lesion(s) from" in text and "t10 +0." in text and "easier" in text
+    assert paired_cell(few) == "not compared" and paired_cell(None) == "-"

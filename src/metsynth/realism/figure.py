@@ -76,9 +76,13 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
         lo = ys - np.array([points[t][key]["ci95"][0] for t in xs])
         hi = np.array([points[t][key]["ci95"][1] for t in xs]) - ys
         ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, marker="o", capsize=3, label=label)
-    changes = [(t, points[t]["paired"]) for t in ts if (points[t].get("paired") or {}).get("delta_auc") is not None]
+    changes = []  # (timestep, its change against t = 0), where both were measured
+    for row in sweep_rows:
+        t, delta = row["timestep"], row.get("paired") or {}
+        if delta.get("delta_auc") is not None and t in points and points[t]["features"].get("auc") is not None:
+            changes.append((t, delta))
     for t, delta in changes:  # the change against t = 0 on the same lesions, above the point's interval
-        top = points[t]["features"]["ci95"][1] if points[t]["features"].get("ci95") else points[t]["features"]["auc"]
+        top = (points[t]["features"].get("ci95") or [None, points[t]["features"]["auc"]])[1]
         decided = delta["ci95"][0] > 0 or delta["ci95"][1] < 0
         ax.annotate(f"{delta['delta_auc']:+.2f}" + ("*" if decided else ""), (t, min(top + 0.02, 0.97)),
                     ha="center", fontsize=7, color="#1f77b4", fontweight="bold" if decided else "normal")

@@ -460,7 +460,7 @@ def _compare(real: list[LesionSample], generated: list[LesionSample], config: Re
 
 
 def _volume_id(sample: LesionSample) -> str:
-    return sample.key.split("/", 1)[1]
+    return sample.key[len(sample.source) + 1:]  # keys are SOURCE/VOLUME_ID; a set's name may hold a "/"
 
 
 def paired_difference(real: list[LesionSample], first: list[LesionSample], first_test: C2STResult,
@@ -471,9 +471,11 @@ def paired_difference(real: list[LesionSample], first: list[LesionSample], first
 
     Each set's own interval (about +-0.1 on the demo) is mostly which patients and donors were drawn; both tests
     share them, so the difference is resampled with the same draws for both (:func:`bootstrap_auc_difference`),
-    which leaves the change alone. On the lesions both sets hold; where one lacks some (harmonizing dropped a
-    volume), both tests are run again on the shared ones. None where ``other`` is not made from ``first``'s
-    volumes (fewer than half of its lesions are), so it has no lesion-for-lesion pair.
+    which leaves the change alone. On the lesions both sets hold, paired by volume id; where one lacks some
+    (harmonizing dropped a volume) or holds them in another order, both tests are run again on the shared ones, in
+    ``first``'s order (``delta_auc`` is then not the difference of the two sets' own AUCs; ``lesions`` says on how
+    many). None where ``other`` is not made from ``first``'s volumes (fewer than half of its lesions are), so it
+    has no lesion-for-lesion pair.
     """
     from .c2st import bootstrap_auc_difference
 
@@ -486,7 +488,7 @@ def paired_difference(real: list[LesionSample], first: list[LesionSample], first
     if len(shared) < 4 or len({g.group for g in shared}) < 2:
         out["skipped"] = f"{len(shared)} shared lesion(s) from {len({g.group for g in shared})} donor(s)"
         return out
-    if len(shared) < len(first) or len(pairs) < len(other):
+    if [_volume_id(g) for g in other] != [_volume_id(g) for g in first]:  # the held-out scores do not pair up
         first_test = _tests(real, shared, config, config.seed, cnn=False)["features"]
         other_test = _tests(real, pairs, config, config.seed, cnn=False)["features"]
     for test in (first_test, other_test):
@@ -502,7 +504,7 @@ def paired_difference(real: list[LesionSample], first: list[LesionSample], first
 
 def paired_reading(delta: dict[str, Any]) -> str:
     """One paired difference in words: easier / harder to tell from real than the first set, or level."""
-    if delta.get("delta_auc") is None:
+    if delta.get("delta_auc") is None or not all(np.isfinite(delta["ci95"])):
         return "not compared"
     lo, hi = delta["ci95"]
     if lo > 0:
@@ -596,8 +598,9 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         for row in report["sweep"]:
             row["set"] = names[row["timestep"]]
             row["features_auc"] = report["sets"][row["set"]]["features"]["auc"]
-            if "paired" in report["sets"][row["set"]]:
-                row["paired"] = report["sets"][row["set"]]["paired"]
+            paired = report["sets"][row["set"]].get("paired")
+            if paired is not None and paired["set"] == names.get(0):  # the change against t = 0 itself
+                row["paired"] = paired
     empty = not_meaningful(report)
     if empty:
         report["not_meaningful"] = empty
@@ -833,11 +836,18 @@ def paired_text(report: dict[str, Any]) -> str:
     if not pairs:
         return ""
     first = pairs[0][1]["set"]
-    said = [f"{name} {paired_cell(d)}, {paired_reading(d)}" + (f" ({d['skipped']})" if d.get("skipped") else "")
-            for name, d in pairs]
+    said = []
+    for name, d in pairs:
+        if d.get("delta_auc") is None:
+            said.append(f"{name} not compared ({d.get('skipped', 'no interval')})")
+            continue
+        fewer = d["lesions"] < min(report["sets"][name]["n_volumes"], report["sets"][first]["n_volumes"])
+        said.append(f"{name} {paired_cell(d)}, {paired_reading(d)}"
+                    + (f" (on the {d['lesions']} lesions both hold, both tests run again)" if fewer else ""))
     return (f"Against the {first} set on the same lesions (the sets made from its volumes; both tests resampled "
             "with the same patients and donors, so the interval is of the change alone; the classifiers' own "
-            "randomness moves the difference too, by a standard deviation of 0.01-0.02 on the demo): "
+            "randomness moves the difference too, by a standard deviation of 0.01-0.02 on the demo, so a bound within "
+            "0.02 of 0 is a close call): "
             + "; ".join(said) + ".")
 
 

@@ -136,9 +136,11 @@ def _figure4(run: "RunData", report: dict[str, Any]) -> str:
                "over its splits; red band and dashed red line: the 3D CNN's own real-vs-real null, AUC and 95% "
                "interval; hatched blue band: real lesions of as many random patients as the set has donors "
                "told from the other patients', 5th-95th percentile of the draws; dashed blue line: copies of "
-               "the donors' own real lesions with their own position, what the donors' lesions give; the numbers "
-               "above the harmonized points: their features AUC change against 0 on the same lesions, * where its "
-               "paired 95% interval excludes 0), lesion contrast "
+               "the donors' own real lesions with their own position, what the donors' lesions give"
+               + ("; the numbers above the harmonized points: their features AUC change against 0 on the same "
+                  "lesions, * where its paired 95% interval excludes 0" if any(r.get("paired") for r in report["sweep"])
+                  else "")
+               + "), lesion contrast "
                "kept after / before "
                "harmonization, and the Dice of the models trained on the set where the study trained one, against "
                "the start timestep (0: not harmonized; dashed orange: the study's choice). "
