@@ -42,6 +42,11 @@ def realism(
     copies would score) and the chance band of as many random real patients (realism.donor_null_splits
     draws); read a set's AUC against that band, not against 0.5.
 
+    A set made from the first set's volumes (the harmonized set, each start timestep; or a synthesis
+    of other settings with the same seed, bank and femurs, whose volume ids are the same) is also
+    compared with the first set lesion for lesion: its AUC change with a paired 95% interval, about
+    half as wide as either AUC's own, which says whether it is easier, harder or level.
+
     A set in other intensity units than the cohort (e.g. synthesized from the prepared cohort, measured
     against the raw one) is refused. With too few lesions for the classifier to learn anything (a few
     patients), a test is reported as "not meaningful" with what it needs, not as an AUC of 0.5.
