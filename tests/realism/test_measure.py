@@ -366,13 +366,13 @@ def test_a_set_made_from_the_first_set_s_volumes_is_compared_with_it_lesion_for_
                                                                                 first["n_volumes"] - 2]
     md = (tmp_path / "out" / "realism.md").read_text()
     assert "features AUC - synthetic's, same lesions [95%]" in md
-    assert "t2 +0.00 [+0.00, +0.00], level (the interval holds 0)" in md
+    assert "t2 0.00 [0.00, 0.00], level (the interval holds 0)" in md
     import html as markup
 
     from metsynth.report.sections.realism import _realism_table
 
     html = markup.unescape(_realism_table(report))
-    assert "features AUC − synthetic's, same lesions" in html and "+0.00\u00a0[+0.00,\u00a0+0.00]" in html
+    assert "features AUC − synthetic's, same lesions" in html and "0.00\u00a0[0.00,\u00a00.00]" in html
     assert "Against the synthetic set on the same lesions" in html
     # without the synthetic set, the sweep has no t = 0: no row claims a change against it
     alone = measure_realism(layout.prepared_manifest, {"t2": same, "t5": fewer}, tmp_path / "out2", config,

@@ -44,6 +44,7 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
     from matplotlib.figure import Figure
 
     from ..fileio import atomic_path
+    from .measure import signed
 
     points = sweep_points(realism)
     panels = 3 if dice else 2
@@ -84,7 +85,7 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
     for t, delta in changes:  # the change against t = 0 on the same lesions, above the point's interval
         top = (points[t]["features"].get("ci95") or [None, points[t]["features"]["auc"]])[1]
         decided = delta["ci95"][0] > 0 or delta["ci95"][1] < 0
-        ax.annotate(f"{delta['delta_auc']:+.2f}" + ("*" if decided else ""), (t, min(top + 0.02, 0.97)),
+        ax.annotate(signed(delta["delta_auc"]) + ("*" if decided else ""), (t, min(top + 0.02, 0.97)),
                     ha="center", fontsize=7, color="#1f77b4", fontweight="bold" if decided else "normal")
     if changes:
         ax.text(0.02, 0.98, "numbers: features AUC change against 0, same lesions\n(*: its paired 95% interval "

@@ -61,7 +61,8 @@ log = logging.getLogger(__name__)
 __all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets",
            "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
            "format_report", "generated_lesions", "measure_realism", "not_meaningful", "paired_cell",
-           "paired_difference", "paired_reading", "paired_text", "place_sets", "real_lesions", "run_sets", "set_sample"]
+           "paired_difference", "paired_reading", "paired_text", "place_sets", "real_lesions", "run_sets", "set_sample",
+           "signed"]
 
 
 class RealismConfig(Settings):
@@ -514,13 +515,20 @@ def paired_reading(delta: dict[str, Any]) -> str:
     return "level (the interval holds 0)"
 
 
+def signed(value: float) -> str:
+    """``+0.14``, ``-0.05``; ``0.00`` for what rounds to zero (not ``-0.00``)."""
+    text = f"{value:+.2f}"
+    return "0.00" if text in ("+0.00", "-0.00") else text
+
+
 def paired_cell(delta: dict[str, Any] | None, space: str = " ") -> str:
     """A paired difference as a table cell: ``+0.14 [+0.08, +0.20]`` ("-": none)."""
     if not delta:
         return "-"
     if delta.get("delta_auc") is None:
         return "not compared"
-    return f"{delta['delta_auc']:+.2f}{space}[{delta['ci95'][0]:+.2f},{space}{delta['ci95'][1]:+.2f}]"
+    lo, hi = delta["ci95"]
+    return f"{signed(delta['delta_auc'])}{space}[{signed(lo)},{space}{signed(hi)}]"
 
 
 def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLike], out: str | os.PathLike,
