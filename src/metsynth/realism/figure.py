@@ -44,7 +44,7 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
     from matplotlib.figure import Figure
 
     from ..fileio import atomic_path
-    from .measure import signed
+    from .paired import signed
 
     points = sweep_points(realism)
     panels = 3 if dice else 2

@@ -54,6 +54,7 @@ from ..errors import InputError
 from ..seeds import REALISM_DONORS, REALISM_NULL, REALISM_SAMPLE
 from .c2st import MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
 from .features import FEATURES, lesion_components, lesion_features, lesion_patch
+from .paired import paired_cell, paired_reading, signed
 from .reference import DONOR_REFERENCE, donor_reference_parts
 
 log = logging.getLogger(__name__)
@@ -501,34 +502,6 @@ def paired_difference(real: list[LesionSample], first: list[LesionSample], first
     lo, hi = bootstrap_auc_difference(y, first_test.scores, other_test.scores, config.bootstrap, config.seed, groups)
     out.update(delta_auc=round(other_test.auc - first_test.auc, 4), ci95=[round(lo, 4), round(hi, 4)])
     return out
-
-
-def paired_reading(delta: dict[str, Any]) -> str:
-    """One paired difference in words: easier / harder to tell from real than the first set, or level."""
-    if delta.get("delta_auc") is None or not all(np.isfinite(delta["ci95"])):
-        return "not compared"
-    lo, hi = delta["ci95"]
-    if lo > 0:
-        return "easier to tell from real"
-    if hi < 0:
-        return "harder to tell from real"
-    return "level (the interval holds 0)"
-
-
-def signed(value: float) -> str:
-    """``+0.14``, ``-0.05``; ``0.00`` for what rounds to zero (not ``-0.00``)."""
-    text = f"{value:+.2f}"
-    return "0.00" if text in ("+0.00", "-0.00") else text
-
-
-def paired_cell(delta: dict[str, Any] | None, space: str = " ") -> str:
-    """A paired difference as a table cell: ``+0.14 [+0.08, +0.20]`` ("-": none)."""
-    if not delta:
-        return "-"
-    if delta.get("delta_auc") is None:
-        return "not compared"
-    lo, hi = delta["ci95"]
-    return f"{signed(delta['delta_auc'])}{space}[{signed(lo)},{space}{signed(hi)}]"
 
 
 def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLike], out: str | os.PathLike,
