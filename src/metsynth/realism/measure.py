@@ -563,7 +563,9 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
             delta = paired_difference(real, first[1], first[2], generated, features, config, first[0])
             if delta is not None:
                 report["sets"][name]["paired"] = delta
-        log.info("realism %s: features AUC %s", name, report["sets"][name]["features"]["auc"])
+        change = report["sets"][name].get("paired")
+        log.info("realism %s: features AUC %s%s", name, report["sets"][name]["features"]["auc"],
+                 f"; against {change['set']}, same lesions: {paired_cell(change)}" if change else "")
     report["donor_reference"] = place_sets(real, report["sets"], reference, config)
     # the sweep: start timestep -> set name (0: synthetic; the study's own timestep: its harmonized set)
     names = {0: "synthetic"} if "synthetic" in sets else {}
