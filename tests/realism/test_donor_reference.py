@@ -271,3 +271,32 @@ def test_a_set_of_another_donor_count_is_read_even_when_the_first_set_s_band_can
     text = donor_reference_text(report)
     assert "Against the draws: other (0.70) is above" in text and "draws of 3 patients" in text
     assert "No donor null: 6 donor(s) and 7 real patients" in text
+
+
+def test_what_the_synthesis_adds_over_copies_of_its_donors_is_paired_by_donor():
+    """A set that is its donors' copies adds 0 [0, 0]; one made easy to spot adds a decided amount; a donor
+    missing from the real patients leaves nothing to pair."""
+    from metsynth.realism.measure import _tests, synthesis_adds
+
+    real = _cohort()
+    counts = {d: 6 for d in DONORS}
+    copies = [LesionSample(c.key.replace("real/", "synthetic/"), c.group, "synthetic", c.features, c.patch)
+              for c in donor_copies(real, counts)]
+    test = _tests(real, copies, FAST, FAST.seed, cnn=False)["features"]
+    ref = donor_reference(real, copies, FAST, "synthetic", test)
+    assert ref["copies"]["synthesis_adds"] == {"delta_auc": 0.0, "ci95": [0.0, 0.0]}
+    assert "scores 0.00 [0.00, 0.00] against them (paired by donor): no more than the donors give" in \
+        donor_reference_text({"donor_reference": ref, "sets": {}})
+    easy = [LesionSample(c.key, c.group, c.source, {**c.features, "contrast": c.features["contrast"] + 5.0},
+                         c.patch) for c in copies[::-1]]  # and in another order: paired by donor, not by position
+    test = _tests(real, easy, FAST, FAST.seed, cnn=False)["features"]
+    adds = donor_reference(real, easy, FAST, "synthetic", test)["copies"]["synthesis_adds"]
+    assert adds["delta_auc"] > 0.3 and adds["ci95"][0] > 0
+    assert "the synthesis adds a giveaway of its own" in donor_reference_text(
+        {"donor_reference": donor_reference(real, easy, FAST, "synthetic", test), "sets": {}})
+    stranger = easy + [LesionSample("synthetic/x", "X9", "synthetic", easy[0].features, easy[0].patch)]
+    test = _tests(real, stranger, FAST, FAST.seed, cnn=False)["features"]
+    own = donor_copies(real, {**counts, "X9": 1})
+    skipped = synthesis_adds(real, stranger, test, own, _tests(real, own, FAST, FAST.seed, cnn=False)["features"],
+                             FAST)
+    assert skipped["skipped"].startswith("not every donor is among the real patients")

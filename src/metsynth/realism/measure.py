@@ -63,7 +63,7 @@ __all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "
            "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
            "format_report", "generated_lesions", "measure_realism", "not_meaningful", "paired_cell",
            "paired_difference", "paired_reading", "paired_text", "place_sets", "real_lesions", "run_sets", "set_sample",
-           "signed"]
+           "signed", "synthesis_adds"]
 
 
 class RealismConfig(Settings):
@@ -311,7 +311,7 @@ def _halves(samples: list[LesionSample], seed: int) -> tuple[list[LesionSample],
 
 
 def donor_reference(real: list[LesionSample], generated: list[LesionSample], config: RealismConfig,
-                    name: str) -> dict[str, Any]:
+                    name: str, test: C2STResult | None = None) -> dict[str, Any]:
     """What a set cut from the donors of ``generated`` (set ``name``) scores before anything is synthesized.
 
     A generated set holds lesions of few donor patients; the real sample, of many. Patients differ
@@ -327,11 +327,15 @@ def donor_reference(real: list[LesionSample], generated: list[LesionSample], con
       the other patients, ``donor_null_splits`` times: median, 5th-95th percentile (``p5_p95``)
       and every draw (``aucs``).
 
+    With ``test``, the set's own features test, ``copies`` also holds ``synthesis_adds``
+    (:func:`synthesis_adds`): the set's AUC minus the copies', with a 95% interval paired by donor.
+
     A test that cannot run says why (``skipped``).
     """
     counts = Counter(g.group for g in generated)
     return {"kind": DONOR_REFERENCE, "set": name, "donor_groups": sorted(counts), "k": len(counts),
-            "copies": _copies_test(real, counts, config), "chance": donor_null(real, len(counts), config)}
+            "copies": _copies_test(real, counts, config, generated, test),
+            "chance": donor_null(real, len(counts), config)}
 
 
 def donor_copies(real: list[LesionSample], counts: dict[str, int]) -> list[LesionSample]:
@@ -343,7 +347,8 @@ def donor_copies(real: list[LesionSample], counts: dict[str, int]) -> list[Lesio
     return [own[d][i % len(own[d])] for d in sorted(counts) if d in own for i in range(counts[d])]
 
 
-def _copies_test(real: list[LesionSample], counts: dict[str, int], config: RealismConfig) -> dict[str, Any]:
+def _copies_test(real: list[LesionSample], counts: dict[str, int], config: RealismConfig,
+                 generated: list[LesionSample] | None = None, test: C2STResult | None = None) -> dict[str, Any]:
     copies = donor_copies(real, counts)
     present = len({c.group for c in copies})
     if present < 2:
@@ -354,7 +359,37 @@ def _copies_test(real: list[LesionSample], counts: dict[str, int], config: Reali
         return {"skipped": f"the donors are all {patients} real patients, so copies of their lesions are the real "
                            "sample itself; add real lesions of patients who gave none to the bank (e.g. test cases: "
                            "realism.roles) to measure what the donors give"}
-    return {**_tests(real, copies, config, config.seed, cnn=False)["features"].to_dict(), "patients": present}
+    copies_test = _tests(real, copies, config, config.seed, cnn=False)["features"]
+    out = {**copies_test.to_dict(), "patients": present}
+    if generated is not None and test is not None:
+        out["synthesis_adds"] = synthesis_adds(real, generated, test, copies, copies_test, config)
+    return out
+
+
+def synthesis_adds(real: list[LesionSample], generated: list[LesionSample], test: C2STResult,
+                   copies: list[LesionSample], copies_test: C2STResult, config: RealismConfig) -> dict[str, Any]:
+    """What a set scores above copies of its donors' own real lesions (:func:`donor_copies`), with a 95% interval
+    paired by donor: what the synthesis adds to what the donors give.
+
+    The copies hold as many lesions of each donor as the set, and both tests share the real lesions, so both are
+    resampled with the same patients and donors (:func:`bootstrap_auc_difference`; the cluster bootstrap draws
+    whole donors, so which copy stands beside which generated lesion does not matter). Skipped where a donor is
+    not among the real patients (the copies lack it) or a test learned nothing.
+    """
+    from .c2st import bootstrap_auc_difference
+
+    if Counter(c.group for c in copies) != Counter(g.group for g in generated):
+        return {"skipped": "not every donor is among the real patients, so the copies hold fewer donors than the set"}
+    for t in (test, copies_test):
+        if t.not_meaningful is not None:
+            return {"skipped": t.not_meaningful}
+    n = len(real)
+    order = np.argsort([g.group for g in generated], kind="stable")  # the copies are in donor order
+    mine = np.concatenate([test.scores[:n], test.scores[n:][order]])
+    y = np.array([0] * n + [1] * len(copies))
+    groups = np.array([s.group for s in real + copies])
+    lo, hi = bootstrap_auc_difference(y, copies_test.scores, mine, config.bootstrap, config.seed, groups)
+    return {"delta_auc": round(test.auc - copies_test.auc, 4), "ci95": [round(lo, 4), round(hi, 4)]}
 
 
 def donor_null(real: list[LesionSample], k: int, config: RealismConfig) -> dict[str, Any]:
@@ -558,7 +593,7 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
         all_samples += generated
         if first is None:  # the first set (a study's: the synthetic set, whose volumes the others share)
             first = (name, generated, features)
-            reference = donor_reference(real, generated, config, name)
+            reference = donor_reference(real, generated, config, name, features)
         else:
             delta = paired_difference(real, first[1], first[2], generated, features, config, first[0])
             if delta is not None:
@@ -802,6 +837,14 @@ def donor_reference_text(report: dict[str, Any]) -> str:
     if copies.get("auc") is not None:
         text.append(f"Copies of the donors' own real lesions, with their own surroundings and position, score "
                     f"{copies['auc']:.2f}: what the donors' lesions give before any synthesis.")
+        adds = copies.get("synthesis_adds") or {}
+        if adds.get("delta_auc") is not None:
+            lo, hi = adds["ci95"]
+            verdict = ("the synthesis adds a giveaway of its own" if lo > 0 else
+                       "the set is harder to tell from real than its donors' lesions" if hi < 0 else
+                       "no more than the donors give (the interval holds 0)")
+            text.append(f"The {ref['set']} set scores {paired_cell(adds)} against them (paired by donor): "
+                        f"{verdict}.")
     skipped = [("No copies of the donors' lesions", copies), ("No donor null", chance)]
     skipped += [(f"No donor null of {n} patients", band) for n, band in _other_bands(report)]
     text += [f"{what}: {part['skipped']}." for what, part in skipped if part.get("skipped")]
