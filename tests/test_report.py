@@ -321,6 +321,42 @@ def test_report_uses_stored_variability_outputs(run_dir, tmp_path):
     assert "Automatic: Synthetic predictions" in tables
 
 
+def test_provenance_says_where_the_networks_were_trained(tmp_path, monkeypatch):
+    from metsynth.devices import NUMERIC_ENV, compute_environment
+    from metsynth.report.data import RunData
+    from metsynth.report.sections.provenance import _trained_on
+
+    assert _trained_on(RunData(tmp_path)) == ""  # nothing trained (or trained before the record): no table
+    for name in NUMERIC_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # as Lightning's deterministic mode leaves it
+    forced = compute_environment("cpu", 1, "32-true")
+    assert forced["env"] == {"ATEN_CPU_CAPABILITY": "avx2"}  # a variable that changes the CPU's kernels is kept
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    here = compute_environment("cpu", 1, "32-true")
+    assert "env" not in here
+    (tmp_path / "diffusion").mkdir()
+    (tmp_path / "diffusion" / "model.yaml").write_text(yaml.safe_dump({"trained": {"environment": forced}}))
+    for model in ("real", "synthetic_ft"):
+        for fold in (0, 1):
+            write_json(tmp_path / "models" / model / f"fold{fold}" / "result.json", {"environment": here})
+    write_json(tmp_path / "models" / "online" / "fold0" / "result.json", {"steps": 3})  # before the record
+    table = parse_text(_trained_on(RunData(tmp_path))).tables[0]
+    rows = rows_by_label(table)
+    assert set(rows) == {"networks", "DDPM", "Real (2 trainings), Synthetic+FT (2 trainings)"}
+    header = rows["networks"]
+    ddpm, unets = rows["DDPM"], rows["Real (2 trainings), Synthetic+FT (2 trainings)"]
+    assert ddpm[header.index("set in the environment")] == "ATEN_CPU_CAPABILITY=avx2"
+    assert unets[header.index("set in the environment")] == "-"
+    assert unets[header.index("instruction set")] == here["cpu_capability"]
+    assert unets[header.index("torch")] == here["torch"] and unets[header.index("device")] == "cpu"
+    # a model the study's settings no longer make is not this run's
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"models": ["real"], "size_study": []}))
+    rows = rows_by_label(parse_text(_trained_on(RunData(tmp_path))).tables[0])
+    assert "Real (2 trainings)" in rows and not any("Synthetic" in label for label in rows)
+
+
 def test_write_report_checks_its_arguments(tmp_path):
     with pytest.raises(InputError, match="run directory not found"):
         write_report(tmp_path / "missing")

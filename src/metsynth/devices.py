@@ -90,6 +90,59 @@ def torch_threads(threads: int) -> Iterator[None]:
     finally:
         torch.set_num_threads(previous)
 
+# ======================================================================= what a network ran on
+# Environment variables that change which kernels torch runs on a CPU or GPU, hence the last bits of
+# a training's results: recorded when set.
+NUMERIC_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
+CUDA_NUMERIC_ENV = ("CUBLAS_WORKSPACE_CONFIG",)  # set by Lightning's deterministic mode; matters on a GPU only
+
+
+def compute_environment(device: Any = "cpu", world_size: int = 1, precision: Any = None) -> dict[str, Any]:
+    """What a network was trained on, as its record keeps it (``result.json`` of a U-Net training,
+    ``trained.environment`` in a DDPM's ``model.yaml``).
+
+    The same seeds give the same weights only on the same kind of machine: torch's CPU kernels and
+    oneDNN take other paths on another instruction set (``cpu_capability``), thread count or GPU,
+    and the last bits that differ grow over a training (the demo's Dice moved by up to 0.05 from one
+    2-core machine to another: benchmarks/RESULTS.md, "the demo on another machine"). The record
+    says which of these a run's numbers came from.
+    """
+    import platform
+
+    import torch
+
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    env: dict[str, Any] = {
+        "torch": str(torch.__version__), "python": platform.python_version(), "machine": platform.machine(),
+        "cpu": _cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads(), "device": str(dev), "world_size": int(world_size),
+    }
+    if precision is not None:
+        env["precision"] = str(precision)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(dev)
+        env["cuda"] = torch.version.cuda
+    names = NUMERIC_ENV + (CUDA_NUMERIC_ENV if dev.type == "cuda" else ())
+    overrides = {name: os.environ[name] for name in names if name in os.environ}
+    if overrides:
+        env["env"] = overrides
+    return env
+
+
+def _cpu_name() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what :mod:`platform` says."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 # ======================================================================= memory format of 3D convolutions
 MemoryFormat = Literal["auto", "channels_last", "contiguous"]
 MEMORY_FORMAT_HELP = (

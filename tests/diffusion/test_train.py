@@ -40,6 +40,9 @@ def test_export_is_plain_weights_with_its_settings(trained, tiny_config):
     info = yaml.safe_load(trained.export_config.read_text())
     assert info["format"] == "metsynth-model/2" and info["network"] == "ddpm" and info["weights"] == "ema"
     assert info["trained"]["steps"] == 6 and info["trained"]["cases"] == ["H00", "H01"]
+    env = info["trained"]["environment"]  # the machine setting the weights came from
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["precision"] == "32-true"
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     config = DiffusionConfig.from_dict(info["config"])
     assert config == tiny_config
     net = config.model.build()

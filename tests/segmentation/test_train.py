@@ -34,6 +34,11 @@ def test_run_folder_has_logs_curves_timing_and_model(trained_model):
     assert timing["steps"] == trained_model["result"].steps > 0
     assert 0.0 <= timing["data_wait_share"] < 1.0
     assert timing["step_s"] > 0 and timing["steps_per_s"] > 0
+    # what it was trained on, so that numbers that do not repeat on another machine can be traced
+    env = json.loads((run / "result.json").read_text())["environment"]
+    assert env == trained_model["result"].environment
+    assert env["torch"] == torch.__version__ and env["device"] == "cpu" and env["world_size"] == 1
+    assert env["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and env["torch_threads"] >= 1
 
 
 @pytest.mark.parametrize("name", ["checkpoints/best.ckpt", "checkpoints/last.ckpt", "model.pt"])

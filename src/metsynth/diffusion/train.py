@@ -43,7 +43,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..checkpoints import save_model
 from ..cohort import Cohort, load_cohort
-from ..devices import to_memory_format, uses_channels_last
+from ..devices import compute_environment, to_memory_format, uses_channels_last
 from ..errors import ConfigError
 from ..fileio import files_index, files_stamp, read_json, write_json
 from ..progress import quiet
@@ -211,7 +211,9 @@ def train_diffusion(
             write_json(out_dir / "timing.json", waits.summary())
         export_weights(module, config, export, export_config,
                        trained={"steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
-                                "cases": [c.id for c in cases]})
+                                "cases": [c.id for c in cases],
+                                "environment": compute_environment(trainer.strategy.root_device, trainer.world_size,
+                                                                   precision)})
     final_loss = history.rows[-1]["loss"] if history.rows else None
     return TrainResult(out_dir, export, export_config, last, int(trainer.global_step),
                        int(trainer.current_epoch), seconds, out_dir / "loss.csv", final_loss)

@@ -99,6 +99,8 @@ class TrainResult:
     finetune: bool
     # patches per epoch and source, and with 'online' the share of online patches (PatchSampler.describe)
     sampling: dict[str, Any] | None = None
+    # what it was trained on: torch, CPU and its instruction set, threads, device (devices.compute_environment)
+    environment: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainResult":
@@ -133,7 +135,7 @@ def train_segmentation(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from ..devices import check_trainer, on_rank_zero
+    from ..devices import check_trainer, compute_environment, on_rank_zero
 
     config = config or segmentation_config("cpu")
     out = Path(out_dir)
@@ -297,6 +299,7 @@ def train_segmentation(
         best_val_dice=float(score) if score is not None else None, epochs=int(trainer.current_epoch),
         steps=int(trainer.global_step), stopped_early=bool(early is not None and early.stopped_epoch > 0),
         seconds=time.perf_counter() - start, timing=timing, finetune=finetune, sampling=sampling,
+        environment=compute_environment(trainer.strategy.root_device, trainer.world_size, tcfg.precision),
     )
     if trainer.is_global_zero:
         folder.mark_finished(asdict(result))

@@ -55,6 +55,7 @@ def _provenance(run: "RunData") -> str:
     if recorded:
         html += data_table(["output", "metsynth version", "cohort digest"],
                            [[a, b or "-", c or "-"] for a, b, c in recorded], caption="Versions recorded by the stages")
+    html += _trained_on(run)
     if run.cohort_path is not None:
         digest = hashlib.sha256(run.cohort_path.read_bytes()).hexdigest()[:16]
         html += (f'<p class="note">Cohort manifest {_code(_rel(run, run.cohort_path))}, sha256 prefix '
@@ -80,6 +81,59 @@ def _provenance(run: "RunData") -> str:
                  "schedule (its stride: T / steps); only the grid points at or below the start timestep run, the "
                  "sidecars' <code>timesteps</code>.</p>")
     return html
+
+
+def _trained_on(run: "RunData") -> str:
+    """Where the run's networks were trained (``trained.environment`` of the DDPM's model.yaml, the
+    ``environment`` of each U-Net training's result.json), one row per distinct machine setting."""
+    import json
+
+    import yaml
+
+    from ...fileio import read_json
+    from ...layout import display_name
+
+    found: list[tuple[str, dict]] = []
+    ddpm = run.layout.diffusion / "model.yaml"
+    if ddpm.is_file():
+        try:
+            data = yaml.safe_load(ddpm.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+        env = (data.get("trained") or {}).get("environment") if isinstance(data, dict) else None
+        if isinstance(env, dict):
+            found.append(("DDPM", env))
+    models = run.root / "models"
+    for path in sorted(models.glob("*/fold*/result.json")) if models.is_dir() else []:
+        model = path.parent.parent.name
+        if not run.shown(model):
+            continue
+        try:
+            env = read_json(path).get("environment")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(env, dict):
+            found.append((display_name(model), env))
+    if not found:
+        return ""
+    groups: dict[str, tuple[dict, dict[str, int]]] = {}
+    for name, env in found:
+        _, names = groups.setdefault(json.dumps(env, sort_keys=True), (env, {}))
+        names[name] = names.get(name, 0) + 1
+    rows = []
+    for env, names in groups.values():
+        nets = ", ".join(f"{n} ({k} trainings)" if k > 1 else n for n, k in names.items())
+        device = str(env.get("device", "-")) + (f" ({env['gpu']}, CUDA {env.get('cuda')})" if env.get("gpu") else "")
+        rows.append([nets, env.get("torch", "-"), f"{env.get('cpu', '-')} ({env.get('machine', '-')})",
+                     env.get("cpu_capability", "-"), env.get("torch_threads", "-"), device,
+                     env.get("world_size", "-"), env.get("precision", "-"),
+                     ", ".join(f"{k}={v}" for k, v in (env.get("env") or {}).items()) or "-"])
+    html = data_table(["networks", "torch", "CPU", "instruction set", "threads", "device", "processes", "precision",
+                       "set in the environment"], rows, left=1, caption="Where the networks were trained")
+    return html + ('<p class="tablenote">The same seeds give the same weights, to the last bit, only on the same '
+                   "kind of machine: torch's kernels take other paths on another instruction set, thread count or "
+                   "GPU, and the last bits that differ grow over a training. Compare a run's numbers with another "
+                   "machine's as ranges over seeds, not digit for digit.</p>")
 
 
 def _or_dash(value: object) -> object:
