@@ -342,11 +342,13 @@ def test_provenance_says_where_the_networks_were_trained(tmp_path, monkeypatch):
         for fold in (0, 1):
             write_json(tmp_path / "models" / model / f"fold{fold}" / "result.json", {"environment": here})
     write_json(tmp_path / "models" / "online" / "fold0" / "result.json", {"steps": 3})  # before the record
+    write_json(tmp_path / "models" / "size_40" / "fold0" / "result.json", {"environment": here})
     table = parse_text(_trained_on(RunData(tmp_path))).tables[0]
     rows = rows_by_label(table)
-    assert set(rows) == {"networks", "DDPM", "Real (2 trainings), Synthetic+FT (2 trainings)"}
+    unets_label = "Real (2 trainings), size study 40, Synthetic+FT (2 trainings)"
+    assert set(rows) == {"networks", "DDPM", unets_label}
     header = rows["networks"]
-    ddpm, unets = rows["DDPM"], rows["Real (2 trainings), Synthetic+FT (2 trainings)"]
+    ddpm, unets = rows["DDPM"], rows[unets_label]
     assert ddpm[header.index("set in the environment")] == "ATEN_CPU_CAPABILITY=avx2"
     assert unets[header.index("set in the environment")] == "-"
     assert unets[header.index("instruction set")] == here["cpu_capability"]
@@ -354,7 +356,7 @@ def test_provenance_says_where_the_networks_were_trained(tmp_path, monkeypatch):
     # a model the study's settings no longer make is not this run's
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"models": ["real"], "size_study": []}))
     rows = rows_by_label(parse_text(_trained_on(RunData(tmp_path))).tables[0])
-    assert "Real (2 trainings)" in rows and not any("Synthetic" in label for label in rows)
+    assert "Real (2 trainings)" in rows and not any("Synthetic" in label or "size" in label for label in rows)
 
 
 def test_write_report_checks_its_arguments(tmp_path):

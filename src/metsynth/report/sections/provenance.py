@@ -42,14 +42,8 @@ def _provenance(run: "RunData") -> str:
         recorded.append(("lesion bank", run.bank.get("metsynth_version"), run.bank.get("cohort_digest")))
     syn_cfg = run.layout.synthetic / "config.yaml"
     if syn_cfg.is_file():
-        import yaml
-
-        try:
-            data = yaml.safe_load(syn_cfg.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            data = {}
-        if isinstance(data, dict):
-            recorded.append(("synthetic set", data.get("metsynth_version"), data.get("cohort_digest")))
+        data = _yaml_mapping(syn_cfg)
+        recorded.append(("synthetic set", data.get("metsynth_version"), data.get("cohort_digest")))
     html = data_table([k for k, _ in versions], [[v for _, v in versions]], left=0,
                       caption="Software (the environment that wrote this report)")
     if recorded:
@@ -88,21 +82,14 @@ def _trained_on(run: "RunData") -> str:
     ``environment`` of each U-Net training's result.json), one row per distinct machine setting."""
     import json
 
-    import yaml
-
     from ...fileio import read_json
     from ...layout import display_name
 
     found: list[tuple[str, dict]] = []
-    ddpm = run.layout.diffusion / "model.yaml"
-    if ddpm.is_file():
-        try:
-            data = yaml.safe_load(ddpm.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
-            data = {}
-        env = (data.get("trained") or {}).get("environment") if isinstance(data, dict) else None
-        if isinstance(env, dict):
-            found.append(("DDPM", env))
+    trained = _yaml_mapping(run.layout.diffusion / "model.yaml").get("trained")
+    env = trained.get("environment") if isinstance(trained, dict) else None
+    if isinstance(env, dict):
+        found.append(("DDPM", env))
     models = run.root / "models"
     for path in sorted(models.glob("*/fold*/result.json")) if models.is_dir() else []:
         model = path.parent.parent.name
@@ -113,7 +100,8 @@ def _trained_on(run: "RunData") -> str:
         except (ValueError, AttributeError):
             continue
         if isinstance(env, dict):
-            found.append((display_name(model), env))
+            found.append((f"size study {display_name(model)}" if model.startswith("size_") else display_name(model),
+                          env))
     if not found:
         return ""
     groups: dict[str, tuple[dict, dict[str, int]]] = {}
@@ -134,6 +122,17 @@ def _trained_on(run: "RunData") -> str:
                    "kind of machine: torch's kernels take other paths on another instruction set, thread count or "
                    "GPU, and the last bits that differ grow over a training. Compare a run's numbers with another "
                    "machine's as ranges over seeds, not digit for digit.</p>")
+
+
+def _yaml_mapping(path: Path) -> dict:
+    """A YAML file's top-level mapping; empty when the file is missing, unreadable or not a mapping."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _or_dash(value: object) -> object:
