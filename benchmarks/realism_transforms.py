@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from metsynth.realism.paired import paired_cell
+
 VARIANTS = {
     "nonoise": {"noise_std": [0, 0]},
     "noscale": {"scale": [1, 1], "anisotropy": 0},
@@ -64,8 +66,7 @@ def main(out: Path, runs: list[Path]) -> None:
     print("| run | synthetic | " + " | ".join(VARIANTS) + " |")
     print("|---|---|" + "---|" * len(VARIANTS))
     for name, row in table.items():
-        cells = [f"{row[v]['delta_auc']:+.2f} [{row[v]['ci95'][0]:+.2f}, {row[v]['ci95'][1]:+.2f}]"
-                 if row[v].get("delta_auc") is not None else "-" for v in VARIANTS]
+        cells = [paired_cell(row[v]) if row[v].get("delta_auc") is not None else "-" for v in VARIANTS]
         print(f"| {name} | {row['synthetic']:.2f} | " + " | ".join(cells) + " |")
 
 

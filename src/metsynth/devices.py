@@ -105,7 +105,8 @@ def compute_environment(device: Any = "cpu", world_size: int = 1, precision: Any
     oneDNN take other paths on another instruction set (``cpu_capability``), thread count or GPU,
     and the last bits that differ grow over a training (the demo's Dice moved by up to 0.05 from one
     2-core machine to another: benchmarks/RESULTS.md, "the demo on another machine"). The record
-    says which of these a run's numbers came from.
+    says which of these a run's numbers came from (a training resumed on another machine records the
+    one it finished on).
     """
     import platform
 

@@ -44,7 +44,7 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
     from matplotlib.figure import Figure
 
     from ..fileio import atomic_path
-    from .paired import signed
+    from .paired import direction, signed
 
     points = sweep_points(realism)
     panels = 3 if dice else 2
@@ -84,7 +84,7 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
             changes.append((t, delta))
     for t, delta in changes:  # the change against t = 0 on the same lesions, above the point's interval
         top = (points[t]["features"].get("ci95") or [None, points[t]["features"]["auc"]])[1]
-        decided = delta["ci95"][0] > 0 or delta["ci95"][1] < 0
+        decided = direction(delta) != 0
         ax.annotate(signed(delta["delta_auc"]) + ("*" if decided else ""), (t, min(top + 0.02, 0.97)),
                     ha="center", fontsize=7, color="#1f77b4", fontweight="bold" if decided else "normal")
     if changes:

@@ -54,7 +54,7 @@ from ..errors import InputError
 from ..seeds import REALISM_DONORS, REALISM_NULL, REALISM_SAMPLE
 from .c2st import MIN_SAMPLES_LEAF, C2STResult, c2st, cnn_scores, feature_scores
 from .features import FEATURES, lesion_components, lesion_features, lesion_patch
-from .paired import paired_cell, paired_reading, signed
+from .paired import direction, paired_cell, paired_reading, signed
 from .reference import DONOR_REFERENCE, donor_reference_parts
 
 log = logging.getLogger(__name__)
@@ -376,20 +376,28 @@ def synthesis_adds(real: list[LesionSample], generated: list[LesionSample], test
     whole donors, so which copy stands beside which generated lesion does not matter). Skipped where a donor is
     not among the real patients (the copies lack it) or a test learned nothing.
     """
-    from .c2st import bootstrap_auc_difference
-
     if Counter(c.group for c in copies) != Counter(g.group for g in generated):
         return {"skipped": "not every donor is among the real patients, so the copies hold fewer donors than the set"}
-    for t in (test, copies_test):
-        if t.not_meaningful is not None:
-            return {"skipped": t.not_meaningful}
     n = len(real)
     order = np.argsort([g.group for g in generated], kind="stable")  # the copies are in donor order
-    mine = np.concatenate([test.scores[:n], test.scores[n:][order]])
-    y = np.array([0] * n + [1] * len(copies))
-    groups = np.array([s.group for s in real + copies])
-    lo, hi = bootstrap_auc_difference(y, copies_test.scores, mine, config.bootstrap, config.seed, groups)
-    return {"delta_auc": round(test.auc - copies_test.auc, 4), "ci95": [round(lo, 4), round(hi, 4)]}
+    in_donor_order = np.concatenate([test.scores[:n], test.scores[n:][order]])
+    return _paired_change(real, copies, copies_test, test, in_donor_order, config)
+
+
+def _paired_change(real: list[LesionSample], second: list[LesionSample], a: C2STResult, b: C2STResult,
+                   b_scores: np.ndarray, config: RealismConfig) -> dict[str, Any]:
+    """``b``'s features AUC minus ``a``'s with the paired 95% interval (:func:`bootstrap_auc_difference`): both
+    tests of ``real`` against ``second``, whose held-out scores are ``a.scores`` and ``b_scores`` (``b``'s, in
+    ``second``'s order); ``skipped`` where either test learned nothing."""
+    from .c2st import bootstrap_auc_difference
+
+    for t in (a, b):
+        if t.not_meaningful is not None:
+            return {"skipped": t.not_meaningful}
+    y = np.array([0] * len(real) + [1] * len(second))
+    groups = np.array([s.group for s in real + second])
+    lo, hi = bootstrap_auc_difference(y, a.scores, b_scores, config.bootstrap, config.seed, groups)
+    return {"delta_auc": round(b.auc - a.auc, 4), "ci95": [round(lo, 4), round(hi, 4)]}
 
 
 def donor_null(real: list[LesionSample], k: int, config: RealismConfig) -> dict[str, Any]:
@@ -514,8 +522,6 @@ def paired_difference(real: list[LesionSample], first: list[LesionSample], first
     many). None where ``other`` is not made from ``first``'s volumes (fewer than half of its lesions are), so it
     has no lesion-for-lesion pair.
     """
-    from .c2st import bootstrap_auc_difference
-
     mine = {_volume_id(g): g for g in other}
     shared = [g for g in first if _volume_id(g) in mine]
     if 2 * len(shared) < len(other) or not shared:
@@ -528,15 +534,7 @@ def paired_difference(real: list[LesionSample], first: list[LesionSample], first
     if [_volume_id(g) for g in other] != [_volume_id(g) for g in first]:  # the held-out scores do not pair up
         first_test = _tests(real, shared, config, config.seed, cnn=False)["features"]
         other_test = _tests(real, pairs, config, config.seed, cnn=False)["features"]
-    for test in (first_test, other_test):
-        if test.not_meaningful is not None:
-            out["skipped"] = test.not_meaningful
-            return out
-    y = np.array([0] * len(real) + [1] * len(shared))
-    groups = np.array([s.group for s in real + shared])
-    lo, hi = bootstrap_auc_difference(y, first_test.scores, other_test.scores, config.bootstrap, config.seed, groups)
-    out.update(delta_auc=round(other_test.auc - first_test.auc, 4), ci95=[round(lo, 4), round(hi, 4)])
-    return out
+    return {**out, **_paired_change(real, shared, first_test, other_test, other_test.scores, config)}
 
 
 def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLike], out: str | os.PathLike,
@@ -839,10 +837,9 @@ def donor_reference_text(report: dict[str, Any]) -> str:
                     f"{copies['auc']:.2f}: what the donors' lesions give before any synthesis.")
         adds = copies.get("synthesis_adds") or {}
         if adds.get("delta_auc") is not None:
-            lo, hi = adds["ci95"]
-            verdict = ("the synthesis adds a giveaway of its own" if lo > 0 else
-                       "the set is harder to tell from real than its donors' lesions" if hi < 0 else
-                       "no more than the donors give (the interval holds 0)")
+            verdict = {1: "the synthesis adds a giveaway of its own",
+                       -1: "the set is harder to tell from real than its donors' lesions",
+                       0: "no more than the donors give (the interval holds 0)"}[direction(adds)]
             text.append(f"The {ref['set']} set scores {paired_cell(adds)} against them (paired by donor): "
                         f"{verdict}.")
     skipped = [("No copies of the donors' lesions", copies), ("No donor null", chance)]

@@ -10,19 +10,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["paired_cell", "paired_reading", "signed"]
+__all__ = ["direction", "paired_cell", "paired_reading", "signed"]
+
+
+def direction(delta: dict[str, Any]) -> int:
+    """1 where a paired difference's 95% interval lies above 0 (decided easier to tell from real), -1 where it
+    lies below (decided harder), 0 where it holds 0."""
+    lo, hi = delta["ci95"]
+    return 1 if lo > 0 else -1 if hi < 0 else 0
 
 
 def paired_reading(delta: dict[str, Any]) -> str:
     """One paired difference in words: easier / harder to tell from real than the first set, or level."""
     if delta.get("delta_auc") is None or not all(np.isfinite(delta["ci95"])):
         return "not compared"
-    lo, hi = delta["ci95"]
-    if lo > 0:
-        return "easier to tell from real"
-    if hi < 0:
-        return "harder to tell from real"
-    return "level (the interval holds 0)"
+    return {1: "easier to tell from real", -1: "harder to tell from real",
+            0: "level (the interval holds 0)"}[direction(delta)]
 
 
 def signed(value: float) -> str:
