@@ -425,3 +425,48 @@ def test_the_paired_change_is_decided_where_a_set_moved_away_from_real():
     text = paired_text(report)
     assert "t5 not compared (3 shared lesion(s) from" in text and "t10 +0." in text and "easier" in text
     assert paired_cell(few) == "not compared" and paired_cell(None) == "-"
+
+
+def test_max_real_cases_keeps_the_first_cases_of_a_role_and_says_so(tiny_run, tmp_path):
+    """realism.max_real_cases: a role cut to its first cases in the cohort's order (the demo scores more test-only
+    cases than its realism measure reads); the cut is recorded and printed, the other roles keep every case."""
+    from metsynth.cohort import load_cohort
+    from metsynth.realism.measure import real_cases
+
+    manifest = RunLayout(tiny_run).prepared_manifest
+    cohort = load_cohort(manifest)
+    tests = [c.id for c in cohort.by_role("test") if c.reference_lesion() is not None]
+    metastatic = [c.id for c in cohort.by_role("metastatic") if c.reference_lesion() is not None]
+    assert len(tests) == 2 and metastatic
+    capped = RealismConfig(max_real_cases={"test": 1})
+    assert [c.id for c in real_cases(cohort, capped)] == [c.id for c in cohort.by_role("metastatic", "test")
+                                                          if c.id in metastatic or c.id == tests[0]]
+    assert real_lesion_count(manifest, capped) < real_lesion_count(manifest, RealismConfig())
+
+    config_file = tmp_path / "realism.yaml"
+    config_file.write_text("realism:\n" + "".join(f"  {k}: {v}\n" for k, v in FAST.items())
+                           + "  max_real_cases:\n    test: 1\n")
+    out = tmp_path / "out"
+    result = invoke("realism", str(tiny_run), "-o", str(out), "--config", str(config_file), "--no-cnn")
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "realism.json").read_text())
+    assert report["real_cases"] == {"metastatic": [len(metastatic), len(metastatic)], "test": [1, 2]}
+    assert report["n_real"] == real_lesion_count(manifest, capped)
+    real_groups = {line.split(",")[0].split("/")[1] for line in (out / "features.csv").read_text().splitlines()[1:]
+                   if line.split(",")[2] == "real"}
+    assert real_groups == {*metastatic, tests[0]}
+    from metsynth.report.sections.realism import _realism_table
+
+    for text in ((out / "realism.md").read_text(), result.output, _realism_table(report)):
+        assert "(the first 1 of 2 test cases: realism.max_real_cases)" in text
+
+
+@pytest.mark.parametrize("caps, words", [({"healthy": 3}, "not among roles"), ({"test": 0}, "at least 1")])
+def test_max_real_cases_naming_no_role_of_the_sample_or_no_case_is_refused(caps, words):
+    from metsynth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=words):
+        RealismConfig.from_dict({"max_real_cases": caps})
+    with pytest.raises(ConfigError, match=words):
+        ExperimentConfig.from_dict({**experiment_preset("tiny").model_dump(mode="json"),
+                                    "realism": {"max_real_cases": caps}})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,11 @@ def _synthesis_print(config: ExperimentConfig) -> dict:
 def _realism_sample(config: ExperimentConfig) -> dict:
     """What decides the realism stage's sample of generated volumes (:func:`_stage_sweep` draws from it)."""
     r = config.realism
-    return {"sample": {"max_per_set": r.max_per_set, "roles": list(r.roles), "min_lesion_voxels": r.min_lesion_voxels}}
+    sample: dict[str, Any] = {"max_per_set": r.max_per_set, "roles": list(r.roles),
+                              "min_lesion_voxels": r.min_lesion_voxels}
+    if r.max_real_cases:  # left out when unset, so that runs made before it stay done
+        sample["max_real_cases"] = dict(r.max_real_cases)
+    return {"sample": sample}
 
 
 def build_stages(config: ExperimentConfig) -> list[Stage]:
@@ -55,11 +60,12 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               lambda ctx: [c.seed, c.diffusion.model_dump(mode="json"), c.trainer.model_dump()], "DDPM training"),
         Stage("harmonize", _stage_harmonize, ("synthesize", "diffusion"), lambda ctx: c.seed,
               "SDEdit/DDIM harmonization of the synthetic set"),
-        # with sweep.volumes set, the volumes are drawn from the realism stage's sample: what sizes
-        # that sample is part of the record (left out otherwise, so that older runs stay done)
+        # the sweep harmonizes the realism stage's sample (or sweep.volumes of it): what sizes that sample is
+        # part of the record where sweep.volumes or realism.max_real_cases is set (left out otherwise, so that
+        # older runs stay done)
         Stage("sweep", _stage_sweep, ("synthesize", "diffusion"),
-              lambda ctx: [c.seed, c.sweep.model_dump(mode="json"), c.realism.seed,
-                           c.diffusion.model_dump(mode="json"), *([_realism_sample(c)] if c.sweep.volumes else [])],
+              lambda ctx: [c.seed, c.sweep.model_dump(mode="json"), c.realism.seed, c.diffusion.model_dump(mode="json"),
+                           *([_realism_sample(c)] if c.sweep.volumes or c.realism.max_real_cases else [])],
               "the synthetic volumes harmonized from each start timestep (Figure 4)"),
         # the features measured, and the donor reference's kind, are part of the stage's record: a run
         # measured before one was added (surface_contact; the copies of the donors) measures again when resumed

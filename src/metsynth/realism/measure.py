@@ -44,10 +44,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import Settings
 from ..errors import InputError
@@ -57,12 +57,16 @@ from .features import FEATURES, lesion_components, lesion_features, lesion_patch
 from .paired import direction, paired_cell, paired_reading, signed
 from .reference import DONOR_REFERENCE, donor_reference_parts
 
+if TYPE_CHECKING:
+    from ..cohort import Case, Cohort
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "check_set_units", "compare_sets",
            "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
            "format_report", "generated_lesions", "measure_realism", "not_meaningful", "paired_cell",
-           "paired_difference", "paired_reading", "paired_text", "place_sets", "real_lesions", "run_sets", "set_sample",
+           "paired_difference", "paired_reading", "paired_text", "place_sets", "real_cases", "real_lesions",
+           "real_sample_counts", "real_sample_text", "run_sets", "set_sample",
            "signed", "synthesis_adds"]
 
 
@@ -71,6 +75,11 @@ class RealismConfig(Settings):
 
     roles: tuple[str, ...] = Field(("metastatic", "test"), description="Roles of the cases whose reference "
                                    "lesions are the real sample.")
+    max_real_cases: dict[str, int] = Field(
+        default_factory=dict, description="At most this many cases of a role give real lesions, the first in the "
+        "cohort's order ({test: 24}: the first 24 test cases; a role not named gives every case). It lets a study "
+        "score its models on more cases than the realism measure reads: the measure's time, and the sweep's, "
+        "grow with the real sample (the demo: 60 test cases scored, 24 measured).")
     min_lesion_voxels: int = Field(8, ge=1, description="Lesion components with fewer voxels are left out.")
     max_per_set: int | None = Field(
         None, ge=4, description="Generated lesions per set (None: as many as there are real lesions).")
@@ -93,6 +102,17 @@ class RealismConfig(Settings):
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% interval.")
     seed: int = Field(0, ge=0, description="Seed of the sampling, the folds, the classifiers and the bootstrap.")
 
+    @model_validator(mode="after")
+    def _caps_name_roles(self) -> RealismConfig:
+        unknown = sorted(set(self.max_real_cases) - set(self.roles))
+        if unknown:
+            raise ValueError(f"max_real_cases names {', '.join(unknown)}, not among roles ({', '.join(self.roles)}): "
+                             "name a role the real sample reads, or add it to roles")
+        low = {role: n for role, n in self.max_real_cases.items() if n < 1}
+        if low:
+            raise ValueError(f"max_real_cases must be at least 1 case per role, got {low}")
+        return self
+
 
 @dataclass
 class LesionSample:
@@ -112,11 +132,8 @@ def real_lesions(manifest: str | os.PathLike, config: RealismConfig) -> list[Les
     """Every reference lesion component of the cohort's ``config.roles`` cases."""
     from ..cohort import load_case, load_cohort
 
-    cohort = load_cohort(manifest)
     out: list[LesionSample] = []
-    for case in cohort.by_role(*config.roles):
-        if case.reference_lesion() is None:
-            continue
+    for case in real_cases(load_cohort(manifest), config):
         loaded = load_case(case)
         image, femur = loaded.image, loaded.femur
         size = _patch_size(image.spacing, config.patch_mm)
@@ -132,16 +149,47 @@ def real_lesions(manifest: str | os.PathLike, config: RealismConfig) -> list[Les
     return out
 
 
+def real_cases(cohort: Cohort, config: RealismConfig) -> list[Case]:
+    """The cases whose reference lesions are the real sample: those of ``config.roles`` with a reference mask, in the
+    cohort's order, each role cut to its first ``config.max_real_cases[role]``."""
+    taken: Counter[str] = Counter()
+    out = []
+    for case in cohort.by_role(*config.roles):
+        cap = config.max_real_cases.get(case.role)
+        if case.reference_lesion() is None or (cap is not None and taken[case.role] >= cap):
+            continue
+        taken[case.role] += 1
+        out.append(case)
+    return out
+
+
+def real_sample_counts(manifest: str | os.PathLike, config: RealismConfig) -> dict[str, list[int]]:
+    """Role -> [cases the real sample reads, cases with a reference mask]: what ``max_real_cases`` left out."""
+    from ..cohort import load_cohort
+
+    cohort = load_cohort(manifest)
+    used = Counter(c.role for c in real_cases(cohort, config))
+    have = Counter(c.role for c in cohort.by_role(*config.roles) if c.reference_lesion() is not None)
+    return {role: [used[role], have[role]] for role in config.roles if have[role]}
+
+
+def real_sample_text(report: dict[str, Any]) -> str:
+    """How many real lesions from how many patients, and which roles ``max_real_cases`` cut (realism.md, report)."""
+    cut = [f"the first {used} of {have} {role} cases" for role, (used, have) in report.get("real_cases", {}).items()
+           if used < have]
+    return (f"Real lesions: {report['n_real']} from {report['real_groups']} patients"
+            + (f" ({', '.join(cut)}: realism.max_real_cases)" if cut else ""))
+
+
 def real_lesion_count(manifest: str | os.PathLike, config: RealismConfig) -> int:
     """How many real lesions :func:`real_lesions` finds (without measuring them)."""
     from ..cohort import load_cohort
     from ..volume import Volume
 
     total = 0
-    for case in load_cohort(manifest).by_role(*config.roles):
-        ref = case.reference_lesion()
-        if ref is not None:
-            total += len(lesion_components(Volume.read(ref.path).array, config.min_lesion_voxels))
+    for case in real_cases(load_cohort(manifest), config):
+        total += len(lesion_components(Volume.read(case.reference_lesion().path).array,  # type: ignore[union-attr]
+                                       config.min_lesion_voxels))
     return total
 
 
@@ -574,7 +622,8 @@ def measure_realism(manifest: str | os.PathLike, sets: dict[str, str | os.PathLi
                              "harmonize`, with kept volumes)")
         lesions[name] = generated
     report: dict[str, Any] = {"config": config.model_dump(mode="json"), "n_real": len(real),
-                              "real_groups": len({s.group for s in real}), "sets": {}}
+                              "real_groups": len({s.group for s in real}),
+                              "real_cases": real_sample_counts(manifest, config), "sets": {}}
     report["null_real"] = null_control(real, config, config.seed + 2)
     all_samples = list(real)
     reference: dict[str, Any] = {}
@@ -882,7 +931,7 @@ def format_report(report: dict[str, Any], top: int = 5) -> str:
     """The realism tables as Markdown (what ``metsynth realism`` prints)."""
     nr = report["null_real"]
     lines = [
-        f"Real lesions: {report['n_real']} from {report['real_groups']} patients. AUC 0.5 = cannot be told apart, "
+        f"{real_sample_text(report)}. AUC 0.5 = cannot be told apart, "
         "1 = always told apart; [95% bootstrap interval, whole patients/donors resampled]. Null controls: the same "
         "test between two random halves of one set (features: median [range] over "
         f"{report['config'].get('null_splits', 1)} splits; CNN: one split), the AUC chance alone gives.",

@@ -68,7 +68,13 @@ def cnn_null_sentence(report: dict[str, Any]) -> str:
 
 
 def _realism_table(report: dict[str, Any]) -> str:
-    from ...realism.measure import donor_reference_rows, donor_reference_text, paired_cell, paired_text
+    from ...realism.measure import (
+        donor_reference_rows,
+        donor_reference_text,
+        paired_cell,
+        paired_text,
+        real_sample_text,
+    )
 
     null = report.get("null_real", {})
     rows = [["real vs real (null)", report["n_real"], _null_features_cell(null.get("features")),
@@ -87,7 +93,7 @@ def _realism_table(report: dict[str, Any]) -> str:
     return (data_table(["set", "lesions", "features AUC", "3D CNN AUC", "null, generated halves: features",
                         "null, generated halves: 3D CNN", f"features AUC − {first}'s, same lesions"],
                        rows,
-                       caption=f"Real lesions: {report['n_real']} from {report['real_groups']} patients")
+                       caption=real_sample_text(report))
             + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions '
               "(reference masks "
               "of the metastatic and test cases) from the set's (0.5: cannot be told apart; 1: always told apart), "
