@@ -185,3 +185,7 @@ def test_a_sweep_drawn_from_the_realism_sample_records_what_sizes_that_sample():
     assert subset[-1] == {"sample": {"max_per_set": None, "roles": ["metastatic", "test"], "min_lesion_voxels": 8}}
     assert subset != sweep_record(sweep={"volumes": 8}, realism={"roles": ["test"]})
     assert subset != sweep_record(sweep={"volumes": 8}, realism={"max_per_set": 30})
+    # realism.max_real_cases sizes the sample whether or not sweep.volumes is set, so it is in the record when set
+    capped = sweep_record(realism={"max_real_cases": {"test": 1}})
+    assert capped != sweep_record() and capped[-1]["sample"]["max_real_cases"] == {"test": 1}
+    assert capped != sweep_record(realism={"max_real_cases": {"test": 2}})
