@@ -130,13 +130,13 @@ def demo(
         "--no-online leaves them out (about 75 s less); on a folder of a demo made without them at the "
         "same settings, --online trains only them."),
 ) -> None:
-    """The whole study on a freshly generated phantom cohort, on a laptop CPU (about 7.5 minutes on 2
-    cores; `make demo` with its setup 8-10).
+    """The whole study on a freshly generated phantom cohort, on a laptop CPU (6.5-9 minutes on 2
+    cores, depending on the machine; `make demo` with its setup 7.5-10).
 
     phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
     sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold
     cross-validation of the paper's five models of Table 3, the two on-the-fly ones and a size-study
-    model -> evaluation on 30 held-out cases -> statistics -> operator variability -> HTML report.
+    model -> evaluation on 66 held-out cases -> statistics -> operator variability -> HTML report.
     The settings are the `demo` preset (`configs/demo.yaml`; `metsynth experiment run
     configs/demo.yaml -o DIR` is the same study).
     """

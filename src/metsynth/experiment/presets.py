@@ -36,13 +36,13 @@ def _paper() -> dict[str, Any]:
 
 
 def _demo() -> dict[str, Any]:
-    # The whole study in about 9.5 minutes on 2 CPU cores; docs/demo.md has the measurements behind
+    # The whole study in 7.5-10 minutes on 2 CPU cores; docs/demo.md has the measurements behind
     # each choice (a sweep of variants on the same phantom) and the results over several seeds.
     return {
         "name": "demo",
         # 10 healthy femurs: the synthetic set needs their spread of bone density (4 gave a set whose
         # backgrounds were all denser than half the metastatic cases, and false positives there)
-        # 60 test-only cases (cheap: predicted, never trained on, about 1.4 s each): with the 6 held-out metastatic
+        # 60 test-only cases (cheap: predicted, never trained on, about 1.7 s each): with the 6 held-out metastatic
         # cases every model is scored on 66; at 30 the paired test could detect 0.07-0.14 in Dice, at 66 about
         # 0.05 on three seeds of four (the realism measure keeps its first 24: realism.max_real_cases below)
         "cohort": {"phantom": {"healthy": 10, "metastatic": 6, "test": 60, "preset": "small"}},

@@ -1,9 +1,10 @@
 """``metsynth realism``: how well generated lesions pass for real ones, measured.
 
 The real lesions are the reference masks' connected components in the prepared metastatic and
-test cases (``realism.roles``; ``realism.max_real_cases`` keeps a role's first cases only); each generated set (synthetic, harmonized, a start-timestep sweep) contributes one
-lesion per kept volume (its label's largest component), sampled down to as many volumes as there
-are real lesions, the same volume ids in every set where they exist (so the sets are compared on
+test cases (``realism.roles``; ``realism.max_real_cases`` keeps a role's first cases only); each
+generated set (synthetic, harmonized, a start-timestep sweep) contributes one lesion per kept
+volume (its label's largest component), sampled down to as many volumes as there are real
+lesions, the same volume ids in every set where they exist (so the sets are compared on
 the same pasted lesions). For each set, two classifier two-sample tests (:mod:`.c2st`):
 gradient-boosted trees on the lesion features and a small 3D CNN on lesion-centred patches,
 grouped by patient (real) and donor case (generated). Beside them, always, the null controls:

@@ -20,7 +20,7 @@ The test-only cases of a cross-validated model are predicted by its folds togeth
 (:class:`ModelEnsemble`: the mean of the folds' lesion probabilities, thresholded and
 post-processed once, as nnU-Net ensembles folds). A vote of the folds' binary masks would, with
 two folds, keep only what both found: on the demo's seeds 0-3 that lowered the Real model's mean
-Dice on its 24 test-only cases by 0.07-0.34, the fine-tuned synthetic model's by 0.01-0.12
+Dice on its 24 test-only cases (the demo's then) by 0.07-0.34, the fine-tuned synthetic model's by 0.01-0.12
 (benchmarks/RESULTS.md, "The test-only cases by the folds together").
 :func:`gather_fold_predictions` assembles the folds' predictions of one model
 (``<model>/fold<k>/``, ``<model>/test_only/``) into ``<model>/<case>.nii.gz`` as the study does.
