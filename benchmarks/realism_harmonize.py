@@ -36,14 +36,16 @@ def main() -> None:
         return time_draws(Path(args.run), args.time)
 
     from metsynth.diffusion.harmonize import harmonize_config_for, harmonize_set
-    from metsynth.realism.measure import RealismConfig, measure_realism, real_lesion_count, sample_volume_ids
+    from metsynth.experiment import ExperimentConfig
+    from metsynth.realism.measure import measure_realism, real_lesion_count, sample_volume_ids
 
     run = Path(args.run)
     work = Path(args.out or Path(__file__).parent / ".cache" / "realism_harmonize" / run.resolve().name)
     manifest = run / "prepared" / "cohort.yaml"
     checkpoint = run / "diffusion" / "model.pt"
     synthetic = run / "synthetic"
-    config = RealismConfig(cnn=False, null_splits=3)
+    # the study's real sample (its realism.roles and max_real_cases), the feature test only
+    config = ExperimentConfig.from_yaml(run / "config.yaml").realism.model_copy(update={"cnn": False, "null_splits": 3})
     ids = sample_volume_ids(synthetic, real_lesion_count(manifest, config), config.seed)
     sets = {"synthetic": synthetic}
     seconds = {}

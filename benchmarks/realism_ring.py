@@ -5,7 +5,8 @@
    (medians): what the paste itself changes.
 2. Where the lesions sit: the share of each lesion's ring (the voxels within ``ring_mm`` = 3 mm
    outside its label, before the realism features cut it to the femur) that lies outside the
-   femur mask, for the real lesions (the metastatic and test cases, reference masks) and for the
+   femur mask, for the real lesions (the study's real sample: its metastatic and test cases'
+   reference masks, realism.max_real_cases applied) and for the
    same synthetic lesions: 0 for a lesion deep in the bone, more for one against the cortex or
    through it.
 
@@ -22,7 +23,9 @@ import pandas as pd
 from scipy import ndimage
 
 from metsynth.cohort import load_case, load_cohort
+from metsynth.experiment import ExperimentConfig
 from metsynth.realism.features import lesion_components, lesion_features
+from metsynth.realism.measure import real_cases
 from metsynth.synthesis.sets import read_set
 from metsynth.volume import Volume
 
@@ -38,9 +41,8 @@ def outside_share(label: np.ndarray, femur: np.ndarray, spacing) -> float:
 
 def contact_table(run: Path, synthetic: list[tuple[np.ndarray, np.ndarray, tuple]]) -> pd.DataFrame:
     real = []
-    for case in load_cohort(run / "prepared" / "cohort.yaml").by_role("metastatic", "test"):
-        if case.reference_lesion() is None:
-            continue
+    config = ExperimentConfig.from_yaml(run / "config.yaml").realism  # the study's real sample
+    for case in real_cases(load_cohort(run / "prepared" / "cohort.yaml"), config):
         loaded = load_case(case)
         femur = loaded.femur.array.astype(bool)  # type: ignore[union-attr]
         for comp in lesion_components(loaded.lesion.array, 8):  # type: ignore[union-attr]

@@ -58,8 +58,9 @@ def main(out: Path, runs: list[Path]) -> None:
                 metsynth("synthesize", "--cohort", str(run / "prepared" / "cohort.yaml"), "--bank", str(run / "bank"),
                          "-o", str(folder / name), "--config", str(config), "-j", "2")
             sets += ["--set", f"{name}={folder / name}"]
+        # the study's realism settings (its real sample: realism.roles, max_real_cases), the feature test only
         metsynth("realism", "--cohort", str(run / "prepared" / "cohort.yaml"), *sets, "-o", str(folder / "realism"),
-                 "--no-cnn", "--force")
+                 "--config", str(run / "config.yaml"), "--no-cnn", "--force")
         report = json.loads((folder / "realism" / "realism.json").read_text())
         table[run.name] = {name: report["sets"][name].get("paired", {}) for name in VARIANTS}
         table[run.name]["synthetic"] = report["sets"]["synthetic"]["features"]["auc"]

@@ -42,6 +42,12 @@ def test_sweep_harmonizes_the_listed_volumes_from_each_timestep(tmp_path, builde
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")}
     sweep_start_timesteps(src, trained.export, out, ["syn000", "syn002"], (0, 5, 10), progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz")} == before
+    # another sample (the realism sample changed size): the sets are its volumes, not those of both samples
+    sets = sweep_start_timesteps(src, trained.export, out, ["syn001", "syn002"], (0, 5), progress=False)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.nii.gz") if p in before} == before, "syn002 kept"
+    assert {r["volume_id"] for r in _rows(out / "t5" / "index.csv")} == {"syn001", "syn002"}
+    assert {r["volume_id"] for r in _rows(out / "t5" / "consistency.csv")} <= {"syn001", "syn002"}
+    assert sweep_table(sets)[1]["lesions"] == 2
 
 
 def test_unknown_volumes_and_timesteps_beyond_the_training_are_refused_before_writing(tmp_path, builders, trained,

@@ -158,7 +158,8 @@ def harmonize_set(
     ``preview``: write ``preview.png`` with that many lesions (synthetic / harmonized / difference).
     ``limit``: harmonize only the first ``limit`` kept volumes of the set (trials, previews).
     ``volume_ids``: harmonize only these kept volumes (the start-timestep sweep harmonizes the
-    volumes the realism measure samples); an id the set does not have is an error.
+    volumes the realism measure samples); an id the set does not have is an error. The folder's
+    ``index.csv`` and ``consistency.csv`` then list these volumes only, whatever it holds from before.
     ``threads``: torch CPU threads per task (default 1, whatever the workers, so that the bytes
     do not depend on them; use ``workers`` for speed). Results are byte-identical on CPU for the
     same settings and the same threads per task, whatever the number of workers or the scheduler.
@@ -226,8 +227,11 @@ def harmonize_set(
     results = map_tasks(run_task, tasks, workers=workers, scheduler=scheduler, progress=progress,
                         desc="harmonize", raise_on_failure=False)
     done_now = sum(1 for _ in results)
-    index, flagged = build_index(out, items, columns)
-    consistency = build_consistency_table(out, items)
+    # with volume_ids, the set is those volumes: a folder harmonized before for other ids (the sweep of a
+    # realism sample that has since changed size) keeps their files, but its index and table list these only
+    listed = items if volume_ids is None else [i for i in items if not i.kept or i.volume_id in wanted]
+    index, flagged = build_index(out, listed, columns)
+    consistency = build_consistency_table(out, listed)
     summary = HarmonizeSummary(out, len(kept), done_before, done_now, flagged, time.perf_counter() - start,
                                index, consistency, list(results.failures),
                                checkpoint_sha256=resolved["checkpoint_sha256"])

@@ -38,8 +38,9 @@ class SweepConfig(Settings):
         "Figure 4 shows 5 to 50.")
     volumes: int | None = Field(
         None, ge=4, description="Volumes harmonized per timestep (None: as many as the realism measure samples, "
-        "i.e. as many as there are real lesions; fewer: that many of that sample, so that the realism measure "
-        "compares each timestep on lesions of its own sample; at least 4, the fewest it compares).")
+        "i.e. as many as there are real lesions (realism.roles, realism.max_real_cases); fewer: that many of that "
+        "sample, so that the realism measure compares each timestep on lesions of its own sample; at least 4, the "
+        "fewest it compares).")
 
     @field_validator("timesteps")
     @classmethod

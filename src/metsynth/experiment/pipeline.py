@@ -69,9 +69,11 @@ def build_stages(config: ExperimentConfig) -> list[Stage]:
               "the synthetic volumes harmonized from each start timestep (Figure 4)"),
         # the features measured, and the donor reference's kind, are part of the stage's record: a run
         # measured before one was added (surface_contact; the copies of the donors) measures again when resumed
+        # (realism.max_real_cases only when set, so that runs made before it stay done)
         Stage("realism", _stage_realism, ("synthesize", "harmonize", "sweep"),
-              lambda ctx: {**c.realism.model_dump(mode="json"), "features": list(FEATURES),
-                           "donor_reference": DONOR_REFERENCE},
+              lambda ctx: {**c.realism.model_dump(mode="json", exclude=None if c.realism.max_real_cases
+                                                  else {"max_real_cases"}),
+                           "features": list(FEATURES), "donor_reference": DONOR_REFERENCE},
               "can a classifier tell generated lesions from real ones (C2ST, null controls)"),
         Stage("splits", _stage_splits, ("prepare",), lambda ctx: c.splits.model_dump(mode="json"), "CV folds"),
         Stage("train", _stage_train, ("synthesize", "harmonize", "splits"),

@@ -15,8 +15,10 @@ log = logging.getLogger(__name__)
 
 def realism(
     run: Optional[Path] = typer.Argument(
-        None, help="A study's run folder (metsynth experiment run): its prepared cohort is the real sample and "
-                   "its synthetic/, harmonized/ and sweep sets are measured. Or give --cohort and --set."),
+        None, help="A study's run folder (metsynth experiment run): its prepared cohort gives the real sample "
+                   "(the reference lesions of realism.roles's cases, cut by realism.max_real_cases) and its "
+                   "synthetic/, harmonized/ and sweep sets are measured, with the study's realism settings. Or give "
+                   "--cohort and --set."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Prepared cohort manifest (instead of RUN)."),
     sets: list[str] = typer.Option(
         [], "--set", help="NAME=FOLDER of a synthetic or harmonized set (repeatable; with RUN, added to its sets). "
@@ -24,7 +26,8 @@ def realism(
         "volumes is sampled on its own, and one of another donor count is read against its own chance band."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN/realism)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with realism settings (flat, or a "
-                                                                 "'realism:' section of a study config)."),
+                                                                 "'realism:' section of a study config); it "
+                                                                 "replaces a RUN's own settings, all of them."),
     cnn: Optional[bool] = typer.Option(None, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed of the sampling, folds and classifiers."),
     force: bool = typer.Option(False, "--force", help="Replace a study's realism results (RUN/realism) made with "

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, PositiveInt, ValidationInfo, field_validator
 
 from ..config import Settings
 from ..errors import InputError
@@ -76,11 +76,12 @@ class RealismConfig(Settings):
 
     roles: tuple[str, ...] = Field(("metastatic", "test"), description="Roles of the cases whose reference "
                                    "lesions are the real sample.")
-    max_real_cases: dict[str, int] = Field(
+    max_real_cases: dict[str, PositiveInt] = Field(
         default_factory=dict, description="At most this many cases of a role give real lesions, the first in the "
         "cohort's order ({test: 24}: the first 24 test cases; a role not named gives every case). It lets a study "
         "score its models on more cases than the realism measure reads: the measure's time, and the sweep's, "
-        "grow with the real sample (the demo: 60 test cases scored, 24 measured).")
+        "grow with the real sample (the demo: 60 test cases scored, 24 measured). Cut the test cases, not the "
+        "donors (metastatic): the donor reference compares each set with copies of every donor's own lesions.")
     min_lesion_voxels: int = Field(8, ge=1, description="Lesion components with fewer voxels are left out.")
     max_per_set: int | None = Field(
         None, ge=4, description="Generated lesions per set (None: as many as there are real lesions).")
@@ -103,16 +104,15 @@ class RealismConfig(Settings):
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples of the 95% interval.")
     seed: int = Field(0, ge=0, description="Seed of the sampling, the folds, the classifiers and the bootstrap.")
 
-    @model_validator(mode="after")
-    def _caps_name_roles(self) -> RealismConfig:
-        unknown = sorted(set(self.max_real_cases) - set(self.roles))
-        if unknown:
-            raise ValueError(f"max_real_cases names {', '.join(unknown)}, not among roles ({', '.join(self.roles)}): "
-                             "name a role the real sample reads, or add it to roles")
-        low = {role: n for role, n in self.max_real_cases.items() if n < 1}
-        if low:
-            raise ValueError(f"max_real_cases must be at least 1 case per role, got {low}")
-        return self
+    @field_validator("max_real_cases")
+    @classmethod
+    def _caps_name_roles(cls, caps: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        roles = info.data.get("roles", ())  # absent when roles itself failed: that error is reported
+        unknown = sorted(set(caps) - set(roles))
+        if roles and unknown:
+            raise ValueError(f"names {', '.join(unknown)}, not among roles ({', '.join(roles)}): name a role the "
+                             "real sample reads, or add it to roles")
+        return caps
 
 
 @dataclass

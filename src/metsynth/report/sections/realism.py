@@ -96,7 +96,7 @@ def _realism_table(report: dict[str, Any]) -> str:
                        caption=real_sample_text(report))
             + '<p class="tablenote">Cross-validated ROC AUC of a classifier trained to tell real lesions '
               "(reference masks "
-              "of the metastatic and test cases) from the set's (0.5: cannot be told apart; 1: always told apart), "
+              "of the cases the caption names) from the set's (0.5: cannot be told apart; 1: always told apart), "
               f"{cfg.get('folds', '?')} folds grouped so that no patient or donor is on both sides, repeated "
               f"{cfg.get('repeats', '?')} times. AUC [..]: the 95% bootstrap interval of one test (whole patients "
               "and donors resampled). Features: "
