@@ -191,3 +191,31 @@ def test_folds_train_one_at_a_time_when_each_training_runs_on_several_ranks():
     data["trainer"].update(accelerator="cpu", devices=2, strategy="ddp")
     # parallel.trainings: 2 in the tiny preset; DDP trains each model on both ranks, one model at a time
     assert training_processes(ExperimentConfig.from_dict(data), 2) == 1
+
+
+def test_a_demo_folder_of_another_cohort_is_refused_naming_the_change_and_force_accepts_it(tmp_path, monkeypatch):
+    """After an update that changed the demo's cohort (24 test-only cases, then 60), `make demo` on the old
+    runs/demo is refused with what changed and the way out; nothing is written. `metsynth demo --force` runs it."""
+    from typer.testing import CliRunner
+
+    import metsynth.experiment as experiment
+    from metsynth.cli import app
+    from metsynth.commands import demo_config
+
+    run = tmp_path / "runs" / "demo"
+    old = demo_config().model_dump(mode="json")
+    old["cohort"]["phantom"]["test"] = 24
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    before = (run / "config.yaml").read_text()
+    result = CliRunner().invoke(app, ["--quiet", "demo", "--out", str(run)])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "holds a study of another cohort (cohort.phantom.test: 24 there, 60 now)" in text and "--force" in text
+    assert (run / "config.yaml").read_text() == before and sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+    asked = {}
+    monkeypatch.setattr(experiment, "run_experiment", lambda config, out, **kw: asked.update(kw, out=out) or [])
+    assert CliRunner().invoke(app, ["--quiet", "demo", "--out", str(run), "--force"]).exit_code == 0
+    assert asked["force"] is True and asked["out"] == run
+    assert "--force" in CliRunner().invoke(app, ["demo", "--help"]).output

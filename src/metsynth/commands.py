@@ -129,6 +129,9 @@ def demo(
         "and online_ft (fresh synthetic volumes drawn during training from the training folds' lesions, seeded). "
         "--no-online leaves them out (about 75 s less); on a folder of a demo made without them at the "
         "same settings, --online trains only them."),
+    force: bool = typer.Option(
+        False, "--force", help="Accept a run folder of another cohort (a demo made before an update that changed "
+        "the demo's cohort): the study replaces its outputs there. Without it such a folder is refused."),
 ) -> None:
     """The whole study on a freshly generated phantom cohort, on a laptop CPU (6.5-9 minutes on 2
     cores, depending on the machine; `make demo` with its setup 7.5-10).
@@ -147,7 +150,7 @@ def demo(
 
     start = time.perf_counter()
     config = demo_config(seed, workers, online)
-    results = run_experiment(config, out, progress=not quiet())
+    results = run_experiment(config, out, progress=not quiet(), force=force)
     print_results(results, out)
     layout = RunLayout(Path(out))
     typer.echo(f"\ndemo done in {time.perf_counter() - start:.0f} s")
