@@ -471,3 +471,29 @@ def test_max_real_cases_naming_no_role_of_the_sample_or_no_case_is_refused(caps,
     with pytest.raises(ConfigError, match="'realism." + words):
         ExperimentConfig.from_dict({**experiment_preset("tiny").model_dump(mode="json"),
                                     "realism": {"max_real_cases": caps}})
+
+
+def test_harmonize_sweep_measures_the_real_sample_its_config_names(tiny_run, tmp_path):
+    """`metsynth harmonize-sweep` (Figure 4 outside a study), end to end with the tiny study's DDPM: --config gives
+    it a study's realism settings, real sample included (the demo's own cut), and it sizes the sweep by that."""
+    from metsynth.diffusion.train import train_diffusion
+    from metsynth.experiment.config import diffusion_settings
+    from metsynth.synthesis.sets import read_set
+
+    run = tiny_run
+    ddpm = train_diffusion(RunLayout(run).prepared_manifest, tmp_path / "ddpm", diffusion_settings(experiment_preset(
+        "tiny")), accelerator="cpu", devices=1, progress=False).export
+    config_file = tmp_path / "study.yaml"
+    config_file.write_text("realism:\n" + "".join(f"  {k}: {v}\n" for k, v in FAST.items())
+                           + "  max_real_cases:\n    test: 1\n")
+    manifest = RunLayout(run).prepared_manifest
+    out = tmp_path / "sweep"
+    result = invoke("harmonize-sweep", str(RunLayout(run).synthetic), "-c", str(ddpm),
+                    "--cohort", str(manifest), "-o", str(out), "--timesteps", "0,10", "--config", str(config_file))
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "realism" / "realism.json").read_text())
+    n_real = real_lesion_count(manifest, RealismConfig(max_real_cases={"test": 1}))
+    assert report["real_cases"]["test"] == [1, 2] and report["n_real"] == n_real
+    assert report["config"]["max_real_cases"] == {"test": 1} and report["config"]["folds"] == FAST["folds"]
+    assert len(read_set(out / "t10")) == min(n_real, len(read_set(RunLayout(run).synthetic)))
+    assert (out / "realism" / "figure4.png").is_file() and "realism.max_real_cases" in result.output

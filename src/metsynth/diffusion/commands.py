@@ -156,14 +156,20 @@ def harmonize_sweep(
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", "-c", help="model.pt from `metsynth diffusion train` (or its folder)."),
     cohort: Path = typer.Option(..., "--cohort", help="Prepared cohort manifest: its metastatic and test cases' "
-                                                      "reference lesions are the real sample of the realism measure."),
+                                                      "reference lesions are the real sample of the realism measure "
+                                                      "(see --config)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder: t<T>/ sets, realism/ (tables, figure4.png)."),
     timesteps: str = typer.Option(
         "0,5,10,20", "--timesteps", help="Comma-separated start timesteps (0: not harmonized)."),
     volumes: Optional[int] = typer.Option(None, "--volumes", min=4, help="Volumes per timestep (default: as many "
                                                                         "as there are real lesions)."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the volume sample and the realism classifiers."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed of the volume sample and the realism "
+                                                                   "classifiers [default: --config's, else 0]."),
     cnn: bool = typer.Option(False, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator on every timestep."),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="YAML with realism settings (flat, or the 'realism:' section of a study config, "
+        "e.g. RUN/config.yaml): the real sample (realism.roles, realism.max_real_cases) and the classifiers' "
+        "settings, so that the sweep measures what the study measured; --seed and --cnn still apply."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes for the harmonization."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or gpu."),
     force: bool = typer.Option(False, "--force", help=force_help("sweep sets")),
@@ -185,9 +191,10 @@ def harmonize_sweep(
     except ValueError:
         raise InputError(f"--timesteps {timesteps!r}: expected comma-separated integers, e.g. 0,5,10,20") from None
     sweep = SweepConfig(timesteps=steps, volumes=volumes)
-    realism = RealismConfig(seed=seed, cnn=cnn, cnn_sets=None)
+    realism = RealismConfig.from_dict(read_section(config, "realism"), source=str(config or "defaults"))
+    realism = realism.model_copy(update={"seed": realism.seed if seed is None else seed, "cnn": cnn, "cnn_sets": None})
     n = sweep.volumes or real_lesion_count(cohort, realism)
-    ids = sample_volume_ids(synthetic, n, seed)
+    ids = sample_volume_ids(synthetic, n, realism.seed)
     sets = sweep_start_timesteps(synthetic, checkpoint, out, ids, sweep.timesteps, device=device, workers=workers,
                                  progress=not quiet(), force=force)
     named = {("synthetic" if t == 0 else f"t{t}"): folder for t, folder in sets.items()}

@@ -94,7 +94,8 @@ def figure4(realism: dict[str, Any], sweep_rows: list[dict[str, Any]], path: str
     ax.set_xlabel("start timestep (0 = not harmonized)")
     ax.set_ylabel("C2ST AUC (0.5 = looks real)")
     ax.set_title("realism")
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # none where no test had enough lesions to learn (a tiny cohort)
+        ax.legend(fontsize=7, loc="lower right")
 
     ax = axes[1]
     rows = sorted((r for r in sweep_rows if r.get("contrast_kept") is not None), key=lambda r: r["timestep"])
