@@ -211,11 +211,20 @@ def test_a_demo_folder_of_another_cohort_is_refused_naming_the_change_and_force_
     result = CliRunner().invoke(app, ["--quiet", "demo", "--out", str(run)])
     assert result.exit_code == 2
     text = " ".join(result.output.split())
-    assert "holds a study of another cohort (cohort.phantom.test: 24 there, 60 now)" in text and "--force" in text
+    assert "holds a study of another cohort (cohort.phantom.test: 24 -> 60)" in text and "--force" in text
     assert (run / "config.yaml").read_text() == before and sorted(p.name for p in run.iterdir()) == ["config.yaml"]
 
     asked = {}
     monkeypatch.setattr(experiment, "run_experiment", lambda config, out, **kw: asked.update(kw, out=out) or [])
     assert CliRunner().invoke(app, ["--quiet", "demo", "--out", str(run), "--force"]).exit_code == 0
     assert asked["force"] is True and asked["out"] == run
+    # a config.yaml an update can no longer read (a setting it removed) is refused, and --force writes over it
+    monkeypatch.undo()
+    old["realism"]["retired_setting"] = 1
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    result = CliRunner().invoke(app, ["--quiet", "demo", "--out", str(run)])
+    assert result.exit_code == 2 and "retired_setting" in result.output
+    monkeypatch.setattr("metsynth.experiment.run.run_stages", lambda stages, ctx, **kw: [])
+    assert CliRunner().invoke(app, ["--quiet", "demo", "--out", str(run), "--force"]).exit_code == 0
+    assert "retired_setting" not in (run / "config.yaml").read_text()
     assert "--force" in CliRunner().invoke(app, ["demo", "--help"]).output

@@ -195,3 +195,17 @@ def test_a_sweep_drawn_from_the_realism_sample_records_what_sizes_that_sample():
     capped = sweep_record(realism={"max_real_cases": {"test": 1}})
     assert capped != sweep_record() and capped[-1]["sample"]["max_real_cases"] == {"test": 1}
     assert capped != sweep_record(realism={"max_real_cases": {"test": 2}})
+
+
+def test_a_section_is_read_from_a_study_config_or_a_flat_file_and_an_empty_one_is_the_defaults(tmp_path):
+    from metsynth.config import read_section
+
+    study = tmp_path / "study.yaml"
+    study.write_text("name: x\nrealism:\n  seed: 3\n")
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("seed: 4\n")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("name: x\nrealism:\n")
+    assert read_section(study, "realism") == {"seed": 3}
+    assert read_section(flat, "realism") == {"seed": 4}
+    assert read_section(empty, "realism") == {} and read_section(None, "realism") == {}

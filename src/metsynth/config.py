@@ -198,8 +198,8 @@ def read_section(path: str | os.PathLike | None, name: str) -> dict[str, Any]:
     if path is None:
         return {}
     data = read_yaml(path)
-    if isinstance(data.get(name), dict):
-        return data[name]
+    if name in data and (data[name] is None or isinstance(data[name], dict)):
+        return data[name] or {}  # an empty section ("realism:") is the defaults
     return data
 
 

@@ -165,11 +165,13 @@ def harmonize_sweep(
                                                                         "as there are real lesions)."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Seed of the volume sample and the realism "
                                                                    "classifiers [default: --config's, else 0]."),
-    cnn: bool = typer.Option(False, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator on every timestep."),
+    cnn: Optional[bool] = typer.Option(None, "--cnn/--no-cnn", help="Also run the 3D CNN discriminator on every "
+                                                                    "timestep [default: --config's, else no]."),
     config: Optional[Path] = typer.Option(
         None, "--config", help="YAML with realism settings (flat, or the 'realism:' section of a study config, "
-        "e.g. RUN/config.yaml): the real sample (realism.roles, realism.max_real_cases) and the classifiers' "
-        "settings, so that the sweep measures what the study measured; --seed and --cnn still apply."),
+        "e.g. RUN/config.yaml): the real sample (realism.roles, realism.max_real_cases), how many volumes "
+        "(realism.max_per_set) and the classifiers' settings, as the study measured them (the volumes are "
+        "harmonized with the checkpoint's settings); --seed and --cnn override it."),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="Local worker processes for the harmonization."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available), cpu or gpu."),
     force: bool = typer.Option(False, "--force", help=force_help("sweep sets")),
@@ -192,8 +194,10 @@ def harmonize_sweep(
         raise InputError(f"--timesteps {timesteps!r}: expected comma-separated integers, e.g. 0,5,10,20") from None
     sweep = SweepConfig(timesteps=steps, volumes=volumes)
     realism = RealismConfig.from_dict(read_section(config, "realism"), source=str(config or "defaults"))
-    realism = realism.model_copy(update={"seed": realism.seed if seed is None else seed, "cnn": cnn, "cnn_sets": None})
-    n = sweep.volumes or real_lesion_count(cohort, realism)
+    realism = realism.model_copy(update={"seed": realism.seed if seed is None else seed,
+                                         "cnn": (realism.cnn and config is not None) if cnn is None else cnn,
+                                         "cnn_sets": None})
+    n = sweep.volumes or realism.max_per_set or real_lesion_count(cohort, realism)  # as the study's sweep stage
     ids = sample_volume_ids(synthetic, n, realism.seed)
     sets = sweep_start_timesteps(synthetic, checkpoint, out, ids, sweep.timesteps, device=device, workers=workers,
                                  progress=not quiet(), force=force)

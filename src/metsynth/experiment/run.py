@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from ..errors import ConfigError
 from ..layout import RunLayout
+from ..outdir import differences, shown
 from ..parallel import reuse_workers
 from ..stages import RunContext, StageResult, run_stages
 from .config import ExperimentConfig, study_world
@@ -55,11 +55,18 @@ def _run_on_rank_zero(stages, config: ExperimentConfig, run_dir: Path, until, on
     layout = RunLayout(run_dir)
     saved = layout.config
     if saved.exists():
-        previous = ExperimentConfig.from_yaml(saved)
-        if previous.cohort != config.cohort and not force:
-            raise ConfigError(f"{run_dir}: holds a study of another cohort ({_cohort_change(previous, config)}); "
-                              "choose another run folder, or accept this one with --force (the study replaces "
-                              "its outputs there, the cohort's stages and all that follow)")
+        try:
+            previous = ExperimentConfig.from_yaml(saved)
+        except ConfigError:
+            if not force:  # e.g. a setting an update removed: --force writes the new study over it
+                raise
+            previous = None
+        if previous is not None and previous.cohort != config.cohort and not force:
+            changes = shown(differences(previous.cohort.model_dump(mode="json"), config.cohort.model_dump(mode="json"),
+                                        "cohort."))
+            raise ConfigError(f"{run_dir}: holds a study of another cohort ({changes}); choose another run folder, "
+                              "or accept this one with --force (the study replaces its outputs there, the "
+                              "cohort's stages and all that follow)")
     layout.root.mkdir(parents=True, exist_ok=True)
     config.to_yaml(saved)
     ctx = RunContext(layout.root, config, progress=progress, force=force)
@@ -67,20 +74,6 @@ def _run_on_rank_zero(stages, config: ExperimentConfig, run_dir: Path, until, on
         ctx.extra["ranks"] = ranks
     with reuse_workers():  # each worker process imports torch, MONAI and Lightning once for the whole study
         return run_stages(stages, ctx, until=until, only=only)
-
-
-def _cohort_change(previous: ExperimentConfig, config: ExperimentConfig) -> str:
-    """What differs between two studies' cohort sections, e.g. ``cohort.phantom.test: 24 there, 60 now``."""
-    def flat(data: Any, prefix: str) -> dict[str, Any]:
-        if not isinstance(data, dict):
-            return {prefix: data}
-        return {k: v for key, value in data.items() for k, v in flat(value, f"{prefix}.{key}").items()}
-
-    old, new = flat(previous.cohort.model_dump(mode="json"), "cohort"), flat(config.cohort.model_dump(mode="json"),
-                                                                                "cohort")
-    changes = [f"{key}: {old.get(key)} there, {new.get(key)} now" for key in sorted({*old, *new})
-               if old.get(key) != new.get(key)]
-    return "; ".join(changes[:4]) + (f"; {len(changes) - 4} more" if len(changes) > 4 else "")
 
 
 def _later_rank_by_environment() -> bool:
