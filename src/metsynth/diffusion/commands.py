@@ -158,7 +158,8 @@ def harmonize_sweep(
     cohort: Path = typer.Option(..., "--cohort", help="Prepared cohort manifest: its metastatic and test cases' "
                                                       "reference lesions are the real sample of the realism measure "
                                                       "(see --config)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: t<T>/ sets, realism/ (tables, figure4.png)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: one set per start timestep (t5/, t10/, "
+                                                      "...), realism/ (tables, figure4.png)."),
     timesteps: str = typer.Option(
         "0,5,10,20", "--timesteps", help="Comma-separated start timesteps (0: not harmonized)."),
     volumes: Optional[int] = typer.Option(None, "--volumes", min=4, help="Volumes per timestep (default: as many "
@@ -178,10 +179,10 @@ def harmonize_sweep(
 ) -> None:
     """The paper's Figure 4, measured: harmonize the same volumes from several start timesteps.
 
-    Each timestep's set goes to OUT/t<T>/ (resumable); then the realism measure (metsynth realism)
-    runs on every one against the real lesions, and OUT/realism/figure4.png plots realism AUC and
-    the lesion contrast kept against the start timestep, with the lesions themselves in
-    figure4_lesions.png.
+    Each timestep's set goes to its own folder, OUT/t5/, OUT/t10/, ... (resumable); then the realism
+    measure (metsynth realism) runs on every one against the real lesions, and
+    OUT/realism/figure4.png plots realism AUC and the lesion contrast kept against the start
+    timestep, with the lesions themselves in figure4_lesions.png.
     """
     from ..cli import quiet
     from ..errors import InputError
