@@ -37,7 +37,7 @@ def main() -> None:
 
     from metsynth.diffusion.harmonize import harmonize_config_for, harmonize_set
     from metsynth.experiment import ExperimentConfig
-    from metsynth.realism.measure import measure_realism, real_lesion_count, sample_volume_ids
+    from metsynth.realism.measure import measure_realism, realism_sample_size, sample_volume_ids
 
     run = Path(args.run)
     work = Path(args.out or Path(__file__).parent / ".cache" / "realism_harmonize" / run.resolve().name)
@@ -46,7 +46,7 @@ def main() -> None:
     synthetic = run / "synthetic"
     # the study's real sample (its realism.roles and max_real_cases), the feature test only
     config = ExperimentConfig.from_yaml(run / "config.yaml").realism.model_copy(update={"cnn": False, "null_splits": 3})
-    ids = sample_volume_ids(synthetic, real_lesion_count(manifest, config), config.seed)
+    ids = sample_volume_ids(synthetic, realism_sample_size(manifest, config), config.seed)
     sets = {"synthetic": synthetic}
     seconds = {}
     for variant in args.variants.split(","):

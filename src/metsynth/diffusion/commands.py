@@ -186,7 +186,7 @@ def harmonize_sweep(
     """
     from ..cli import quiet
     from ..errors import InputError
-    from ..realism.measure import RealismConfig, format_report, measure_realism, real_lesion_count, sample_volume_ids
+    from ..realism.measure import RealismConfig, format_report, measure_realism, realism_sample_size, sample_volume_ids
     from .sweep import SweepConfig, sweep_start_timesteps
 
     try:
@@ -198,7 +198,7 @@ def harmonize_sweep(
     realism = realism.model_copy(update={"seed": realism.seed if seed is None else seed,
                                          "cnn": (realism.cnn and config is not None) if cnn is None else cnn,
                                          "cnn_sets": None})
-    n = sweep.volumes or realism.max_per_set or real_lesion_count(cohort, realism)  # as the study's sweep stage
+    n = sweep.volumes or realism_sample_size(cohort, realism)
     ids = sample_volume_ids(synthetic, n, realism.seed)
     sets = sweep_start_timesteps(synthetic, checkpoint, out, ids, sweep.timesteps, device=device, workers=workers,
                                  progress=not quiet(), force=force)

@@ -175,12 +175,12 @@ def _stage_harmonize(ctx: RunContext) -> None:
 
 def _stage_sweep(ctx: RunContext) -> None:
     from ..diffusion.sweep import sweep_start_timesteps
-    from ..realism.measure import real_lesion_count, sample_volume_ids
+    from ..realism.measure import realism_sample_size, sample_volume_ids
 
     cfg: ExperimentConfig = ctx.config
     layout = _layout(ctx)
     # the realism stage's sample, or that many of it (sweep.volumes): it measures the sweep on what it holds
-    n = cfg.realism.max_per_set or real_lesion_count(layout.prepared_manifest, cfg.realism)
+    n = realism_sample_size(layout.prepared_manifest, cfg.realism)
     ids = sample_volume_ids(layout.synthetic, n, cfg.realism.seed, subset=cfg.sweep.volumes)
     settings = diffusion_settings(cfg).harmonize.merged(seed=cfg.seed)
     # the study's own start timestep is the harmonized set itself (the realism stage reads it there)

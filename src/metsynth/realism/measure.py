@@ -67,7 +67,7 @@ __all__ = ["DONOR_REFERENCE", "LesionSample", "RealismConfig", "chance_share", "
            "donor_copies", "donor_null", "donor_reference", "donor_reference_rows", "donor_reference_text",
            "format_report", "generated_lesions", "measure_realism", "not_meaningful", "paired_cell",
            "paired_difference", "paired_reading", "paired_text", "place_sets", "real_cases", "real_lesions",
-           "real_sample_counts", "real_sample_text", "run_sets", "set_sample",
+           "real_sample_counts", "real_sample_text", "realism_sample_size", "run_sets", "set_sample",
            "signed", "synthesis_adds"]
 
 
@@ -192,6 +192,12 @@ def real_lesion_count(manifest: str | os.PathLike, config: RealismConfig) -> int
         total += len(lesion_components(Volume.read(case.reference_lesion().path).array,  # type: ignore[union-attr]
                                        config.min_lesion_voxels))
     return total
+
+
+def realism_sample_size(manifest: str | os.PathLike, config: RealismConfig) -> int:
+    """How many volumes of each set the measure reads (``max_per_set``, else as many as there are real lesions):
+    what a start-timestep sweep harmonizes so that the measure finds its sample (:func:`sample_volume_ids`)."""
+    return config.max_per_set or real_lesion_count(manifest, config)
 
 
 def sample_volume_ids(folder: str | os.PathLike, n: int, seed: int, subset: int | None = None) -> list[str]:
