@@ -134,7 +134,7 @@ def demo(
         "the demo's cohort): the study replaces its outputs there. Without it such a folder is refused."),
 ) -> None:
     """The whole study on a freshly generated phantom cohort, on a laptop CPU (6.5-9 minutes on 2
-    cores, depending on the machine; `make demo` with its setup 7.5-10).
+    cores, depending on the machine; `make demo` with its setup 7-10).
 
     phantom -> prepare -> lesion bank -> ad-hoc synthesis -> DDPM -> harmonization -> start-timestep
     sweep -> realism (can a classifier tell the generated lesions from real ones) -> 2-fold

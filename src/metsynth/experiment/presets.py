@@ -36,7 +36,7 @@ def _paper() -> dict[str, Any]:
 
 
 def _demo() -> dict[str, Any]:
-    # The whole study in 7.5-10 minutes on 2 CPU cores; docs/demo.md has the measurements behind
+    # The whole study in 7-10 minutes on 2 CPU cores (with its setup); docs/demo.md has the measurements behind
     # each choice (a sweep of variants on the same phantom) and the results over several seeds.
     return {
         "name": "demo",
