@@ -46,13 +46,22 @@ def test_save_writes_relative_paths_and_reloads(tiny_cohort, tmp_path):
 
 def test_duplicate_ids(tiny_cohort):
     edit_manifest(tiny_cohort, lambda d: d["cases"][1].update(id="H00"))
-    with pytest.raises(InputError, match="duplicate case ids: H00"):
+    with pytest.raises(InputError, match=r"cohort.yaml: duplicate case ids: H00; every case needs its own id$"):
+        load_cohort(tiny_cohort)  # said as it is, not as "'(root)': Value error, ..."
+
+
+def test_a_bad_value_names_the_case(tiny_cohort):
+    edit_manifest(tiny_cohort, lambda d: d["cases"][1].update(role="healty"))
+    case = yaml.safe_load(tiny_cohort.read_text())["cases"][1]["id"]
+    with pytest.raises(InputError, match=rf"'cases.1.role' \(case '{case}'\): Input should be .* \(got 'healty'\)"):
         load_cohort(tiny_cohort)
 
 
 def test_unknown_key_suggests_the_right_one(tiny_cohort):
     edit_manifest(tiny_cohort, lambda d: d["cases"][0].update(femur_msk="x.nii.gz"))
-    with pytest.raises(InputError, match="unknown setting 'cases.0.femur_msk'; did you mean 'femur_mask'"):
+    # the case named by its id, not only by its place in the list
+    with pytest.raises(InputError,
+                       match=r"unknown setting 'cases.0.femur_msk' \(case 'H00'\); did you mean 'femur_mask'"):
         load_cohort(tiny_cohort)
 
 

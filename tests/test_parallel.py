@@ -49,6 +49,19 @@ def test_failure_is_reported_and_others_continue(caplog):
     assert "bad-one" in caplog.text
 
 
+def test_a_single_or_every_task_failing_is_said_as_such(caplog):
+    """One task failing is the command's own error, said once; every task failing leaves no 'others'."""
+    with caplog.at_level(logging.ERROR, logger="metsynth.parallel"):
+        with pytest.raises(TasksFailed) as one:
+            list(map_tasks(square, [{"key": "only", "x": -1}], desc="predict", progress=False))
+    assert str(one.value) == ("predict failed (only: ValueError: negative input -1): fix the cause and rerun the "
+                              "same command")
+    assert "task only failed" not in caplog.text  # not printed twice
+    with pytest.raises(TasksFailed, match=r"^all 2 tasks failed \(a: .*; b: .*\): fix the cause") as both:
+        list(map_tasks(square, [{"key": "a", "x": -1}, {"key": "b", "x": -2}], progress=False))
+    assert "others" not in str(both.value)
+
+
 def test_failures_collected_without_raising():
     mapping = map_tasks(square, [{"key": "bad", "x": -2}, {"key": "ok", "x": 2}], progress=False,
                         raise_on_failure=False)

@@ -34,7 +34,7 @@ class Settings(BaseModel):
         try:
             return cls.model_validate(data or {})
         except ValidationError as err:
-            raise error(format_validation_error(err, cls, source)) from None
+            raise error(format_validation_error(err, cls, source, data)) from None
 
     @classmethod
     def from_yaml(cls: type[S], path: str | os.PathLike) -> S:
@@ -92,21 +92,44 @@ def _yaml_problem(path: Path, err: Exception) -> str:
             "closed brackets and quotes)")
 
 
-def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> str:
-    """One line per problem, naming the key path, the bad value and, for typos, a suggestion."""
+def _named_items(data: Any, loc: tuple) -> str:
+    """" (case 'H001')" where ``loc`` passes through a list item of ``data`` that has an ``id``: a
+    manifest's problems named by the case, not only by its position in the list."""
+    names = []
+    for part in loc:
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+            if isinstance(data, dict) and isinstance(data.get("id"), (str, int)):
+                names.append(f"'{data['id']}'")
+        else:
+            break
+    noun = "case" if loc and loc[0] == "cases" else "id"
+    return f" ({noun} {', '.join(names)})" if names else ""
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str, data: Any = None) -> str:
+    """One line per problem, naming the key path (and, given the validated ``data``, the id of a list
+    item such as a manifest's case), the bad value and, for typos, a suggestion."""
     lines = []
     for problem in err.errors():
-        loc = ".".join(str(p) for p in problem["loc"]) or "(root)"
+        message = problem["msg"].removeprefix("Value error, ")
+        if not problem["loc"]:  # a check of the whole (e.g. duplicate case ids): its message says it all
+            lines.append(message)
+            continue
+        loc = ".".join(str(p) for p in problem["loc"])
+        where = f"'{loc}'{_named_items(data, problem['loc'])}"
         if problem["type"] == "extra_forbidden":
             name = str(problem["loc"][-1])
             fields = _fields_at(model, problem["loc"][:-1])
             hint = difflib.get_close_matches(name, fields, n=1)
             suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; valid keys: {', '.join(fields)}"
-            lines.append(f"unknown setting '{loc}'{suggestion}")
+            lines.append(f"unknown setting {where}{suggestion}")
         else:
             value = problem.get("input")
             shown = "" if isinstance(value, dict) else f" (got {value!r})"
-            lines.append(f"'{loc}': {problem['msg']}{shown}")
+            lines.append(f"{where}: {message}{shown}")
     return f"{source}: " + "; ".join(lines)
 
 

@@ -67,11 +67,15 @@ class TasksFailed(MetsynthError):
         self.total = total
         shown = "; ".join(str(f) for f in self.failures[:5])
         more = f"; ... and {len(self.failures) - 5} more" if len(self.failures) > 5 else ""
-        super().__init__(
-            f"{len(self.failures)} of {total} {desc} failed ({shown}{more}); the others finished "
-            "and their outputs are kept: fix the cause and rerun the same command to redo only "
-            "the failed ones"
-        )
+        if total == 1:
+            message = f"{desc} failed ({shown}): fix the cause and rerun the same command"
+        elif len(self.failures) == total:
+            message = (f"all {total} {desc} failed ({shown}{more}): fix the cause and rerun the same command")
+        else:
+            message = (f"{len(self.failures)} of {total} {desc} failed ({shown}{more}); the others finished "
+                       "and their outputs are kept: fix the cause and rerun the same command to redo only "
+                       "the failed ones")
+        super().__init__(message)
 
 
 def task_key(task: Any) -> str:
@@ -136,7 +140,8 @@ class TaskMap:
         text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         failure = TaskFailure(key=key, error=f"{type(err).__name__}: {err}", traceback=text)
         self.failures.append(failure)
-        log.error("task %s failed: %s", key, failure.error)
+        # said as it happens in a batch; a single task's failure is the error the command ends with
+        log.log(logging.ERROR if len(self.tasks) > 1 else logging.DEBUG, "task %s failed: %s", key, failure.error)
         log.debug("%s", text)
 
     def _run_inline(self, bar: Any) -> Iterator[Any]:

@@ -353,6 +353,30 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], int]:
 
 
 
+def check_3d_header(path: str | os.PathLike, what: str = "") -> None:
+    """Raise InputError unless the image file ``path`` is one 3D scalar volume, from its header only
+    (a 2D slice, a 4D series or a colour image is refused before any voxel is read or any output
+    written). A folder (a DICOM series) is checked when it is read. ``what`` names the input."""
+    path = Path(path)
+    check_readable(path, what)
+    if path.is_dir():
+        return
+    reader = _sitk().ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise InputError(f"{path}: {what + ' ' if what else ''}cannot read the image header "
+                         f"({str(err).strip().splitlines()[-1]})") from None
+    where = f"{path}: {what + ' ' if what else ''}"
+    if reader.GetDimension() != 3:
+        raise InputError(f"{where}expected a 3D volume, got a {reader.GetDimension()}D image of size "
+                         f"{reader.GetSize()}; convert a single slice or a 4D series to a 3D volume first")
+    if reader.GetNumberOfComponents() != 1:
+        raise InputError(f"{where}has {reader.GetNumberOfComponents()} components per voxel (colour or vector "
+                         "image); metsynth needs a scalar CT or mask")
+
+
 def check_finite(volume: Volume, what: str = "image") -> None:
     """Raise if the volume holds NaN or infinite values."""
     if np.issubdtype(volume.array.dtype, np.floating):
@@ -406,7 +430,7 @@ def as_mask(volume: Volume, reference: Volume | None = None, what: str = "mask")
             shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if values.size > 6 else "")
             raise InputError(
                 f"{volume.name}: {what} is not binary (values {shown}); save one mask per "
-                "structure with values 0 and 1 (for a label map, keep the lesion label only)"
+                "structure with values 0 and 1 (from a label map, keep only the label of this structure)"
             )
     return volume.with_array(array.astype(np.uint8), path=volume.path)
 
@@ -468,6 +492,6 @@ def _default_names(a: Volume, b: Volume) -> tuple[str, str]:
 
 __all__ = [
     "IMAGE_STORAGES", "READABLE_SUFFIXES", "WRITABLE_SUFFIXES", "IntensityScale", "NiftiLayout", "Volume", "as_mask",
-    "check_finite", "check_readable", "nifti_complete", "nifti_layout", "note_manifest_path", "read_header",
-    "read_volume", "storage_scale",
+    "check_3d_header", "check_finite", "check_readable", "nifti_complete", "nifti_layout", "note_manifest_path",
+    "read_header", "read_volume", "storage_scale",
 ]

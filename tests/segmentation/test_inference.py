@@ -268,6 +268,28 @@ def test_an_unusable_image_leaves_nothing_that_refuses_the_corrected_rerun(train
     assert (out / "scan.nii.gz").exists()
 
 
+def test_a_2d_image_or_a_shared_name_is_refused_before_any_case_is_predicted(trained_model, tmp_path):
+    """Among good scans, a 2D slice (or two files of one name) is refused from its header, before the
+    good ones are predicted: the folder is not left holding a run the corrected command would refuse."""
+    import SimpleITK as sitk
+
+    from metsynth.errors import ConfigError, InputError
+
+    model = trained_model["run"] / "model.pt"
+    good = tmp_path / "good.nii.gz"
+    Volume.read(trained_model["case"].image).write(good)
+    flat = tmp_path / "slice.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((16, 16), np.float32)), str(flat))
+    with pytest.raises(InputError, match=rf"{flat}: image of 'slice' expected a 3D volume, got a 2D image"):
+        predict_cohort(model, [good, flat], tmp_path / "pred", standardized=True, progress=False)
+    (tmp_path / "other").mkdir()
+    twin = tmp_path / "other" / "good.nii.gz"
+    twin.write_bytes(good.read_bytes())
+    with pytest.raises(ConfigError, match=rf"inputs {good}, {twin} share the name 'good'"):
+        predict_cohort(model, [good, twin], tmp_path / "pred", standardized=True, progress=False)
+    assert not (tmp_path / "pred").exists()
+
+
 # ======================================================================= cross-validation folds (issue 16 item 7)
 def _fold_model(folder, manifest, splits, fold):
     """An untrained tiny U-Net saved as `metsynth train --fold` saves one: model.pt recording its

@@ -99,12 +99,12 @@ def train(
 def predict(
     model: Path = typer.Argument(..., help="model.pt from a training folder (or the folder, or a .ckpt)."),
     inputs: list[Path] = typer.Argument(..., help="A cohort manifest (raw or prepared) or image file(s) in HU."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for <case>.nii.gz masks and predictions.csv."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the masks (<case_id>.nii.gz) and predictions.csv."),
     fold: Optional[int] = typer.Option(
         None, "--fold",
         help="CV fold k of the model (with --splits and a cohort manifest): predict only the cases it held out, test "
-             "fold k plus the test-only cases. Default with --splits: the model's own fold. With -o MODEL_DIR/fold<k> "
-             "for every fold and the folds' --ensemble in MODEL_DIR/test_only, MODEL_DIR/<case>.nii.gz gets each "
+             "fold k plus the test-only cases. Default with --splits: the model's own fold. With -o MODEL_DIR/foldK "
+             "for every fold K and the folds' --ensemble in MODEL_DIR/test_only, MODEL_DIR/<case_id>.nii.gz gets each "
              "case from the fold that held it out and each test-only case from the ensemble, as `metsynth "
              "experiment` does."),
     ensemble: Optional[list[Path]] = typer.Option(

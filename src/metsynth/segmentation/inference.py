@@ -315,16 +315,23 @@ def predict_cohort(
         if grid == "source":
             raise ConfigError("grid 'source' needs a prepared manifest; image files are always written on their "
                               "own grid")
-    if len({key for key, *_ in items}) != len(items):
-        raise ConfigError("two inputs share a name; give files with distinct names (outputs are <name>.nii.gz)")
+    names: dict[str, list[str]] = {}
+    for key, img, *_ in items:
+        names.setdefault(key, []).append(img)
+    shared = {key: paths for key, paths in names.items() if len(paths) > 1}
+    if shared:
+        key, paths = next(iter(shared.items()))
+        raise ConfigError(f"inputs {', '.join(paths)} share the name {key!r}, and each mask is written as "
+                          f"<name>.nii.gz: give files with distinct names (rename or link one), or predict "
+                          "them into separate --out folders")
     from ..fileio import check_not_an_input
-    from ..volume import check_readable
+    from ..volume import check_3d_header
 
     inputs = [p for _, img, fem, *_ in items for p in (img, fem) if p is not None]
     for key, img, fem, *_ in items:  # every input checked before anything is written
         for what, path in (("image", img), ("femur mask", fem)):
-            if path is not None:
-                check_readable(path, f"{what} of {key!r}")
+            if path is not None:  # a 2D slice or a 4D series refused here, before any case is predicted
+                check_3d_header(path, f"{what} of {key!r}")
         check_not_an_input(out / f"{key}.nii.gz", inputs, "--out")  # even with --force: never a mask over a scan
 
     ensemble = len(model_paths) > 1
