@@ -419,6 +419,22 @@ def test_real_ct_prosthesis_side_does_not_crash(real_ct):
     assert (left & refs["femur_left"]).sum() > 0.8 * refs["femur_left"].sum()
 
 
+def test_real_ct_prosthesis_is_called_metal_and_each_side_warns_only_of_itself(real_ct, caplog):
+    image, _, found = real_ct
+    left, right = found.candidates["left"], found.candidates["right"]
+    assert left.metal_cm3 > 5 and right.metal_cm3 == 0  # the left hip's implant: 7.4 cm3 above 3000 HU
+    assert "metal, a prosthesis" in found.doubts["left"] and "metal" not in found.doubts["right"]
+    for side, other in (("left", "right"), ("right", "left")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="metsynth.bone"):
+            segment_femur(image, side=side)
+        assert f"doubtful {side} femur" in caplog.text and f"doubtful {other} femur" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="metsynth.bone"):
+        segment_femur(image)  # every femur found: every doubt said
+    assert "doubtful left femur" in caplog.text and "doubtful right femur" in caplog.text
+
+
 def test_real_ct_right_femur_is_found_but_doubtful(real_ct):
     # 16 slices of 3 mm: the scan ends at the trochanters, so the right femur is kept with a warning.
     _, _, found = real_ct

@@ -20,6 +20,11 @@ import numpy as np
 from ..volume import Volume
 from .config import FemurSegConfig
 
+# Above any bone (dense cortex reaches about 2000-2500 HU): metal. A femur holding at least
+# METAL_WARN_CM3 of it is doubtful (a warning, not a setting: it changes no output).
+METAL_HU = 3000.0
+METAL_WARN_CM3 = 0.5
+
 
 @dataclass
 class FemurCandidate:
@@ -31,6 +36,7 @@ class FemurCandidate:
     offset_mm: float | None  # distance of its lowest seed_slab_mm (the shaft) from the body midline, when known
     median_hu: float
     cortex_hu: float  # 99th percentile of the HU inside
+    metal_cm3: float = 0.0  # volume above METAL_HU inside: an implant (prosthesis, nail, screws)
 
     def describe(self) -> str:
         parts = [f"{self.volume_cm3:.0f} cm3", f"{self.height_mm:.0f} mm tall",
@@ -66,6 +72,7 @@ def measure_femur(image: Volume, mask: np.ndarray, config: FemurSegConfig | None
         offset_mm=None if midline_x_mm is None else float(abs(world[lowest, 2].mean() - midline_x_mm)),
         median_hu=float(median),
         cortex_hu=float(cortex),
+        metal_cm3=float(np.count_nonzero(hu > METAL_HU) * image.voxel_volume_mm3 / 1000.0),
     )
 
 
@@ -88,6 +95,10 @@ def check_femur(candidate: FemurCandidate, config: FemurSegConfig | None = None)
     doubtful = []
     if c.height_mm < config.femur_warn_height_mm:
         doubtful.append(f"height < {config.femur_warn_height_mm:g} mm: the scan may end above the lesser trochanter")
+    if c.metal_cm3 >= METAL_WARN_CM3:
+        doubtful.append(f"{c.metal_cm3:.1f} cm3 above {METAL_HU:g} HU inside: metal, a prosthesis, nail or screws? "
+                        "An implanted femur is no healthy recipient and no lesion donor; leave the case out or "
+                        "give the other side")
     if c.median_hu > config.femur_warn_median_hu:
         doubtful.append(f"median > {config.femur_warn_median_hu:g} HU: denser than a femur with its marrow (a "
                         "smaller bone, or an image not in HU?)")

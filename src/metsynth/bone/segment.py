@@ -48,7 +48,7 @@ def segment_femur(image: Volume, side: Side | None = None, config: FemurSegConfi
     if side is not None:
         side = look_up_option(str(side), ["left", "right", "both"], "femur side")
     config = config or FemurSegConfig()
-    found = find_femurs(image, config)
+    found = find_femurs(image, config, warn=False)
     if side in SIDES:
         if side in found.masks:
             wanted = [side]
@@ -68,6 +68,8 @@ def segment_femur(image: Volume, side: Side | None = None, config: FemurSegConfi
                 f"{image.name}: side 'both' asked but only the {', '.join(found.masks)} femur was found; "
                 "check that the field of view includes both hips, or give one side")
         wanted = list(found.masks)
+    # what is said is about the femur returned: a doubt about the other leg is not this case's
+    _warn_femurs(image, found, wanted, rejected=side not in SIDES)
     out = np.zeros(image.shape, np.uint8)
     for s in wanted:
         out |= found.masks[s]
@@ -88,8 +90,10 @@ class FemurSearch:
     doubts: dict[str, str] = field(default_factory=dict)  # side -> why a kept femur is doubtful
 
 
-def find_femurs(image: Volume, config: FemurSegConfig | None = None) -> FemurSearch:
-    """Every femur in the image, by side (see the package docstring, :mod:`metsynth.bone`, for the method)."""
+def find_femurs(image: Volume, config: FemurSegConfig | None = None, *, warn: bool = True) -> FemurSearch:
+    """Every femur in the image, by side (see the package docstring, :mod:`metsynth.bone`, for the method).
+    ``warn``: log the candidates dropped and the doubtful femurs kept (``result.rejected``,
+    ``result.doubts``); :func:`segment_femur` says only those of the sides it returns."""
     config = config or FemurSegConfig()
     work = _WorkGrid.build(image, config)
     bone = _bone_mask(work, config)
@@ -112,6 +116,8 @@ def find_femurs(image: Volume, config: FemurSegConfig | None = None) -> FemurSea
                                             closing_mm=config.lesion_closing_mm).astype(np.uint8)
     if config.check_femur:
         _require_femur(image, result, config)
+    if warn:
+        _warn_femurs(image, result, list(result.masks), rejected=True)
     return result
 
 
@@ -132,8 +138,13 @@ def _require_femur(image: Volume, result: FemurSearch, config: FemurSegConfig) -
         what = "; ".join(f"the {side} candidate ({why})" for side, why in result.rejected.items())
         raise InputError(f"{image.name}: no femur found (the bone taken for one is not a proximal femur): {what}; "
                          f"{_NO_FEMUR_HINT}")
-    for side, why in result.rejected.items():
+
+
+def _warn_femurs(image: Volume, result: FemurSearch, sides: list[str], rejected: bool) -> None:
+    """Log the doubtful femurs among ``sides`` and, with ``rejected``, the candidates dropped."""
+    for side, why in result.rejected.items() if rejected else ():
         log.warning("%s: the %s candidate is not a proximal femur and is ignored (%s)", image.name, side, why)
     for side, why in result.doubts.items():
-        log.warning("%s: doubtful %s femur (%s); check its mask", image.name, side, why)
+        if side in sides:
+            log.warning("%s: doubtful %s femur (%s); check its mask", image.name, side, why)
 
