@@ -221,3 +221,48 @@ def test_missing_file_of_a_manifest_names_the_manifest(tiny_cohort):
         check_cohort(load_cohort(tiny_cohort))
     assert (f"case M01: {tiny_cohort.parent}/scans/M01.nii.gz: file not found; check the path ('scans/M01.nii.gz' "
             f"in {tiny_cohort} is relative to the manifest's folder)") in str(err.value)
+
+
+def _cohort_with_a_stray_mark(root):
+    """M01's lesion mask holds its lesion, inside the femur, and a mark in the air 17 mm from it."""
+    manifest = write_tiny_cohort(root, n_healthy=1, n_metastatic=2)
+    image = make_volume(shape=(24, 60, 60), seed=1)
+    image.write(root / "images" / "M01.nii.gz")
+    image.with_array((image.array > 500).astype(np.uint8)).write(root / "femur" / "M01.nii.gz")
+    lesion = np.zeros(image.shape, np.uint8)
+    lesion[10:14, 28:32, 28:32] = 1  # in the bone
+    lesion[2:4, 1:3, 1:3] = 1  # a corner of the air
+    image.with_array(lesion).write(root / "lesions" / "M01.nii.gz")
+    return manifest
+
+
+def test_a_lesion_mark_away_from_the_femur_is_refused_naming_the_case_and_the_file(tmp_path):
+    from metsynth.prepare import prepare_cohort
+
+    manifest = _cohort_with_a_stray_mark(tmp_path / "cohort")
+    says = (r"case M01: lesion mask .*lesions/M01\.nii\.gz \(.*\) marks 5 mm3 around voxel \(i, j, k\) = \(2, 2, 2\), "
+            r"1[5-9] mm from the femur \(the manifest's femur_mask\); a femoral lesion touches its femur")
+    with pytest.raises(InputError, match=says):
+        check_cohort(load_cohort(manifest))
+    with pytest.raises(InputError, match=says):
+        prepare_cohort(load_cohort(manifest), tmp_path / "prepared", progress=False)
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_a_lesion_mark_away_from_an_automatic_femur_is_refused_by_prepare(tmp_path, monkeypatch):
+    """Without a femur mask in the manifest, prepare checks the marks against the femur it finds."""
+    import metsynth.bone
+    from metsynth.prepare import PrepareConfig, prepare_case
+
+    manifest = _cohort_with_a_stray_mark(tmp_path / "cohort")
+    edit_manifest(manifest, lambda d: d["cases"][1].pop("femur_mask"))
+    case = load_cohort(manifest).case("M01")
+    femur = Volume.read(tmp_path / "cohort" / "femur" / "M01.nii.gz")
+    monkeypatch.setattr(metsynth.bone, "segment_femur", lambda image, side=None, config=None: femur)
+    with pytest.raises(InputError, match=r"case M01: .* from the femur \(found automatically\)"):
+        prepare_case(case, PrepareConfig())
+    clean = Volume.read(tmp_path / "cohort" / "lesions" / "M01.nii.gz")
+    clean.array[:5, :5, :5] = 0  # the stray mark removed
+    clean.write(tmp_path / "cohort" / "lesions" / "M01_clean.nii.gz")
+    edit_manifest(manifest, lambda d: d["cases"][1].update(lesion_masks=[{"path": "lesions/M01_clean.nii.gz"}]))
+    assert "femur" in prepare_case(load_cohort(manifest).case("M01"), PrepareConfig())  # marks on the bone: fine

@@ -269,6 +269,52 @@ def load_case(case: Case, annotator: str | None = None, lesion: bool = True) -> 
     return LoadedCase(case, image, femur, lesion_vol)
 
 
+# A lesion component further than this from its femur mask is not a femoral lesion: a mask of
+# another scan or side, or a stray mark. Osteolytic lesions break the cortex and may grow into the
+# soft tissue beside it, but stay connected to the bone.
+MAX_LESION_GAP_MM = 10.0
+
+
+def check_lesion_on_femur(case: Case, ann: LesionAnnotation, lesion: Volume, femur: Volume, femur_source: str,
+                          max_gap_mm: float = MAX_LESION_GAP_MM) -> None:
+    """Raise InputError naming the case, the file and the mark when a connected component of
+    ``lesion`` lies more than ``max_gap_mm`` from ``femur`` (both on the image's grid).
+    ``femur_source`` says where the femur mask came from, for the message."""
+    import numpy as np
+    from scipy import ndimage
+
+    marks = lesion.array > 0
+    bone = femur.array > 0
+    if not marks.any() or not bone.any():
+        return
+    spacing = np.asarray(lesion.spacing)
+    # within the marks' box widened by the gap: bone further out cannot bring a mark within reach
+    pad = np.ceil(max_gap_mm / spacing).astype(int) + 1
+    where = np.argwhere(marks)
+    lo, hi = np.maximum(where.min(0) - pad, 0), np.minimum(where.max(0) + pad + 1, marks.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    labels, n = ndimage.label(marks[box], structure=np.ones((3, 3, 3), bool))
+    if set(np.unique(labels[bone[box]]).tolist()) >= set(range(1, n + 1)):
+        return  # every mark overlaps the femur (the usual case): no distances needed
+    if bone[box].any():
+        distance = ndimage.distance_transform_edt(~bone[box], sampling=spacing)
+        gaps = np.atleast_1d(ndimage.minimum(distance, labels, index=np.arange(1, n + 1)))
+    else:
+        gaps = np.full(n, np.inf)
+    far = np.flatnonzero(gaps > max_gap_mm)
+    if far.size == 0:
+        return
+    voxels = np.argwhere(labels == far[0] + 1) + lo
+    ijk = tuple(int(v) for v in np.round(voxels.mean(0)).astype(int)[::-1])  # as 3D Slicer numbers voxels
+    gap = gaps[far[0]]
+    how_far = f"{gap:.0f} mm" if np.isfinite(gap) else f"more than {max_gap_mm:g} mm"
+    raise InputError(
+        f"case {case.id}: lesion mask {ann.path} ({ann.annotator}, round {ann.round}) marks "
+        f"{len(voxels) * lesion.voxel_volume_mm3:.0f} mm3 around voxel (i, j, k) = {ijk}, {how_far} from the femur "
+        f"({femur_source}); a femoral lesion touches its femur: check that the mask belongs to this scan and "
+        "side (the manifest's image and side), or remove that mark")
+
+
 def check_cohort(cohort: Cohort, progress: bool = False) -> list[CaseReport]:
     """Open every file of every case and check it; collect all problems, then raise once.
 
@@ -289,13 +335,16 @@ def check_cohort(cohort: Cohort, progress: bool = False) -> list[CaseReport]:
             reference = case.reference_lesion()
             for ann in case.lesion_masks:
                 if ann is reference:
-                    continue
-                vol = as_mask(Volume.read(ann.path), loaded.image,
-                              what=f"lesion mask ({ann.annotator}, round {ann.round})")
-                if case.role == "metastatic" and not vol.array.any():
-                    raise InputError(f"case {case.id}: lesion mask {ann.path} ({ann.annotator}, round "
-                                     f"{ann.round}) is empty but the case is 'metastatic'; fix the mask")
-                annotations.append(vol)
+                    vol = loaded.lesion
+                else:
+                    vol = as_mask(Volume.read(ann.path), loaded.image,
+                                  what=f"lesion mask ({ann.annotator}, round {ann.round})")
+                    if case.role == "metastatic" and not vol.array.any():
+                        raise InputError(f"case {case.id}: lesion mask {ann.path} ({ann.annotator}, round "
+                                         f"{ann.round}) is empty but the case is 'metastatic'; fix the mask")
+                    annotations.append(vol)
+                if loaded.femur is not None and vol is not None:  # else prepare checks it on the femur it finds
+                    check_lesion_on_femur(case, ann, vol, loaded.femur, "the manifest's femur_mask")
         except InputError as err:
             problems.append(f"case {case.id}: {err}" if not str(err).startswith(f"case {case.id}") else str(err))
             continue

@@ -36,7 +36,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from .boxes import index_box
-from .cohort import Case, Cohort, LesionAnnotation, PreparedInfo, check_cohort, load_case
+from .cohort import Case, Cohort, LesionAnnotation, PreparedInfo, check_cohort, check_lesion_on_femur, load_case
 from .config import Settings
 from .errors import InputError
 from .fileio import DiskFullError
@@ -190,6 +190,10 @@ def prepare_case(case: Case, config: PrepareConfig, femur_config=None) -> dict[s
 
         femur = segment_femur(image, side=case.side, config=femur_config)
         femur_source = "automatic"
+    for ann in case.lesion_masks:  # a mark away from the femur: a mask of another scan or side
+        check_lesion_on_femur(case, ann, lesions[annotation_key(ann)], femur,
+                              "the manifest's femur_mask" if femur_source == "manifest" else
+                              f"found automatically{', side ' + case.side if case.side else ''}")
     union = femur.array.astype(bool)
     for vol in lesions.values():
         union |= vol.array.astype(bool)
