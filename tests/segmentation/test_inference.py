@@ -451,3 +451,44 @@ def test_ensemble_predicts_only_cases_none_of_its_models_trained_on(cv_study, tm
     with pytest.raises(ConfigError, match="given twice"):
         predict_cohort([models[0], models[0]], s["manifest"], tmp_path / "c", splits=s["splits"], progress=False)
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_femur_auto_finds_each_scans_femur_and_a_raw_scan_without_it_is_said_by_name(trained_model, tmp_path,
+                                                                                     caplog):
+    """A raw CT in HU: with --femur auto the femur is found (inference cropped to it, the femur filter on);
+    without, the warning names the file and the fix. A standardized image read as HU is said too."""
+    from metsynth import phantom
+    from metsynth.errors import ConfigError
+
+    model = trained_model["run"] / "model.pt"
+    case = phantom.generate_case("M0", "metastatic", 0, phantom.PhantomConfig.preset("tiny"))
+    scan = tmp_path / "scan.nii.gz"
+    case.image.write(scan)
+    with caplog.at_level("WARNING"):
+        out = predict_cohort(model, [scan], tmp_path / "auto", femur="auto", progress=False)
+    assert "no femur mask" not in caplog.text and "look standardized" not in caplog.text
+    from scipy import ndimage
+
+    from metsynth.bone import segment_femur
+
+    mask = Volume.read(out / "scan.nii.gz").array > 0
+    femur = segment_femur(case.image).array > 0  # what --femur auto finds
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    assert n and all((labels[femur] == k).any() for k in range(1, n + 1))  # every lesion kept touches the femur
+    assert yaml.safe_load((out / "predict.json").read_text())["femur"] == "auto"  # another run than without
+
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        predict_cohort(model, [scan], tmp_path / "whole", progress=False)
+    assert f"{scan}: no femur mask, so lesions are searched in the whole scan" in caplog.text
+    assert "--femur auto" in caplog.text and caplog.text.count("no femur mask") == 1
+
+    caplog.clear()
+    prepared = tmp_path / "prepared.nii.gz"
+    Volume.read(trained_model["case"].image).write(prepared)  # standardized to [-1, 1]
+    with caplog.at_level("WARNING"):
+        predict_cohort(model, [prepared], tmp_path / "as-hu", progress=False)
+    assert "look standardized, not HU; pass --standardized" in caplog.text
+    with pytest.raises(ConfigError, match="--femur auto finds the femur in HU"):
+        predict_cohort(model, [prepared], tmp_path / "never", femur="auto", standardized=True, progress=False)
+    assert not (tmp_path / "never").exists()

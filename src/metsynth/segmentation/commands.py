@@ -116,7 +116,10 @@ def predict(
     splits: Optional[Path] = typer.Option(
         None, "--splits", help="splits.json the model was trained with (needed with --fold)."),
     femur: Optional[Path] = typer.Option(
-        None, "--femur", help="Femur mask of a single input image (crops inference, enables the femur filter)."),
+        None, "--femur",
+        help="Femur mask of a single input image, or 'auto': each scan's femur found by metsynth (as `metsynth "
+             "femur`; images in HU, and a manifest's cases without femur_mask). It crops inference and enables the "
+             "femur filter; without it a raw scan is searched whole."),
     grid: str = typer.Option(
         "input", "--grid",
         help="input: masks on each input image's grid; source: prepared cases mapped back onto their original scans."),

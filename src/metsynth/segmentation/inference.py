@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 Grid = Literal["input", "source"]
 
 
+AUTO_FEMUR = "auto"  # --femur auto: each image's femur found by metsynth.bone.segment_femur
+
+
 @dataclass(frozen=True)
 class PredictTask:
     """One volume to segment (picklable: paths and settings only)."""
@@ -104,13 +107,36 @@ def run_predict_task(task: PredictTask) -> dict[str, Any]:
         return _predict(task, start)
 
 
+def _check_intensities(image: Volume, standardized: bool) -> None:
+    """Warn when an image's values contradict how it is read: a standardized image ([-1, 1]) taken
+    as HU would be segmented as water, an image in HU taken as standardized as solid bone."""
+    lo, hi = float(np.min(image.array)), float(np.max(image.array))
+    if not standardized and -1.5 <= lo and hi <= 1.5:
+        log.warning("%s: values in [%.2f, %.2f] look standardized, not HU; pass --standardized (a prepared "
+                    "image), or give the scan in HU", image.path or image.name, lo, hi)
+    elif standardized and (hi > 50 or lo < -50):
+        log.warning("%s: values in [%.0f, %.0f] look like HU, not a standardized image; pass --hu",
+                    image.path or image.name, lo, hi)
+
+
 def _predict(task: PredictTask, start: float) -> dict[str, Any]:
     import time
 
     model = _model_for(task.model, task.device)
     image = Volume.read(task.image)
-    femur = Volume.read(task.femur) if task.femur else None
+    _check_intensities(image, task.standardized)
+    if task.femur == AUTO_FEMUR:
+        from ..bone import segment_femur
+
+        femur = segment_femur(image)  # every femur the scan shows; none found is an InputError naming the file
+    else:
+        femur = Volume.read(task.femur) if task.femur else None
     post = PostprocessConfig.from_dict(task.postprocess)
+    if femur is None and post.keep_in_femur:
+        log.warning("%s: no femur mask, so lesions are searched in the whole scan and the femur filter is "
+                    "skipped; give --femur auto (metsynth finds the femur), --femur MASK, or --no-femur-filter",
+                    task.image)
+        post = post.merged(keep_in_femur=False)  # said here, with the file's name, not again below
     inf = InferenceConfig.from_dict(task.inference)
     if task.grid == "source" and task.source is not None:
         pred = predict_volume(model, image, femur, standardized=task.standardized,
@@ -279,14 +305,16 @@ def predict_cohort(
     out = Path(out_dir)
     device = str(resolve_device(device))
 
+    auto = femur is not None and str(femur) == AUTO_FEMUR
     items: list[tuple[str, str, str | None, bool, dict | None]] = []
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if len(paths) == 1 and (Path(paths[0]).is_dir() and (Path(paths[0]) / "cohort.yaml").exists()
                             or str(paths[0]).endswith((".yaml", ".yml"))):
         cohort = load_cohort(paths[0])
         is_prepared = cohort.prepared is not None
-        if femur is not None:
-            raise ConfigError("--femur is for single image files; a manifest gives each case's femur mask")
+        if femur is not None and not auto:
+            raise ConfigError("--femur is for single image files; a manifest gives each case's femur mask "
+                              "(--femur auto finds it where a case has none)")
         if len(members) == 1:
             fold, fold_ids = _fold_selection(model, model_path, cohort, paths[0], fold, splits)
         else:
@@ -294,8 +322,8 @@ def predict_cohort(
         for case in cohort.cases:
             if fold_ids is not None and case.id not in fold_ids:
                 continue
-            items.append((case.id, str(case.image), str(case.femur_mask) if case.femur_mask else None,
-                          is_prepared if standardized is None else standardized, case.source))
+            items.append((case.id, str(case.image), str(case.femur_mask) if case.femur_mask else (
+                AUTO_FEMUR if auto else None), is_prepared if standardized is None else standardized, case.source))
         if grid == "source" and not is_prepared:
             raise ConfigError("grid 'source' maps prepared cases back to their original scans; this manifest "
                               "is not prepared, and its masks are written on the input grid anyway (use grid 'input')")
@@ -303,15 +331,16 @@ def predict_cohort(
         if fold is not None or splits is not None:
             raise ConfigError("--fold/--splits select the cases of a cohort manifest; image files are predicted "
                               "as given")
-        if femur is not None and len(paths) != 1:
-            raise ConfigError("--femur goes with exactly one image file")
+        if femur is not None and not auto and len(paths) != 1:
+            raise ConfigError("--femur MASK goes with exactly one image file (--femur auto with any number)")
         for p in paths:
             name = Path(p).name
             for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
                 if name.endswith(suffix):
                     name = name[: -len(suffix)]
                     break
-            items.append((name, str(p), str(femur) if femur else None, bool(standardized), None))
+            items.append((name, str(p), AUTO_FEMUR if auto else str(femur) if femur else None, bool(standardized),
+                          None))
         if grid == "source":
             raise ConfigError("grid 'source' needs a prepared manifest; image files are always written on their "
                               "own grid")
@@ -327,10 +356,13 @@ def predict_cohort(
     from ..fileio import check_not_an_input
     from ..volume import check_3d_header
 
-    inputs = [p for _, img, fem, *_ in items for p in (img, fem) if p is not None]
+    if auto and any(std for *_, std, _ in items):
+        raise ConfigError("--femur auto finds the femur in HU; these images are standardized (a prepared cohort "
+                          "gives each case's femur mask): give --femur MASK, or the scans in HU")
+    inputs = [p for _, img, fem, *_ in items for p in (img, fem) if p not in (None, AUTO_FEMUR)]
     for key, img, fem, *_ in items:  # every input checked before anything is written
         for what, path in (("image", img), ("femur mask", fem)):
-            if path is not None:  # a 2D slice or a 4D series refused here, before any case is predicted
+            if path not in (None, AUTO_FEMUR):  # a 2D slice or a 4D series refused here, before any case is predicted
                 check_3d_header(path, f"{what} of {key!r}")
         check_not_an_input(out / f"{key}.nii.gz", inputs, "--out")  # even with --force: never a mask over a scan
 
@@ -340,8 +372,10 @@ def predict_cohort(
                 "grid": grid,
                 "postprocess": post.model_dump(), "inference": inf.model_dump(),
                 # the images as they are now: scans written again since are predicted again
-                "inputs": files_stamp(p for _, img, fem, *_ in items for p in (img, fem)),
-                FILE_INDEX: {"inputs": files_index(p for _, img, fem, *_ in items for p in (img, fem))}}
+                "inputs": files_stamp(inputs),
+                FILE_INDEX: {"inputs": files_index(inputs)}}
+    if auto:  # left out otherwise, so that a folder predicted before --femur auto existed is the same run
+        settings["femur"] = AUTO_FEMUR
     if fold is not None:  # read by `metsynth evaluate` (its default fold) and gather_fold_predictions
         settings.update(fold=fold, splits=str(Path(splits).resolve()))  # type: ignore[arg-type]
     elif ensemble and splits is not None:  # the test-only cases: read by gather_fold_predictions
