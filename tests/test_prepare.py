@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import yaml
 from scipy import ndimage
 from typer.testing import CliRunner
 
@@ -154,6 +155,29 @@ def test_prepare_refuses_a_folder_of_another_cohort(tmp_path):
         prepare_cohort(load_cohort(other), out, PrepareConfig(), progress=False)
     prepare_cohort(load_cohort(other), out, PrepareConfig(), force=True, progress=False)
     assert sorted(p.name for p in (out / "images").iterdir()) == ["H00.nii.gz", "M01.nii.gz"]
+
+
+def test_cases_added_to_the_manifest_are_prepared_beside_the_others(tmp_path):
+    """A manifest that grew (the same cases, unchanged, and new ones) resumes: only the new cases are
+    prepared. One whose earlier cases now name other files is still another preparation."""
+    grown = write_tiny_cohort(tmp_path / "raw", n_healthy=1, n_metastatic=2)  # H00, M01, M02
+    data = yaml.safe_load(grown.read_text())
+    small = grown.with_name("first-two.yaml")  # the same folder and files, M02 not yet listed
+    small.write_text(yaml.safe_dump({**data, "cases": data["cases"][:2]}, sort_keys=False))
+    out = tmp_path / "prepared"
+    prepare_cohort(load_cohort(small), out, PrepareConfig(), progress=False)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.nii.gz")}
+    prepare_cohort(load_cohort(grown), out, PrepareConfig(), progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.nii.gz")}
+    assert sorted(after) == ["H00.nii.gz", "M01.nii.gz", "M02.nii.gz"]
+    assert {name: after[name] for name in before} == before  # the first two untouched
+    assert [c.id for c in load_cohort(out / "cohort.yaml").cases] == ["H00", "M01", "M02"]
+    data = yaml.safe_load(grown.read_text())
+    data["cases"][1]["side"] = "left"
+    data["cases"].append({**data["cases"][2], "id": "M03"})
+    grown.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"cases M01: other image or mask files \(or sides\) than prepared"):
+        prepare_cohort(load_cohort(grown), out, PrepareConfig(), progress=False)
 
 
 def test_a_case_whose_scan_was_written_again_is_prepared_again(tmp_path):

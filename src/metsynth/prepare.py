@@ -301,11 +301,15 @@ def cohort_inputs(cohort: Cohort) -> dict:
     def rel(path) -> str | None:
         return None if path is None else _relative(Path(path), base)
 
+    def digest(data) -> str:
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
     described = [{"id": c.id, "image": rel(c.image), "femur_mask": rel(c.femur_mask), "side": c.side,
                   "lesion_masks": [[rel(a.path), a.annotator, a.round] for a in c.lesion_masks]}
                  for c in cohort.cases]
-    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return {"cohort": cohort.name, "cases": [c.id for c in cohort.cases], "cases_digest": digest}
+    return {"cohort": cohort.name, "cases": [c.id for c in cohort.cases], "cases_digest": digest(described),
+            # per case, so that cases added to the manifest are prepared beside the others (_input_changes)
+            "case_digests": {d["id"]: digest(d) for d in described}}
 
 
 def _ids(ids) -> str:
@@ -315,6 +319,7 @@ def _ids(ids) -> str:
 
 def _input_changes(out_dir: Path, new: dict) -> list[str]:
     """How the cohort the folder was prepared from differs from ``new`` (:func:`cohort_inputs`).
+    Cases added to the manifest, the others unchanged, are no difference: a rerun prepares them.
 
     A folder prepared before :data:`INPUTS_FILE` existed is judged by the cases it holds (its
     ``sources/`` and ``cohort.yaml``): a case not in the new cohort makes it another preparation."""
@@ -327,6 +332,13 @@ def _input_changes(out_dir: Path, new: dict) -> list[str]:
         if not isinstance(old, dict):
             return [f"{INPUTS_FILE} unreadable"]
         old_ids = set(old.get("cases") or [])
+        per_case = old.get("case_digests")
+        if isinstance(per_case, dict) and set(per_case) == old_ids and old_ids < new_ids:
+            # cases added to the manifest: the others are the same preparation, the new ones are made
+            changed = sorted(i for i in old_ids if per_case[i] != new["case_digests"].get(i))
+            if changed:
+                return [f"cases {_ids(changed)}: other image or mask files (or sides) than prepared"]
+            return []
         if old_ids != new_ids:
             return [f"cases: {_ids(old_ids)} -> {_ids(new_ids)}"]
         if old.get("cases_digest") != new["cases_digest"]:
