@@ -266,3 +266,18 @@ def test_a_lesion_mark_away_from_an_automatic_femur_is_refused_by_prepare(tmp_pa
     clean.write(tmp_path / "cohort" / "lesions" / "M01_clean.nii.gz")
     edit_manifest(manifest, lambda d: d["cases"][1].update(lesion_masks=[{"path": "lesions/M01_clean.nii.gz"}]))
     assert "femur" in prepare_case(load_cohort(manifest).case("M01"), PrepareConfig())  # marks on the bone: fine
+
+
+def test_cohort_check_reports_every_problem_of_a_case(tiny_cohort):
+    """A case whose femur mask lies on another grid and whose lesion mask holds 0/2: both said, not
+    only the first."""
+    root = tiny_cohort.parent
+    femur = Volume.read(root / "femur" / "M01.nii.gz")
+    Volume(femur.array, femur.spacing, (0.0, 0.0, 0.0), femur.direction).write(root / "femur" / "M01.nii.gz")
+    lesion = Volume.read(root / "lesions" / "M01.nii.gz")
+    lesion.with_array(lesion.array * 2).write(root / "lesions" / "M01.nii.gz")
+    with pytest.raises(InputError) as err:
+        check_cohort(load_cohort(tiny_cohort))
+    message = str(err.value)
+    assert message.startswith("2 problem(s) in cohort 'tiny'")
+    assert "femur mask is not on the grid of its image" in message and "is not binary (values 0, 2)" in message

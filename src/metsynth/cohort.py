@@ -247,25 +247,32 @@ class LoadedCase:
     lesion: Volume | None
 
 
+def _femur_mask(case: Case, image: Volume) -> Volume:
+    femur = as_mask(Volume.read(case.femur_mask), image, what="femur mask")
+    if not femur.array.any():
+        raise InputError(f"case {case.id}: femur mask {case.femur_mask} is empty; remove it from the "
+                         "manifest to have the femur segmented automatically, or fix the file")
+    return femur
+
+
+def _lesion_mask(case: Case, ann: LesionAnnotation, image: Volume, is_reference: bool = True) -> Volume:
+    vol = as_mask(Volume.read(ann.path), image, what=f"lesion mask ({ann.annotator}, round {ann.round})")
+    if case.role == "metastatic" and not vol.array.any():
+        if is_reference:
+            raise InputError(f"case {case.id}: lesion mask {ann.path} is empty but the case is 'metastatic'; "
+                             "fix the mask, or give the case role 'healthy' if it has no lesion")
+        raise InputError(f"case {case.id}: lesion mask {ann.path} ({ann.annotator}, round {ann.round}) is empty "
+                         "but the case is 'metastatic'; fix the mask")
+    return vol
+
+
 def load_case(case: Case, annotator: str | None = None, lesion: bool = True) -> LoadedCase:
     """Read a case's image and masks with every content check; raise InputError on the first problem."""
     image = Volume.read(case.image)
     check_finite(image, "image")
-    femur = None
-    if case.femur_mask is not None:
-        femur = as_mask(Volume.read(case.femur_mask), image, what="femur mask")
-        if not femur.array.any():
-            raise InputError(f"case {case.id}: femur mask {case.femur_mask} is empty; remove it from the "
-                             "manifest to have the femur segmented automatically, or fix the file")
-    lesion_vol = None
+    femur = _femur_mask(case, image) if case.femur_mask is not None else None
     ann = case.reference_lesion(annotator) if lesion else None
-    if ann is not None:
-        lesion_vol = as_mask(Volume.read(ann.path), image, what=f"lesion mask ({ann.annotator}, round {ann.round})")
-        if case.role == "metastatic" and not lesion_vol.array.any():
-            raise InputError(
-                f"case {case.id}: lesion mask {ann.path} is empty but the case is 'metastatic'; "
-                "fix the mask, or give the case role 'healthy' if it has no lesion"
-            )
+    lesion_vol = _lesion_mask(case, ann, image) if ann is not None else None
     return LoadedCase(case, image, femur, lesion_vol)
 
 
@@ -329,35 +336,44 @@ def check_cohort(cohort: Cohort, progress: bool = False) -> list[CaseReport]:
             problems.append(f"case {case.id}: role 'metastatic' needs at least one entry in "
                             "'lesion_masks' (or use role 'healthy')")
             continue
-        try:
-            loaded = load_case(case)
-            annotations = [loaded.lesion] if loaded.lesion is not None else []
-            reference = case.reference_lesion()
-            for ann in case.lesion_masks:
-                if ann is reference:
-                    vol = loaded.lesion
-                else:
-                    vol = as_mask(Volume.read(ann.path), loaded.image,
-                                  what=f"lesion mask ({ann.annotator}, round {ann.round})")
-                    if case.role == "metastatic" and not vol.array.any():
-                        raise InputError(f"case {case.id}: lesion mask {ann.path} ({ann.annotator}, round "
-                                         f"{ann.round}) is empty but the case is 'metastatic'; fix the mask")
-                    annotations.append(vol)
-                if loaded.femur is not None and vol is not None:  # else prepare checks it on the femur it finds
-                    check_lesion_on_femur(case, ann, vol, loaded.femur, "the manifest's femur_mask")
-        except InputError as err:
-            problems.append(f"case {case.id}: {err}" if not str(err).startswith(f"case {case.id}") else str(err))
+        found: list[str] = []  # every problem of the case, not only the first
+
+        def attempt(check: Any) -> Any:
+            try:
+                return check()
+            except InputError as err:
+                found.append(f"case {case.id}: {err}" if not str(err).startswith(f"case {case.id}") else str(err))
+                return None
+
+        image = attempt(lambda: Volume.read(case.image))
+        if image is None:  # the masks cannot be checked against a grid that could not be read
+            problems += found
             continue
-        image = loaded.image
+        attempt(lambda: check_finite(image, "image"))
+        femur = attempt(lambda: _femur_mask(case, image)) if case.femur_mask is not None else None
+        reference = case.reference_lesion()
+        lesion = None
+        for ann in case.lesion_masks:
+            vol = attempt(lambda ann=ann: _lesion_mask(case, ann, image, is_reference=ann is reference))
+            if vol is None:
+                continue
+            if ann is reference:
+                lesion = vol
+            if femur is not None:  # else prepare checks it on the femur it finds
+                attempt(lambda ann=ann, vol=vol: check_lesion_on_femur(case, ann, vol, femur,
+                                                                       "the manifest's femur_mask"))
+        if found:
+            problems += found
+            continue
         lesion_mm3 = n_lesions = None
-        if loaded.lesion is not None:
-            lesion_mm3 = float(loaded.lesion.array.sum()) * image.voxel_volume_mm3
-            n_lesions = int(ndimage.label(loaded.lesion.array)[1])
+        if lesion is not None:
+            lesion_mm3 = float(lesion.array.sum()) * image.voxel_volume_mm3
+            n_lesions = int(ndimage.label(lesion.array)[1])
         reports.append(CaseReport(
             id=case.id, role=case.role, centre=case.centre, shape=image.shape,
             spacing=image.spacing, hu_range=(float(image.array.min()), float(image.array.max())),
             n_annotations=len(case.lesion_masks), lesion_mm3=lesion_mm3, n_lesions=n_lesions,
-            femur_mask=loaded.femur is not None,
+            femur_mask=femur is not None,
         ))
     if problems:
         raise InputError(f"{len(problems)} problem(s) in cohort {cohort.name!r}:\n  " + "\n  ".join(problems))
