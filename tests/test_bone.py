@@ -380,6 +380,21 @@ def test_femur_measurements_and_limits(one_hip):
         FemurSegConfig.from_dict({"femur_min_height_mm": 80, "femur_warn_height_mm": 70})
 
 
+def test_a_femur_holding_metal_is_doubtful(one_hip):
+    """A nail or prosthesis (metal, above 3000 HU) in the femur: kept, with a warning that it is no
+    healthy recipient nor lesion donor; dense cortex alone is not metal."""
+    image, femurs, _, _ = one_hip
+    inside = np.argwhere(femurs["right"] > 0)
+    implant = image.array.copy()
+    need = int(np.ceil(1000 / image.voxel_volume_mm3))  # about 1 cm3
+    implant[tuple(inside[:need].T)] = 3500
+    c = measure_femur(image.with_array(implant), femurs["right"])
+    assert c.metal_cm3 == pytest.approx(need * image.voxel_volume_mm3 / 1000)
+    hard, doubtful = check_femur(c)
+    assert not hard and any("above 3000 HU inside: metal" in d for d in doubtful)
+    assert measure_femur(image, femurs["right"]).metal_cm3 == 0
+
+
 # ----------------------------------------------------------------------------- real CT
 @pytest.fixture(scope="module")
 def real_ct(real_data):

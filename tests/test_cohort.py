@@ -241,7 +241,7 @@ def test_a_lesion_mark_away_from_the_femur_is_refused_naming_the_case_and_the_fi
 
     manifest = _cohort_with_a_stray_mark(tmp_path / "cohort")
     says = (r"case M01: lesion mask .*lesions/M01\.nii\.gz \(.*\) marks 5 mm3 around voxel \(i, j, k\) = \(2, 2, 2\), "
-            r"1[5-9] mm from the femur \(the manifest's femur_mask\); a femoral lesion touches its femur")
+            r"1[5-9]\.\d mm from the femur \(the manifest's femur_mask\); a femoral lesion touches its femur")
     with pytest.raises(InputError, match=says):
         check_cohort(load_cohort(manifest))
     with pytest.raises(InputError, match=says):

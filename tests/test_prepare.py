@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from helpers import fill_disk_at, make_volume, write_tiny_cohort, written_again
 from metsynth.cli import app
 from metsynth.cohort import load_cohort
-from metsynth.errors import ConfigError, InputError
+from metsynth.errors import ConfigError, InputError, MetsynthError
 from metsynth.prepare import (
     PrepareConfig,
     destandardize,
@@ -143,7 +143,8 @@ def test_prepare_refuses_a_folder_of_another_cohort(tmp_path):
     out = tmp_path / "prepared"
     prepare_cohort(load_cohort(first), out, PrepareConfig(), progress=False)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    with pytest.raises(ConfigError, match=r"other settings or inputs \(cases: H00, M01, M02 -> H00, M01\).*--force"):
+    with pytest.raises(ConfigError, match=r"other settings or inputs \(cases M02 are prepared here but not in "
+                                          r"cohort 'tiny'\).*--force"):
         prepare_cohort(load_cohort(other), out, PrepareConfig(), progress=False)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before
     prepare_cohort(load_cohort(first), out, PrepareConfig(), progress=False)  # the same cohort: resumed
@@ -178,6 +179,16 @@ def test_cases_added_to_the_manifest_are_prepared_beside_the_others(tmp_path):
     grown.write_text(yaml.safe_dump(data, sort_keys=False))
     with pytest.raises(ConfigError, match=r"cases M01: other image or mask files \(or sides\) than prepared"):
         prepare_cohort(load_cohort(grown), out, PrepareConfig(), progress=False)
+    # a case added that fails (no femur mask, and none found in the toy scan) binds nothing: drop it and rerun
+    data["cases"][1].pop("side")
+    data["cases"][-1].pop("femur_mask")
+    grown.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(MetsynthError, match=r"1 of 4 prepare failed \(M03: InputError: case M03: (?!case M03)"):
+        prepare_cohort(load_cohort(grown), out, PrepareConfig(), progress=False)
+    data["cases"].pop()
+    grown.write_text(yaml.safe_dump(data, sort_keys=False))
+    prepare_cohort(load_cohort(grown), out, PrepareConfig(), progress=False)
+    assert [c.id for c in load_cohort(out / "cohort.yaml").cases] == ["H00", "M01", "M02"]
 
 
 def test_a_case_whose_scan_was_written_again_is_prepared_again(tmp_path):

@@ -95,6 +95,40 @@ def test_dicom_series_with_a_missing_or_duplicated_slice_is_refused(real_data, t
         Volume.read(folder)
 
 
+def test_the_header_check_refuses_what_no_3d_scan_is(real_data, tmp_path):
+    """check_3d_header (predict's check of every input before any is predicted): a 2D image, a
+    volume of one slice, and a DICOM folder with a slice missing, from headers alone."""
+    import shutil
+
+    import SimpleITK as sitk
+
+    from metsynth.errors import InputError
+    from metsynth.volume import check_3d_header
+
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.int16)), str(tmp_path / "flat.nii.gz"))
+    with pytest.raises(InputError, match=r"flat\.nii\.gz: image of 'x' expected a 3D volume, got a 2D image"):
+        check_3d_header(tmp_path / "flat.nii.gz", "image of 'x'")
+    Volume(np.zeros((1, 8, 8), np.int16), (1.0, 1.0, 1.0)).write(tmp_path / "one.nii.gz")
+    with pytest.raises(InputError, match=r"one\.nii\.gz: is a single slice \(size \(8, 8, 1\)\)"):
+        check_3d_header(tmp_path / "one.nii.gz")
+    Volume(np.zeros((4, 8, 8), np.int16), (1.0, 1.0, 1.0)).write(tmp_path / "fine.nii.gz")
+    check_3d_header(tmp_path / "fine.nii.gz")
+    one = sitk.GetImageFromArray(np.zeros((4, 8, 8), np.int16))
+    sitk.WriteImage(sitk.JoinSeries([one, one]), str(tmp_path / "series.nii"))
+    with pytest.raises(InputError, match=r"series\.nii: expected a 3D volume, got a 4D image of size \(8, 8, 4, 2\)"):
+        check_3d_header(tmp_path / "series.nii")
+    sitk.WriteImage(sitk.JoinSeries([one]), str(tmp_path / "one-time.nii"))
+    check_3d_header(tmp_path / "one-time.nii")  # a 4D header of one time point: a 3D volume, as readers take it
+    assert Volume.read(tmp_path / "one-time.nii").shape == (4, 8, 8)
+    folder = tmp_path / "series"
+    shutil.copytree(real_data / "totalsegmentator" / "example_ct_dicom", folder)
+    check_3d_header(folder)
+    names = sorted(p.name for p in folder.iterdir())
+    (folder / names[len(names) // 2]).unlink()
+    with pytest.raises(InputError, match=rf"{folder}: the DICOM slices are not evenly spaced"):
+        check_3d_header(folder)
+
+
 def test_dicom_to_nifti_keeps_geometry(real_data, tmp_path):
     ct = Volume.read(real_data / "totalsegmentator" / "example_ct_dicom")
     back = Volume.read(ct.write(tmp_path / "ct.nii.gz"))

@@ -295,26 +295,30 @@ def check_lesion_on_femur(case: Case, ann: LesionAnnotation, lesion: Volume, fem
     if not marks.any() or not bone.any():
         return
     spacing = np.asarray(lesion.spacing)
-    # within the marks' box widened by the gap: bone further out cannot bring a mark within reach
-    pad = np.ceil(max_gap_mm / spacing).astype(int) + 1
     where = np.argwhere(marks)
-    lo, hi = np.maximum(where.min(0) - pad, 0), np.minimum(where.max(0) + pad + 1, marks.shape)
-    box = tuple(slice(a, b) for a, b in zip(lo, hi))
-    labels, n = ndimage.label(marks[box], structure=np.ones((3, 3, 3), bool))
-    if set(np.unique(labels[bone[box]]).tolist()) >= set(range(1, n + 1)):
-        return  # every mark overlaps the femur (the usual case): no distances needed
-    if bone[box].any():
-        distance = ndimage.distance_transform_edt(~bone[box], sampling=spacing)
-        gaps = np.atleast_1d(ndimage.minimum(distance, labels, index=np.arange(1, n + 1)))
+    origin = where.min(0)  # the marks are labelled within their own box (the scan may be large)
+    inside = tuple(slice(a, b + 1) for a, b in zip(origin, where.max(0)))
+    labels, n = ndimage.label(marks[inside], structure=np.ones((3, 3, 3), bool))
+    touching = set(np.unique(labels[bone[inside]]).tolist())
+    pad = np.ceil(max_gap_mm / spacing).astype(int) + 1  # any bone within the gap lies in a mark's box + pad
+    for k in range(1, n + 1):
+        if k in touching:  # overlapping the femur (the usual case): no distance needed
+            continue
+        voxels = np.argwhere(labels == k) + origin  # the mark's voxels in the scan
+        lo = np.maximum(voxels.min(0) - pad, 0)
+        hi = np.minimum(voxels.max(0) + pad + 1, marks.shape)
+        near = bone[tuple(slice(a, b) for a, b in zip(lo, hi))]
+        if not near.any():
+            gap = np.inf
+        else:
+            distance = ndimage.distance_transform_edt(~near, sampling=spacing)
+            gap = float(distance[tuple((voxels - lo).T)].min())
+        if gap > max_gap_mm:
+            break
     else:
-        gaps = np.full(n, np.inf)
-    far = np.flatnonzero(gaps > max_gap_mm)
-    if far.size == 0:
         return
-    voxels = np.argwhere(labels == far[0] + 1) + lo
     ijk = tuple(int(v) for v in np.round(voxels.mean(0)).astype(int)[::-1])  # as 3D Slicer numbers voxels
-    gap = gaps[far[0]]
-    how_far = f"{gap:.0f} mm" if np.isfinite(gap) else f"more than {max_gap_mm:g} mm"
+    how_far = f"{gap:.1f} mm" if np.isfinite(gap) else f"more than {max_gap_mm:g} mm"
     raise InputError(
         f"case {case.id}: lesion mask {ann.path} ({ann.annotator}, round {ann.round}) marks "
         f"{len(voxels) * lesion.voxel_volume_mm3:.0f} mm3 around voxel (i, j, k) = {ijk}, {how_far} from the femur "

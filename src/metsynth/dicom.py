@@ -7,7 +7,9 @@ from pathlib import Path
 from .errors import InputError
 
 
-def _read_dicom_series(folder: Path):
+def series_files(folder: Path) -> list[str]:
+    """The files of the one DICOM series in ``folder``, checked from their headers (one series, more
+    than one slice, evenly spaced); an InputError naming the folder otherwise. No pixel is read."""
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -24,6 +26,14 @@ def _read_dicom_series(folder: Path):
     if len(files) < 2:
         raise InputError(f"{folder}: the DICOM series has a single slice; a 3D volume is needed")
     check_slice_spacing(folder, files)
+    return list(files)
+
+
+def _read_dicom_series(folder: Path):
+    import SimpleITK as sitk
+
+    files = series_files(folder)
+    reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:
         return reader.Execute()

@@ -333,9 +333,14 @@ def _input_changes(out_dir: Path, new: dict) -> list[str]:
             return [f"{INPUTS_FILE} unreadable"]
         old_ids = set(old.get("cases") or [])
         per_case = old.get("case_digests")
-        if isinstance(per_case, dict) and set(per_case) == old_ids and old_ids < new_ids:
-            # cases added to the manifest: the others are the same preparation, the new ones are made
-            changed = sorted(i for i in old_ids if per_case[i] != new["case_digests"].get(i))
+        if isinstance(per_case, dict):
+            # only the cases prepared to the end bind the folder: cases added to the manifest are made
+            # beside them, and one that never finished (it failed) may be dropped or pointed at other files
+            finished = {p.stem for p in (out_dir / "sources").glob("*.json")} & set(per_case)
+            removed = sorted(finished - new_ids)
+            if removed:
+                return [f"cases {_ids(removed)} are prepared here but not in cohort {new['cohort']!r}"]
+            changed = sorted(i for i in finished if per_case[i] != new["case_digests"].get(i))
             if changed:
                 return [f"cases {_ids(changed)}: other image or mask files (or sides) than prepared"]
             return []
@@ -412,7 +417,8 @@ def _prepare_and_write(case: Case, out_dir: Path, config: PrepareConfig, femur_c
         try:
             volumes = prepare_case(case, config, femur_config)
         except InputError as err:
-            raise InputError(f"case {case.id}: {err}") from None
+            said = str(err)
+            raise InputError(said if said.startswith(f"case {case.id}:") else f"case {case.id}: {said}") from None
         source = {**volumes.pop("_source"), "input_files": inputs}
         for key, vol in volumes.items():
             vol.write(paths[key])  # type: ignore[union-attr]

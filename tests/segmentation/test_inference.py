@@ -475,7 +475,9 @@ def test_femur_auto_finds_each_scans_femur_and_a_raw_scan_without_it_is_said_by_
     femur = segment_femur(case.image).array > 0  # what --femur auto finds
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
     assert n and all((labels[femur] == k).any() for k in range(1, n + 1))  # every lesion kept touches the femur
-    assert yaml.safe_load((out / "predict.json").read_text())["femur"] == "auto"  # another run than without
+    assert yaml.safe_load((out / "predict.json").read_text())["femur"] == "auto"
+    with pytest.raises(ConfigError, match=r"femur: 'auto' -> None"):  # not resumed as a run without it
+        predict_cohort(model, [scan], out, progress=False)
 
     caplog.clear()
     with caplog.at_level("WARNING"):

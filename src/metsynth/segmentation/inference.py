@@ -68,7 +68,7 @@ class PredictTask:
     key: str
     image: str
     out: str
-    femur: str | None
+    femur: str | None  # a mask's path, AUTO_FEMUR (found in the image, on femur_side), or None
     standardized: bool
     source: dict[str, Any] | None
     grid: str
@@ -77,6 +77,7 @@ class PredictTask:
     postprocess: dict[str, Any]
     inference: dict[str, Any]
     threads: int = 0
+    femur_side: str | None = None  # with AUTO_FEMUR: the manifest's side of the case (None: every femur)
 
 
 _MODELS: dict[tuple[Any, str], SegmentationModel | ModelEnsemble] = {}
@@ -128,7 +129,7 @@ def _predict(task: PredictTask, start: float) -> dict[str, Any]:
     if task.femur == AUTO_FEMUR:
         from ..bone import segment_femur
 
-        femur = segment_femur(image)  # every femur the scan shows; none found is an InputError naming the file
+        femur = segment_femur(image, side=task.femur_side)  # none found: an InputError naming the file
     else:
         femur = Volume.read(task.femur) if task.femur else None
     post = PostprocessConfig.from_dict(task.postprocess)
@@ -307,6 +308,7 @@ def predict_cohort(
 
     auto = femur is not None and str(femur) == AUTO_FEMUR
     items: list[tuple[str, str, str | None, bool, dict | None]] = []
+    sides: dict[str, str | None] = {}  # a manifest's side per case, for --femur auto
     paths = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     if len(paths) == 1 and (Path(paths[0]).is_dir() and (Path(paths[0]) / "cohort.yaml").exists()
                             or str(paths[0]).endswith((".yaml", ".yml"))):
@@ -322,6 +324,7 @@ def predict_cohort(
         for case in cohort.cases:
             if fold_ids is not None and case.id not in fold_ids:
                 continue
+            sides[case.id] = case.side
             items.append((case.id, str(case.image), str(case.femur_mask) if case.femur_mask else (
                 AUTO_FEMUR if auto else None), is_prepared if standardized is None else standardized, case.source))
         if grid == "source" and not is_prepared:
@@ -374,8 +377,9 @@ def predict_cohort(
                 # the images as they are now: scans written again since are predicted again
                 "inputs": files_stamp(inputs),
                 FILE_INDEX: {"inputs": files_index(inputs)}}
-    if auto:  # left out otherwise, so that a folder predicted before --femur auto existed is the same run
-        settings["femur"] = AUTO_FEMUR
+    # None without auto: a record from before --femur auto existed (no key) reads as None, the same run;
+    # a folder predicted with auto and one without are other runs of each other
+    settings["femur"] = AUTO_FEMUR if auto else None
     if fold is not None:  # read by `metsynth evaluate` (its default fold) and gather_fold_predictions
         settings.update(fold=fold, splits=str(Path(splits).resolve()))  # type: ignore[arg-type]
     elif ensemble and splits is not None:  # the test-only cases: read by gather_fold_predictions
@@ -392,7 +396,8 @@ def predict_cohort(
     tasks = [
         PredictTask(key=key, image=img, out=str(out / f"{key}.nii.gz"), femur=fem, standardized=std, source=src,
                     grid=grid, model=task_model, device=device, postprocess=post.model_dump(),
-                    inference=inf.model_dump(), threads=threads)
+                    inference=inf.model_dump(), threads=threads,
+                    femur_side=sides.get(key) if fem == AUTO_FEMUR else None)
         for key, img, fem, std, src in items
     ]
     table_file = out / "predictions.csv"
