@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, list[str]] = {
     "storage_paper": ["--volumes", "2", "--read-repeats", "2"],
     "interpolation": ["--patches", "100"],
     "memory_format": ["--repeats", "3", "--steps", "10"],
+    "input_checks": ["--files", "20", "--repeats", "2"],
 }
 
 
