@@ -494,3 +494,21 @@ def test_femur_auto_finds_each_scans_femur_and_a_raw_scan_without_it_is_said_by_
     with pytest.raises(ConfigError, match="--femur auto finds the femur in HU"):
         predict_cohort(model, [prepared], tmp_path / "never", femur="auto", standardized=True, progress=False)
     assert not (tmp_path / "never").exists()
+
+
+def test_scans_added_to_a_predict_command_are_predicted_beside_the_others(trained_model, tmp_path):
+    """The same model and settings with one more scan: the new one is predicted, the first kept as it
+    was; a scan left out is another run (refused), as before."""
+    from metsynth.errors import ConfigError
+
+    model = trained_model["run"] / "model.pt"
+    first, second = tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    Volume.read(trained_model["case"].image).write(first)
+    Volume.read(trained_model["case"].image).write(second)
+    out = predict_cohort(model, [first], tmp_path / "pred", standardized=True, progress=False)
+    stamp = (out / "a.nii.gz").stat().st_mtime_ns
+    predict_cohort(model, [first, second], out, standardized=True, progress=False)
+    assert (out / "a.nii.gz").stat().st_mtime_ns == stamp and (out / "b.nii.gz").exists()
+    assert sorted(pd.read_csv(out / "predictions.csv")["case"]) == ["a", "b"]
+    with pytest.raises(ConfigError, match=r"a\.nii\.gz: no longer an input"):
+        predict_cohort(model, [second], out, standardized=True, progress=False)

@@ -387,8 +387,12 @@ def predict_cohort(
     folder = OutputFolder(out, "predictions", "predict.json", outputs=("*.nii.gz", "predictions.csv"),
                           ignore=("cases.yaml",))  # the study's manifest of the fold's cases
     existed = out.exists()
-    state = folder.claim(lambda record: recorded_changes(record, settings), force=force,
-                         replace_other=replace_other).state
+    def changes(record: Path) -> list[str]:
+        # scans added to the command (the others, the model and the settings as they were) are predicted
+        # beside the masks already there; a scan left out or written again makes it another run
+        return [c for c in recorded_changes(record, settings) if not c.endswith(": a new input")]
+
+    state = folder.claim(changes, force=force, replace_other=replace_other).state
     write_json(folder.record_file, settings)
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
