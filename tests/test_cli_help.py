@@ -11,6 +11,7 @@ import re
 
 import pytest
 import typer.main
+import typer.rich_utils
 from typer.testing import CliRunner
 
 from metsynth.cli import app
@@ -40,9 +41,19 @@ def test_the_walk_finds_the_commands():
 
 
 @pytest.mark.parametrize("path,command", COMMANDS, ids=[" ".join(p) or "metsynth" for p, _ in COMMANDS])
-def test_help_renders_with_its_placeholders(path, command):
-    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+def test_help_renders_with_its_placeholders(path, command, monkeypatch):
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 400)  # read from TERMINAL_WIDTH once, at import
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
     missing = sorted({p for text in _texts(command) for p in PLACEHOLDER.findall(text) if p not in output})
     assert not missing, f"`metsynth {' '.join(path)} --help` drops {missing} (Markdown reads them as HTML tags)"
+
+
+@pytest.mark.parametrize("path,command", COMMANDS, ids=[" ".join(p) or "metsynth" for p, _ in COMMANDS])
+def test_no_option_name_is_cut_in_an_80_column_terminal(path, command, monkeypatch):
+    """typer's tables cut what does not fit with "..." ("--min-lesion-m..."); the CLI folds it instead."""
+    monkeypatch.setattr(typer.rich_utils, "MAX_WIDTH", 80)
+    result = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert not re.search(r"-[\w-]*…", result.output), result.output

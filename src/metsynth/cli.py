@@ -48,6 +48,33 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+
+def _fold_long_words_in_help() -> None:
+    """In an 80-column terminal typer's option tables cut what does not fit with "..." (an option's
+    own name, "--min-lesion-m..."); folding it onto the next line keeps every character. typer
+    builds those tables with ``rich.table.Table`` and lets ``add_row`` create the columns, whose
+    default is to cut: this gives such columns ``overflow="fold"``. Left as it is where a typer
+    version builds its help otherwise (tests/test_cli_help.py checks the result at 80 columns)."""
+    try:
+        import typer.rich_utils as rich_utils
+        from rich.table import Table
+    except ImportError:  # pragma: no cover - typer without rich: click's own help, which wraps
+        return
+    if getattr(rich_utils, "Table", None) is not Table:
+        return
+
+    class FoldingTable(Table):
+        def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+            while len(self.columns) < len(renderables):
+                self.add_column(overflow="fold")
+            super().add_row(*renderables, **kwargs)
+
+    rich_utils.Table = FoldingTable  # type: ignore[misc]
+
+
+_fold_long_words_in_help()
+
 # Packages that contribute commands: module path -> "register(app)" is called if it exists.
 COMMAND_MODULES = (
     "metsynth.commands",
