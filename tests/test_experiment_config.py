@@ -209,3 +209,59 @@ def test_a_section_is_read_from_a_study_config_or_a_flat_file_and_an_empty_one_i
     assert read_section(study, "realism") == {"seed": 3}
     assert read_section(flat, "realism") == {"seed": 4}
     assert read_section(empty, "realism") == {} and read_section(None, "realism") == {}
+
+
+def test_what_would_fail_mid_study_is_refused_when_read_or_before_the_run_folder_is_touched(tmp_path):
+    """A precision no training takes and a negative size are refused when the config is read; a
+    manifest that does not exist and more folds than the cohort's patient groups before anything in
+    the run folder changes (they used to surface at their stage, after config.yaml had been rewritten,
+    and a manifest typo read as 'another cohort')."""
+    from helpers import write_tiny_cohort
+    from metsynth.errors import InputError
+    from metsynth.experiment import run_experiment
+
+    base = experiment_preset("tiny").model_dump(mode="json")
+    for key, value, says in (("trainer", {"precision": "32bit"}, r"'trainer.precision': '32bit' is not a precision"),
+                             ("size_study", [-4], r"'size_study.0': Input should be greater than 0")):
+        with pytest.raises(ConfigError, match=says):
+            ExperimentConfig.from_dict({**base, key: value}, source="study.yaml")
+    manifest = write_tiny_cohort(tmp_path / "cohort", n_healthy=1, n_metastatic=3)
+    good = ExperimentConfig.from_dict({**base, "cohort": {"manifest": str(manifest)}, "splits": {"n_folds": 2}})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    good.to_yaml(run_dir / "config.yaml")  # a study already there
+    before = (run_dir / "config.yaml").read_bytes()
+    typo_cohort = good.cohort.model_copy(update={"manifest": manifest.with_name("cohrt.yaml")})
+    typo = good.model_copy(update={"cohort": typo_cohort})
+    with pytest.raises(InputError, match="cohrt.yaml: cohort manifest not found"):
+        run_experiment(typo, run_dir, progress=False)
+    too_many = good.model_copy(update={"splits": good.splits.model_copy(update={"n_folds": 5})})
+    with pytest.raises(ConfigError, match=r"has 3 patient groups for splits\.n_folds=5; lower splits\.n_folds to at "
+                                          r"most 3"):
+        run_experiment(too_many, run_dir, progress=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+    assert (run_dir / "config.yaml").read_bytes() == before
+    phantom = ExperimentConfig.from_dict({**base, "splits": {"n_folds": 5}})
+    with pytest.raises(ConfigError, match=r"cohort\.phantom\.metastatic: \d metastatic cases for splits\.n_folds=5"):
+        run_experiment(phantom, tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_init_with_a_manifest_writes_a_study_of_that_cohort(tmp_path):
+    """`experiment init --manifest`: the study reads the user's cohort (path relative to the YAML), no
+    phantom section to delete by hand; a manifest that does not exist is said at once, nothing written."""
+    from typer.testing import CliRunner
+
+    from helpers import write_tiny_cohort
+    from metsynth.cli import app
+
+    manifest = write_tiny_cohort(tmp_path / "data", n_healthy=1, n_metastatic=2)
+    out = tmp_path / "studies" / "mine.yaml"
+    result = CliRunner().invoke(app, ["experiment", "init", "--preset", "tiny", "-o", str(out), "-m", str(manifest)])
+    assert result.exit_code == 0, result.output
+    written = yaml.safe_load(out.read_text())
+    assert written["cohort"] == {"manifest": "../data/cohort.yaml", "phantom": None}
+    assert load_experiment_config(out).cohort.manifest == manifest.resolve()
+    missing = tmp_path / "studies" / "other.yaml"
+    result = CliRunner().invoke(app, ["experiment", "init", "-o", str(missing), "-m", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2 and "cohort manifest not found" in result.output and not missing.exists()

@@ -393,3 +393,12 @@ def test_report_renders_in_headless_chromium(run_dir, tmp_path):
     pixels = np.asarray(Image.open(rendering.screenshot).convert("L"), dtype=np.float32)
     assert pixels.shape == (2400, 1280)
     assert (pixels < 128).mean() > 0.02  # text, tables and the dark slice montages were drawn
+
+
+def test_the_summary_counts_the_cases_each_fold_tests():
+    """A fold of splits.json is {fold, test, train}: its size is its test cases (it read 3/3 for any two folds)."""
+    from metsynth.report.sections.summary import fold_sizes
+
+    folds = [{"fold": 0, "test": ["M1", "M2"], "train": ["M3", "M4", "M5"]},
+             {"fold": 1, "test": ["M3", "M4", "M5"], "train": ["M1", "M2"]}]
+    assert fold_sizes(folds) == "2/3"

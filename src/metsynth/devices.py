@@ -12,12 +12,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .config import Settings
 from .errors import ConfigError, MetsynthError
 
 log = logging.getLogger(__name__)
+
+
+# The precisions every training of a study takes (the DDPM's and the U-Nets'), and Lightning's name of each.
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed",
+              "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true", "64-true": "64-true"}
 
 
 class LightningDevices(Settings):
@@ -32,6 +37,16 @@ class LightningDevices(Settings):
                                               "detected by Lightning).")
     num_nodes: int = Field(1, ge=1, description="Nodes of a multi-node DDP training.")
     precision: str = Field("32-true", description="32-true, 16-mixed (the paper preset on a GPU), bf16-mixed.")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _known_precision(cls, value: Any) -> Any:
+        # checked when the config is read, not when the first training starts (a study would have run
+        # its stages up to the DDPM by then)
+        if str(value) not in PRECISIONS:
+            raise ValueError(f"{value!r} is not a precision every training takes; use one of "
+                             f"{', '.join(dict.fromkeys(PRECISIONS.values()))}")
+        return str(value)
 T = TypeVar("T")
 
 

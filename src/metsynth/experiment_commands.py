@@ -34,16 +34,29 @@ def init(
     preset: str = typer.Option(
         "demo", "--preset", help="paper (GPU, the paper's settings), demo (laptop CPU) or tiny."),
     out: Path = typer.Option(..., "--out", "-o", help="YAML file to write."),
+    manifest: Optional[Path] = typer.Option(
+        None, "--manifest", "-m",
+        help="Your cohort manifest: the study reads it instead of generating the phantom (written relative to "
+             "the YAML file's folder; checked to exist)."),
 ) -> None:
     """Write a preset's full config to a YAML file, to edit and version."""
+    import os
+
+    from .errors import ConfigError
     from .experiment import experiment_preset
 
     if out.exists():
-        from .errors import ConfigError
-
         raise ConfigError(f"{out}: exists; choose another file name (metsynth never overwrites your files)")
-    experiment_preset(preset).to_yaml(out)
-    typer.echo(f"wrote {out} (preset {preset})")
+    config = experiment_preset(preset)
+    if manifest is not None:
+        from .cohort import load_cohort
+
+        load_cohort(manifest)  # a typo said now, not when the study starts
+        where = Path(os.path.relpath(manifest.resolve(), out.resolve().parent))
+        config = config.model_copy(update={"cohort": config.cohort.model_copy(
+            update={"manifest": where, "phantom": None})})
+    config.to_yaml(out)
+    typer.echo(f"wrote {out} (preset {preset}" + (f", cohort {manifest})" if manifest else ")"))
 
 
 def reference(

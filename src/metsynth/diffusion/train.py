@@ -43,7 +43,7 @@ from lightning.pytorch.callbacks import Callback
 
 from ..checkpoints import save_model
 from ..cohort import Cohort, load_cohort
-from ..devices import compute_environment, to_memory_format, uses_channels_last
+from ..devices import PRECISIONS, compute_environment, to_memory_format, uses_channels_last
 from ..errors import ConfigError
 from ..fileio import files_index, files_stamp, read_json, write_json
 from ..progress import quiet
@@ -57,8 +57,6 @@ log = logging.getLogger(__name__)
 # Settings that may change between a run and its resumption (they do not change the model).
 RESUMABLE_CHANGES = ("max_steps", "max_epochs", "checkpoint_every_n_steps", "log_every_n_steps", "num_workers",
                      "memory_format")
-PRECISIONS = {"32": "32-true", "32-true": "32-true", "16-mixed": "16-mixed", "bf16-mixed": "bf16-mixed",
-              "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true", "64-true": "64-true"}
 
 
 class DiffusionModule(L.LightningModule):

@@ -83,13 +83,10 @@ def _case_groups(cohort: "Cohort", group_by: GroupBy | None) -> dict[str, str]:
     return out
 
 
-def make_splits(
-    cohort: "Cohort | str | os.PathLike", n_folds: int = 5, seed: int = 0, group_by: GroupBy | None = "patient",
-    names: SettingNames = CONFIG_NAMES,
-) -> Splits:
-    """Assign the cohort's metastatic cases to ``n_folds`` folds (deterministic in ``seed``).
-    ``names``: how errors name the settings (config keys by default; :data:`CLI_NAMES` for flags)."""
-    cohort = _as_cohort(cohort)
+def check_fold_count(cohort: "Cohort", n_folds: int, group_by: GroupBy | None = "patient",
+                     names: SettingNames = CONFIG_NAMES) -> dict[str, list[str]]:
+    """The cohort's metastatic cases by group (``group_by``), or a ConfigError when they cannot make
+    ``n_folds`` folds; what :func:`make_splits` checks first, and a study before it writes anything."""
     if n_folds < 2:
         raise ConfigError(f"{names.n_folds} must be at least 2, got {n_folds}")
     groups = _case_groups(cohort, group_by)
@@ -104,6 +101,18 @@ def make_splits(
                     "may then be split over folds)")
         raise ConfigError(f"cohort {cohort.name!r} has {len(members)} {what} for "
                           f"{names.value(names.n_folds, n_folds)}; {fix}")
+    return members
+
+
+def make_splits(
+    cohort: "Cohort | str | os.PathLike", n_folds: int = 5, seed: int = 0, group_by: GroupBy | None = "patient",
+    names: SettingNames = CONFIG_NAMES,
+) -> Splits:
+    """Assign the cohort's metastatic cases to ``n_folds`` folds (deterministic in ``seed``).
+    ``names``: how errors name the settings (config keys by default; :data:`CLI_NAMES` for flags)."""
+    cohort = _as_cohort(cohort)
+    members = check_fold_count(cohort, n_folds, group_by, names)
+    groups = _case_groups(cohort, group_by)
     rng = np.random.default_rng(seed)
     names = sorted(members)
     order = [names[i] for i in rng.permutation(len(names))]

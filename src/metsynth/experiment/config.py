@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PositiveInt, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..config import OverridesOf, Settings, look_up_option, preset_data
@@ -193,7 +193,7 @@ class ExperimentConfig(Settings):
                               description="Models of Table 3 to train: real, synthetic, synthetic_ft, harmonized, "
                                           "harmonized_ft (the paper's), online, online_ft (synthetic volumes drawn "
                                           "during training).")
-    size_study: list[int] = Field(default_factory=lambda: [100, 500, 2000],
+    size_study: list[PositiveInt] = Field(default_factory=lambda: [100, 500, 2000],
                                   description="Synthetic-set sizes of Table 2 (the full set is the 'synthetic' model).")
     variability_model: str = Field("harmonized_ft", description="Model compared with the operators (Table 1).")
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)

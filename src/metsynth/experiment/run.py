@@ -54,6 +54,7 @@ def _run_on_rank_zero(stages, config: ExperimentConfig, run_dir: Path, until, on
                       ranks) -> list[StageResult]:
     layout = RunLayout(run_dir)
     saved = layout.config
+    _check_before_writing(config)
     if saved.exists():
         try:
             previous = ExperimentConfig.from_yaml(saved)
@@ -74,6 +75,24 @@ def _run_on_rank_zero(stages, config: ExperimentConfig, run_dir: Path, until, on
         ctx.extra["ranks"] = ranks
     with reuse_workers():  # each worker process imports torch, MONAI and Lightning once for the whole study
         return run_stages(stages, ctx, until=until, only=only)
+
+
+def _check_before_writing(config: ExperimentConfig) -> None:
+    """What is known to fail before any stage runs, refused before the run folder is touched: a
+    manifest that cannot be read (a typo in cohort.manifest read as 'another cohort' before), and
+    more folds than the cohort's patient groups (found at the splits stage, after config.yaml and
+    the stages before had been redone with the new settings)."""
+    from ..cohort import load_cohort
+    from ..evaluation.splits import SettingNames, check_fold_count
+
+    splits = config.splits
+    names = SettingNames("splits.n_folds", "splits.group_by", "splits.group_by: null")
+    if config.cohort.manifest is not None:
+        check_fold_count(load_cohort(config.cohort.manifest), splits.n_folds, splits.group_by, names)
+    elif config.cohort.phantom is not None and config.cohort.phantom.metastatic < splits.n_folds:
+        m = config.cohort.phantom.metastatic
+        raise ConfigError(f"cohort.phantom.metastatic: {m} metastatic cases for splits.n_folds={splits.n_folds}; "
+                          f"lower splits.n_folds to at most {m}, or raise cohort.phantom.metastatic")
 
 
 def _later_rank_by_environment() -> bool:

@@ -244,5 +244,5 @@ def export_nnunet(
         shutil.rmtree(old, ignore_errors=True)
     summary = ExportSummary(final, len(plan.training), len(plan.test), _manifest(plan, linked, seconds)["folds"],
                             linked=linked, seconds=seconds)
-    log.info("nnU-Net export: %s", summary.describe())
+    log.debug("nnU-Net export: %s", summary.describe())  # the command prints it; said once
     return summary

@@ -189,7 +189,7 @@ def _generated(run: "RunData") -> str:
     if run.splits is not None:
         folds = run.splits.get("folds") or []
         test_only = run.splits.get("test_only") or []
-        sizes = "/".join(str(len(f)) for f in folds)
+        sizes = fold_sizes(folds)
         rows.append(("Cross-validation",
                      f"{len(folds)} folds of real metastatic cases ({sizes}), "
                      f"{len(test_only)} test-only case(s), seed {esc(run.splits.get('seed', '?'))}"))
@@ -199,6 +199,11 @@ def _generated(run: "RunData") -> str:
     if not rows:
         return not_run("no lesion bank, synthetic set, harmonized set, splits or evaluation in this run directory.")
     return kv_table(rows)
+
+
+def fold_sizes(folds: list) -> str:
+    """"2/2/1": how many cases each fold tests (a fold of splits.json is {fold, test, train})."""
+    return "/".join(str(len(f.get("test") or [])) if isinstance(f, dict) else str(len(f)) for f in folds)
 
 
 def _stages(run: "RunData") -> str:
