@@ -350,16 +350,16 @@ def predict_cohort(
     names: dict[str, list[str]] = {}
     for key, img, *_ in items:
         names.setdefault(key, []).append(img)
-    shared = {key: paths for key, paths in names.items() if len(paths) > 1}
+    shared = {key: files for key, files in names.items() if len(files) > 1}
     if shared:
-        key, paths = next(iter(shared.items()))
-        raise ConfigError(f"inputs {', '.join(paths)} share the name {key!r}, and each mask is written as "
+        key, files = next(iter(shared.items()))
+        raise ConfigError(f"inputs {', '.join(files)} share the name {key!r}, and each mask is written as "
                           f"<name>.nii.gz: give files with distinct names (rename or link one), or predict "
                           "them into separate --out folders")
     from ..fileio import check_not_an_input
     from ..volume import check_3d_header
 
-    if auto and any(std for *_, std, _ in items):
+    if any(fem == AUTO_FEMUR and std for _, _, fem, std, _ in items):  # cases with their own mask need none
         raise ConfigError("--femur auto finds the femur in HU; these images are standardized (a prepared cohort "
                           "gives each case's femur mask): give --femur MASK, or the scans in HU")
     inputs = [p for _, img, fem, *_ in items for p in (img, fem) if p not in (None, AUTO_FEMUR)]
