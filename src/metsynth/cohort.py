@@ -247,6 +247,12 @@ class LoadedCase:
     lesion: Volume | None
 
 
+def about_case(case_id: str, message: object) -> str:
+    """``message`` as a problem of case ``case_id``: prefixed with "case ID: " unless it says it already."""
+    text = str(message)
+    return text if text.startswith(f"case {case_id}:") else f"case {case_id}: {text}"
+
+
 def _femur_mask(case: Case, image: Volume) -> Volume:
     femur = as_mask(Volume.read(case.femur_mask), image, what="femur mask")
     if not femur.array.any():
@@ -346,7 +352,7 @@ def check_cohort(cohort: Cohort, progress: bool = False) -> list[CaseReport]:
             try:
                 return check()
             except InputError as err:
-                found.append(f"case {case.id}: {err}" if not str(err).startswith(f"case {case.id}") else str(err))
+                found.append(about_case(case.id, err))
                 return None
 
         image = attempt(lambda: Volume.read(case.image))

@@ -144,6 +144,7 @@ class NiftiLayout:
     datatype: int
     offset: int
     data_bytes: int
+    dims: tuple[int, ...] = ()  # the image's size along each of its axes (x, y, z, t, ...)
 
     @property
     def total_bytes(self) -> int:
@@ -179,7 +180,8 @@ def nifti_layout(head: bytes) -> NiftiLayout | None:
     count = 1
     for n in dims[1:ndim + 1]:
         count *= max(int(n), 0)
-    return NiftiLayout(endian, int(datatype), max(offset, size + 4 if size == 348 else size), count * bitpix // 8)
+    return NiftiLayout(endian, int(datatype), max(offset, size + 4 if size == 348 else size), count * bitpix // 8,
+                       tuple(int(n) for n in dims[1:ndim + 1]))
 
 
 def _incomplete(path: Path, detail: str) -> InputError:

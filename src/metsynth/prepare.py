@@ -36,7 +36,16 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from .boxes import index_box
-from .cohort import Case, Cohort, LesionAnnotation, PreparedInfo, check_cohort, check_lesion_on_femur, load_case
+from .cohort import (
+    Case,
+    Cohort,
+    LesionAnnotation,
+    PreparedInfo,
+    about_case,
+    check_cohort,
+    check_lesion_on_femur,
+    load_case,
+)
 from .config import Settings
 from .errors import InputError
 from .fileio import DiskFullError
@@ -179,7 +188,8 @@ def femur_crop_box(femur: Volume, margin_mm: float) -> tuple[np.ndarray, np.ndar
 # ------------------------------------------------------------------ one case
 def prepare_case(case: Case, config: PrepareConfig, femur_config=None) -> dict[str, Volume]:
     """Prepared volumes of one case: ``image``, ``femur`` and one entry per lesion annotation
-    (key ``lesion:<annotator>:<round>``). Nothing is written."""
+    (key ``lesion:<annotator>:<round>``). Nothing is written. Lesion marks away from a femur it
+    segments are refused here; those of a manifest's femur mask by :func:`check_cohort`."""
     loaded = load_case(case, lesion=False)
     image = loaded.image
     femur = loaded.femur
@@ -190,10 +200,11 @@ def prepare_case(case: Case, config: PrepareConfig, femur_config=None) -> dict[s
 
         femur = segment_femur(image, side=case.side, config=femur_config)
         femur_source = "automatic"
-    for ann in case.lesion_masks:  # a mark away from the femur: a mask of another scan or side
-        check_lesion_on_femur(case, ann, lesions[annotation_key(ann)], femur,
-                              "the manifest's femur_mask" if femur_source == "manifest" else
-                              f"found automatically{', side ' + case.side if case.side else ''}")
+        # a mark away from the femur (a mask of another scan or side); against a manifest's femur mask
+        # check_cohort has checked it already, which prepare_cohort runs first
+        for ann in case.lesion_masks:
+            check_lesion_on_femur(case, ann, lesions[annotation_key(ann)], femur,
+                                  f"found automatically{', side ' + case.side if case.side else ''}")
     union = femur.array.astype(bool)
     for vol in lesions.values():
         union |= vol.array.astype(bool)
@@ -417,8 +428,7 @@ def _prepare_and_write(case: Case, out_dir: Path, config: PrepareConfig, femur_c
         try:
             volumes = prepare_case(case, config, femur_config)
         except InputError as err:
-            said = str(err)
-            raise InputError(said if said.startswith(f"case {case.id}:") else f"case {case.id}: {said}") from None
+            raise InputError(about_case(case.id, err)) from None
         source = {**volumes.pop("_source"), "input_files": inputs}
         for key, vol in volumes.items():
             vol.write(paths[key])  # type: ignore[union-attr]

@@ -340,12 +340,7 @@ def read_header(path: str | os.PathLike) -> tuple[tuple[int, ...], int]:
     (no voxel is read; for estimating output sizes). Raises InputError if it cannot be read."""
     path = Path(path)
     check_readable(path)
-    reader = _sitk().ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise InputError(f"{path}: cannot read the image header ({str(err).strip().splitlines()[-1]})") from None
+    reader = _header_reader(path)
     itemsize = np.dtype(_sitk().GetArrayViewFromImage(_sitk().Image([1] * reader.GetDimension(),
                                                                      reader.GetPixelID())).dtype).itemsize
     return tuple(int(n) for n in reversed(reader.GetSize())), int(itemsize * reader.GetNumberOfComponents())
@@ -369,6 +364,12 @@ def check_3d_header(path: str | os.PathLike, what: str = "") -> None:
         size, components = quick
         _check_size(where, size, components)
         return
+    reader = _header_reader(path, what)
+    _check_size(where, tuple(reader.GetSize()), reader.GetNumberOfComponents())
+
+
+def _header_reader(path: Path, what: str = ""):
+    """A SimpleITK reader that has read ``path``'s header (no voxel); InputError if it cannot."""
     reader = _sitk().ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -376,7 +377,7 @@ def check_3d_header(path: str | os.PathLike, what: str = "") -> None:
     except RuntimeError as err:
         raise InputError(f"{path}: {what + ' ' if what else ''}cannot read the image header "
                          f"({str(err).strip().splitlines()[-1]})") from None
-    _check_size(where, tuple(reader.GetSize()), reader.GetNumberOfComponents())
+    return reader
 
 
 def _check_size(where: str, size: tuple[int, ...], components: int) -> None:
@@ -392,35 +393,26 @@ def _check_size(where: str, size: tuple[int, ...], components: int) -> None:
 
 
 def _nifti_size(path: Path) -> tuple[tuple[int, ...], int] | None:
-    """(size (x, y, z, ...), components) from a NIfTI-1 header, as SimpleITK reads it (trailing axes
-    of length 1 dropped, down to 3; RGB and RGBA types have 3 and 4 components); None for any file
-    this cannot read (another format, NIfTI-2, a damaged header), which SimpleITK then reads."""
+    """(size (x, y, z, ...), components) from a NIfTI header (:func:`metsynth.nifti.nifti_layout`),
+    as SimpleITK reads it (trailing axes of length 1 dropped, down to 3; RGB and RGBA types have 3 and
+    4 components); None for any file that is not one, which SimpleITK then reads."""
     import gzip
-    import struct
+    import zlib
 
     name = path.name.lower()
     if not name.endswith((".nii", ".nii.gz")):
         return None
     try:
         with (gzip.open(path, "rb") if name.endswith(".gz") else open(path, "rb")) as handle:
-            head = handle.read(348)
-    except (OSError, EOFError):
+            layout = nifti_layout(handle.read(540))
+    except (OSError, EOFError, zlib.error):
         return None
-    if len(head) < 348:
+    if layout is None:
         return None
-    for order in "<>":
-        if struct.unpack(order + "i", head[:4])[0] == 348:
-            break
-    else:
-        return None
-    dim = struct.unpack(order + "8h", head[40:56])
-    datatype = struct.unpack(order + "h", head[70:72])[0]
-    if not 1 <= dim[0] <= 7:
-        return None
-    size = list(dim[1:dim[0] + 1])
+    size = list(layout.dims)
     while len(size) > 3 and size[-1] == 1:
         size.pop()
-    return tuple(size), {128: 3, 2304: 4}.get(datatype, 1)
+    return tuple(size), {128: 3, 2304: 4}.get(layout.datatype, 1)
 
 
 def check_finite(volume: Volume, what: str = "image") -> None:
